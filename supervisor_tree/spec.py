@@ -1,0 +1,341 @@
+"""Typed specifications: what a tree *is*, before anything runs.
+
+Owns the closed sets of OTP's vocabulary (strategies, restart types, shutdown
+values), the frozen child and supervisor specs, exit reasons, and one small
+validator per spec field.  No I/O, no processes, no ZeroMQ.
+
+    >>> from supervisor_tree.spec import ChildSpec, SupervisorSpec, Restart
+    >>> counter = ChildSpec(id="counter", start="myapp:Counter", restart=Restart.TRANSIENT)
+    >>> tree = SupervisorSpec(children=(counter,))
+    >>> tree.strategy.value
+    'one_for_one'
+
+Defaults are OTP's (R14): one_for_one, intensity 1, period 5, auto_shutdown
+never; children permanent workers, significant false, shutdown 5000 ms for a
+worker and infinity for a supervisor.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Union
+
+
+class Strategy(enum.Enum):
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+    REST_FOR_ONE = "rest_for_one"
+    SIMPLE_ONE_FOR_ONE = "simple_one_for_one"
+
+
+class Restart(enum.Enum):
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    TEMPORARY = "temporary"
+
+
+class ChildType(enum.Enum):
+    WORKER = "worker"
+    SUPERVISOR = "supervisor"
+
+
+class AutoShutdown(enum.Enum):
+    NEVER = "never"
+    ANY_SIGNIFICANT = "any_significant"
+    ALL_SIGNIFICANT = "all_significant"
+
+
+class ShutdownKind(enum.Enum):
+    BRUTAL_KILL = "brutal_kill"
+    TIMEOUT = "timeout"
+    INFINITY = "infinity"
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """How a child is stopped: SIGKILL at once, ask then kill after `timeout_ms`, or ask and wait."""
+
+    kind: ShutdownKind
+    timeout_ms: int = 0
+
+    @classmethod
+    def timeout(cls, ms: int) -> Shutdown:
+        return cls(ShutdownKind.TIMEOUT, ms)
+
+    @classmethod
+    def parse(cls, value: object) -> Shutdown:
+        """From config form: an int of milliseconds >= 0, "brutal_kill" or "infinity"."""
+        problem = check_shutdown(value)
+        if problem:
+            raise ValueError(problem)
+        if value == "brutal_kill":
+            return BRUTAL_KILL
+        if value == "infinity":
+            return INFINITY
+        assert isinstance(value, int)
+        return cls.timeout(value)
+
+    def __str__(self) -> str:
+        return str(self.timeout_ms) if self.kind is ShutdownKind.TIMEOUT else self.kind.value
+
+
+BRUTAL_KILL = Shutdown(ShutdownKind.BRUTAL_KILL)
+INFINITY = Shutdown(ShutdownKind.INFINITY)
+WORKER_SHUTDOWN_DEFAULT = Shutdown.timeout(5000)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Optional delay before restarting a child (an extension; OTP restarts at once).
+
+    The n-th consecutive restart of a child waits ``min(cap, initial * factor**(n-1))``
+    seconds, times a random factor in [0.5, 1.0] when `jitter`.  The count resets once
+    the child has run for `reset_after` seconds.  Intensity is still charged per restart.
+    """
+
+    initial: float = 0.05
+    factor: float = 2.0
+    cap: float = 5.0
+    jitter: bool = False
+    reset_after: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a client retries a call to this child (tenacity, see retry.py)."""
+
+    attempts: int = 3
+    wait: str = "exponential"  # "fixed" | "exponential"
+    initial: float = 0.05
+    max: float = 2.0
+    jitter: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A worker beats every `interval` s; `misses` beats in a row missed means it hung."""
+
+    interval: float = 0.5
+    misses: int = 4
+
+    @property
+    def deadline(self) -> float:
+        return self.interval * self.misses
+
+
+# A start target: "package.module:Class", or the class / factory itself (shipped with cloudpickle).
+StartTarget = Union[str, Callable[..., object]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """One child of a supervisor.  `id` is unique in the whole tree (it names the worker)."""
+
+    id: str
+    start: StartTarget | None = None  # None only for type supervisor (it has `supervisor`)
+    args: Mapping[str, object] = field(default_factory=dict)
+    restart: Restart = Restart.PERMANENT
+    shutdown: Shutdown | None = None  # None: the type's default (5000 ms worker, infinity supervisor)
+    type: ChildType = ChildType.WORKER
+    significant: bool = False
+    supervisor: SupervisorSpec | None = None  # the nested tree, for type supervisor
+    backoff: Backoff | None = None
+    retry: RetryPolicy | None = None
+    heartbeat: Heartbeat | None = None  # None: the node's default
+    start_timeout: float = 30.0  # seconds for init to say ready; then it is a start error
+
+    @property
+    def effective_shutdown(self) -> Shutdown:
+        if self.shutdown is not None:
+            return self.shutdown
+        return INFINITY if self.type is ChildType.SUPERVISOR else WORKER_SHUTDOWN_DEFAULT
+
+    @property
+    def is_supervisor(self) -> bool:
+        return self.type is ChildType.SUPERVISOR
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSpec:
+    """A supervisor's flags and its children in start order."""
+
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    intensity: int = 1
+    period: int = 5
+    auto_shutdown: AutoShutdown = AutoShutdown.NEVER
+    children: tuple[ChildSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """A whole node: the root supervisor plus node-wide settings."""
+
+    tree: SupervisorSpec
+    name: str = "supervisor_tree"
+    source: str | None = None  # the config file it came from, if any
+    config_dir: str | None = None  # put on workers' sys.path
+    heartbeat: Heartbeat = Heartbeat()
+    preload: tuple[str, ...] = ()  # modules the fork server imports before forking
+    extra: Mapping[str, object] = field(default_factory=dict)  # other validated tables ([profile], ...)
+
+
+# ---------------------------------------------------------------------------
+# Exit reasons (otp-scenarios.md section 1)
+
+
+class ExitKind(enum.Enum):
+    NORMAL = "normal"  # clean return / exit code 0
+    SHUTDOWN = "shutdown"  # exited after a stop request
+    SHUTDOWN_WITH = "shutdown_with"  # deliberate stop carrying a detail: {shutdown, Term}
+    KILLED = "killed"  # SIGKILL
+    SIGNALLED = "signalled"  # another fatal signal
+    EXIT_CODE = "exit_code"  # non-zero exit status
+    ERROR = "error"  # an uncaught exception, or an error reason the worker chose
+    HUNG = "hung"  # missed heartbeats
+
+
+@dataclass(frozen=True, slots=True)
+class ExitReason:
+    kind: ExitKind
+    detail: str | None = None
+
+    @property
+    def is_normal(self) -> bool:
+        """normal, shutdown and {shutdown, _}: the reasons a transient child is not restarted for."""
+        return self.kind in (ExitKind.NORMAL, ExitKind.SHUTDOWN, ExitKind.SHUTDOWN_WITH)
+
+    def __str__(self) -> str:
+        match self.kind:
+            case ExitKind.NORMAL | ExitKind.SHUTDOWN | ExitKind.KILLED:
+                return self.kind.value
+            case ExitKind.SHUTDOWN_WITH:
+                return f"{{shutdown,{self.detail}}}"
+            case ExitKind.SIGNALLED:
+                return f"{{signal,{self.detail}}}"
+            case ExitKind.EXIT_CODE:
+                return f"{{exit_code,{self.detail}}}"
+            case ExitKind.ERROR:
+                return f"{{error,{self.detail}}}"
+            case ExitKind.HUNG:
+                return f"{{hung,{self.detail}}}" if self.detail else "hung"
+
+    def to_json(self) -> str:
+        return str(self)
+
+
+NORMAL = ExitReason(ExitKind.NORMAL)
+SHUTDOWN = ExitReason(ExitKind.SHUTDOWN)
+KILLED = ExitReason(ExitKind.KILLED)
+
+
+def shutdown_with(detail: object) -> ExitReason:
+    return ExitReason(ExitKind.SHUTDOWN_WITH, str(detail))
+
+
+def error(detail: object) -> ExitReason:
+    return ExitReason(ExitKind.ERROR, str(detail))
+
+
+# ---------------------------------------------------------------------------
+# One validator per field.  Each returns None when the value is fine, else the
+# message "<field> must be <what is allowed>; got <value>".
+
+
+def _got(value: object) -> str:
+    return repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_enum(name: str, value: object, enum_type: type[enum.Enum]) -> str | None:
+    allowed = [m.value for m in enum_type]
+    if value in allowed:
+        return None
+    return f"{name} must be one of {', '.join(allowed)}; got {_got(value)}"
+
+
+def check_shutdown(value: object) -> str | None:
+    if value in ("brutal_kill", "infinity") or (_is_int(value) and value >= 0):  # type: ignore[operator]
+        return None
+    return f'shutdown must be milliseconds >= 0, "brutal_kill" or "infinity"; got {_got(value)}'
+
+
+def check_intensity(value: object) -> str | None:
+    if _is_int(value) and value >= 0:  # type: ignore[operator]
+        return None
+    return f"intensity must be an integer >= 0; got {_got(value)}"
+
+
+def check_period(value: object) -> str | None:
+    if _is_int(value) and value >= 1:  # type: ignore[operator]
+        return None
+    return f"period must be an integer >= 1 (seconds); got {_got(value)}"
+
+
+def check_id(value: object) -> str | None:
+    if isinstance(value, str) and value and all(c.isalnum() or c in "_-." for c in value):
+        return None
+    return f"id must be a non-empty string of letters, digits, '_', '-' or '.'; got {_got(value)}"
+
+
+def check_start(value: object) -> str | None:
+    if callable(value):
+        return None
+    if isinstance(value, str) and value.count(":") == 1 and all(value.split(":")):
+        return None
+    return f'start must be "module:Class" (or a class); got {_got(value)}'
+
+
+def check_significant(significant: bool, restart: Restart, auto_shutdown: AutoShutdown) -> str | None:
+    """R12: significant only when auto_shutdown is not never and the child is not permanent."""
+    if not significant:
+        return None
+    if auto_shutdown is AutoShutdown.NEVER:
+        return 'significant = true needs the supervisor\'s auto_shutdown to be "any_significant" or "all_significant"; it is "never"'
+    if restart is Restart.PERMANENT:
+        return 'significant = true is not allowed on a permanent child (use restart = "transient" or "temporary")'
+    return None
+
+
+def spec_problems(spec: SupervisorSpec) -> list[str]:
+    """Every rule broken by an already-typed supervisor spec (the dynamic API uses this).
+
+    config.py checks the TOML form with file and key paths; this checks the typed form.
+    """
+    problems: list[str] = []
+    for check in (check_intensity(spec.intensity), check_period(spec.period)):
+        if check:
+            problems.append(check)
+    if spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE and len(spec.children) != 1:
+        problems.append(f"a simple_one_for_one supervisor needs exactly one child spec; got {len(spec.children)}")
+    seen: set[str] = set()
+    for child in spec.children:
+        problems.extend(f'child "{child.id}": {p}' for p in child_problems(child, spec.auto_shutdown))
+        if child.id in seen:
+            problems.append(f'duplicate child id "{child.id}"')
+        seen.add(child.id)
+    return problems
+
+
+def child_problems(child: ChildSpec, auto_shutdown: AutoShutdown = AutoShutdown.NEVER) -> list[str]:
+    problems = [
+        p
+        for p in (
+            check_id(child.id),
+            check_significant(child.significant, child.restart, auto_shutdown),
+        )
+        if p
+    ]
+    if child.is_supervisor:
+        if child.supervisor is None:
+            problems.append("a child of type supervisor needs its own children (a nested [supervisor] table)")
+        else:
+            problems.extend(spec_problems(child.supervisor))
+    elif (p := check_start(child.start)) is not None:
+        problems.append(p)
+    if child.shutdown is not None and child.shutdown.kind is ShutdownKind.TIMEOUT and child.shutdown.timeout_ms < 0:
+        problems.append(check_shutdown(child.shutdown.timeout_ms) or "")
+    return problems
