@@ -1,0 +1,320 @@
+"""Talk to a running node and its workers: calls, casts, names, the dynamic API.
+
+Owns name resolution (worker id -> the mailbox of its running incarnation, cached
+and invalidated when that incarnation dies) and the node's control requests.  The
+wire format belongs to channel.py; retry policies to retry.py.
+
+    >>> with Client("/tmp/supervise-0/default") as c:          # doctest: +SKIP
+    ...     c.call("counter", ("add", 1))
+    1
+
+A call to a worker that is restarting waits for the new incarnation (within the
+timeout).  A call whose callee dies before replying raises `CalleeExited` at once:
+the client watches the callee's pidfd while it waits.  Not thread-safe: use one
+Client per thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import select
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import zmq
+
+from . import rundir
+from .channel import Caller, PeerUnavailable, RemoteError, Reply
+from .spec import RetryPolicy
+
+
+class ClientError(Exception):
+    """Base of everything a client raises on purpose."""
+
+
+class NodeNotRunning(ClientError):
+    pass
+
+
+class ControlRefused(ClientError):
+    """The node answered a control request with an error (the message says why)."""
+
+
+class CallTimeout(ClientError, TimeoutError):
+    pass
+
+
+class CalleeExited(ClientError):
+    def __init__(self, worker_id: str, pid: int, generation: int, reason: object) -> None:
+        super().__init__(f"worker {worker_id!r} (pid {pid}, generation {generation}) exited before replying: {reason}")
+        self.worker_id, self.pid, self.generation, self.reason = worker_id, pid, generation, reason
+
+
+class CallError(ClientError):
+    """The worker answered with an error: its handler raised, or it could not decode the message."""
+
+    def __init__(self, worker_id: str, error: object) -> None:
+        self.worker_id = worker_id
+        self.error = error
+        if isinstance(error, RemoteError):
+            text = f"{error.type}: {error.message}"
+        else:
+            text = str(error)
+        super().__init__(f"worker {worker_id!r} answered with an error: {text}")
+
+
+@dataclass
+class _Target:
+    worker_id: str
+    pid: int
+    generation: int
+    mailbox: str
+    control: str
+    retry: RetryPolicy | None
+    pidfd: int | None
+
+    def dead(self) -> bool:
+        if self.pidfd is None:
+            return True
+        readable, _, _ = select.select([self.pidfd], [], [], 0)
+        return bool(readable)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+class Client:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        context: zmq.Context[Any] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.timeout = timeout
+        self._own_ctx = context is None
+        self.ctx = context or zmq.Context()
+        self._ctl: zmq.Socket[bytes] | None = None
+        self._req_ids = itertools.count(1)
+        self._caller: Caller | None = None
+        self._targets: dict[str, _Target] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for t in self._targets.values():
+            t.close()
+        self._targets.clear()
+        if self._caller is not None:
+            self._caller.close()
+            self._caller = None
+        if self._ctl is not None:
+            self._ctl.close(0)
+            self._ctl = None
+        if self._own_ctx:
+            self.ctx.term()
+
+    def node_running(self) -> bool:
+        return rundir.is_locked(self.run_dir)
+
+    # ------------------------------------------------------------------ control
+
+    def control(self, op: str, timeout: float | None = None, **args: object) -> Any:
+        """One control request; returns the node's answer or raises ControlRefused / CallTimeout."""
+        if self._ctl is None:
+            if not self.node_running():
+                raise NodeNotRunning(f"no node is running in {self.run_dir}")
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.connect(rundir.endpoint(self.run_dir, "control"))
+            self._ctl = sock
+        req_id = next(self._req_ids)
+        self._ctl.send(pickle.dumps((req_id, op, args)))
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._ctl.poll(int(remaining * 1000) + 1):
+                if not self.node_running():
+                    raise NodeNotRunning(f"the node in {self.run_dir} stopped before answering {op!r}")
+                raise CallTimeout(f"the node did not answer {op!r} within {self.timeout if timeout is None else timeout:g}s")
+            got_id, ok, value = pickle.loads(self._ctl.recv())
+            if got_id != req_id:
+                continue  # a late answer to an earlier request that timed out
+            if not ok:
+                raise ControlRefused(str(value))
+            return value
+
+    def status(self) -> dict[str, Any]:
+        return self.control("status")  # type: ignore[no-any-return]
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        self.control("wait_started", timeout=timeout + 1, **{"timeout": timeout})
+
+    def which_children(self, supervisor: str = "root") -> list[dict[str, Any]]:
+        return self.control("which_children", supervisor=supervisor)  # type: ignore[no-any-return]
+
+    def count_children(self, supervisor: str = "root") -> dict[str, int]:
+        return self.control("count_children", supervisor=supervisor)  # type: ignore[no-any-return]
+
+    def start_child(self, supervisor: str, spec: object = None, args: dict[str, object] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        return self.control("start_child", timeout=timeout, supervisor=supervisor, spec=spec, args=args)  # type: ignore[no-any-return]
+
+    def terminate_child(self, target: str | int, supervisor: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
+        return self.control("terminate_child", timeout=timeout, target=target, supervisor=supervisor)  # type: ignore[no-any-return]
+
+    def restart_child(self, child: str, supervisor: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        return self.control("restart_child", timeout=timeout, target=child, supervisor=supervisor)  # type: ignore[no-any-return]
+
+    def delete_child(self, child: str, supervisor: str | None = None) -> dict[str, Any]:
+        return self.control("delete_child", target=child, supervisor=supervisor)  # type: ignore[no-any-return]
+
+    def kill(self, worker_id: str, sig: str = "KILL") -> dict[str, Any]:
+        return self.control("kill", id=worker_id, signal=sig)  # type: ignore[no-any-return]
+
+    def stop(self, timeout: float = 600.0) -> dict[str, Any]:
+        return self.control("stop", timeout=timeout)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ names
+
+    def resolve(self, worker_id: str, *, after_generation: int = 0, timeout: float | None = None) -> _Target:
+        """The running incarnation of `worker_id` (newer than `after_generation`), waiting for it if it is restarting."""
+        t = self.timeout if timeout is None else timeout
+        cached = self._targets.get(worker_id)
+        if cached is not None and cached.generation > after_generation and not cached.dead():
+            return cached
+        info = self.control("resolve", timeout=t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
+        if cached is not None:
+            cached.close()
+        target = _Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], info.get("retry"), _open_pidfd(info["pid"]))
+        self._targets[worker_id] = target
+        return target
+
+    def _live_target(self, worker_id: str, deadline: float) -> _Target:
+        target = self._targets.get(worker_id)
+        if target is not None and not target.dead():
+            return target
+        after = target.generation if target is not None else 0
+        return self.resolve(worker_id, after_generation=after, timeout=max(0.001, deadline - time.monotonic()))
+
+    def _caller_for_calls(self) -> Caller:
+        if self._caller is None:
+            self._caller = Caller(self.ctx, str(self.run_dir / "w"))
+        return self._caller
+
+    # ------------------------------------------------------------------ calls and casts
+
+    def call(self, worker_id: str, msg: object, timeout: float | None = None, retry: RetryPolicy | None = None) -> Any:
+        """Send `msg` to the worker's handle_call and return its reply."""
+        policy = retry
+        if policy is None:
+            return self._call_once(worker_id, msg, timeout)
+        from .retry import retrying
+
+        for attempt in retrying(policy):
+            with attempt:
+                return self._call_once(worker_id, msg, timeout)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _call_once(self, worker_id: str, msg: object, timeout: float | None) -> Any:
+        t = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + t
+        caller = self._caller_for_calls()
+        while True:
+            target = self._live_target(worker_id, deadline)
+            try:
+                ref = caller.send_call(target.mailbox, msg)
+            except PeerUnavailable:
+                target.close()  # its socket is gone: the incarnation died; wait for the next
+                continue
+            fds = (target.pidfd,) if target.pidfd is not None else ()
+            try:
+                got = caller.wait_reply(ref, max(0.0, deadline - time.monotonic()), extra_poll_fds=fds)
+            except TimeoutError:
+                raise CallTimeout(f"call to worker {worker_id!r} timed out after {t:g}s") from None
+            if isinstance(got, Reply):
+                if got.ok:
+                    return got.value
+                raise CallError(worker_id, got.value)
+            self._targets.pop(worker_id, None)
+            target.close()
+            reason = self._last_exit(worker_id)
+            raise CalleeExited(worker_id, target.pid, target.generation, reason)
+
+    def _last_exit(self, worker_id: str) -> object:
+        # The node learns of the death a moment after the caller's pidfd does.
+        deadline = time.monotonic() + 1.0
+        reason = None
+        while time.monotonic() < deadline:
+            try:
+                reason = self.control("last_exit", timeout=1.0, id=worker_id)
+            except ClientError:
+                return "unknown (node unreachable)"
+            if reason is not None:
+                return reason
+            self.control("ping", timeout=1.0)  # one round trip lets the node process the exit
+        return reason or "unknown"
+
+    def cast(self, worker_id: str, msg: object, timeout: float | None = None) -> None:
+        """Send `msg` to the worker's handle_cast; returns once the message is queued for it."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        caller = self._caller_for_calls()
+        while True:
+            target = self._live_target(worker_id, deadline)
+            try:
+                caller.send_cast(target.mailbox, msg)
+                return
+            except PeerUnavailable:
+                target.close()
+
+    def control_worker(self, worker_id: str, op: str, kwargs: dict[str, object], timeout: float = 10.0) -> Any:
+        """A control operation served by the worker itself (stats, profile_start, ...)."""
+        deadline = time.monotonic() + timeout
+        target = self._live_target(worker_id, deadline)
+        caller = self._caller_for_calls()
+        ref = caller.send_call(target.control, (op, kwargs))
+        fds = (target.pidfd,) if target.pidfd is not None else ()
+        try:
+            got = caller.wait_reply(ref, max(0.0, deadline - time.monotonic()), extra_poll_fds=fds)
+        except TimeoutError:
+            raise CallTimeout(f"worker {worker_id!r} did not answer control {op!r} within {timeout:g}s") from None
+        if isinstance(got, Reply):
+            if got.ok:
+                return got.value
+            raise CallError(worker_id, got.value)
+        raise CalleeExited(worker_id, target.pid, target.generation, self._last_exit(worker_id))
+
+
+def find_run_dir(run_dir: str | None, config: str | None = None) -> Path:
+    """--run-dir, else $SUPERVISE_RUN_DIR, else the config's default, else the only live node."""
+    if run_dir:
+        return Path(run_dir)
+    env = os.environ.get("SUPERVISE_RUN_DIR")
+    if env:
+        return Path(env)
+    if config:
+        return rundir.default_run_dir(config)
+    live = rundir.live_run_dirs()
+    if len(live) == 1:
+        return live[0]
+    return rundir.default_run_dir(None)
