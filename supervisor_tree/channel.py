@@ -20,8 +20,9 @@ Frames, one ZeroMQ frame per message:
 * info:  ``b"I" + pickle(payload)``
 * reply: ``b"R" + ref (u64 LE) + b"\\x00" ok | b"\\x01" error + pickle(value or RemoteError)``
 
-Notices a worker sends to the node's inbound socket ("ready", "hb", ...) are
-info frames.
+Notices a worker sends to the node's inbound socket (("ready", id, gen, pid),
+("hb", id, gen, pid, stats), ...) are a bare pickled tuple: `encode_notice` /
+`decode_notice` (no kind byte: that socket carries nothing else).
 """
 
 from __future__ import annotations
@@ -157,6 +158,22 @@ def encode_cast(payload: object) -> bytes:
 
 def encode_info(payload: object) -> bytes:
     return b"I" + _dumps(payload, PROTOCOL)
+
+
+def encode_notice(notice: tuple[object, ...]) -> bytes:
+    """A worker's notice to the node's inbound socket: ("ready", id, gen, pid), ("hb", ...), ..."""
+    return _dumps(notice, PROTOCOL)
+
+
+def decode_notice(frame: bytes) -> tuple[object, ...]:
+    """The notice in `frame`; raises ValueError when it is not a pickled tuple with a str kind."""
+    try:
+        notice = _loads(frame)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad frame
+        raise ValueError(f"undecodable notice of {len(frame)} bytes: {type(exc).__name__}: {exc}") from None
+    if not (isinstance(notice, tuple) and notice and isinstance(notice[0], str)):
+        raise ValueError(f"a notice must be a tuple starting with its kind; got {type(notice).__name__}")
+    return notice
 
 
 def encode_reply(ref: int, ok: bool, value: object) -> bytes:
@@ -390,6 +407,12 @@ class Caller:
         sock = self._peers.get(endpoint)
         if sock is None:
             sock = self._open(endpoint)
+        elif not sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
+            # Reading ZMQ_EVENTS makes libzmq process its pending commands now (send()
+            # does so only about once a millisecond): a peer that died is seen here,
+            # instead of the message going down its dying pipe.
+            self.forget(endpoint)
+            raise PeerUnavailable(endpoint)
         try:
             sock.send(frame, zmq.NOBLOCK)
             return

@@ -127,7 +127,7 @@ def check(config: str | None) -> None:
 def start(config: str | None, detach: bool, timeout: float, notify_fd: int | None, run_dir: str | None) -> None:
     """Start the tree of CONFIG (no CONFIG: the built-in default tree)."""
     spec = load_spec(config)
-    directory = Path(run_dir) if run_dir else rundir.default_run_dir(config)
+    directory = Path(run_dir or os.environ.get("SUPERVISE_RUN_DIR") or rundir.default_run_dir(config))
     if rundir.is_locked(directory):
         fail(f"a node is already running in {directory} (`supervise stop --run-dir {directory}` first)", EXIT_FAILED)
     if detach:
@@ -301,7 +301,8 @@ def _api_result(value: dict[str, Any], as_json: bool, what: str) -> None:
     if as_json:
         emit(value, True)
     elif value.get("ok"):
-        click.echo(f"ok{f' (pid {value['pid']})' if value.get('pid') else ''}")
+        pid = value.get("pid")
+        click.echo(f"ok (pid {pid})" if pid else "ok")
     if not value.get("ok"):
         detail = f": {value['detail']}" if value.get("detail") else ""
         pid = f" (pid {value['pid']})" if value.get("pid") else ""
@@ -407,6 +408,15 @@ def stop(timeout: float, run_dir: str | None, config: str | None) -> None:
     while rundir.is_locked(ctx.run_dir) and time.monotonic() < deadline:
         time.sleep(0.02)  # the node releases its lock a moment after answering
     click.echo(f"stopped ({value.get('reason')})")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def bench(argv: tuple[str, ...]) -> None:
+    """Benchmarks beside raw pyzmq references: `supervise bench [WORKLOAD...] [--quick] [--list]` (--help for more)."""
+    from .bench.__main__ import main as bench_main
+
+    sys.exit(bench_main(list(argv)))
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ class Client:
 
     # ------------------------------------------------------------------ control
 
-    def control(self, op: str, timeout: float | None = None, **args: object) -> Any:
+    def control(self, op: str, _wait: float | None = None, **args: object) -> Any:
         """One control request; returns the node's answer or raises ControlRefused / CallTimeout."""
         if self._ctl is None:
             if not self.node_running():
@@ -151,13 +151,14 @@ class Client:
             self._ctl = sock
         req_id = next(self._req_ids)
         self._ctl.send(pickle.dumps((req_id, op, args)))
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        wait = self.timeout if _wait is None else _wait
+        deadline = time.monotonic() + wait
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._ctl.poll(int(remaining * 1000) + 1):
                 if not self.node_running():
                     raise NodeNotRunning(f"the node in {self.run_dir} stopped before answering {op!r}")
-                raise CallTimeout(f"the node did not answer {op!r} within {self.timeout if timeout is None else timeout:g}s")
+                raise CallTimeout(f"the node did not answer {op!r} within {wait:g}s")
             got_id, ok, value = pickle.loads(self._ctl.recv())
             if got_id != req_id:
                 continue  # a late answer to an earlier request that timed out
@@ -169,7 +170,7 @@ class Client:
         return self.control("status")  # type: ignore[no-any-return]
 
     def wait_started(self, timeout: float = 30.0) -> None:
-        self.control("wait_started", timeout=timeout + 1, **{"timeout": timeout})
+        self.control("wait_started", timeout + 1, timeout=timeout)
 
     def which_children(self, supervisor: str = "root") -> list[dict[str, Any]]:
         return self.control("which_children", supervisor=supervisor)  # type: ignore[no-any-return]
@@ -178,13 +179,13 @@ class Client:
         return self.control("count_children", supervisor=supervisor)  # type: ignore[no-any-return]
 
     def start_child(self, supervisor: str, spec: object = None, args: dict[str, object] | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        return self.control("start_child", timeout=timeout, supervisor=supervisor, spec=spec, args=args)  # type: ignore[no-any-return]
+        return self.control("start_child", timeout, supervisor=supervisor, spec=spec, args=args)  # type: ignore[no-any-return]
 
     def terminate_child(self, target: str | int, supervisor: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
-        return self.control("terminate_child", timeout=timeout, target=target, supervisor=supervisor)  # type: ignore[no-any-return]
+        return self.control("terminate_child", timeout, target=target, supervisor=supervisor)  # type: ignore[no-any-return]
 
     def restart_child(self, child: str, supervisor: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        return self.control("restart_child", timeout=timeout, target=child, supervisor=supervisor)  # type: ignore[no-any-return]
+        return self.control("restart_child", timeout, target=child, supervisor=supervisor)  # type: ignore[no-any-return]
 
     def delete_child(self, child: str, supervisor: str | None = None) -> dict[str, Any]:
         return self.control("delete_child", target=child, supervisor=supervisor)  # type: ignore[no-any-return]
@@ -193,7 +194,7 @@ class Client:
         return self.control("kill", id=worker_id, signal=sig)  # type: ignore[no-any-return]
 
     def stop(self, timeout: float = 600.0) -> dict[str, Any]:
-        return self.control("stop", timeout=timeout)  # type: ignore[no-any-return]
+        return self.control("stop", timeout)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ names
 
@@ -203,7 +204,7 @@ class Client:
         cached = self._targets.get(worker_id)
         if cached is not None and cached.generation > after_generation and not cached.dead():
             return cached
-        info = self.control("resolve", timeout=t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
+        info = self.control("resolve", t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
         if cached is not None:
             cached.close()
         target = _Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], info.get("retry"), _open_pidfd(info["pid"]))
@@ -267,12 +268,12 @@ class Client:
         reason = None
         while time.monotonic() < deadline:
             try:
-                reason = self.control("last_exit", timeout=1.0, id=worker_id)
+                reason = self.control("last_exit", 1.0, id=worker_id)
             except ClientError:
                 return "unknown (node unreachable)"
             if reason is not None:
                 return reason
-            self.control("ping", timeout=1.0)  # one round trip lets the node process the exit
+            self.control("ping", 1.0)  # one round trip lets the node process the exit
         return reason or "unknown"
 
     def cast(self, worker_id: str, msg: object, timeout: float | None = None) -> None:

@@ -38,7 +38,7 @@ from . import rundir
 from . import supervisor as sv
 from .control import ControlServer
 from .events import EventLog
-from .launcher import Launcher, LocalLauncher, Reaped, Spawned, SpawnRequest
+from .launcher import Launcher, LocalLauncher, Reaped, Spawned, SpawnFailed, SpawnRequest
 from .spec import KILLED, SHUTDOWN, ChildSpec, ExitKind, ExitReason, Heartbeat, NodeSpec
 
 logger = logging.getLogger("supervisor_tree")
@@ -116,6 +116,7 @@ class Node:
         self.by_id: dict[str, WorkerRec] = {}
         self.queue: deque[tuple[str, object]] = deque()
         self._tokens = itertools.count(1)
+        self._generations: dict[str, int] = {}  # the newest generation of each child id, node-wide
         self._timer_seq = itertools.count(1)
         self._timers: list[tuple[float, int, str, tuple[object, ...]]] = []
         self._timer_live: dict[tuple[str, tuple[object, ...]], int] = {}
@@ -323,8 +324,10 @@ class Node:
     def _start_supervisor(self, parent: SupRun, key: str, spec: ChildSpec, gen: int) -> None:
         assert spec.supervisor is not None
         path = f"{parent.path}/{key}"
+        self._generations[key] = max(gen, self._generations.get(key, 0))
         handle = SupHandle(path, gen)
-        self.sups[path] = SupRun(path, sv.init_state(spec.supervisor, path), parent.path, key, handle)
+        gens = {c.id: self._generations.get(c.id, 0) for c in spec.supervisor.children}
+        self.sups[path] = SupRun(path, sv.init_state(spec.supervisor, path, gens), parent.path, key, handle)
         self._feed(path, sv.InitRequested())
 
     def _on_supervisor_ready(self, run: SupRun) -> None:
@@ -373,6 +376,7 @@ class Node:
 
     def _spawn_worker(self, sup: str, key: str, spec: ChildSpec, args: object, gen: int) -> None:
         token = next(self._tokens)
+        self._generations[key] = max(gen, self._generations.get(key, 0))
         base = self.run_dir / "w" / f"{key}-{gen}"
         rec = WorkerRec(key, sup, gen, spec, token, f"ipc://{base}.mbx", f"ipc://{base}.ctl")
         previous = self.by_id.get(key)
@@ -399,8 +403,16 @@ class Node:
         )
         self.set_timer(NODE, ("start_timeout", token), spec.start_timeout)
 
-    def _on_launcher_event(self, ev: Spawned | Reaped) -> None:
+    def _on_launcher_event(self, ev: Spawned | SpawnFailed | Reaped) -> None:
         match ev:
+            case SpawnFailed(token=token, error=error):
+                rec = self.by_token.pop(token, None)
+                if rec is None or rec.phase is not Phase.SPAWNING:
+                    return
+                rec.phase = Phase.DONE
+                self._timer_live.pop((NODE, ("start_timeout", token)), None)
+                if rec.sup is not None:
+                    self._feed(rec.sup, sv.ChildStartFailed(rec.worker_id, f"fork failed: {error}"))
             case Spawned(token=token, pid=pid):
                 rec = self.by_token.pop(token, None)
                 if rec is None:

@@ -11,7 +11,8 @@ closed set of report kinds.  Pure data: no logic, no I/O.
     >>> Spawn("db", ChildSpec(id="db", start="app:Db"), {}, 1).generation
     1
 
-`supervisor.py` re-exports every name here; import them from there.
+`supervisor.py` re-exports the public names (all but the internal TryAgainRestart);
+import them from there.
 """
 
 from __future__ import annotations

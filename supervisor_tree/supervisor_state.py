@@ -11,7 +11,7 @@ them.  No I/O.
     >>> [(c.key, c.status.value) for c in which_children(state)]
     [('a', 'not_running')]
 
-Invariants (checked by tests/unit/test_supervisor_properties.py):
+Invariants (tests/unit/driver.py checks them after every decide, in every test):
 
 - `children` is in start order, oldest first: initial children in spec order, then
   children added by start_child at the newest end.  A restarted child keeps its

@@ -32,6 +32,7 @@ Semantics, OTP's gen_server in OS processes:
 
 from __future__ import annotations
 
+import heapq
 import importlib
 import logging
 import os
@@ -51,7 +52,7 @@ from .spec import NORMAL, SHUTDOWN, ExitKind, ExitReason, error, shutdown_with
 if TYPE_CHECKING:
     from .launcher import SpawnRequest
 
-__all__ = ["Worker", "IGNORE", "run_worker", "prepare", "Prepared", "exit_status"]
+__all__ = ["Worker", "IGNORE", "NOREPLY", "run_worker", "prepare", "Prepared", "exit_status"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,15 @@ class _Ignore:
 
 IGNORE = _Ignore()
 """Return it from `init` to start nothing (OTP's `ignore`)."""
+
+
+class _NoReply:
+    def __repr__(self) -> str:
+        return "NOREPLY"
+
+
+NOREPLY = _NoReply()
+"""Return it from `handle_call` to answer later with `Worker.reply` (gen_server's noreply)."""
 
 
 class _StopRequested(BaseException):
@@ -122,6 +132,39 @@ class Worker:
         if loop is None:
             raise RuntimeError("stop() is only available inside a running worker")
         loop.request_stop(reason)
+
+    def caller(self) -> tuple[bytes, bytes]:
+        """A token for the call being handled, to answer it later with `reply` (return NOREPLY)."""
+        loop = self._st_loop
+        if loop is None or loop.current is None:
+            raise RuntimeError("caller() is only available inside handle_call")
+        return loop.current
+
+    def reply(self, token: tuple[bytes, bytes], value: object) -> None:
+        """Answer a call deferred with NOREPLY (gen_server:reply)."""
+        loop = self._st_loop
+        assert loop is not None, "reply() is only available inside a running worker"
+        ref8, reply_to = token
+        loop.replies.send(reply_to, loop._reply_ok(ref8, value))
+
+    def reply_error(self, token: tuple[bytes, bytes], exc: BaseException) -> None:
+        """Answer a deferred call with an error: the caller raises CallError."""
+        loop = self._st_loop
+        assert loop is not None, "reply_error() is only available inside a running worker"
+        ref8, reply_to = token
+        loop.replies.send(reply_to, channel.reply_frame(ref8, False, channel.RemoteError.from_exception(exc)))
+
+    def send_after(self, seconds: float, msg: object) -> int:
+        """Deliver `msg` to handle_info after `seconds` (erlang:send_after).  Returns a timer id."""
+        loop = self._st_loop
+        if loop is None:
+            raise RuntimeError("send_after() is only available inside a running worker")
+        return loop.add_timer(seconds, msg)
+
+    def cancel_timer(self, timer_id: int) -> None:
+        loop = self._st_loop
+        if loop is not None:
+            loop.timers_live.discard(timer_id)
 
     def call(self, worker_id: str, msg: object, timeout: float = 5.0) -> object:
         """Call another worker of the tree by id."""
@@ -178,18 +221,62 @@ def write_reason(run_dir: str, reason: ExitReason) -> None:
 
 @dataclass(slots=True)
 class Prepared:
-    """What a standby creates before it knows its job: a context and a PUSH to the node."""
+    """What a process sets up before it knows its job: a context, a PUSH to the node, signals.
+
+    A standby makes it while it waits for its activation, so that an activation
+    costs no context creation and no first-touch page faults.
+    """
 
     context: zmq.Context
     inbound: zmq.Socket
     inbound_endpoint: str
+    wake_r: int
+    wake_w: int
 
 
-def prepare(inbound: str) -> Prepared:
+def prepare(inbound: str, rehearse_in: str | None = None) -> Prepared:
+    """Make the context, connect to the node's `inbound`, install the SIGTERM handler.
+
+    SIGTERM stays as the launcher left it (blocked) until the incarnation is ready
+    for it.  `rehearse_in`: a run directory where a standby rehearses an activation
+    (binds and closes sockets there), touching the pages an activation will use.
+    """
     ctx = zmq.Context()
     sock = channel.make_socket(ctx, zmq.PUSH)
     channel.connect(sock, inbound)
-    return Prepared(ctx, sock, inbound)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    prepared = Prepared(ctx, sock, inbound, wake_r, wake_w)
+    if rehearse_in is not None:
+        _rehearse(prepared, rehearse_in)
+    return prepared
+
+
+def _rehearse(prepared: Prepared, run_dir: str) -> None:
+    from .launcher import SpawnRequest
+
+    base = f"ipc://{run_dir}/w/.standby-{os.getpid()}"
+    req = SpawnRequest(0, ".standby", 0, "supervisor_tree.worker:Worker", {}, run_dir, prepared.inbound_endpoint,
+                       base + ".mbx", base + ".ctl", 1.0)
+    req = pickle.loads(pickle.dumps(req, protocol=channel.PROTOCOL))
+    rehearsal = _Incarnation(req, prepared)
+    rehearsal._open_sockets()
+    rehearsal.worker = _load_target(req.start)()  # type: ignore[operator]
+    rehearsal.stats(reset_window=True)
+    channel.encode_notice(("ready", req.worker_id, req.generation, rehearsal.pid))
+    channel.reply_frame(b"\0" * 8, True, None)
+    exit_status("normal")
+    for sock in (rehearsal.mailbox, rehearsal.control):
+        sock.close(0)
+
+
+_current: _Incarnation | None = None  # the incarnation this process runs, for the signal handler
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    if _current is not None:
+        _current.on_sigterm()
 
 
 def run_worker(req: SpawnRequest, prepared: Prepared | None = None) -> NoReturn:
@@ -224,11 +311,17 @@ class _Incarnation:
     def __init__(self, req: SpawnRequest, prepared: Prepared | None) -> None:
         self.req = req
         self.pid = os.getpid()
-        if prepared is not None and prepared.inbound_endpoint != req.inbound:
+        if prepared is None:
+            prepared = prepare(req.inbound)
+        elif prepared.inbound_endpoint != req.inbound:
             prepared.inbound.close(0)
             prepared.inbound = channel.make_socket(prepared.context, zmq.PUSH)
             channel.connect(prepared.inbound, req.inbound)
+            prepared.inbound_endpoint = req.inbound
         self.prepared = prepared
+        self.ctx = prepared.context
+        self.inbound = prepared.inbound
+        self.wake_r, self.wake_w = prepared.wake_r, prepared.wake_w
         self.worker: Worker | None = None
         # flags set from signal handlers and from Worker.stop
         self.halt = False  # the loop must look at stop_reason / shutdown_requested
@@ -242,17 +335,22 @@ class _Incarnation:
         self.lat_i = 0
         self._window_lat_i = 0
         self.started = time.monotonic()
+        self.current: tuple[bytes, bytes] | None = None  # the call being handled (Worker.caller)
+        self.timers: list[tuple[float, int, object]] = []  # heap of (due, id, msg)
+        self.timers_live: set[int] = set()
+        self._timer_ids = 0
         self._hb_stop = threading.Event()
-        self._hb_thread: threading.Thread | None = None
+        self._hb_started = threading.Event()
+        self._hb_done = threading.Event()
 
     # -- lifecycle --
 
     def run(self) -> int:
         req = self.req
-        self._install_signals()
         try:
             self._open_sockets()
             worker = self._instantiate()
+            self._install_signals()
             result = worker.init(**dict(req.args))
         except _StopRequested:
             return self._finish(SHUTDOWN, call_terminate=False)
@@ -260,25 +358,22 @@ class _Incarnation:
             log.error("worker %s#%s: init failed", req.worker_id, req.generation, exc_info=True)
             self._notify(("start_failed", req.worker_id, req.generation, self.pid, repr(exc)))
             return self._finish(exc, call_terminate=False)
-        if result is IGNORE:
-            self._notify(("ignore", req.worker_id, req.generation, self.pid))
-            return self._finish("normal", call_terminate=False)
-        if self.stop_reason is not None:  # stop() inside init: OTP's {stop, Reason}
-            self._notify(("start_failed", req.worker_id, req.generation, self.pid, repr(self.stop_reason)))
-            return self._finish(self.stop_reason, call_terminate=False)
-        self._notify(("ready", req.worker_id, req.generation, self.pid))
-        self._start_heartbeat()
         try:
+            if result is IGNORE:
+                self._notify(("ignore", req.worker_id, req.generation, self.pid))
+                return self._finish("normal", call_terminate=False)
+            if self.stop_reason is not None:  # stop() inside init: OTP's {stop, Reason}
+                self._notify(("start_failed", req.worker_id, req.generation, self.pid, repr(self.stop_reason)))
+                return self._finish(self.stop_reason, call_terminate=False)
+            self._notify(("ready", req.worker_id, req.generation, self.pid))
+            self._start_heartbeat()
             reason = self._serve()
         except _StopRequested:
             reason = SHUTDOWN
         return self._finish(reason, call_terminate=True)
 
     def _open_sockets(self) -> None:
-        if self.prepared is None:
-            self.prepared = prepare(self.req.inbound)
-        ctx = self.ctx = self.prepared.context
-        self.inbound = self.prepared.inbound
+        ctx = self.ctx
         self.mailbox = channel.make_socket(ctx, zmq.PULL, rcvhwm=100_000)
         channel.bind(self.mailbox, self.req.mailbox)
         self.control = channel.make_socket(ctx, zmq.PULL)
@@ -304,7 +399,8 @@ class _Incarnation:
 
     def _finish(self, reason: object, call_terminate: bool) -> int:
         self.exiting = True
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         code, exit_reason = exit_status(reason)
         if isinstance(reason, BaseException) and call_terminate:
             log.error("worker %s#%s crashed: %s", self.req.worker_id, self.req.generation, exit_reason,
@@ -315,23 +411,62 @@ class _Incarnation:
             except Exception as exc:  # noqa: BLE001 - OTP: a crash in terminate becomes the reason
                 log.error("worker %s#%s: terminate raised", self.req.worker_id, self.req.generation, exc_info=True)
                 code, exit_reason = exit_status(exc)
+        # Invariant: the heartbeat thread owns a socket only between _hb_started and
+        # _hb_done; it checks _hb_stop after setting _hb_started, we check _hb_started
+        # after setting _hb_stop, so either we wait for it or it never opens a socket.
         self._hb_stop.set()
-        if self._hb_thread is not None:
-            self._hb_thread.join(1.0)
-        if self.prepared is not None:
-            # Closing flushes: the last replies and notices leave before we exit.
-            self.prepared.context.destroy(linger=EXIT_LINGER_MS)
+        if self._hb_started.is_set():
+            self._hb_done.wait(1.0)
+        client = self.worker._st_client if self.worker is not None else None
+        if client is not None:
+            try:
+                client.close()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - exiting anyway; the context below closes its sockets
+                pass
+        # Closing flushes: the last replies and notices leave before we exit.
+        self.ctx.destroy(linger=EXIT_LINGER_MS)
         write_reason(self.req.run_dir, exit_reason)
         return code
+
+    # -- timers --
+
+    def add_timer(self, seconds: float, msg: object) -> int:
+        self._timer_ids += 1
+        heapq.heappush(self.timers, (time.monotonic() + max(0.0, seconds), self._timer_ids, msg))
+        self.timers_live.add(self._timer_ids)
+        return self._timer_ids
+
+    def _timer_wait_ms(self, timeout: int) -> int:
+        """The poll timeout, shortened to the next timer."""
+        while self.timers and self.timers[0][1] not in self.timers_live:
+            heapq.heappop(self.timers)
+        if not self.timers or timeout == 0:
+            return timeout
+        wait = max(0, int((self.timers[0][0] - time.monotonic()) * 1000) + 1)
+        return wait if timeout < 0 else min(wait, timeout)
+
+    def _fire_timers(self, handle_info: object) -> None:
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, tid, msg = heapq.heappop(self.timers)
+            if tid in self.timers_live:
+                self.timers_live.discard(tid)
+                self.infos += 1
+                handle_info(msg)  # type: ignore[operator]
+            if self.halt:
+                return
 
     # -- signals --
 
     def _install_signals(self) -> None:
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        # The launcher forks us with SIGTERM blocked, so a stop request sent at any
+        # moment is delivered here, once the handler is in place, and never kills
+        # the process by the default disposition.  (prepare() installed the handler.)
+        global _current
+        _current = self
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
-    def _on_sigterm(self, signum: int, frame: object) -> None:
+    def on_sigterm(self) -> None:
         if self.exiting:
             return
         worker = self.worker
@@ -388,6 +523,8 @@ class _Incarnation:
                 reason = self._on_halt()
                 if reason is not None:
                     return reason
+            if self.timers:
+                timeout = self._timer_wait_ms(timeout)
             for sock, _ in poll(items, timeout):
                 if sock is control:
                     self._serve_control()
@@ -398,6 +535,8 @@ class _Incarnation:
                 continue
             n = calls = casts = infos = 0
             try:
+                if self.timers:
+                    self._fire_timers(handle_info)
                 while n < BATCH:
                     try:
                         frame = recv(NOBLOCK)
@@ -413,6 +552,7 @@ class _Incarnation:
                             self._malformed(frame, exc)
                             continue
                         t0 = clock()
+                        self.current = (ref8, reply_to)
                         try:
                             value = handle_call(msg)
                         except Exception as exc:  # noqa: BLE001 - OTP: reply the error, then crash
@@ -421,7 +561,8 @@ class _Incarnation:
                         lat[lat_i & _LAT_MASK] = clock() - t0
                         lat_i += 1
                         calls += 1
-                        send(reply_to, self._reply_ok(ref8, value))
+                        if value is not NOREPLY:
+                            send(reply_to, self._reply_ok(ref8, value))
                     elif kind == CAST:
                         try:
                             msg = loads(memoryview(frame)[1:])
@@ -527,10 +668,13 @@ class _Incarnation:
         return stats
 
     def _start_heartbeat(self) -> None:
-        self._hb_thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
-        self._hb_thread.start()
+        threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
 
     def _beat(self) -> None:
+        self._hb_started.set()
+        if self._hb_stop.is_set():
+            return
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the main thread takes stop requests
         req = self.req
         sock = channel.make_socket(self.ctx, zmq.PUSH)
         try:
@@ -538,15 +682,16 @@ class _Incarnation:
             while not self._hb_stop.wait(req.heartbeat_interval):
                 beat = ("hb", req.worker_id, req.generation, self.pid, self.stats(reset_window=True))
                 try:
-                    sock.send(channel.encode_info(beat), zmq.NOBLOCK)
+                    sock.send(channel.encode_notice(beat), zmq.NOBLOCK)
                 except zmq.Again:
                     pass  # the node is not reading: it will see the misses itself
         finally:
             sock.close(0)
+            self._hb_done.set()
 
     def _notify(self, notice: tuple[object, ...]) -> None:
         try:
-            self.inbound.send(channel.encode_info(notice), zmq.NOBLOCK)
+            self.inbound.send(channel.encode_notice(notice), zmq.NOBLOCK)
         except (zmq.Again, AttributeError):
             log.warning("worker %s#%s: could not tell the node %r", self.req.worker_id, self.req.generation, notice[0])
 

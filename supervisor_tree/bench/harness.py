@@ -29,10 +29,10 @@ import difflib
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .facts import git_commit, machine_facts, versions
 from .hist import Histogram
@@ -53,17 +53,17 @@ from .result import SCHEMA, BadResultFile, Result, WorkloadResult, load_result, 
 from .table import print_table
 
 __all__ = [
+    "SCHEMA",
+    "BadResultFile",
     "BenchContext",
     "BenchError",
     "BenchProgress",
-    "BadResultFile",
     "Better",
     "Histogram",
     "LatencySummary",
     "Measurement",
     "Reference",
     "Result",
-    "SCHEMA",
     "Status",
     "Trial",
     "UnknownWorkload",
@@ -170,7 +170,7 @@ def select(names: Sequence[str] | None, quick: bool) -> list[Workload]:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def run(
@@ -224,4 +224,5 @@ def run(
         duration_s=time.monotonic() - t0,
         quick=quick,
         repeats=repeats,
+        extra={"loadavg_end": machine_facts()["loadavg"]},  # beside machine.loadavg: was the box busy?
     )

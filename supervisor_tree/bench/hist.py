@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
-__all__ = ["Histogram", "HIGHEST_NS", "LOWEST_DISCERNIBLE_NS"]
+__all__ = ["HIGHEST_NS", "LOWEST_DISCERNIBLE_NS", "Histogram"]
 
 LOWEST_DISCERNIBLE_NS = 1
 HIGHEST_NS = 60 * 1_000_000_000  # 60 s
@@ -68,7 +68,7 @@ class Histogram:
     below it.
     """
 
-    __slots__ = ("_counts", "_pending", "_count", "_sum", "_min", "_max", "saturated")
+    __slots__ = ("_count", "_counts", "_max", "_min", "_pending", "_saturated", "_sum")
 
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}  # bucket index -> samples
@@ -77,7 +77,7 @@ class Histogram:
         self._sum = 0
         self._min = 0
         self._max = 0
-        self.saturated = 0  # samples above HIGHEST_NS, recorded as HIGHEST_NS
+        self._saturated = 0
 
     # -- recording -----------------------------------------------------------------
     def record(self, ns: int) -> None:
@@ -106,7 +106,7 @@ class Histogram:
         self._max = max(self._max, other._max)
         self._count += other._count
         self._sum += other._sum
-        self.saturated += other.saturated
+        self._saturated += other._saturated
         return self
 
     @classmethod
@@ -126,8 +126,8 @@ class Histogram:
             bad = next(v for v in pending if not isinstance(v, int) or v < 0)
             raise ValueError(f"histogram samples are integer nanoseconds >= 0; got {bad!r}")
         if high > HIGHEST_NS:
-            self.saturated += sum(1 for v in pending if v > HIGHEST_NS)
-            pending = [v if v <= HIGHEST_NS else HIGHEST_NS for v in pending]
+            self._saturated += sum(1 for v in pending if v > HIGHEST_NS)
+            pending = [min(v, HIGHEST_NS) for v in pending]
             high = HIGHEST_NS
         self._min = low if not self._count else min(self._min, low)
         self._max = max(self._max, high)
@@ -148,6 +148,12 @@ class Histogram:
     @property
     def count(self) -> int:
         return self._count + len(self._pending)
+
+    @property
+    def saturated(self) -> int:
+        """Samples above HIGHEST_NS (60 s), recorded as HIGHEST_NS."""
+        self._flush()
+        return self._saturated
 
     def percentile(self, p: float) -> int:
         """The value (ns) at percentile `p` in [0, 100]; 0 when empty."""

@@ -7,7 +7,7 @@ reference).  It never times anything, starts a process or prints.
     >>> trials = [Trial(ops=1000, seconds=s) for s in (0.010, 0.011, 0.009, 0.010, 0.012)]
     >>> m = measure_throughput("push_pull", trials, unit="msg/s")
     >>> m.value, m.repeats, round(m.spread_pct, 1)
-    (100000.0, 5, 33.3)
+    (100000.0, 5, 27.8)
 
 Direction: ``better`` says whether a higher or a lower value is the good one.
 A throughput is HIGHER-better; a latency is LOWER-better, and its ``value`` is
@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import enum
 import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 from .hist import Histogram
 
 __all__ = [
     "Better",
-    "Status",
     "LatencySummary",
-    "Reference",
     "Measurement",
+    "Reference",
+    "Role",
+    "Status",
     "Trial",
-    "measure_throughput",
     "measure_latency",
+    "measure_throughput",
     "relative_spread_pct",
     "run_repeats",
 ]
@@ -43,6 +45,11 @@ T = TypeVar("T")
 class Better(enum.Enum):
     HIGHER = "higher"  # throughputs
     LOWER = "lower"  # latencies, durations
+
+
+class Role(enum.Enum):
+    OURS = "ours"  # a figure of the project's code: the regression check can fail on it
+    REFERENCE = "reference"  # a figure of the machine (raw pyzmq): reported, never failed on
 
 
 class Status(enum.Enum):
@@ -57,6 +64,16 @@ def relative_spread_pct(values: Sequence[float]) -> float:
         return 0.0
     mid = statistics.median(values)
     return 0.0 if mid == 0 else (max(values) - min(values)) / abs(mid) * 100.0
+
+
+def _float(x: object, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(f"{what} must be a number; got {x!r}")
+    return float(x)
+
+
+def _opt_float(x: object, what: str) -> float | None:
+    return None if x is None else _float(x, what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +132,7 @@ class LatencySummary:
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> LatencySummary:
         def num(key: str) -> float:
-            v = d[key]
-            if not isinstance(v, (int, float)):
-                raise ValueError(f"latency.{key} must be a number; got {v!r}")
-            return float(v)
+            return _float(d.get(key), f"latency.{key}")
 
         p99s = d.get("p99_per_repeat", [])
         if not isinstance(p99s, list):
@@ -132,7 +146,7 @@ class LatencySummary:
             p999=num("p999"),
             max=num("max"),
             mean=num("mean"),
-            p99_per_repeat=tuple(float(x) for x in p99s),
+            p99_per_repeat=tuple(_float(x, "latency.p99_per_repeat") for x in p99s),
         )
 
 
@@ -174,6 +188,7 @@ class Measurement:
     target: float | None = None
     p99_target_us: float | None = None
     note: str = ""
+    role: Role = Role.OURS
     extra: Mapping[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -252,6 +267,7 @@ class Measurement:
             "p99_target_us": self.p99_target_us,
             "status": self.status.value,
             "note": self.note,
+            "role": self.role.value,
             "extra": dict(self.extra),
         }
 
@@ -261,33 +277,31 @@ class Measurement:
         values = d.get("values")
         if not isinstance(values, list) or not values:
             raise ValueError(f"measurement {d.get('name')!r}: values must be a non-empty list")
+        name = str(d["name"])
         lat = d.get("latency_us")
         ref = d.get("reference")
         reference = None
         if isinstance(ref, Mapping):
             reference = Reference(
                 name=str(ref["name"]),
-                value=float(ref["value"]),  # type: ignore[arg-type]
-                spread_pct=float(ref.get("spread_pct") or 0.0),  # type: ignore[arg-type]
-                p99_us=None if ref.get("p99_us") is None else float(ref["p99_us"]),  # type: ignore[arg-type]
-                p99_spread_pct=(
-                    None if ref.get("p99_spread_pct") is None else float(ref["p99_spread_pct"])  # type: ignore[arg-type]
-                ),
+                value=_float(ref.get("value"), f"{name}: reference.value"),
+                spread_pct=_float(ref.get("spread_pct", 0.0), f"{name}: reference.spread_pct"),
+                p99_us=_opt_float(ref.get("p99_us"), f"{name}: reference.p99_us"),
+                p99_spread_pct=_opt_float(ref.get("p99_spread_pct"), f"{name}: reference.p99_spread_pct"),
             )
-        target = d.get("target")
-        p99_target = d.get("p99_target_us")
         extra = d.get("extra")
         return cls(
-            name=str(d["name"]),
+            name=name,
             unit=str(d["unit"]),
-            value=float(d["value"]),  # type: ignore[arg-type]
-            values=tuple(float(v) for v in values),
+            value=_float(d.get("value"), f"{name}: value"),
+            values=tuple(_float(v, f"{name}: values") for v in values),
             better=Better(d.get("better", "higher")),
             latency=LatencySummary.from_dict(lat) if isinstance(lat, Mapping) else None,
             reference=reference,
-            target=None if target is None else float(target),  # type: ignore[arg-type]
-            p99_target_us=None if p99_target is None else float(p99_target),  # type: ignore[arg-type]
+            target=_opt_float(d.get("target"), f"{name}: target"),
+            p99_target_us=_opt_float(d.get("p99_target_us"), f"{name}: p99_target_us"),
             note=str(d.get("note") or ""),
+            role=Role(d.get("role", "ours")),
             extra=dict(extra) if isinstance(extra, Mapping) else {},
         )
 

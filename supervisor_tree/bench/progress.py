@@ -17,9 +17,9 @@ single-threaded.  Steps are repeats, each well under a few seconds.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from .measurement import Measurement
 
-__all__ = ["SCHEMA", "WorkloadResult", "Result", "save_json", "load_result", "BadResultFile"]
+__all__ = ["SCHEMA", "BadResultFile", "Result", "WorkloadResult", "load_result", "save_json"]
 
 SCHEMA = "supervisor_tree.bench/1"
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from .measurement import Better, Measurement, Status
 from .result import Result
 
-__all__ = ["print_table", "format_value", "format_us", "build_table"]
+__all__ = ["build_table", "default_console", "format_us", "format_value", "print_table"]
 
 
 def _si(value: float) -> str:
@@ -82,7 +82,7 @@ def build_table(result: Result) -> Table:
         caption="ours: median of repeats, ± half the min..max spread; ratio: ours / reference",
     )
     for col in ("workload", "metric", "ours", "reference", "ratio", "p50 / p99", "target", "status"):
-        table.add_column(col, justify="right" if col in ("ours", "ratio") else "left")
+        table.add_column(col, justify="right" if col in ("ours", "ratio") else "left", no_wrap=col == "metric")
     for name, wl in result.workloads.items():
         if wl.error is not None:
             table.add_row(name, "[bold red]failed[/]", wl.error, "", "", "", "", "[bold red]error[/]")
@@ -102,6 +102,12 @@ def build_table(result: Result) -> Table:
     return table
 
 
+def default_console() -> Console:
+    """stdout; 160 columns wide when it is not a terminal (a log, a pipe), so rows stay whole."""
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 160))
+
+
 def print_table(result: Result, console: Console | None = None) -> None:
     """Print the run as a rich table (plain text when stdout is not a terminal)."""
-    (console or Console()).print(build_table(result))
+    (console or default_console()).print(build_table(result))

@@ -20,6 +20,7 @@ show up in flamegraph.pl or speedscope as a frame "# pid:" weighing 4136; with
 
 from __future__ import annotations
 
+import datetime as _dt
 import enum
 import json
 from dataclasses import dataclass, field, fields, replace
@@ -111,6 +112,11 @@ class Profile:
         return float(sum(self.stacks.values()))
 
 
+def now_iso() -> str:
+    """Local wall-clock time with its UTC offset, to the second: ``started_at`` values."""
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 def clean_frame(name: str) -> str:
     """A frame name safe inside a collapsed line: no ';' (the separator), no newline."""
     return name.replace(";", ":").replace("\n", " ").replace("\r", " ").strip() or "?"
@@ -170,7 +176,7 @@ def parse_collapsed(text: str) -> Profile:
 
 def _read_meta_line(line: str, into: dict[str, object]) -> None:
     key, sep, value = line[1:].strip().partition("=")
-    if not sep or key not in _META_FIELDS:
+    if not sep or key not in _COERCE:
         return
     try:
         into[key] = json.loads(value)
@@ -178,26 +184,32 @@ def _read_meta_line(line: str, into: dict[str, object]) -> None:
         return
 
 
-_META_FIELDS = {f.name: f for f in fields(ProfileMeta)}
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _json_object(value: object) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {value!r}")
+    return value
+
+
+_COERCE: dict[str, object] = {
+    "engine": Engine, "worker_id": str, "pid": int, "generation": int,
+    "duration_s": float, "samples": int, "started_at": str, "rate_hz": _optional_int,
+    "clock": Clock, "unit": Unit, "extra": _json_object,
+}
 
 
 def _meta_from(values: Mapping[str, object], stacks: Mapping[str, float]) -> ProfileMeta:
     meta = ProfileMeta.external(samples=int(sum(stacks.values())))
-    if not values:
-        return meta
-    try:
-        converted = {
-            "engine": Engine(values.get("engine", meta.engine.value)),
-            "clock": Clock(values.get("clock", meta.clock.value)),
-            "unit": Unit(values.get("unit", meta.unit.value)),
-        }
-    except ValueError as exc:
-        raise ProfilerError(f"collapsed file header: {exc}") from None
-    plain = {k: v for k, v in values.items() if k not in converted}
-    extra = plain.get("extra", {})
-    if not isinstance(extra, dict):
-        raise ProfilerError(f"collapsed file header: extra must be a JSON object; got {extra!r}")
-    return replace(meta, **plain, **converted)  # type: ignore[arg-type]
+    converted: dict[str, object] = {}
+    for key, value in values.items():
+        try:
+            converted[key] = _COERCE[key](value)  # type: ignore[operator]
+        except (TypeError, ValueError) as exc:
+            raise ProfilerError(f"collapsed file header: {key}={value!r} is not valid ({exc})") from None
+    return replace(meta, **converted)  # type: ignore[arg-type]  # each value coerced for its key
 
 
 def merge(profiles_by_worker: Mapping[str, Profile]) -> Profile:
@@ -265,8 +277,9 @@ def subtree_share(profile: Profile, frame_substring: str, under: str | None = No
     """Fraction (0..1) of the whole profile spent in frames containing ``frame_substring``.
 
     With ``under``, only stacks where a frame containing ``under`` sits closer to the
-    root than the match count (e.g. the share of ``hot_spin`` within worker "a" of a
-    merged profile: ``subtree_share(merged, "hot_spin", under="a")``).
+    root than the match count (e.g. the share of ``hot_spin`` within worker "db" of a
+    merged profile: ``subtree_share(merged, "hot_spin", under="db")``).  Both are
+    substrings: pick ones that no other frame contains.
     """
     grand = profile.total
     if grand <= 0:

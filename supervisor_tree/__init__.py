@@ -1,0 +1,23 @@
+"""supervisor_tree: Erlang/OTP's supervision model for Python, one OS process per worker.
+
+    from supervisor_tree import Worker
+
+    class Counter(Worker):
+        def init(self, start=0):
+            self.n = start
+        def handle_call(self, msg):
+            self.n += msg
+            return self.n
+"""
+
+from . import spec as _spec
+from .spec import *  # noqa: F401,F403 - the public vocabulary: specs, enums, exit reasons
+from .worker import IGNORE, NOREPLY, Worker
+
+__all__ = ["Worker", "IGNORE", "NOREPLY"] + sorted(
+    name
+    for name, value in vars(_spec).items()
+    if not name.startswith("_")
+    and getattr(value, "__module__", _spec.__name__) == _spec.__name__
+    and not isinstance(value, type(_spec))
+)

@@ -1,0 +1,610 @@
+"""The launcher: the only code that forks, signals and reaps worker processes.
+
+`LocalLauncher` is a fork server (a zygote).  The node starts it once, before it
+creates any ZeroMQ context; the fork server imports the preloaded modules, never
+creates a context, and forks one process per worker incarnation.  It keeps a few
+*standbys* (pre-forked processes with their ZeroMQ context made and connected to
+the node) so that a spawn is an activation, not a fork.  Exits are reaped on
+SIGCHLD, mapped to an `ExitReason`, and reported back over a pipe.
+
+    launcher = LocalLauncher(run_dir, preload=["myapp.workers"])
+    launcher.start()                       # before any zmq.Context in this process
+    launcher.spawn(SpawnRequest(token=1, worker_id="counter", generation=1, ...))
+    ...poll launcher.fileno(); for ev in launcher.read_events(): Spawned / Reaped...
+    launcher.close()                       # SIGKILLs and reaps every worker
+
+Invariants: for a pid, `Spawned` always precedes its `Reaped`; a pid is reported
+`Reaped` exactly once; standbys that were never activated are never reported.
+No orphans: the fork server, the standbys and every worker have
+PR_SET_PDEATHSIG=SIGKILL, so the death of the node (even by SIGKILL) kills them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib
+import logging
+import os
+import pickle
+import select
+import signal
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, NoReturn, Protocol, Sequence, Union
+
+import multiprocess
+
+from .spec import KILLED, NORMAL, SHUTDOWN, ExitKind, ExitReason, error, shutdown_with
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SpawnRequest", "Spawned", "SpawnFailed", "Reaped", "Launcher", "LocalLauncher",
+           "LauncherError", "LauncherGone", "reason_from_status"]
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnRequest:
+    """Everything a new incarnation needs; `start` is "module:Class" or cloudpickled bytes."""
+
+    token: int
+    worker_id: str
+    generation: int
+    start: str | bytes
+    args: Mapping[str, object]
+    run_dir: str
+    inbound: str
+    mailbox: str
+    control: str
+    heartbeat_interval: float
+    sys_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    token: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnFailed:
+    """The fork itself failed (e.g. EAGAIN: out of processes); no process exists for `token`."""
+
+    token: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    pid: int
+    reason: ExitReason
+
+
+Event = Union[Spawned, SpawnFailed, Reaped]
+
+
+class LauncherError(RuntimeError):
+    """The launcher could not start (or was used before start / after close)."""
+
+
+class LauncherGone(LauncherError):
+    """The fork server died: no more spawns or exit reports will come."""
+
+
+class Launcher(Protocol):
+    def start(self) -> None: ...
+    def spawn(self, req: SpawnRequest) -> None: ...
+    def fileno(self) -> int: ...
+    def read_events(self) -> list[Event]: ...
+    def kill(self, pid: int, sig: int) -> None: ...
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------
+# Exit status -> reason
+
+_DEFAULT_REASONS = {80: SHUTDOWN, 81: shutdown_with("unknown"), 82: error("exit code 82 without a reason file")}
+
+
+def reason_from_status(status: int, reason_file: str | None) -> ExitReason:
+    """Map a wait status (and the worker's reason file, which is removed) to an ExitReason."""
+    written = _take_reason_file(reason_file) if reason_file else None
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGKILL:
+            return KILLED
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return ExitReason(ExitKind.SIGNALLED, name)
+    code = os.WEXITSTATUS(status)
+    if code == 0:
+        return NORMAL
+    if code in _DEFAULT_REASONS:
+        return written if written is not None else _DEFAULT_REASONS[code]
+    return ExitReason(ExitKind.EXIT_CODE, str(code))
+
+
+def _take_reason_file(path: str) -> ExitReason | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    try:
+        reason = pickle.loads(data)
+    except Exception:  # noqa: BLE001 - a torn or foreign file: fall back to the code's default
+        return None
+    return reason if isinstance(reason, ExitReason) else None
+
+
+# ---------------------------------------------------------------------------
+# The node side
+
+
+class LocalLauncher:
+    """A fork server on this machine.  See the module docstring.
+
+    `standby`: how many pre-forked processes to keep ready (0: fork on every spawn).
+    Call `start()` from the node's main thread (PR_SET_PDEATHSIG follows the thread
+    that forked), before this process creates any zmq.Context.
+    """
+
+    def __init__(self, run_dir: str, preload: Sequence[str] = (), sys_path: Sequence[str] = (),
+                 *, standby: int = 2, inbound: str | None = None) -> None:
+        self.run_dir = os.path.abspath(run_dir)
+        self.preload = tuple(preload)
+        self.sys_path = tuple(sys_path)
+        self.standby = standby
+        self.inbound = inbound or f"ipc://{self.run_dir}/inbound"
+        for sub in ("reasons", "w"):
+            os.makedirs(os.path.join(self.run_dir, sub), mode=0o700, exist_ok=True)
+        self._conn: multiprocess.connection.Connection | None = None
+        self._proc: multiprocess.Process | None = None
+        self._gone = False
+
+    @property
+    def pid(self) -> int | None:
+        """The fork server's pid (None before start)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self._proc is not None:
+            raise LauncherError("LocalLauncher.start() was already called")
+        _assert_no_zmq_context()
+        mp = multiprocess.get_context("fork")
+        ours, theirs = mp.Pipe(duplex=True)
+        cfg = _ServerConfig(os.getpid(), self.run_dir, self.preload, self.sys_path, self.standby, self.inbound)
+        proc = mp.Process(target=_fork_server_main, args=(theirs, ours, cfg), name="supervisor_tree-fork-server",
+                          daemon=True)
+        proc.start()
+        theirs.close()
+        self._conn, self._proc = ours, proc
+        if not ours.poll(timeout):
+            self.close()
+            raise LauncherError(f"the fork server did not start within {timeout} s")
+        try:
+            hello = pickle.loads(ours.recv_bytes())
+        except EOFError:
+            self.close()
+            raise LauncherError("the fork server died while starting (see its stderr)") from None
+        if hello[0] != "ok":
+            self.close()
+            raise LauncherError(f"the fork server could not start: {hello[1]}")
+
+    def spawn(self, req: SpawnRequest) -> None:
+        """Ask for a new incarnation; `Spawned(req.token, pid)` follows in read_events."""
+        try:
+            data = pickle.dumps(("spawn", req), protocol=5)
+        except Exception:  # noqa: BLE001 - args holding closures: cloudpickle can ship them
+            import cloudpickle
+
+            data = cloudpickle.dumps(("spawn", req), protocol=5)
+        self._send_bytes(data)
+
+    def fileno(self) -> int:
+        return self._require_conn().fileno()
+
+    def read_events(self) -> list[Event]:
+        """Everything the fork server reported so far; never blocks.  Raises LauncherGone once it died."""
+        conn = self._require_conn()
+        events: list[Event] = []
+        while not self._gone and conn.poll(0):
+            try:
+                events.extend(pickle.loads(conn.recv_bytes()))
+            except (EOFError, OSError):
+                self._gone = True
+        if self._gone and not events:
+            raise LauncherGone("the fork server is gone: no worker can be spawned or reaped any more")
+        return events
+
+    def kill(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        """SIGKILL every worker, reap them, stop the fork server.  Idempotent."""
+        if self._proc is None or self._conn is None:
+            return
+        try:
+            self._conn.send_bytes(pickle.dumps(("close",)))
+        except OSError:
+            pass
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            log.warning("the fork server (pid %s) did not stop within %s s; sending SIGKILL", self._proc.pid, timeout)
+            self._proc.kill()
+            self._proc.join(timeout)
+        self._conn.close()
+        self._gone = True
+
+    def _send_bytes(self, data: bytes) -> None:
+        try:
+            self._require_conn().send_bytes(data)
+        except OSError as exc:
+            self._gone = True
+            raise LauncherGone(f"the fork server is gone: {exc}") from None
+
+    def _require_conn(self) -> multiprocess.connection.Connection:
+        if self._conn is None:
+            raise LauncherError("call LocalLauncher.start() first")
+        if self._conn.closed:
+            raise LauncherError("the launcher is closed")
+        return self._conn
+
+    def __enter__(self) -> LocalLauncher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _assert_no_zmq_context() -> None:
+    zmq = sys.modules.get("zmq")
+    if zmq is None:
+        return
+    live = [obj for obj in gc.get_objects() if isinstance(obj, zmq.Context) and not obj.closed]
+    if live or getattr(zmq.Context, "_instance", None) is not None:
+        raise LauncherError(
+            "LocalLauncher.start() must run before this process creates any zmq.Context "
+            f"({len(live)} live context(s) found): a fork of a process with a ZeroMQ context "
+            "inherits its I/O threads' state. Start the launcher first, then create contexts."
+        )
+
+
+# ---------------------------------------------------------------------------
+# The fork server (runs in its own process)
+
+
+@dataclass(frozen=True, slots=True)
+class _ServerConfig:
+    parent_pid: int
+    run_dir: str
+    preload: tuple[str, ...]
+    sys_path: tuple[str, ...]
+    standby: int
+    inbound: str
+
+
+_PR_SET_PDEATHSIG = 1
+_libc: ctypes.CDLL | None = None
+_LEN = struct.Struct("<I")
+_STANDBY_MAX_EARLY_DEATHS = 3
+_REFILL_DELAY = 0.005  # s after a spawn before a replacement standby is forked
+
+
+def _die_with_parent(expected_parent: int) -> None:
+    """PR_SET_PDEATHSIG=SIGKILL, then close the race where the parent died before the prctl."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != expected_parent:
+        os._exit(1)
+
+
+def _reset_signals() -> None:
+    """Undo handlers inherited from the node: default dispositions, no wakeup fd, nothing blocked.
+
+    SIGINT is ignored: Ctrl-C reaches the whole foreground process group, and the
+    node, not each worker, decides how the tree stops.
+    """
+    signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError, TypeError):
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _fork_server_main(conn: object, node_end: object, cfg: _ServerConfig) -> NoReturn:
+    node_end.close()  # type: ignore[attr-defined]  # else we never see EOF when the node closes its end
+    code = 0
+    try:
+        _die_with_parent(cfg.parent_pid)
+        _reset_signals()
+        sys.path[:0] = list(cfg.sys_path)
+        try:
+            for name in cfg.preload:
+                importlib.import_module(name)
+            importlib.import_module("zmq")
+            importlib.import_module("supervisor_tree.worker")
+        except BaseException as exc:  # noqa: BLE001 - reported to the node, which raises it from start()
+            conn.send_bytes(pickle.dumps(("error", f"preloading failed: {type(exc).__name__}: {exc}")))  # type: ignore[attr-defined]
+            os._exit(1)
+        gc.freeze()  # what we imported stays shared with the workers: their GC never touches it
+        server = _ForkServer(conn, cfg)
+        conn.send_bytes(pickle.dumps(("ok", os.getpid())))  # type: ignore[attr-defined]
+        server.serve()
+    except BaseException:  # noqa: BLE001
+        log.exception("fork server failed")
+        code = 1
+    finally:
+        os._exit(code)
+
+
+class _ForkServer:
+    """The fork server's loop: spawn requests from the node, SIGCHLD from the workers.
+
+    Invariant: every live child is in exactly one of `workers` (activated or
+    forked for a request; reported Spawned) or `standbys` (never reported).
+    """
+
+    def __init__(self, conn: object, cfg: _ServerConfig) -> None:
+        self.conn = conn
+        self.fd: int = conn.fileno()  # type: ignore[attr-defined]
+        self.cfg = cfg
+        self.pid = os.getpid()
+        self.inbound = cfg.inbound
+        self.workers: dict[int, SpawnRequest] = {}
+        self.standbys: dict[int, int] = {}  # pid -> write end of its activation pipe
+        self.standby_target = cfg.standby
+        self.standby_early_deaths = 0
+        self.last_spawn = 0.0
+        self.closing = False
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select via the wakeup fd
+        signal.signal(signal.SIGTERM, self._on_sigterm)  # multiprocess terminates daemons at node exit
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.closing = True
+
+    # -- loop --
+
+    def serve(self) -> None:
+        fds = [self.fd, self.wake_r]
+        while not self.closing:
+            refill_at = self.last_spawn + _REFILL_DELAY if len(self.standbys) < self.standby_target else None
+            timeout = None if refill_at is None else max(0.0, refill_at - time.monotonic())
+            ready, _, _ = select.select(fds, [], [], timeout)
+            if self.wake_r in ready:
+                _drain_fd(self.wake_r)
+                self.reap()
+            if self.fd in ready:
+                self.handle_requests()
+            if not ready and refill_at is not None and not self.closing and time.monotonic() >= refill_at:
+                # Only when idle, and not while the standby just activated is starting
+                # (on a small machine the fork would compete with it for a core).
+                self.fork_standby()
+        self.shutdown()
+
+    def handle_requests(self) -> None:
+        conn = self.conn
+        while not self.closing and conn.poll(0):  # type: ignore[attr-defined]
+            try:
+                msg = pickle.loads(conn.recv_bytes())  # type: ignore[attr-defined]
+            except (EOFError, OSError):
+                self.closing = True  # the node is gone
+                return
+            if msg[0] == "spawn":
+                self.spawn(msg[1])
+            elif msg[0] == "close":
+                self.closing = True
+            else:
+                log.warning("fork server: unknown request %r; ignored", msg[0])
+
+    def send(self, events: list[Event]) -> None:
+        try:
+            self.conn.send_bytes(pickle.dumps(events, protocol=5))  # type: ignore[attr-defined]
+        except OSError:
+            self.closing = True
+
+    # -- spawning --
+
+    def spawn(self, req: SpawnRequest) -> None:
+        self.last_spawn = time.monotonic()
+        self.inbound = req.inbound
+        pid = self.activate_standby(req)
+        if pid is None:
+            try:
+                pid = self.fork(lambda: _cold_main(req))
+            except OSError as exc:
+                self.send([SpawnFailed(req.token, f"fork failed: {exc}")])
+                return
+        self.workers[pid] = req
+        self.send([Spawned(req.token, pid)])
+
+    def activate_standby(self, req: SpawnRequest) -> int | None:
+        data = pickle.dumps(req, protocol=5)
+        frame = _LEN.pack(len(data)) + data
+        while self.standbys:
+            pid, w = next(iter(self.standbys.items()))
+            del self.standbys[pid]
+            try:
+                _write_all(w, frame)
+            except OSError:  # it died and is not reaped yet; reap() will ignore it
+                continue
+            finally:
+                os.close(w)
+            return pid
+        return None
+
+    def fork_standby(self) -> None:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = self.fork(lambda: _standby_main(r, w, self.inbound, self.cfg.run_dir))
+        except OSError as exc:
+            log.warning("fork server: cannot fork a standby (%s); spawning cold", exc)
+            self.standby_target = 0
+            os.close(w)
+            return
+        finally:
+            os.close(r)
+        self.standbys[pid] = w
+
+    def fork(self, child: Callable[[], object]) -> int:
+        for stream in (sys.stdout, sys.stderr):  # else the child would print our buffered output again
+            stream.flush()
+        # SIGTERM stays blocked in the child until the worker has its handler in place.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    self.in_child()
+                    child()
+                finally:
+                    os._exit(70)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        return pid
+
+    def in_child(self) -> None:
+        _die_with_parent(self.pid)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for fd in (self.fd, self.wake_r, self.wake_w, *self.standbys.values()):
+            os.close(fd)
+
+    # -- reaping --
+
+    def reap(self) -> None:
+        events: list[Event] = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            req = self.workers.pop(pid, None)
+            if req is not None:
+                reason = reason_from_status(status, os.path.join(req.run_dir, "reasons", str(pid)))
+                events.append(Reaped(pid, reason))
+                _remove_ipc_files(req)
+            elif pid in self.standbys:
+                self.standby_died(pid, status)
+        if events:
+            self.send(events)
+
+    def standby_died(self, pid: int, status: int) -> None:
+        os.close(self.standbys.pop(pid))
+        self.standby_early_deaths += 1
+        log.warning("fork server: standby %d died before use (wait status %d)", pid, status)
+        if self.standby_early_deaths >= _STANDBY_MAX_EARLY_DEATHS:
+            log.error("fork server: %d standbys died before use; spawning cold from now on",
+                      self.standby_early_deaths)
+            self.standby_target = 0
+
+    def shutdown(self) -> None:
+        victims = list(self.workers) + list(self.standbys)
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in victims:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            req = self.workers.get(pid)
+            if req is not None:
+                _take_reason_file(os.path.join(req.run_dir, "reasons", str(pid)))
+                _remove_ipc_files(req)
+        for w in self.standbys.values():
+            os.close(w)
+
+
+# ---------------------------------------------------------------------------
+# Children of the fork server
+
+
+def _cold_main(req: SpawnRequest) -> NoReturn:
+    from . import worker
+
+    sys.path[:0] = list(req.sys_path)
+    worker.run_worker(req)
+
+
+def _standby_main(r: int, w: int, inbound: str, run_dir: str) -> NoReturn:
+    """Make the context and connect to the node, then wait for the request that activates us."""
+    from . import worker
+
+    os.close(w)
+    prepared = worker.prepare(inbound, rehearse_in=run_dir)
+    head = _read_exactly(r, _LEN.size)
+    if head is None:
+        os._exit(0)  # the fork server closed our pipe: never activated
+    data = _read_exactly(r, _LEN.unpack(head)[0])
+    os.close(r)
+    if data is None:
+        os._exit(0)
+    req: SpawnRequest = pickle.loads(data)
+    sys.path[:0] = list(req.sys_path)
+    worker.run_worker(req, prepared)
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _drain_fd(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _remove_ipc_files(req: SpawnRequest) -> None:
+    """A worker that died without closing its sockets leaves their ipc files behind."""
+    from .channel import ipc_path
+
+    for endpoint in (req.mailbox, req.control):
+        path = ipc_path(endpoint)
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+

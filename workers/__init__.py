@@ -1,0 +1,1 @@
+"""Built-in components, plus the test puppet (workers.puppet:Puppet)."""
