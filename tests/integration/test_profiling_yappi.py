@@ -212,7 +212,7 @@ def test_capture_over_the_control_channel_while_the_worker_serves(worker, tmp_pa
     served_before = int(str(control("served", {}, 5)))
     profile = capture(Target("svc", proc.pid, 4), YAPPI, control)
     served_during = int(str(control("served", {}, 5))) - served_before
-    assert served_during > 100  # ~4 ms per request for 2 s: it never stopped serving
+    assert served_during > 10  # ~500 unloaded (4 ms a request for 2 s): it kept serving
     meta = profile.meta
     assert (meta.engine, meta.worker_id, meta.pid, meta.generation) == (Engine.YAPPI, "svc", proc.pid, 4)
     assert (meta.unit, meta.clock, meta.rate_hz) == (Unit.MICROSECONDS, Clock.WALL, None)
