@@ -12,7 +12,7 @@
 
 from . import spec as _spec
 from .spec import *  # noqa: F401,F403 - the public vocabulary: specs, enums, exit reasons
-from .worker import IGNORE, NOREPLY, Worker
+from .worker import IGNORE as IGNORE, NOREPLY as NOREPLY, Worker as Worker  # "as": explicit re-exports
 
 __all__ = ["Worker", "IGNORE", "NOREPLY"] + sorted(
     name

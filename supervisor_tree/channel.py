@@ -32,11 +32,12 @@ import itertools
 import logging
 import os
 import pickle
+import select
 import struct
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Any, Iterable, Union
 
 import zmq
 
@@ -264,20 +265,20 @@ def check_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-def make_socket(ctx: zmq.Context, kind: int, **options: int) -> zmq.Socket:
+def make_socket(ctx: zmq.Context[Any], kind: int, **options: int) -> zmq.Socket[bytes]:
     """A socket with linger 0 (closing never blocks) plus `options` (names of zmq constants)."""
-    sock = ctx.socket(kind)
+    sock: zmq.Socket[bytes] = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     for name, value in options.items():
         sock.setsockopt(getattr(zmq, name.upper()), value)
     return sock
 
 
-def bind(sock: zmq.Socket, endpoint: str) -> None:
+def bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
     sock.bind(check_endpoint(endpoint))
 
 
-def connect(sock: zmq.Socket, endpoint: str) -> None:
+def connect(sock: zmq.Socket[bytes], endpoint: str) -> None:
     sock.connect(check_endpoint(endpoint))
 
 
@@ -293,11 +294,11 @@ class ReplySender:
     100th, ... drop).  Not thread-safe: the worker's main thread owns it.
     """
 
-    def __init__(self, ctx: zmq.Context, max_sockets: int = 256, sndhwm: int = 100_000) -> None:
+    def __init__(self, ctx: zmq.Context[Any], max_sockets: int = 256, sndhwm: int = 100_000) -> None:
         self._ctx = ctx
         self._max = max_sockets
         self._sndhwm = sndhwm
-        self._socks: collections.OrderedDict[bytes, zmq.Socket] = collections.OrderedDict()
+        self._socks: collections.OrderedDict[bytes, zmq.Socket[bytes]] = collections.OrderedDict()
         self.dropped = 0
 
     def send(self, reply_to: bytes, frame: bytes) -> bool:
@@ -315,7 +316,7 @@ class ReplySender:
             return self._drop(reply_to, "its queue is full (is the caller gone?)")
         return True
 
-    def _open(self, reply_to: bytes) -> zmq.Socket | None:
+    def _open(self, reply_to: bytes) -> zmq.Socket[bytes] | None:
         try:
             endpoint = reply_to.decode()
             sock = make_socket(self._ctx, zmq.PUSH, sndhwm=self._sndhwm)
@@ -372,14 +373,14 @@ class Caller:
         reply = caller.call("ipc:///run/tree/w/counter-1.mbx", ("add", 2), timeout=1.0)
     """
 
-    def __init__(self, ctx: zmq.Context, directory: str, *, max_peers: int = 256,
+    def __init__(self, ctx: zmq.Context[Any], directory: str, *, max_peers: int = 256,
                  connect_timeout: float = 0.5) -> None:
         self._ctx = ctx
         self.reply_to = check_endpoint(f"ipc://{directory}/c-{os.getpid()}-{next(_caller_seq)}")
         self._reply_to = self.reply_to.encode()
         self._pull = make_socket(ctx, zmq.PULL, rcvhwm=100_000)
         self._pull.bind(self.reply_to)
-        self._peers: collections.OrderedDict[str, zmq.Socket] = collections.OrderedDict()
+        self._peers: collections.OrderedDict[str, zmq.Socket[bytes]] = collections.OrderedDict()
         self._fresh: set[str] = set()  # peers not yet seen connected
         self._max_peers = max_peers
         self._connect_timeout = connect_timeout
@@ -388,26 +389,34 @@ class Caller:
 
     # -- sending --
 
-    def send_call(self, endpoint: str, payload: object) -> int:
-        """Send a call; returns its ref.  Raises PeerUnavailable if the send would block."""
+    def send_call(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> int:
+        """Send a call; returns its ref.  Raises PeerUnavailable if the send would block.
+
+        `alive_fd`: the callee's pidfd.  When it is already readable (the callee
+        died) the call is not sent: PeerUnavailable.  Without it, a call sent in the
+        instant after the callee died can still go down its closing connection.
+        """
         ref = self._next_ref
         self._next_ref = ref + 1
         rt = self._reply_to
-        self._send(endpoint, b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL))
+        self._send(endpoint, b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL), alive_fd)
         return ref
 
-    def send_cast(self, endpoint: str, payload: object) -> None:
+    def send_cast(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
         """Send a cast.  Raises PeerUnavailable if the send would block (OTP drops such casts: callers may)."""
-        self._send(endpoint, b"S" + _dumps(payload, PROTOCOL))
+        self._send(endpoint, b"S" + _dumps(payload, PROTOCOL), alive_fd)
 
-    def send_info(self, endpoint: str, payload: object) -> None:
-        self._send(endpoint, b"I" + _dumps(payload, PROTOCOL))
+    def send_info(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
+        self._send(endpoint, b"I" + _dumps(payload, PROTOCOL), alive_fd)
 
-    def _send(self, endpoint: str, frame: bytes) -> None:
+    def _send(self, endpoint: str, frame: bytes, alive_fd: int | None = None) -> None:
+        if alive_fd is not None and select.select([alive_fd], [], [], 0)[0]:
+            self.forget(endpoint)
+            raise PeerUnavailable(endpoint)
         sock = self._peers.get(endpoint)
         if sock is None:
             sock = self._open(endpoint)
-        elif not sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
+        elif not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLOUT:
             # Reading ZMQ_EVENTS makes libzmq process its pending commands now (send()
             # does so only about once a millisecond): a peer that died is seen here,
             # instead of the message going down its dying pipe.
@@ -430,7 +439,7 @@ class Caller:
         self.forget(endpoint)
         raise PeerUnavailable(endpoint)
 
-    def _open(self, endpoint: str) -> zmq.Socket:
+    def _open(self, endpoint: str) -> zmq.Socket[bytes]:
         sock = make_socket(self._ctx, zmq.PUSH, immediate=1, sndhwm=100_000)
         try:
             connect(sock, endpoint)
@@ -461,7 +470,7 @@ class Caller:
         other refs are discarded.
         """
         pull = self._pull
-        items: list[tuple[object, int]] = [(pull, zmq.POLLIN)]
+        items: list[tuple[Any, int]] = [(pull, zmq.POLLIN)]
         items.extend((fd, zmq.POLLIN) for fd in extra_poll_fds)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -472,13 +481,13 @@ class Caller:
                 if left <= 0:
                     raise TimeoutError(f"no reply to call {ref} within {timeout} s")
                 wait_ms = max(1, int(left * 1000 + 0.999))
-            dead_fd = None
+            dead_fd: int | None = None
             for sock, _ in zmq.zmq_poll(items, wait_ms):
                 if sock is pull:
                     reply = self._drain(ref)
                     if reply is not None:
                         return reply
-                elif dead_fd is None:
+                elif dead_fd is None and isinstance(sock, int):
                     dead_fd = sock
             if dead_fd is not None:
                 # The callee may have answered just before it exited: its last reply can

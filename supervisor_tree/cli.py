@@ -419,5 +419,8 @@ def bench(argv: tuple[str, ...]) -> None:
     sys.exit(bench_main(list(argv)))
 
 
+from .profiling.command import profile_command  # noqa: E402  (last: it imports this module lazily)
+main.add_command(profile_command)
+
 if __name__ == "__main__":
     main()

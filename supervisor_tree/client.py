@@ -24,13 +24,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from . import rundir
 from .channel import Caller, PeerUnavailable, RemoteError, Reply
 from .spec import RetryPolicy
+
+if TYPE_CHECKING:
+    from .profiling.remote import AllResult, ProfileResult
 
 
 class ClientError(Exception):
@@ -304,6 +307,25 @@ class Client:
                 return got.value
             raise CallError(worker_id, got.value)
         raise CalleeExited(worker_id, target.pid, target.generation, self._last_exit(worker_id))
+
+    # ------------------------------------------------------------------ profiling
+
+    def profile(self, worker_id: str, **kwargs: Any) -> ProfileResult:
+        """Profile a running worker, its code untouched: ``(path, profile)``; ``.stacks`` too.
+
+        ``engine="py-spy"|"yappi"``, ``duration=10``, ``rate=100``, ``fmt="svg"``,
+        ``output``, ``profiles_dir`` (default: the node's ``[profile].dir``), ``clock``,
+        ``native``/``idle``/``gil``: see ``supervisor_tree.profiling.remote.profile``.
+        """
+        from .profiling.remote import profile
+
+        return profile(self, worker_id, **kwargs)
+
+    def profile_all(self, **kwargs: Any) -> AllResult:
+        """Every running worker at once: a file each plus a merged graph (``remote.profile_all``)."""
+        from .profiling.remote import profile_all
+
+        return profile_all(self, **kwargs)
 
 
 def find_run_dir(run_dir: str | None, config: str | None = None) -> Path:

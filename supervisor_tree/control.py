@@ -110,6 +110,11 @@ class ControlServer:
             logger.warning("control reply to a client that went away dropped (%s)", exc)
 
     def close(self) -> None:
+        for ext in self.extensions:  # e.g. cancel and join the trigger's running captures
+            try:
+                getattr(ext, "close", lambda: None)()
+            except Exception:  # the node stops regardless
+                logger.exception("closing control extension %r failed", ext)
         reason = str(self.node.exit_reason)
         for ident, req_id in self.stop_waiters:
             self._send(ident, req_id, True, {"stopped": True, "reason": reason})
@@ -329,7 +334,8 @@ def supervisor_view(server: ControlServer, path: str) -> dict[str, object]:
 @op("ping")
 def _ping(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     n = s.node
-    return {"pid": os.getpid(), "name": n.spec.name, "config": n.spec.source, "started": n.started, "run_dir": str(n.run_dir)}
+    return {"pid": os.getpid(), "name": n.spec.name, "config": n.spec.source, "started": n.started, "run_dir": str(n.run_dir),
+            "profiles_dir": n.spec.extra.get("profile", {}).get("dir")}  # type: ignore[attr-defined]
 
 
 @op("status")

@@ -3,9 +3,11 @@
 `LocalLauncher` is a fork server (a zygote).  The node starts it once, before it
 creates any ZeroMQ context; the fork server imports the preloaded modules, never
 creates a context, and forks one process per worker incarnation.  It keeps a few
-*standbys* (pre-forked processes with their ZeroMQ context made and connected to
-the node) so that a spawn is an activation, not a fork.  Exits are reaped on
-SIGCHLD, mapped to an `ExitReason`, and reported back over a pipe.
+*standbys*: pre-forked processes with their ZeroMQ context made, connected to the
+node and waiting on a pipe whose write end the node holds, so that a spawn is the
+node writing the request into that pipe (no fork, no hop through the fork
+server).  Exits are reaped on SIGCHLD, mapped to an `ExitReason`, and reported
+back over the node's pipe to the fork server.
 
     launcher = LocalLauncher(run_dir, preload=["myapp.workers"])
     launcher.start()                       # before any zmq.Context in this process
@@ -21,6 +23,7 @@ PR_SET_PDEATHSIG=SIGKILL, so the death of the node (even by SIGKILL) kills them.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import gc
 import importlib
@@ -29,6 +32,7 @@ import os
 import pickle
 import select
 import signal
+import socket
 import struct
 import sys
 import time
@@ -167,13 +171,20 @@ class LocalLauncher:
         for sub in ("reasons", "w"):
             os.makedirs(os.path.join(self.run_dir, sub), mode=0o700, exist_ok=True)
         self._conn: multiprocess.connection.Connection | None = None
+        self._sock: socket.socket | None = None  # the same pipe, for receiving standbys' fds
         self._proc: multiprocess.Process | None = None
+        self._standbys: collections.deque[tuple[int, int]] = collections.deque()  # (pid, activation fd)
         self._gone = False
 
     @property
     def pid(self) -> int | None:
         """The fork server's pid (None before start)."""
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def standbys_at_hand(self) -> int:
+        """How many standbys the next spawns can activate (announced in read_events)."""
+        return len(self._standbys)
 
     def start(self, timeout: float = 60.0) -> None:
         if self._proc is not None:
@@ -187,6 +198,7 @@ class LocalLauncher:
         proc.start()
         theirs.close()
         self._conn, self._proc = ours, proc
+        self._sock = socket.socket(fileno=os.dup(ours.fileno()))
         if not ours.poll(timeout):
             self.close()
             raise LauncherError(f"the fork server did not start within {timeout} s")
@@ -200,17 +212,28 @@ class LocalLauncher:
             raise LauncherError(f"the fork server could not start: {hello[1]}")
 
     def spawn(self, req: SpawnRequest) -> None:
-        """Ask for a new incarnation; `Spawned(req.token, pid)` follows in read_events."""
-        try:
-            data = pickle.dumps(("spawn", req), protocol=5)
-        except Exception:  # noqa: BLE001 - args holding closures: cloudpickle can ship them
-            import cloudpickle
+        """Ask for a new incarnation; `Spawned(req.token, pid)` follows in read_events.
 
-            data = cloudpickle.dumps(("spawn", req), protocol=5)
-        self._send_bytes(data)
+        With a standby at hand the request goes straight into the standby's pipe
+        (it starts at once) and the fork server is told afterwards; else the fork
+        server forks a new process.
+        """
+        data = _dumps_request(req)
+        while self._standbys:
+            pid, fd = self._standbys.popleft()
+            try:
+                _write_all(fd, _LEN.pack(len(data)) + data)
+            except OSError:  # it died while waiting: the fork server has reaped or will reap it
+                self._send(("discard", pid))
+                continue
+            finally:
+                os.close(fd)
+            self._send(("activated", pid, data))
+            return
+        self._send(("spawn", data))
 
     def fileno(self) -> int:
-        return self._require_conn().fileno()
+        return int(self._require_conn().fileno())
 
     def read_events(self) -> list[Event]:
         """Everything the fork server reported so far; never blocks.  Raises LauncherGone once it died."""
@@ -218,8 +241,14 @@ class LocalLauncher:
         events: list[Event] = []
         while not self._gone and conn.poll(0):
             try:
-                events.extend(pickle.loads(conn.recv_bytes()))
-            except (EOFError, OSError):
+                kind, payload = pickle.loads(conn.recv_bytes())
+                if kind == "events":
+                    events.extend(payload)
+                elif kind == "standby":  # its activation pipe follows, as an fd
+                    _, fds, _, _ = socket.recv_fds(self._sock, 1, 1)  # type: ignore[arg-type]
+                    os.set_inheritable(fds[0], False)
+                    self._standbys.append((payload, fds[0]))
+            except (EOFError, OSError, ValueError, IndexError):
                 self._gone = True
         if self._gone and not events:
             raise LauncherGone("the fork server is gone: no worker can be spawned or reaped any more")
@@ -233,8 +262,10 @@ class LocalLauncher:
 
     def close(self, timeout: float = 5.0) -> None:
         """SIGKILL every worker, reap them, stop the fork server.  Idempotent."""
-        if self._proc is None or self._conn is None:
+        if self._proc is None or self._conn is None or self._conn.closed:
             return
+        while self._standbys:
+            os.close(self._standbys.popleft()[1])
         try:
             self._conn.send_bytes(pickle.dumps(("close",)))
         except OSError:
@@ -244,12 +275,14 @@ class LocalLauncher:
             log.warning("the fork server (pid %s) did not stop within %s s; sending SIGKILL", self._proc.pid, timeout)
             self._proc.kill()
             self._proc.join(timeout)
+        if self._sock is not None:
+            self._sock.close()
         self._conn.close()
         self._gone = True
 
-    def _send_bytes(self, data: bytes) -> None:
+    def _send(self, msg: tuple[object, ...]) -> None:
         try:
-            self._require_conn().send_bytes(data)
+            self._require_conn().send_bytes(pickle.dumps(msg, protocol=5))
         except OSError as exc:
             self._gone = True
             raise LauncherGone(f"the fork server is gone: {exc}") from None
@@ -267,6 +300,16 @@ class LocalLauncher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _dumps_request(req: SpawnRequest) -> bytes:
+    try:
+        return pickle.dumps(req, protocol=5)
+    except Exception:  # noqa: BLE001 - args holding closures: cloudpickle can ship them
+        import cloudpickle
+
+        data: bytes = cloudpickle.dumps(req, protocol=5)
+        return data
 
 
 def _assert_no_zmq_context() -> None:
@@ -358,20 +401,28 @@ def _fork_server_main(conn: object, node_end: object, cfg: _ServerConfig) -> NoR
 
 
 class _ForkServer:
-    """The fork server's loop: spawn requests from the node, SIGCHLD from the workers.
+    """The fork server's loop: requests from the node, SIGCHLD from the workers.
 
-    Invariant: every live child is in exactly one of `workers` (activated or
-    forked for a request; reported Spawned) or `standbys` (never reported).
+    Standbys: each one waits on a pipe whose write end is handed to the node
+    (SCM_RIGHTS), so the node activates it without a hop through here, then says
+    ("activated", pid, request) and gets `Spawned` back.
+
+    Invariant: every child is in exactly one of `workers` (activated or forked
+    for a request: reported Spawned, will be reported Reaped), `standbys` (alive,
+    never reported) or `dead_standbys` (reaped before the node said whether it
+    had activated it: its wait status waits for "activated" or "discard").
     """
 
     def __init__(self, conn: object, cfg: _ServerConfig) -> None:
         self.conn = conn
         self.fd: int = conn.fileno()  # type: ignore[attr-defined]
+        self.sock = socket.socket(fileno=os.dup(self.fd))  # the same pipe, for handing over fds
         self.cfg = cfg
         self.pid = os.getpid()
         self.inbound = cfg.inbound
         self.workers: dict[int, SpawnRequest] = {}
-        self.standbys: dict[int, int] = {}  # pid -> write end of its activation pipe
+        self.standbys: set[int] = set()
+        self.dead_standbys: dict[int, int] = {}  # pid -> wait status
         self.standby_target = cfg.standby
         self.standby_early_deaths = 0
         self.last_spawn = 0.0
@@ -411,48 +462,53 @@ class _ForkServer:
             except (EOFError, OSError):
                 self.closing = True  # the node is gone
                 return
-            if msg[0] == "spawn":
-                self.spawn(msg[1])
-            elif msg[0] == "close":
+            kind = msg[0]
+            if kind == "spawn":
+                self.spawn(pickle.loads(msg[1]))
+            elif kind == "activated":
+                self.activated(msg[1], pickle.loads(msg[2]))
+            elif kind == "discard":
+                self.dead_standbys.pop(msg[1], None)
+            elif kind == "close":
                 self.closing = True
             else:
-                log.warning("fork server: unknown request %r; ignored", msg[0])
+                log.warning("fork server: unknown request %r; ignored", kind)
 
-    def send(self, events: list[Event]) -> None:
+    def send(self, msg: tuple[object, ...]) -> None:
         try:
-            self.conn.send_bytes(pickle.dumps(events, protocol=5))  # type: ignore[attr-defined]
+            self.conn.send_bytes(pickle.dumps(msg, protocol=5))  # type: ignore[attr-defined]
         except OSError:
             self.closing = True
 
     # -- spawning --
 
     def spawn(self, req: SpawnRequest) -> None:
+        """A cold spawn: the node had no standby."""
         self.last_spawn = time.monotonic()
         self.inbound = req.inbound
-        pid = self.activate_standby(req)
-        if pid is None:
-            try:
-                pid = self.fork(lambda: _cold_main(req))
-            except OSError as exc:
-                self.send([SpawnFailed(req.token, f"fork failed: {exc}")])
-                return
+        try:
+            pid = self.fork(lambda: _cold_main(req))
+        except OSError as exc:
+            self.send(("events", [SpawnFailed(req.token, f"fork failed: {exc}")]))
+            return
         self.workers[pid] = req
-        self.send([Spawned(req.token, pid)])
+        self.send(("events", [Spawned(req.token, pid)]))
 
-    def activate_standby(self, req: SpawnRequest) -> int | None:
-        data = pickle.dumps(req, protocol=5)
-        frame = _LEN.pack(len(data)) + data
-        while self.standbys:
-            pid, w = next(iter(self.standbys.items()))
-            del self.standbys[pid]
-            try:
-                _write_all(w, frame)
-            except OSError:  # it died and is not reaped yet; reap() will ignore it
-                continue
-            finally:
-                os.close(w)
-            return pid
-        return None
+    def activated(self, pid: int, req: SpawnRequest) -> None:
+        self.last_spawn = time.monotonic()
+        self.inbound = req.inbound
+        if pid in self.standbys:
+            self.standbys.discard(pid)
+            self.standby_early_deaths = 0
+            self.workers[pid] = req
+            self.send(("events", [Spawned(req.token, pid)]))
+        elif pid in self.dead_standbys:  # it died right after its activation, before we heard of it
+            self.standby_early_deaths = max(0, self.standby_early_deaths - 1)
+            reason = reason_from_status(self.dead_standbys.pop(pid), _reason_file(req, pid))
+            _remove_ipc_files(req)
+            self.send(("events", [Spawned(req.token, pid), Reaped(pid, reason)]))
+        else:
+            log.warning("fork server: the node activated %d, which is not a standby; ignored", pid)
 
     def fork_standby(self) -> None:
         r, w = os.pipe2(os.O_CLOEXEC)
@@ -461,11 +517,17 @@ class _ForkServer:
         except OSError as exc:
             log.warning("fork server: cannot fork a standby (%s); spawning cold", exc)
             self.standby_target = 0
-            os.close(w)
             return
         finally:
             os.close(r)
-        self.standbys[pid] = w
+        try:
+            self.standbys.add(pid)
+            self.send(("standby", pid))
+            socket.send_fds(self.sock, [b"F"], [w])
+        except OSError:
+            self.closing = True
+        finally:
+            os.close(w)
 
     def fork(self, child: Callable[[], object]) -> int:
         for stream in (sys.stdout, sys.stderr):  # else the child would print our buffered output again
@@ -489,13 +551,16 @@ class _ForkServer:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        for fd in (self.fd, self.wake_r, self.wake_w, *self.standbys.values()):
+        # A child holding the node's pipe would hide the fork server's death from the node.
+        self.sock.close()
+        for fd in (self.fd, self.wake_r, self.wake_w):
             os.close(fd)
 
     # -- reaping --
 
     def reap(self) -> None:
         events: list[Event] = []
+        cleanup: list[SpawnRequest] = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -505,21 +570,22 @@ class _ForkServer:
                 break
             req = self.workers.pop(pid, None)
             if req is not None:
-                reason = reason_from_status(status, os.path.join(req.run_dir, "reasons", str(pid)))
-                events.append(Reaped(pid, reason))
-                _remove_ipc_files(req)
+                events.append(Reaped(pid, reason_from_status(status, _reason_file(req, pid))))
+                cleanup.append(req)
             elif pid in self.standbys:
                 self.standby_died(pid, status)
         if events:
-            self.send(events)
+            self.send(("events", events))
+        for req in cleanup:  # after the news: the node restarts while we tidy up
+            _remove_ipc_files(req)
 
     def standby_died(self, pid: int, status: int) -> None:
-        os.close(self.standbys.pop(pid))
+        self.standbys.discard(pid)
+        self.dead_standbys[pid] = status
         self.standby_early_deaths += 1
-        log.warning("fork server: standby %d died before use (wait status %d)", pid, status)
         if self.standby_early_deaths >= _STANDBY_MAX_EARLY_DEATHS:
-            log.error("fork server: %d standbys died before use; spawning cold from now on",
-                      self.standby_early_deaths)
+            log.error("fork server: %d standbys in a row died before use (last: pid %d, wait status %d); "
+                      "spawning cold from now on", self.standby_early_deaths, pid, status)
             self.standby_target = 0
 
     def shutdown(self) -> None:
@@ -536,10 +602,12 @@ class _ForkServer:
                 pass
             req = self.workers.get(pid)
             if req is not None:
-                _take_reason_file(os.path.join(req.run_dir, "reasons", str(pid)))
+                _take_reason_file(_reason_file(req, pid))
                 _remove_ipc_files(req)
-        for w in self.standbys.values():
-            os.close(w)
+
+
+def _reason_file(req: SpawnRequest, pid: int) -> str:
+    return os.path.join(req.run_dir, "reasons", str(pid))
 
 
 # ---------------------------------------------------------------------------

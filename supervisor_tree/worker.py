@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import zmq
 
@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 EXIT_NORMAL, EXIT_SHUTDOWN, EXIT_SHUTDOWN_WITH, EXIT_ERROR = 0, 80, 81, 82
 BATCH = 256  # mailbox messages per round before the control socket is looked at again
 EXIT_LINGER_MS = 200  # how long the last replies and notices may take to leave at exit
+# A standby connects to the node's inbound socket before the node has bound it (the
+# launcher starts first); libzmq's default 100 ms retry would delay the first "ready".
+_INBOUND_RECONNECT_MS = 10
 _LAT_SIZE = 1024  # call latency ring (power of two)
 _LAT_MASK = _LAT_SIZE - 1
 
@@ -95,7 +98,7 @@ class Worker:
     id: str = ""
     generation: int = 0
     run_dir: str = ""
-    _ctx: zmq.Context | None = None
+    _ctx: zmq.Context[Any] | None = None
     _st_loop: _Incarnation | None = None
     _st_client: object = None
 
@@ -119,6 +122,13 @@ class Worker:
     def handle_shutdown_request(self) -> bool:
         """Only consulted when `trap_exits`: return False to ignore the stop request."""
         return True
+
+    def statistics(self) -> dict[str, object] | None:
+        """The worker's own figures, shown under "worker" in its stats and heartbeats.
+
+        Called from the heartbeat thread too: read counters, take no locks, block on nothing.
+        """
+        return None
 
     # -- services --
 
@@ -178,7 +188,7 @@ class Worker:
         if self._st_client is None:
             from .client import Client  # written beside this module; imported only when used
 
-            self._st_client = Client(self.run_dir, context=self._ctx)  # type: ignore[call-arg]
+            self._st_client = Client(self.run_dir, context=self._ctx)
         return self._st_client
 
 
@@ -227,8 +237,8 @@ class Prepared:
     costs no context creation and no first-touch page faults.
     """
 
-    context: zmq.Context
-    inbound: zmq.Socket
+    context: zmq.Context[Any]
+    inbound: zmq.Socket[bytes]
     inbound_endpoint: str
     wake_r: int
     wake_w: int
@@ -242,7 +252,7 @@ def prepare(inbound: str, rehearse_in: str | None = None) -> Prepared:
     (binds and closes sockets there), touching the pages an activation will use.
     """
     ctx = zmq.Context()
-    sock = channel.make_socket(ctx, zmq.PUSH)
+    sock = channel.make_socket(ctx, zmq.PUSH, reconnect_ivl=_INBOUND_RECONNECT_MS)
     channel.connect(sock, inbound)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -315,7 +325,7 @@ class _Incarnation:
             prepared = prepare(req.inbound)
         elif prepared.inbound_endpoint != req.inbound:
             prepared.inbound.close(0)
-            prepared.inbound = channel.make_socket(prepared.context, zmq.PUSH)
+            prepared.inbound = channel.make_socket(prepared.context, zmq.PUSH, reconnect_ivl=_INBOUND_RECONNECT_MS)
             channel.connect(prepared.inbound, req.inbound)
             prepared.inbound_endpoint = req.inbound
         self.prepared = prepared
@@ -510,7 +520,7 @@ class _Incarnation:
         control, wake = self.control, self.wake_r
         recv = self.mailbox.recv
         send = self.replies.send
-        items = [(control, zmq.POLLIN), (self.mailbox, zmq.POLLIN), (wake, zmq.POLLIN)]
+        items: list[tuple[Any, int]] = [(control, zmq.POLLIN), (self.mailbox, zmq.POLLIN), (wake, zmq.POLLIN)]
         poll = zmq.zmq_poll
         split_call, reply_frame, loads = channel.split_call, channel.reply_frame, pickle.loads
         CALL, CAST, INFO = channel.CALL, channel.CAST, channel.INFO
@@ -528,7 +538,7 @@ class _Incarnation:
             for sock, _ in poll(items, timeout):
                 if sock is control:
                     self._serve_control()
-                elif sock == wake:
+                elif sock == wake:  # zmq_poll gives raw fds back as ints
                     _drain_fd(wake)
             if self.halt:
                 timeout = 0
@@ -631,7 +641,7 @@ class _Incarnation:
                 continue
             try:
                 op, kwargs = channel.loads_payload(msg.payload)  # type: ignore[misc]
-                ok, value = True, self._control_op(op, dict(kwargs))
+                ok, value = True, self._control_op(op, dict(kwargs))  # type: ignore[has-type]
                 out = channel.encode_reply(msg.ref, ok, value)
             except Exception as exc:  # noqa: BLE001 - a failed op is answered, never a crash
                 out = channel.encode_reply(msg.ref, False, channel.RemoteError.from_exception(exc))
@@ -645,7 +655,7 @@ class _Incarnation:
         if op in ("profile_start", "profile_stop"):
             from .profiling import yappi_engine  # written beside this module; imported only when used
 
-            fn = yappi_engine.start if op == "profile_start" else yappi_engine.stop
+            fn: Callable[..., object] = yappi_engine.start if op == "profile_start" else yappi_engine.stop
             return fn(**kwargs)
         raise ValueError(f"unknown control op {op!r}; expected ping, stats, profile_start or profile_stop")
 
@@ -654,7 +664,7 @@ class _Incarnation:
     def stats(self, reset_window: bool) -> dict[str, object]:
         end = self.lat_i
         since = self._window_lat_i
-        stats = {
+        stats: dict[str, object] = {
             "calls": self.calls, "casts": self.casts, "infos": self.infos,
             "errors": self.errors, "malformed": self.malformed,
             "dropped_replies": self.replies.dropped,
@@ -662,10 +672,22 @@ class _Incarnation:
             "max_batch": self.max_batch,
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
+        own = self._worker_statistics()
+        if own:
+            stats["worker"] = own
         if reset_window:
             self._window_lat_i = end
             self.max_batch = 0
         return stats
+
+    def _worker_statistics(self) -> dict[str, object] | None:
+        if self.worker is None:
+            return None
+        try:
+            return self.worker.statistics()
+        except Exception:  # noqa: BLE001 - figures are optional; a broken one must not stop heartbeats
+            log.warning("worker %s#%s: statistics() raised", self.req.worker_id, self.req.generation, exc_info=True)
+            return None
 
     def _start_heartbeat(self) -> None:
         threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
@@ -676,7 +698,7 @@ class _Incarnation:
             return
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the main thread takes stop requests
         req = self.req
-        sock = channel.make_socket(self.ctx, zmq.PUSH)
+        sock = channel.make_socket(self.ctx, zmq.PUSH, reconnect_ivl=_INBOUND_RECONNECT_MS)
         try:
             channel.connect(sock, req.inbound)
             while not self._hb_stop.wait(req.heartbeat_interval):

@@ -236,6 +236,9 @@ class PidWatch:
             return []
         return [self._pids[fd] for fd, _ in self._poll.poll(0)]
 
+    def watched(self) -> list[int]:
+        return list(self._fds)
+
     def __contains__(self, pid: int) -> bool:
         return pid in self._fds
 

@@ -60,8 +60,10 @@ def _reason(value: object) -> object:
 
 
 class Puppet(Worker):
-    def init(self, start_delay: float = 0, fail_starts: int = 0, counter_file: str | None = None,
-             ignore_start: bool = False, on_shutdown: str = "die", **extra: object) -> object:
+    def init(  # type: ignore[override]  # named args where the base takes **args
+        self, start_delay: float = 0, fail_starts: int = 0, counter_file: str | None = None,
+        ignore_start: bool = False, on_shutdown: str = "die", **extra: object,
+    ) -> object:
         self.args = {"start_delay": start_delay, "fail_starts": fail_starts, "counter_file": counter_file,
                      "ignore_start": ignore_start, "on_shutdown": on_shutdown, **extra}
         self.calls = self.casts = self.infos = 0
@@ -105,7 +107,7 @@ class Puppet(Worker):
         self.calls += 1
         cmd = msg.get("cmd") if isinstance(msg, dict) else None
         if cmd == "echo":
-            return msg.get("value")  # type: ignore[union-attr]
+            return msg.get("value")  # type: ignore[attr-defined]
         if cmd == "info":
             return {"id": self.id, "generation": self.generation, "pid": os.getpid(), "args": self.args}
         if cmd == "count":

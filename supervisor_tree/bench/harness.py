@@ -149,7 +149,9 @@ def workload(name: str, *, quick: bool = True, description: str = "") -> Callabl
 
 def registry() -> dict[str, Workload]:
     """Every registered workload by name (importing the built-in ones first)."""
-    from . import raw  # noqa: F401  (registers "raw")
+    from . import core_ops, raw  # noqa: F401  (register "core_ops_100k", "raw")
+    from . import network  # noqa: F401  (registers "tcp_sustained_10k")
+    from . import profile_overhead  # noqa: F401  (registers "profile")
 
     return dict(_REGISTRY)
 

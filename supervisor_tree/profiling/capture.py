@@ -170,8 +170,10 @@ class _YappiCapture:
         except Exception as exc:
             if not self._alive():
                 raise self._died() from None
+            hint = ("; a worker busy inside one long call answers no control op "
+                    "(py-spy sees it: --engine py-spy)" if isinstance(exc, TimeoutError) else "")
             raise ProfilerError(f"{self.target.who()}: {op} failed: "
-                                f"{exc or type(exc).__name__}") from None
+                                f"{exc or type(exc).__name__}{hint}") from None
 
     def _check_pid(self, reply: Mapping[str, object], op: str) -> None:
         if reply.get("pid") != self.target.pid:
@@ -209,6 +211,8 @@ def capture_all(targets: Iterable[Target], options: CaptureOptions,
     running capture is stopped before the KeyboardInterrupt propagates.
     """
     targets = list(targets)
+    if not targets:
+        raise ProfilerError("no workers to profile: the tree has no running workers")
     cancel = threading.Event()
     with ThreadPoolExecutor(max_workers=max(1, len(targets)),
                             thread_name_prefix="supervisor_tree-profile") as pool:

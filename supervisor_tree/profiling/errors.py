@@ -3,7 +3,8 @@
 Owns nothing else: every engine and the orchestration raise these, so the CLI maps
 one type to one exit code.  Messages are one line: who, what happened, what to change.
 
-    >>> raise ProfilerError("py-spy not found next to /usr/bin/python3 or on PATH; ...")
+    >>> str(ProfilerError('worker "db" (generation 3): pid 4136 is gone'))
+    'worker "db" (generation 3): pid 4136 is gone'
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def classify_failure(pid: int, output: str) -> ProfilerError:
     """One line from py-spy's failure output: denied, gone, not Python, or other."""
     low = output.lower()
     if "permission denied" in low or "operation not permitted" in low:
-        return ProfilerError(attach_denied_message(pid))
+        return ProfilerError(attach_denied_message(pid, read_ptrace_scope(), has_cap_sys_ptrace()))
     if not _alive(pid) or "no such process" in low:
         return WorkerExited(f"pid {pid} is gone: it exited before py-spy could attach")
     detail = _error_line(output)
@@ -197,16 +197,16 @@ def _error_line(output: str) -> str:
     return useful[-1] if useful else "no output"
 
 
-def attach_denied_message(pid: int) -> str:
-    """Why the kernel refused ptrace here, and what the user can change."""
-    scope = read_ptrace_scope()
+def attach_denied_message(pid: int, scope: str | None, cap_sys_ptrace: bool) -> str:
+    """Why the kernel refused ptrace, from Yama's ``scope`` (None: no Yama) and our
+    capability, and what the user can change."""
     why = [f"ptrace_scope is {scope}" if scope is not None else "no Yama ptrace_scope"]
     fixes = []
     if scope == "3":
         fixes.append("ptrace_scope 3 forbids attaching until reboot")
     elif scope in ("1", "2"):
         fixes.append("run `sudo sysctl kernel.yama.ptrace_scope=0`")
-    if not has_cap_sys_ptrace():
+    if not cap_sys_ptrace:
         why.append("this process lacks CAP_SYS_PTRACE")
         fixes.append("run the container with --cap-add SYS_PTRACE")
     if not fixes:

@@ -1,10 +1,12 @@
-"""What the CLI prints after a capture: the hottest frames as a short rich table.
+r"""What the CLI prints after a capture: the hottest frames as a short rich table.
 
 Owns presentation only; the numbers come from ``collapsed.top_frames``.  The library
 never prints: the CLI passes these renderables to its own ``rich.console.Console``.
 
     >>> from rich.console import Console
-    >>> Console().print(hot_frames_table(profile, 10))      # doctest: +SKIP
+    >>> console = Console()                                 # doctest: +SKIP
+    >>> console.print(path, profile.meta.describe(), sep="\n")  # doctest: +SKIP
+    >>> console.print(hot_frames_table(profile, 10))        # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from supervisor_tree.profiling.collapsed import Profile, top_frames
 
 
 def hot_frames_table(profile: Profile, n: int = 10) -> Table:
-    """The ``n`` frames with the most self time, with their self and total shares."""
-    table = Table(title=profile.meta.describe(), title_justify="left", box=None,
-                  header_style="bold", pad_edge=False)
+    """The ``n`` frames with the most self time, with their self and total shares.
+
+    No title: print ``profile.meta.describe()`` above it (a long line wraps badly
+    inside a table's width).
+    """
+    table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("self %", justify="right")
     table.add_column("total %", justify="right")
     table.add_column("frame", overflow="fold")

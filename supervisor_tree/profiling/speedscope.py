@@ -6,6 +6,7 @@ weight.  Frames named ``func (file:line)`` (py-spy's and our yappi engine's styl
 keep their file and line.  The file's ``name`` carries the meta line, so the file
 describes itself in speedscope's title bar.
 
+    >>> from supervisor_tree.profiling.collapsed import parse_collapsed
     >>> doc = to_speedscope(parse_collapsed("main;hot 8\\n"))
     >>> doc["profiles"][0]["type"], doc["shared"]["frames"][1]["name"]
     ('sampled', 'hot')

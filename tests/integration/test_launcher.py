@@ -116,6 +116,15 @@ class FakeNode:
         self.events: list[Spawned | Reaped] = []
         self.notices: list[tuple[object, ...]] = []
         self._gen = 0
+        self.wait_standbys(int(launcher_options.get("standby", 2)))  # type: ignore[call-overload]
+
+    def wait_standbys(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.launcher.standbys_at_hand < n:
+            left = deadline - time.monotonic()
+            assert left > 0, f"only {self.launcher.standbys_at_hand} of {n} standbys within {timeout} s"
+            select.select([self.launcher.fileno()], [], [], left)
+            self.events.extend(self.launcher.read_events())  # type: ignore[arg-type]
 
     def request(self, worker_id: str = "p", start: str | bytes = PUPPET, heartbeat: float = 5.0,
                 **args: object) -> SpawnRequest:
@@ -246,6 +255,33 @@ def test_ready_then_calls_and_casts(node: FakeNode) -> None:
     assert node.call(started, {"cmd": "count"}) == 4
     node.launcher.kill(started.pid, signal.SIGKILL)
     assert node.wait_reaped(started.pid) == KILLED
+
+
+def test_standbys_are_activated_and_dead_ones_skipped(run_dir: str) -> None:
+    fake = FakeNode(run_dir, standby=2)
+    try:
+        server = psutil.Process(fake.launcher.pid)
+        standbys = {p.pid for p in server.children()}
+        assert len(standbys) == 2
+        first = fake.start(worker_id="a")
+        assert first.pid in standbys  # activated, not forked
+        waiting = list(standbys - {first.pid})
+        for pid in waiting:
+            os.kill(pid, signal.SIGKILL)  # dies while waiting: the next spawn must not use it
+        # Reaped, not just a zombie: a zombie leader's other threads may still hold its pipe open.
+        deadline = time.monotonic() + 5.0
+        while any(psutil.pid_exists(p) for p in waiting) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the process table: the fork server reaps standbys silently
+        second = fake.start(worker_id="b")
+        assert fake.call(second, {"cmd": "echo", "value": "b"}) == "b"
+        assert second.pid not in standbys
+        fake.wait_standbys(2)  # the pool is refilled
+        for started in (first, second):
+            fake.launcher.kill(started.pid, signal.SIGKILL)
+            assert fake.wait_reaped(started.pid) == KILLED
+        assert not [e for e in fake.events if isinstance(e, Reaped)]  # standbys are never reported
+    finally:
+        fake.close()
 
 
 def test_spawned_precedes_reaped_even_for_an_instant_death(node: FakeNode) -> None:

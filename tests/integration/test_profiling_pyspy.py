@@ -20,6 +20,7 @@ from supervisor_tree.profiling import (
     CaptureOptions, Engine, Format, ProfilerError, Target, WorkerExited, capture, capture_all,
     subtree_share, top_frames, write,
 )
+from supervisor_tree.profiling import pyspy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -196,6 +197,19 @@ def test_ptrace_refused_says_why_and_what_to_change(spawn: Spawn) -> None:
     for advice in ("lacks CAP_SYS_PTRACE", "--cap-add SYS_PTRACE", "--engine yappi"):
         assert advice in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(("scope", "cap", "expected"), [
+    ("1", True, "the kernel refused ptrace (ptrace_scope is 1); run `sudo sysctl kernel.yama.ptrace_scope=0`, "
+                "or use --engine yappi"),
+    ("1", False, "the kernel refused ptrace (ptrace_scope is 1, this process lacks CAP_SYS_PTRACE); run `sudo "
+                 "sysctl kernel.yama.ptrace_scope=0`, or run the container with --cap-add SYS_PTRACE, or use --engine yappi"),
+    ("3", True, "(ptrace_scope is 3); ptrace_scope 3 forbids attaching until reboot, or use --engine yappi"),
+    (None, True, "(no Yama ptrace_scope); run supervise as root or as the worker's user, or use --engine yappi"),
+])
+def test_ptrace_advice_fits_the_setting(scope: str | None, cap: bool, expected: str) -> None:
+    message = pyspy.attach_denied_message(4136, scope, cap)
+    assert message.startswith("py-spy may not attach to pid 4136: ") and message.endswith(expected)
 
 
 def test_py_spy_missing_is_one_clear_line(spawn: Spawn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ dies, or turns out to be another process."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pstats
@@ -137,6 +138,9 @@ def control_op(op, args):
         return yappi_engine.stop(**args)
     if op == "served":
         return served
+    if op == "stall":  # busy inside one long call: control ops queue up unanswered
+        time.sleep(args["s"])
+        return None
     if op == "exit_in":
         threading.Timer(args["s"], os._exit, (3,)).start()
         return None
@@ -253,6 +257,17 @@ def test_an_answer_from_another_pid_means_a_restart_and_yappi_is_stopped_there(w
         capture(stale, YAPPI, control)
     with pytest.raises(RuntimeError, match="not running"):
         control("profile_stop", {}, 5)
+
+
+def test_a_worker_too_busy_to_answer_is_pointed_to_py_spy(worker, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    proc, control = worker
+    # The module, not the function the package re-exports under the same name.
+    monkeypatch.setattr(importlib.import_module("supervisor_tree.profiling.capture"), "START_TIMEOUT_S", 0.5)
+    stall = json.dumps({"op": "stall", "args": {"s": 30}}) + "\n"
+    proc.stdin.write(stall.encode())  # not answered for 30 s: the control loop is busy
+    proc.stdin.flush()
+    with pytest.raises(ProfilerError, match="profile_start failed: no reply within 0.5s; a worker busy inside one long call"):
+        capture(Target("svc", proc.pid, 4), YAPPI, control)
 
 
 def test_yappi_needs_a_control_channel() -> None:

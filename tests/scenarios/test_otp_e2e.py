@@ -324,3 +324,42 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_s24_ignore_at_start_keeps_a_permanent_spec_not_running(start_tree) -> None:  # type: ignore[no-untyped-def]
+    t = start_tree(tree_toml(child("a"), child("quiet", ignore_start=True), child("tmp", restart="temporary", ignore_start=True)))
+    assert t.children() == ["quiet=not_running", "a=running(1)"]
+    assert t.client.restart_child("quiet")["ok"]  # ignore again: ok with no pid
+    assert t.children() == ["quiet=not_running", "a=running(1)"]
+
+
+class OnlyInTheTestProcess:
+    """Unpicklable in a worker: its module is not importable there."""
+
+
+def test_malformed_message_is_answered_and_the_worker_keeps_running(start_tree) -> None:  # type: ignore[no-untyped-def]
+    t = start_tree(tree_toml(child("a")))
+    with pytest.raises(CallError, match="malformed message"):
+        t.client.call("a", OnlyInTheTestProcess())
+    assert t.client.call("a", {"cmd": "info"})["generation"] == 1
+    assert not any(e["event"] == "exited" for e in t.events())
+
+
+RELAY = '''
+from supervisor_tree import Worker
+
+class Relay(Worker):
+    def handle_call(self, msg):
+        target, inner = msg
+        return ["via", self.id, self.call(target, inner)]
+'''
+
+
+def test_workers_call_each_other_by_id(start_tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "relay.py").write_text(RELAY)
+    text = tree_toml(child("a")) + '\n[[tree.children]]\nid = "relay"\nstart = "relay:Relay"\n'
+    t = start_tree(text)
+    assert t.client.call("relay", ["a", {"cmd": "echo", "value": 5}]) == ["via", "relay", 5]
+    os.kill(t.pid_of("a"), signal.SIGKILL)
+    t.wait_started("a", 2)
+    assert t.client.call("relay", ["a", {"cmd": "info"}])[2]["generation"] == 2

@@ -274,6 +274,23 @@ def test_send_to_an_endpoint_nobody_listens_on_fails_fast(ctx: zmq.Context, shor
             caller.send_cast(f"ipc://{short_dir}/w-gone.mbx", "x")
 
 
+def test_send_to_a_callee_whose_pidfd_says_it_died_is_not_sent(
+    ctx: zmq.Context, short_dir: str, fake_worker: FakeWorker
+) -> None:
+    r, w = os.pipe()
+    try:
+        with Caller(ctx, short_dir) as caller:
+            caller.send_cast(fake_worker.endpoint, "before", alive_fd=r)
+            assert fake_worker.recv() == Cast("before")
+            os.write(w, b"!")  # stands for the pidfd of a callee that died
+            with pytest.raises(PeerUnavailable):
+                caller.send_call(fake_worker.endpoint, "after", alive_fd=r)
+            assert fake_worker.pull.poll(50) == 0
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_send_after_the_worker_went_away_fails_fast(ctx: zmq.Context, short_dir: str) -> None:
     worker = FakeWorker(ctx, short_dir)
     with Caller(ctx, short_dir, connect_timeout=0.05) as caller:

@@ -109,7 +109,8 @@ class Upstream:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending) + sum(len(r.queued) for r in self._resolving.values())
+        # Read from other threads (stats): list() copies in one step under the GIL.
+        return len(self._pending) + sum(len(r.queued) for r in list(self._resolving.values()))
 
     def _send(self, target: _Target, msg: object, on_reply: OnReply, deadline: float) -> None:
         ref = self._next_ref

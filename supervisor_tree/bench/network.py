@@ -1,0 +1,301 @@
+"""Workload ``tcp_sustained_10k``: the network component under 10K TCP connections, beside raw asyncio.
+
+Owns two sets of figures, each beside a reference measured in the same run:
+
+1. ``tcp_tools_call_1KiB``: 10,000 connections (quick: 1,000), each sending a
+   1 KiB JSON-RPC ``tools/call`` of ``echo`` and reading its reply before the
+   next (closed loop); replies read per second, and latency percentiles from
+   every sample.  Reference: the same clients, connections and frames against
+   a raw asyncio line echo server in another process (``tcp_load echo``): what
+   loopback TCP and one Python event loop give on this machine today.  Our
+   rounds and the reference's alternate (the machine's load shifts).
+2. ``idle_connections_held`` and ``server_rss_per_connection``: how many idle
+   connections the network component holds (target 40-50K; quick: 5K), each
+   proven alive by a JSON-RPC ping, and the server's RSS per connection, beside
+   the raw echo server holding as many.
+
+    $ supervise bench tcp_sustained_10k [--quick]
+
+The tree: session, a pool (manager + members) and the network component as
+`shards` workers sharing one port (SO_REUSEPORT); each process here may hold at
+most RLIMIT_NOFILE's hard limit of sockets (20,000 on this machine, and no
+CAP_SYS_RESOURCE to raise it), so 50K connections take 3 shards on the server
+and 3+ load processes on the client side.  Load processes spread their source
+addresses over 127.0.0.2-9 (one address has ~28K ephemeral ports).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ..client import Client
+from ._tree import REPO, BenchTree
+from .harness import BenchContext, BenchError, Better, Histogram, Measurement, Trial, measure_throughput, workload
+from .measurement import Role
+
+SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]
+PER_PROCESS = 18_000  # connections per load process: under the hard RLIMIT_NOFILE of 20,000
+LINE_SIZE = 1024
+STEP_TIMEOUT = 120.0  # s any one step of a load process may take
+TARGET_RPS = 43_000.0  # the seed's "Network I/O: 43K msg/s"
+
+
+def network_toml(shards: int, port: int, pool_size: int, max_connections: int, net_args: str = "") -> str:
+    """The tree under test: session, pool (members + manager), network shards on one port."""
+    extra = f", {net_args}" if net_args else ""
+    net = "\n".join(
+        f'[[tree.children.children]]\nid = "network.{i}"\nstart = "workers.network:Network"\nshutdown = 5000\n'
+        f'args = {{ port = {port}, reuse_port = true, max_connections = {max_connections}{extra} }}\n'
+        for i in range(1, shards + 1))
+    return f"""[node]
+name = "bench-network"
+preload = ["workers.session", "workers.pool", "workers.pool_member", "workers.network", "workers.net.tools"]
+
+[tree]
+strategy = "one_for_one"
+intensity = 100
+period = 10
+
+[[tree.children]]
+id = "session"
+start = "workers.session:Session"
+
+[[tree.children]]
+id = "pool_sup"
+type = "supervisor"
+strategy = "one_for_all"
+intensity = 100
+period = 10
+
+[[tree.children.children]]
+id = "pool_members"
+type = "supervisor"
+strategy = "simple_one_for_one"
+intensity = 100
+period = 10
+
+[[tree.children.children.children]]
+id = "pool_member"
+start = "workers.pool_member:PoolMember"
+
+[[tree.children.children]]
+id = "pool"
+start = "workers.pool:PoolManager"
+args = {{ members = "pool_members", size = {pool_size}, max_overflow = 0 }}
+
+[[tree.children]]
+id = "network"
+type = "supervisor"
+strategy = "one_for_one"
+intensity = 100
+period = 10
+
+{net}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _read_json(proc: subprocess.Popen[str], what: str, timeout: float = STEP_TIMEOUT) -> Any:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        raise BenchError(f"{what}: load process {proc.pid} gave no answer (exit code {proc.poll()})")
+    return json.loads(line)
+
+
+class EchoServer:
+    """The reference: `tcp_load echo` in its own process, or `shards` of them sharing a port."""
+
+    def __init__(self, shards: int = 1) -> None:
+        self.shards = shards
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def __enter__(self) -> EchoServer:
+        port = 0 if self.shards == 1 else free_port()
+        for _ in range(self.shards):
+            proc = subprocess.Popen([sys.executable, "-m", "supervisor_tree.bench.tcp_load", "echo", str(port)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+            self.procs.append(proc)
+            self.port = int(_read_json(proc, "echo server")["port"])
+        return self
+
+    def rss(self) -> int:
+        return _rss([p.pid for p in self.procs])
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+class LoadProcesses:
+    """`n` load processes, each with its share of connections to every target."""
+
+    def __init__(self, targets: dict[str, int], conns: int, processes: int, scratch: Path) -> None:
+        self.scratch = scratch
+        self.procs: list[subprocess.Popen[str]] = []
+        share = [conns // processes + (1 if i < conns % processes else 0) for i in range(processes)]
+        for i, n in enumerate(share):
+            spec = {"targets": {name: {"port": port, "conns": n, "first_id": sum(share[:i])}
+                                for name, port in targets.items()},
+                    "sources": SOURCES, "line_size": LINE_SIZE}  # fmt: skip
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "supervisor_tree.bench.tcp_load", "client", json.dumps(spec)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env()))
+        self.connected = {name: 0 for name in targets}
+        for proc in self.procs:
+            for name, got in _read_json(proc, "connect").items():
+                self.connected[name] += got["connected"]
+
+    def _ask(self, command: str) -> list[dict[str, Any]]:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(command + "\n")
+            proc.stdin.flush()
+        return [_read_json(p, command) for p in self.procs]
+
+    def window(self, target: str, seconds: float) -> tuple[Trial, dict[str, int]]:
+        files = [self.scratch / f"samples-{i}.bin" for i in range(len(self.procs))]
+        answers = []
+        for proc, path in zip(self.procs, files):
+            assert proc.stdin is not None
+            proc.stdin.write(f"run {target} {seconds} {path}\n")
+            proc.stdin.flush()
+        answers = [_read_json(p, f"run {target}") for p in self.procs]
+        hist = Histogram()
+        for path in files:
+            samples = array("q")
+            samples.frombytes(path.read_bytes())
+            hist.record_many(samples)
+        replies = sum(a["replies"] for a in answers)
+        seconds_taken = max(a["elapsed_s"] for a in answers)
+        problems = {k: sum(a[k] for a in answers) for k in ("errors", "lost", "unanswered")}
+        return Trial(replies, seconds_taken, hist), problems
+
+    def ping(self, target: str) -> int:
+        return sum(a["answered"] - a["errors"] for a in self._ask(f"ping {target}"))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write("quit\n")
+                proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _shard_pids(run_dir: Path, shards: int) -> list[int]:
+    with Client(run_dir, timeout=10.0) as c:
+        return [int(c.resolve(f"network.{i}").pid) for i in range(1, shards + 1)]
+
+
+def _rss(pids: list[int]) -> int:
+    return sum(int(psutil.Process(p).memory_info().rss) for p in pids)
+
+
+def sustained(ctx: BenchContext, tree: BenchTree, port: int, conns: int) -> list[Measurement]:
+    window = max(2.0, ctx.duration / ctx.repeats)
+    with EchoServer() as echo:
+        processes = 2 if conns > 2000 else 1
+        load = LoadProcesses({"ours": port, "ref": echo.port}, conns, processes, tree.dir)
+        try:
+            for name, got in load.connected.items():
+                if got < conns:
+                    raise BenchError(f"only {got} of {conns} connections to {name} opened")
+            ours: list[Trial] = []
+            ref: list[Trial] = []
+            trouble: dict[str, int] = {"errors": 0, "lost": 0, "unanswered": 0}
+            with ctx.progress.task("tcp_sustained ours/ref rounds", total=ctx.warmup + ctx.repeats) as advance:
+                for round_ in range(ctx.warmup + ctx.repeats):
+                    trial, problems = load.window("ours", window)
+                    ref_trial, _ = load.window("ref", window)
+                    if round_ >= ctx.warmup:
+                        ours.append(trial)
+                        ref.append(ref_trial)
+                        for k, v in problems.items():
+                            trouble[k] += v
+                    advance()
+        finally:
+            load.close()
+    note = (f"{conns} connections, 1 closed-loop request each, {LINE_SIZE} B lines, {processes} load process(es), "
+            f"{window:g} s windows")
+    reference = measure_throughput("raw_asyncio_echo_1KiB", ref, unit="req/s", role=Role.REFERENCE, note=note)
+    measured = measure_throughput("tcp_tools_call_1KiB", ours, unit="req/s", target=TARGET_RPS,
+                                  p99_target_us=5000.0, note=note, extra={"problems": trouble})
+    return [measured.compared_to(reference), reference]
+
+
+def held(ctx: BenchContext, tree: BenchTree, port: int, shards: int, conns: int) -> list[Measurement]:
+    processes = math.ceil(conns / PER_PROCESS)
+    pids = _shard_pids(tree.run_dir, shards)
+    results: dict[str, tuple[int, float]] = {}
+    with EchoServer(shards) as echo:
+        for name, target_port, rss_of in (("ours", port, lambda: _rss(pids)), ("ref", echo.port, echo.rss)):
+            before = rss_of()
+            load = LoadProcesses({name: target_port}, conns, processes, tree.dir)
+            try:
+                answered = load.ping(name)
+                after = rss_of()
+            finally:
+                load.close()
+            results[name] = (answered, (after - before) / max(1, answered))
+    note = (f"{conns} idle connections asked for, {processes} load process(es), each proven by a ping; "
+            f"servers: {shards} processes on one port (SO_REUSEPORT), ours and the reference alike")
+    ref_held = Measurement.from_values("raw_asyncio_echo_idle_connections", "conns", [results["ref"][0]],
+                                       role=Role.REFERENCE, note=note)
+    ref_rss = Measurement.from_values("raw_asyncio_echo_rss_per_connection", "B", [results["ref"][1]],
+                                      better=Better.LOWER, role=Role.REFERENCE)
+    ours_held = Measurement.from_values("idle_connections_held", "conns", [results["ours"][0]],
+                                        target=min(40_000.0, conns), note=note)
+    ours_rss = Measurement.from_values("server_rss_per_connection", "B", [results["ours"][1]], better=Better.LOWER,
+                                       note="RSS growth of the network workers / connections held")
+    return [ours_held.compared_to(ref_held), ours_rss.compared_to(ref_rss), ref_held, ref_rss]
+
+
+@workload("tcp_sustained_10k", quick=True,
+          description="10K TCP connections (quick 1K), 1 KiB JSON-RPC tools/call, vs raw asyncio echo")
+def tcp_sustained_10k(ctx: BenchContext) -> list[Measurement]:
+    conns = ctx.count(full=10_000, quick=1_000)
+    idle = ctx.count(full=50_000, quick=5_000)
+    shards = max(1, math.ceil(idle / PER_PROCESS))
+    port = free_port()
+    with BenchTree(network_toml(shards, port, pool_size=2, max_connections=PER_PROCESS + 1000), base="/tmp") as tree:
+        out = sustained(ctx, tree, port, conns)
+        out += held(ctx, tree, port, shards, idle)
+    return out

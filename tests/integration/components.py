@@ -1,0 +1,79 @@
+"""Helpers of the component tests: tree configs with the built-in components, and the fixture that runs them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nodes import Tree, write_config
+
+HEAD = """[node]
+heartbeat = { interval = 0.2, misses = 10 }
+preload = ["workers.registry", "workers.queue", "workers.session", "workers.pool", "workers.pool_member"]
+
+[tree]
+strategy = "one_for_one"
+intensity = 20
+period = 10
+"""
+
+
+def _args(args: dict[str, Any]) -> str:
+    return "args = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in args.items()) + " }"
+
+
+def worker(id: str, start: str, restart: str = "permanent", **args: Any) -> str:
+    lines = ["[[tree.children]]", f'id = "{id}"', f'start = "{start}"', f'restart = "{restart}"', "shutdown = 2000"]
+    if args:
+        lines.append(_args(args))
+    return "\n".join(lines)
+
+
+def pool(size: int = 2, max_overflow: int = 1, overflow_ttl: float = 0.3, id: str = "pool") -> str:
+    """A pool as examples/pool.toml declares one: a one_for_all supervisor of the members' sofo and the manager."""
+    manager = {"members": f"{id}_members", "size": size, "max_overflow": max_overflow, "overflow_ttl": overflow_ttl}
+    return f"""[[tree.children]]
+id = "{id}_sup"
+type = "supervisor"
+strategy = "one_for_all"
+intensity = 3
+period = 10
+
+[[tree.children.children]]
+id = "{id}_members"
+type = "supervisor"
+strategy = "simple_one_for_one"
+intensity = 50
+period = 10
+
+[[tree.children.children.children]]
+id = "{id}_member"
+start = "workers.pool_member:PoolMember"
+shutdown = 2000
+
+[[tree.children.children]]
+id = "{id}"
+start = "workers.pool:PoolManager"
+shutdown = 5000
+{_args(manager)}
+"""
+
+
+@pytest.fixture
+def start_tree(tmp_path: Path) -> Iterator[Callable[..., Tree]]:
+    trees: list[Tree] = []
+
+    def start(*children: str) -> Tree:
+        t = Tree(write_config(tmp_path, HEAD + "\n" + "\n\n".join(children) + "\n"))
+        trees.append(t)
+        result = t.start()
+        assert result.returncode == 0, result.stderr + result.stdout
+        return t
+
+    yield start
+    for t in trees:
+        t.stop()

@@ -1,0 +1,98 @@
+"""The built-in default tree as a user starts it: `supervise start --detach` with no config.
+
+The network's port comes from $SUPERVISE_NETWORK_PORT (a free port picked here),
+so that the test never depends on 7411 being free; everything else is the
+default tree unchanged, in a private run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from nodes import REPO, supervise, wait_for
+from supervisor_tree import rundir
+from supervisor_tree.default_tree import DEFAULT_PORT, EXAMPLE, PORT_ENV
+
+pytestmark = pytest.mark.timeout(120)
+
+COMPONENTS = ("registry", "session", "queue", "pool", "network.1", "network.2", "network.3")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def default_node(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, int]]:
+    port = free_port()
+    monkeypatch.setenv(PORT_ENV, str(port))
+    run_dir = Path(tempfile.mkdtemp(prefix="st-", dir="/tmp"))  # short: ipc paths have a length limit
+    try:
+        yield run_dir, port
+    finally:
+        if rundir.is_locked(run_dir):
+            supervise("stop", "--run-dir", str(run_dir), timeout=120)
+        info = rundir.read_info(run_dir)
+        if rundir.is_locked(run_dir) and info:
+            os.kill(info.pid, signal.SIGKILL)
+        wait_for(lambda: not rundir.is_locked(run_dir), 30, "the default node to stop")
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def rpc(port: int, *requests: dict[str, Any]) -> list[dict[str, Any]]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+        buf = b""
+        while buf.count(b"\n") < len(requests):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed after {buf!r}")
+            buf += chunk
+    return [json.loads(line) for line in buf.splitlines()]
+
+
+def test_start_with_no_config_runs_all_five_components(default_node: tuple[Path, int]) -> None:
+    run_dir, port = default_node
+    started = supervise("start", "--detach", "--run-dir", str(run_dir), "--timeout", "60", timeout=90)
+    assert started.returncode == 0, started.stderr
+
+    status = supervise("status", "--run-dir", str(run_dir), "--json")
+    assert status.returncode == 0, status.stderr
+    text = status.stdout
+    for component in COMPONENTS:
+        assert f'"{component}"' in text, f"{component} missing from status: {text[:2000]}"
+    assert "running" in text
+
+    replies = rpc(port,
+                  {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                  {"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}},
+                  {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                   "params": {"name": "echo", "arguments": {"text": "default tree"}}})  # fmt: skip
+    assert replies[0] == {"jsonrpc": "2.0", "id": 1, "result": {}}
+    assert replies[1]["result"]["sessionId"]
+    assert replies[2]["result"]["content"][0]["text"] == "default tree"
+
+    stopped = supervise("stop", "--run-dir", str(run_dir), timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def test_the_default_tree_listens_on_7411_and_examples_says_the_same() -> None:
+    assert (REPO / "examples" / "default.toml").read_text() == EXAMPLE.read_text()
+    tree = tomllib.loads(EXAMPLE.read_text())["tree"]
+    ports = {c["args"]["port"] for sup in tree["children"] for c in sup.get("children", ())
+             if c.get("start") == "workers.network:Network"}  # fmt: skip
+    assert ports == {DEFAULT_PORT}
+    checked = supervise("check", str(EXAMPLE))
+    assert checked.returncode == 0, checked.stderr

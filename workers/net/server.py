@@ -1,0 +1,221 @@
+"""The TCP side of the network worker: connections, line framing, flow control, limits.
+
+Owns one asyncio `Protocol` per connection (no task per connection, a few
+hundred bytes of state), cutting its byte stream into lines of at most
+`max_line` bytes, and keeping a connection's memory bounded: at most
+`max_pending` requests in flight, and no reading while its replies are not
+being read (the transport's write buffer passed `write_high_water`).  What a
+line means belongs to the dispatcher (`mcp.Methods`); this module only hands
+lines over and writes the reply lines it is given.
+
+    server = Server(ServerConfig(port=0), methods)      # on the loop's thread
+    listener = await loop.create_server(server.connection, sock=listening_socket)
+
+Invariants of a `Connection`: `pending` counts the requests handed to the
+dispatcher and not yet answered; reading is paused exactly when `pending >=
+max_pending` or the write buffer is over its high-water mark; while paused,
+`buf` holds at most one read's worth of unprocessed bytes plus one partial line.
+An oversized line is answered with -32600 and skipped up to its newline; the
+connection goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import resource
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import rpc
+
+if TYPE_CHECKING:
+    from .mcp import Methods
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: an ephemeral port, published by the worker's "address" call and its stats
+    max_line: int = 1 << 20  # bytes in one request line, newline excluded
+    max_connections: int = 50_000
+    max_pending: int = 64  # requests in flight per connection before it stops being read
+    write_high_water: int = 256 * 1024  # bytes of unread replies before a connection stops being read
+    backlog: int = 4096
+
+
+def raise_nofile_limit(wanted: int) -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit towards `wanted` (up to the hard limit, or past it as root).
+
+    Returns the (soft, hard) limits in force afterwards.  Never lowers anything.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft, hard
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:  # root (CAP_SYS_RESOURCE) may raise the hard limit too, up to fs.nr_open
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted, wanted
+        except (ValueError, OSError):
+            wanted = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return wanted, hard
+
+
+class Server:
+    """The connections of one listening socket, their limits and counters (loop thread only)."""
+
+    def __init__(self, config: ServerConfig, methods: Methods) -> None:
+        self.config = config
+        self.methods = methods
+        self.conns: set[Connection] = set()
+        self.counts = collections.Counter[str]()
+
+    def connection(self) -> Connection:
+        """The protocol factory for `loop.create_server`."""
+        return Connection(self)
+
+    def close_all(self) -> None:
+        for conn in list(self.conns):
+            conn.abort()
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = ("server", "transport", "buf", "discarding", "pending", "read_paused", "write_paused", "closed",
+                 "session")  # fmt: skip
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.discarding = False  # inside an oversized line: drop bytes up to its newline
+        self.pending = 0
+        self.read_paused = False
+        self.write_paused = False
+        self.closed = False
+        self.session: str | None = None  # opened by "initialize", deleted when the connection ends
+
+    # -- asyncio callbacks --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are no asyncio.Transport subclasses
+        server = self.server
+        if len(server.conns) >= server.config.max_connections:
+            server.counts["refused"] += 1
+            self.closed = True
+            transport.write(rpc.error_line(None, rpc.OVERLOADED, f"too many connections (max_connections = "
+                                                                 f"{server.config.max_connections})"))
+            transport.close()
+            return
+        server.conns.add(self)
+        server.counts["accepted"] += 1
+        transport.set_write_buffer_limits(high=server.config.write_high_water)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.discarding:
+            nl = data.find(b"\n")
+            if nl < 0:
+                return
+            data = data[nl + 1 :]
+            self.discarding = False
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        self._consume(data)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.server.counts["write_pauses"] += 1
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._maybe_resume()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.buf = b""
+        self.server.conns.discard(self)
+        if self.session is not None:
+            self.server.methods.close_session(self.session)
+            self.session = None
+
+    # -- lines in --
+
+    def _consume(self, buf: bytes) -> None:
+        max_line, max_pending = self.server.config.max_line, self.server.config.max_pending
+        dispatch = self.server.methods.dispatch
+        start = 0
+        while True:
+            if self.pending >= max_pending or self.write_paused:
+                self.buf = buf[start:]
+                self._pause_reading()
+                return
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            if nl - start > max_line:
+                self._oversized(nl - start)
+            elif nl > start:
+                dispatch(self, buf[start:nl])
+            start = nl + 1
+            if self.closed:
+                return
+        if len(buf) - start > max_line:
+            self.discarding = True
+            self._oversized(len(buf) - start)
+        else:
+            self.buf = buf[start:]
+
+    def _oversized(self, seen: int) -> None:
+        self.server.counts["oversized"] += 1
+        self.reply(rpc.error_line(None, rpc.INVALID_REQUEST, f"Invalid Request: line longer than max_line = "
+                                                             f"{self.server.config.max_line} bytes (read {seen}); "
+                                                             "skipped up to its newline"))
+
+    # -- replies out --
+
+    def reply(self, line: bytes) -> None:
+        """Write a reply that was not counted in `pending` (answered at once)."""
+        if not self.closed:
+            self.transport.write(line)  # type: ignore[union-attr]
+
+    def begin(self) -> None:
+        """A request goes upstream: it counts against max_pending until `end`."""
+        self.pending += 1
+
+    def end(self, line: bytes) -> None:
+        """The reply to a request counted by `begin`."""
+        self.pending -= 1
+        if self.closed:
+            self.server.counts["replies_to_closed"] += 1
+            return
+        self.transport.write(line)  # type: ignore[union-attr]
+        if self.read_paused:
+            self._maybe_resume()
+
+    # -- flow control --
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.server.counts["read_pauses"] += 1
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def _maybe_resume(self) -> None:
+        # Resume at half the cap, not at cap - 1: one wake-up per half window, not per reply.
+        if not self.read_paused or self.write_paused or self.closed:
+            return
+        if self.pending > self.server.config.max_pending // 2:
+            return
+        self.read_paused = False
+        self.transport.resume_reading()  # type: ignore[union-attr]
+        if self.buf:
+            buf, self.buf = self.buf, b""
+            self._consume(buf)
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()

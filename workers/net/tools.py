@@ -1,0 +1,139 @@
+"""The network server's tools: task functions the pool runs, and what `tools/list` says of them.
+
+Owns the built-in tools (`echo`, and the CPU-bound `fib` and `sha256_loop`), each
+a plain function named ``"workers.net.tools:NAME"`` that a pooled worker imports
+and calls with the tool's arguments (positional, in the schema's order), the
+wrapper `run_tool` that runs one call of a batch, and the small checks of the
+arguments (a -32602 before anything is sent to the pool).  Runs in pool members
+and in the network worker; imports neither asyncio nor ZeroMQ.
+
+    >>> TOOLS["echo"].check({"text": "hi"}) is None
+    True
+    >>> TOOLS["fib"].check({"n": -1})
+    'argument "n" must be >= 0; got -1'
+    >>> fib(20)
+    6765
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+FIB_MAX = 32  # fib(32) is ~1 s of CPU in CPython: a tool call may not take longer
+SHA256_MAX_ROUNDS = 2_000_000
+
+
+def echo(text: str) -> str:
+    """Return `text` unchanged (runs on a pooled worker like any other tool)."""
+    return text
+
+
+def fib(n: int) -> int:
+    """The n-th Fibonacci number, computed the slow recursive way on purpose: pure CPU."""
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def sha256_loop(rounds: int, data: str = "") -> str:
+    """Hash `data` `rounds` times over (each round hashes the previous digest): CPU in C."""
+    digest = data.encode()
+    for _ in range(rounds):
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()
+
+
+def run_tool(task: str, args: list[object]) -> list[object]:
+    """One tool call of a batch (the pool's run_many runs this per call): [True, value] or
+    [False, "Type: message"], so that a tool that raises fails its own call only."""
+    from workers.pool_member import find_task  # in the pool member, where it is loaded already
+
+    try:
+        return [True, find_task(task)(*args)]
+    except Exception as exc:  # noqa: BLE001 - the tool's error is its caller's answer
+        return [False, f"{type(exc).__name__}: {exc}"]
+
+
+RUN_TOOL = "workers.net.tools:run_tool"
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """One tool as `tools/list` shows it, with the pool task that runs it.
+
+    `chunk`: how many calls of a batch one pool member takes (1 for CPU-bound
+    tools, so that a batch spreads over every free member).
+    """
+
+    name: str
+    task: str  # "module:function", called with the arguments in the schema's property order
+    description: str
+    input_schema: Mapping[str, object]
+    chunk: int = 1
+
+    def listing(self) -> dict[str, object]:
+        return {"name": self.name, "description": self.description, "inputSchema": dict(self.input_schema)}
+
+    def check(self, arguments: object) -> str | None:
+        """None when `arguments` fit the schema, else why not (the -32602 message)."""
+        return check_arguments(self.input_schema, arguments)
+
+    def positional(self, arguments: Mapping[str, object]) -> list[object]:
+        """The task's positional arguments: properties in schema order, up to the first one not given."""
+        out = []
+        for key in self.input_schema.get("properties", {}):  # type: ignore[attr-defined]
+            if key not in arguments:
+                break
+            out.append(arguments[key])
+        return out
+
+
+def _int(minimum: int, maximum: int, description: str) -> dict[str, object]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum, "description": description}
+
+
+TOOLS: dict[str, Tool] = {
+    t.name: t
+    for t in (
+        Tool("echo", "workers.net.tools:echo", "Return the text it is given.",
+             {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"],
+              "additionalProperties": False}, chunk=64),
+        Tool("fib", "workers.net.tools:fib", f"The n-th Fibonacci number, recursively (CPU-bound; n <= {FIB_MAX}).",
+             {"type": "object", "properties": {"n": _int(0, FIB_MAX, "which Fibonacci number")}, "required": ["n"],
+              "additionalProperties": False}),
+        Tool("sha256_loop", "workers.net.tools:sha256_loop", "Hash data repeatedly with SHA-256 (CPU-bound).",
+             {"type": "object",
+              "properties": {"rounds": _int(1, SHA256_MAX_ROUNDS, "how many times to hash"),
+                             "data": {"type": "string"}},
+              "required": ["rounds"], "additionalProperties": False}),
+    )
+}  # fmt: skip
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int, float),
+                                            "boolean": (bool,), "object": (dict,), "array": (list,)}  # fmt: skip
+
+
+def check_arguments(schema: Mapping[str, object], arguments: object) -> str | None:
+    """The subset of JSON Schema the built-in tools use: object, properties, required, type, min/max."""
+    if not isinstance(arguments, dict):
+        return f'"arguments" must be an object; got {arguments!r}'
+    props: Mapping[str, Mapping[str, object]] = schema.get("properties", {})  # type: ignore[assignment]
+    for key in schema.get("required", ()):  # type: ignore[attr-defined]
+        if key not in arguments:
+            return f'argument "{key}" is required'
+    for key, value in arguments.items():
+        prop = props.get(key)
+        if prop is None:
+            if schema.get("additionalProperties", True) is False:
+                return f'unknown argument "{key}"; allowed: {", ".join(props)}'
+            continue
+        kind = str(prop.get("type"))
+        types = _JSON_TYPES.get(kind, (object,))
+        if not isinstance(value, types) or (kind in ("integer", "number") and isinstance(value, bool)):
+            return f'argument "{key}" must be {kind}; got {value!r}'
+        low, high = prop.get("minimum"), prop.get("maximum")
+        if low is not None and value < low:  # type: ignore[operator]
+            return f'argument "{key}" must be >= {low}; got {value!r}'
+        if high is not None and value > high:  # type: ignore[operator]
+            return f'argument "{key}" must be <= {high}; got {value!r}'
+    return None

@@ -1,0 +1,390 @@
+"""A worker pool (poolboy): a manager worker and pooled member processes; and its typed client.
+
+Owns which member is idle, busy or checked out, the requests waiting for one,
+starting overflow members and reaping them when idle, and answering callers
+whose member died.  Members are children of a simple_one_for_one supervisor,
+started through the node's dynamic API; that supervisor restarts a crashed
+member, and the manager learns of deaths and restarts from the node's events.
+
+The tree (examples/pool.toml): a supervisor holding the members' supervisor,
+then the manager (one_for_all: the manager's state is only good with its members)
+
+    [[tree.children]]                  # id = "pool_sup", type = "supervisor", strategy = "one_for_all"
+    [[tree.children.children]]         # id = "pool_members", strategy = "simple_one_for_one"
+    [[tree.children.children.children]]   # id = "pool_member", start = "workers.pool_member:PoolMember"
+    [[tree.children.children]]         # id = "pool", start = "workers.pool:PoolManager",
+                                       # args = { members = "pool_members", size = 10, max_overflow = 5 }
+
+    pool = PoolClient(client, "pool")
+    pool.run("echo", 42)                              # 42, run on some member
+    pool.run_many("mymod:score", [(x,) for x in xs])  # one round trip for the whole list
+    with pool.member(timeout=1.0) as member_id:       # checkout ... checkin
+        client.call(member_id, ("run", "pid"))
+
+    $ supervise call pool '{"op": "run", "task": "echo", "args": [1]}'
+
+A caller never hangs on a dead member: its task fails with MemberExited once the
+node reports the exit.  `timeout` bounds the wait for a free member (PoolTimeout);
+how long the task itself may run is the caller's wire timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisor_tree import NOREPLY
+from supervisor_tree.client import CallError, Client
+
+from ._component import BadRequest, Component, NodeEvents, PidWatch, Refused, deadline_of, reraise
+from .pool_member import PoolMember, TaskFailed, register_task
+
+__all__ = ["PoolManager", "PoolMember", "PoolClient", "PoolTimeout", "MemberExited", "TaskFailed", "register_task"]
+
+DEFAULT_TIMEOUT = 5.0
+_REAP = ("pool", "reap")
+_OVERFLOW = ("pool", "overflow")
+
+
+class PoolTimeout(Refused):
+    pass
+
+
+class MemberExited(Refused):
+    pass
+
+
+@dataclass(slots=True)
+class Member:
+    key: str
+    pid: int
+    generation: int
+    overflow: bool
+    state: str = "idle"  # idle | busy | out (checked out) | down (restarting)
+    job: tuple[int, int] | None = None  # (ticket, chunk) while busy
+    holder: tuple[int, int] | None = None  # (pid, ref) while out
+    idle_since: float = 0.0
+
+
+@dataclass(slots=True)
+class Ticket:
+    token: Any
+    task: str
+    many: bool
+    results: list[Any] = field(default_factory=list)
+    pending: int = 0
+    direct: bool = False  # one member answers the caller itself; the manager only answers its death
+
+
+class PoolManager(Component):
+    """The pool's manager.  Ops (dict or tuple form, see workers._component):
+
+    run(task, args=[], timeout=5.0) -> the task's value
+    run_many(task, args=[[...], ...], timeout=5.0, chunk=256) -> [value, ...]
+        split in chunks of at least `chunk` over the idle members
+    checkout(block=True, timeout=5.0, holder=None) -> {"member": id, "ref": n}
+        `holder`: a pid; its death checks the member back in
+    checkin(ref) -> bool              stats() -> counts and member states
+
+    Init args: members (the simple_one_for_one supervisor's id), size (10),
+    max_overflow (5), overflow_ttl (s an idle overflow member lives, 1.0),
+    member_args (extra args for each member), events_poll (s, 0.02).
+    """
+
+    def init(self, members: str = "pool_members", size: int = 10, max_overflow: int = 5, overflow_ttl: float = 1.0,
+             member_args: dict[str, Any] | None = None, events_poll: float = 0.02) -> None:
+        if size < 1 or max_overflow < 0:
+            raise ValueError(f"size must be >= 1 and max_overflow >= 0; got size={size}, max_overflow={max_overflow}")
+        self.sup, self.size, self.max_overflow, self.overflow_ttl = members, size, max_overflow, overflow_ttl
+        self.member_args = dict(member_args or {})
+        self.members: dict[str, Member] = {}
+        self.idle: list[str] = []  # a stack: the most recently used member first (poolboy's lifo)
+        self.waiting: deque[list[Any]] = deque()  # [kind, token, deadline, request...]
+        self.tickets: dict[int, Ticket] = {}
+        self.refs = itertools.count(1)
+        self.counts = {"tasks": 0, "batches": 0, "checkouts": 0, "member_exits": 0, "overflow_started": 0, "reaped": 0}
+        self.reap_armed = self.overflow_armed = False
+        self.events = NodeEvents(self, kinds=("exited", "started"))
+        self.holders = PidWatch()
+        for _ in range(size):
+            self._start_member(overflow=False)
+        self.start_ticking(events_poll)
+
+    def terminate(self, reason: object) -> None:
+        self.events.close()
+        self.holders.close()
+
+    # -- requests --
+
+    def op_run(self, task: str, args: Any = (), timeout: float | None = DEFAULT_TIMEOUT) -> object:
+        return self._enqueue(["run", self.caller(), deadline_of(timeout), task, args])
+
+    def op_run_many(self, task: str, args: Any, timeout: float | None = DEFAULT_TIMEOUT, chunk: int = 256) -> object:
+        if not isinstance(args, (list, tuple)):
+            raise BadRequest(f"run_many: args must be a list of argument lists; got {type(args).__name__}")
+        if not args:
+            return []
+        return self._enqueue(["run_many", self.caller(), deadline_of(timeout), task, args, max(1, int(chunk))])
+
+    def op_checkout(self, block: bool = True, timeout: float | None = DEFAULT_TIMEOUT, holder: int | None = None) -> object:
+        if holder is not None and not self.holders.watch(holder):
+            raise BadRequest(f"checkout: holder pid {holder} is not alive")
+        return self._enqueue(["checkout", self.caller(), deadline_of(timeout if block else 0), holder])
+
+    def op_checkin(self, ref: int) -> bool:
+        member = next((m for m in self.members.values() if m.holder is not None and m.holder[1] == ref), None)
+        if member is None:
+            return False  # already checked in, or its member died
+        self._release(member)
+        return True
+
+    def op_done(self, key: str, generation: int, ticket: int, chunk: int, ok: bool, value: Any) -> None:
+        member = self.members.get(key)
+        if member is not None and member.generation == generation and member.state == "busy":
+            self._release(member)
+        t = self.tickets.get(ticket)
+        if t is None:
+            return  # failed already (another chunk's member died, or a task raised)
+        if t.direct:
+            del self.tickets[ticket]  # the member answered the caller
+            return
+        if not ok:
+            del self.tickets[ticket]
+            self.reply_error(t.token, TaskFailed(f"task {t.task!r} raised {value}"))
+            return
+        t.results[chunk] = value
+        t.pending -= 1
+        if t.pending == 0:
+            del self.tickets[ticket]
+            self.reply(t.token, [v for part in t.results for v in part] if t.many else t.results[0])
+
+    def op_stats(self) -> dict[str, Any]:
+        states = [m.state for m in self.members.values()]
+        return {**self.counts, "size": self.size, "max_overflow": self.max_overflow, "members": len(self.members),
+                "idle": states.count("idle"), "busy": states.count("busy"), "checked_out": states.count("out"),
+                "down": states.count("down"), "overflow": sum(m.overflow for m in self.members.values()),
+                "waiting": len(self.waiting), "in_flight": len(self.tickets)}
+
+    # -- assigning members --
+
+    def _enqueue(self, request: list[Any]) -> object:
+        self.waiting.append(request)
+        self._assign()
+        if request in self.waiting:
+            deadline = request[2]
+            if deadline is not None and deadline <= time.monotonic():
+                self._assign(overflow=True)  # a request that cannot wait takes an overflow member now
+            if request in self.waiting and deadline is not None and deadline <= time.monotonic():
+                self.waiting.remove(request)
+                if request[0] == "checkout" and request[3] is not None:
+                    self._forget_holder(request[3], None)
+                raise PoolTimeout(self._busy_text())
+            if deadline is not None:
+                self.arm_deadline(deadline)
+        return NOREPLY
+
+    def _assign(self, overflow: bool = False) -> None:
+        while self.waiting:
+            if not self.idle:
+                # Start an overflow member only after the messages already here were
+                # handled: a "done" among them frees a member without a fork.
+                if not overflow:
+                    if not self.overflow_armed:
+                        self.overflow_armed = True
+                        self.send_after(0, _OVERFLOW)
+                    return
+                if not self._start_overflow():
+                    return
+            request = self.waiting.popleft()
+            kind = request[0]
+            if kind == "checkout":
+                member = self.members[self.idle.pop()]
+                ref = next(self.refs)
+                member.state, member.holder = "out", (request[3], ref)
+                self.counts["checkouts"] += 1
+                self.reply(request[1], {"member": member.key, "ref": ref})
+            elif kind == "run":
+                self._dispatch(request[1], request[3], [request[4]], many=False, chunk=1)
+            else:
+                self._dispatch(request[1], request[3], request[4], many=True, chunk=request[5])
+
+    def _dispatch(self, token: Any, task: str, args: Any, many: bool, chunk: int) -> None:
+        parts = max(1, min(len(self.idle), math.ceil(len(args) / chunk))) if many else 1
+        step = math.ceil(len(args) / parts)
+        tid = next(self.refs)
+        self.tickets[tid] = Ticket(token, task, many, [None] * parts, parts, direct=parts == 1)
+        self.counts["tasks" if not many else "batches"] += 1
+        for i in range(parts):
+            member = self.members[self.idle.pop()]
+            member.state, member.job = "busy", (tid, i)
+            job = args[i * step:(i + 1) * step] if many else args[0]
+            # One part: the member answers the caller itself, one hop and two pickles fewer.
+            self.cast(member.key, ("job", tid, i, task, job, many, token if parts == 1 else None))
+
+    def _release(self, member: Member) -> None:
+        if member.holder is not None:
+            self._forget_holder(member.holder[0], member)
+        member.state, member.job, member.holder = "idle", None, None
+        member.idle_since = time.monotonic()
+        self.idle.append(member.key)
+        if self.waiting:
+            self._assign()
+        elif member.overflow and not self.reap_armed:
+            self.reap_armed = True
+            self.send_after(self.overflow_ttl, _REAP)
+
+    def _forget_holder(self, pid: int | None, leaving: Member | None) -> None:
+        """Stop watching `pid` unless it holds another member or waits for one."""
+        if pid is None or any(m.holder and m.holder[0] == pid for m in self.members.values() if m is not leaving):
+            return
+        if not any(r[0] == "checkout" and r[3] == pid for r in self.waiting):
+            self.holders.unwatch(pid)
+
+    def _busy_text(self) -> str:
+        s = self.op_stats()
+        return (f"pool {self.id!r}: no member free in time "
+                f"({s['busy']} busy, {s['checked_out']} checked out, {s['down']} restarting; size {self.size}, "
+                f"overflow {s['overflow']}/{self.max_overflow}); raise size or max_overflow, or the timeout")
+
+    # -- members' lives --
+
+    def _start_member(self, overflow: bool) -> Member:
+        client: Any = self._client()
+        started = client.start_child(self.sup, args={**self.member_args, "manager": self.id})
+        if not started.get("ok"):
+            raise RuntimeError(f"pool {self.id!r}: starting a member under {self.sup!r} failed: {started}")
+        pid = started["pid"]
+        child = next(c for c in client.which_children(self.sup) if c["pid"] == pid)
+        member = Member(child["key"], pid, child["generation"], overflow)
+        self.members[member.key] = member
+        self.idle.append(member.key)
+        return member
+
+    def _start_overflow(self) -> bool:
+        if sum(m.overflow for m in self.members.values()) >= self.max_overflow:
+            return False
+        self._start_member(overflow=True)
+        self.counts["overflow_started"] += 1
+        return True
+
+    def tick(self, now: float) -> None:
+        for rec in self.events.drain():
+            member = self.members.get(rec.get("child"))  # type: ignore[arg-type]
+            if member is None:
+                continue
+            if rec["event"] == "exited" and rec.get("generation") == member.generation:
+                self._member_exited(member, rec.get("reason"))
+            elif rec["event"] == "started" and rec.get("generation", 0) > member.generation:
+                if member.state != "down":  # its exit was published before we subscribed
+                    self._member_exited(member, "unknown (exit not seen)")
+                member.pid, member.generation, member.state = rec["pid"], rec["generation"], "down"
+                self._release(member)
+        for pid in self.holders.dead():
+            for m in [m for m in self.members.values() if m.holder and m.holder[0] == pid]:
+                self._release(m)
+            self.holders.unwatch(pid)
+
+    def _member_exited(self, member: Member, reason: object) -> None:
+        self.counts["member_exits"] += 1
+        if member.job is not None:
+            t = self.tickets.pop(member.job[0], None)
+            if t is not None:
+                self.reply_error(t.token, MemberExited(
+                    f"pool member {member.key!r} (pid {member.pid}, generation {member.generation}) exited while "
+                    f"running task {t.task!r}: {reason}; its supervisor restarts it"))
+        if member.holder is not None:
+            self._forget_holder(member.holder[0], member)
+        if member.key in self.idle:
+            self.idle.remove(member.key)
+        member.state, member.job, member.holder = "down", None, None
+
+    def on_info(self, msg: object) -> None:
+        if msg == _OVERFLOW:
+            self.overflow_armed = False
+            return self._assign(overflow=True)
+        if msg != _REAP:
+            return super().on_info(msg)
+        self.reap_armed = False
+        now = time.monotonic()
+        later = [m for m in self.members.values() if m.overflow and m.state == "idle"]
+        for m in later:
+            if m.idle_since + self.overflow_ttl <= now:
+                self.idle.remove(m.key)
+                del self.members[m.key]
+                self._client().terminate_child(m.pid, supervisor=self.sup)  # type: ignore[attr-defined]
+                self.counts["reaped"] += 1
+        if any(m.overflow and m.state == "idle" for m in self.members.values()):
+            self.reap_armed = True
+            self.send_after(self.overflow_ttl / 2, _REAP)
+
+    def expire(self, now: float) -> float | None:
+        nxt = None
+        for request in list(self.waiting):
+            deadline = request[2]
+            if deadline is not None and deadline <= now:
+                self.waiting.remove(request)
+                if request[0] == "checkout" and request[3] is not None:
+                    self._forget_holder(request[3], None)
+                self.reply_error(request[1], PoolTimeout(self._busy_text()))
+            elif deadline is not None and (nxt is None or deadline < nxt):
+                nxt = deadline
+        return nxt
+
+
+# ---------------------------------------------------------------------------
+# Client side
+
+
+class PoolClient:
+    """The typed client: tuple messages, refusals as exceptions.
+
+    `timeout` bounds the wait for a free member; the wire waits that long plus
+    `task_timeout` for the task itself.
+    """
+
+    def __init__(self, client: Client, pool_id: str = "pool", task_timeout: float = 30.0) -> None:
+        self.client = client
+        self.pool_id = pool_id
+        self.task_timeout = task_timeout
+
+    def run(self, task: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        return self._call(("run", task, args, timeout), timeout)
+
+    def run_many(self, task: str, args: list[Any], timeout: float = DEFAULT_TIMEOUT, chunk: int = 256) -> list[Any]:
+        return self._call(("run_many", task, args, timeout, chunk), timeout)  # type: ignore[no-any-return]
+
+    def checkout(self, block: bool = True, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        import os
+
+        return self._call(("checkout", block, timeout, os.getpid()), timeout)  # type: ignore[no-any-return]
+
+    def checkin(self, lease: dict[str, Any]) -> bool:
+        return self._call(("checkin", lease["ref"]), 0.0)  # type: ignore[no-any-return]
+
+    @contextlib.contextmanager
+    def member(self, timeout: float = DEFAULT_TIMEOUT) -> Iterator[str]:
+        """Check a member out for the block (poolboy:transaction); yields its worker id."""
+        lease = self.checkout(timeout=timeout)
+        try:
+            yield lease["member"]
+        finally:
+            self.checkin(lease)
+
+    def stats(self) -> dict[str, Any]:
+        return self._call(("stats",), 0.0)  # type: ignore[no-any-return]
+
+    def _call(self, msg: tuple[Any, ...], waits: float) -> Any:
+        try:
+            return self.client.call(self.pool_id, msg, timeout=waits + self.task_timeout)
+        except CallError as exc:
+            reraise(exc, _ERRORS)
+
+
+_ERRORS: dict[str, type[Exception]] = {"PoolTimeout": PoolTimeout, "MemberExited": MemberExited,
+                                       "TaskFailed": TaskFailed, "BadRequest": BadRequest}

@@ -1,0 +1,130 @@
+"""A pooled worker process (poolboy's worker), and the tasks it can run by name.
+
+Owns running one job for the pool manager and telling it the outcome, and the
+table of built-in tasks.  Subclass `PoolMember` to give members state (a
+connection...) and ops of your own for callers that check a member out.
+
+    # a task is "module:function" (imported in the member) or a built-in name:
+    register_task("double", lambda x: 2 * x)   # at import time of a module the members preload
+
+Built-ins: echo(x), sleep(seconds), pid(), raise(message), exit(code) (the
+process exits at once: for tests of crashes), kill() (SIGKILL of itself).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._component import Component, Refused
+
+__all__ = ["PoolMember", "TaskFailed", "register_task", "find_task", "TASKS"]
+
+
+class TaskFailed(Refused):
+    """The task raised (the member lives on), or names nothing that can run."""
+
+
+def _echo(*args: Any) -> Any:
+    return args[0] if len(args) == 1 else list(args)
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _raise(message: str = "task failed on purpose") -> None:
+    raise RuntimeError(message)
+
+
+def _exit(code: int = 1) -> None:
+    os._exit(code)
+
+
+def _kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+TASKS: dict[str, Callable[..., Any]] = {
+    "echo": _echo, "sleep": _sleep, "pid": os.getpid, "raise": _raise, "exit": _exit, "kill": _kill,
+}
+_resolved: dict[str, Callable[..., Any]] = {}
+
+
+def register_task(name: str, fn: Callable[..., Any]) -> None:
+    """Make `fn` runnable as `name` in processes that import the registering module."""
+    if ":" in name:
+        raise ValueError(f"a registered task name has no ':' (that form is module:function); got {name!r}")
+    TASKS[name] = fn
+
+
+def find_task(task: str) -> Callable[..., Any]:
+    """The callable for a task name: a built-in/registered name, or "module:function"."""
+    fn = TASKS.get(task) or _resolved.get(task)
+    if fn is not None:
+        return fn
+    module, sep, qualname = str(task).partition(":")
+    if not sep:
+        raise TaskFailed(f"unknown task {task!r}: not a built-in ({', '.join(sorted(TASKS))}) "
+                         "and not of the form module:function")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise TaskFailed(f"task {task!r} does not resolve: {type(exc).__name__}: {exc}") from None
+    if not callable(obj):
+        raise TaskFailed(f"task {task!r} is a {type(obj).__name__}, not a function")
+    _resolved[task] = obj
+    return obj  # type: ignore[no-any-return]
+
+
+class PoolMember(Component):
+    """One pooled process.  Started by the pool manager through the members'
+    simple_one_for_one supervisor, with `manager` (the manager's id) in its args.
+
+    Ops: job(...) (cast from the manager: run and report), run(task, args=[])
+    (a call from whoever checked this member out), info().
+    """
+
+    def init(self, manager: str = "pool", **args: Any) -> None:
+        self.manager = manager
+        self.args = args
+        self.jobs = 0
+
+    def op_job(self, ticket: int, chunk: int, task: str, args: Any, many: bool, caller: Any = None) -> None:
+        """Run a job; answer `caller` directly when given (OTP's gen_server:reply from another
+        process), else send the value to the manager; either way tell the manager we are free."""
+        self.jobs += 1
+        try:
+            fn = find_task(task)
+            ok, value = True, [fn(*a) for a in args] if many else fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the task's failure is its caller's answer, not our crash
+            ok, value = False, f"{type(exc).__name__}: {exc}"
+        if caller is None:
+            self.cast(self.manager, ("done", self.id, self.generation, ticket, chunk, ok, value))
+            return
+        # "done" first: the caller's next request, sent after our answer, then most likely
+        # finds the manager knowing that we are free (no needless overflow member).
+        self.cast(self.manager, ("done", self.id, self.generation, ticket, chunk, ok, None))
+        if ok:
+            self.reply(caller, value)
+        else:
+            self.reply_error(caller, TaskFailed(f"task {task!r} raised {value}"))
+
+    def op_run(self, task: str, args: Any = ()) -> Any:
+        self.jobs += 1
+        fn = find_task(task)
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - answered as an error; the member lives on
+            raise TaskFailed(f"task {task!r} raised {type(exc).__name__}: {exc}") from None
+
+    def op_info(self) -> dict[str, Any]:
+        return {"id": self.id, "generation": self.generation, "pid": os.getpid(), "manager": self.manager,
+                "jobs": self.jobs, "args": self.args}
