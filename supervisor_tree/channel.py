@@ -282,6 +282,36 @@ def connect(sock: zmq.Socket[bytes], endpoint: str) -> None:
     sock.connect(check_endpoint(endpoint))
 
 
+def move_bind(bound: str, endpoint: str) -> bool:
+    """Make a socket bound at `bound` reachable at `endpoint` instead, without a new bind.
+
+    Works for ipc:// endpoints on one filesystem: a unix socket is found by the
+    name of its file, and rename(2) moves that name atomically (a standby binds
+    early under a name of its own and takes its worker's name when activated;
+    binding costs 0.1-0.3 ms on ext4).  False when it cannot be done: other
+    transports, or another filesystem; then bind the endpoint afresh.
+    """
+    src, dst = ipc_path(bound), ipc_path(endpoint)
+    if src is None or dst is None:
+        return False
+    check_endpoint(endpoint)
+    try:
+        os.rename(src, dst)
+    except OSError:
+        return False
+    return True
+
+
+def unlink_ipc(endpoint: str) -> None:
+    """Remove an ipc endpoint's socket file (libzmq 4.3 leaves it behind when the socket closes)."""
+    path = ipc_path(endpoint)
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 # ---------------------------------------------------------------------------
 # Worker side: reply sockets
 
@@ -527,7 +557,9 @@ class Caller:
             sock.close(0)
         self._peers.clear()
         self._fresh.clear()
-        self._pull.close(0)
+        if not self._pull.closed:
+            self._pull.close(0)
+            unlink_ipc(self.reply_to)
 
     def __enter__(self) -> Caller:
         return self

@@ -202,7 +202,9 @@ class ControlServer:
             if rec is None:
                 return ControlError(f"no worker {worker_id!r} in this tree")
             return ControlError(f"worker {worker_id!r} is gone (last exit: {rec.last_exit})")
-        if info[1].status is sv.ChildStatus.NOT_RUNNING:
+        run = node.sups.get(info[0])
+        if info[1].status is sv.ChildStatus.NOT_RUNNING and not (run is not None and run.state.busy):
+            # (a busy supervisor may be about to start it: a group restart in progress)
             last = f" (last exit: {rec.last_exit})" if rec and rec.last_exit else ""
             return ControlError(f"worker {worker_id!r} is not running{last}")
         if info[1].type is ChildType.SUPERVISOR:
@@ -288,7 +290,7 @@ def child_view(server: ControlServer, path: str, info: sv.ChildInfo) -> dict[str
         "key": info.key,
         "type": info.type.value,
         "restart": info.restart.value,
-        "state": info.status.value.lower() if isinstance(info.status.value, str) else info.status.name.lower(),
+        "state": info.status.value,
         "pid": info.pid if isinstance(info.pid, int) else None,
         "generation": info.generation,
         "uptime": None,

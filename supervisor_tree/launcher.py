@@ -4,8 +4,8 @@
 creates any ZeroMQ context; the fork server imports the preloaded modules, never
 creates a context, and forks one process per worker incarnation.  It keeps a few
 *standbys*: pre-forked processes with their ZeroMQ context made, connected to the
-node and waiting on a pipe whose write end the node holds, so that a spawn is the
-node writing the request into that pipe (no fork, no hop through the fork
+node and waiting on an activation socket whose other end the node holds, so that
+a spawn is the node writing the request into it (no fork, no hop through the fork
 server).  Exits are reaped on SIGCHLD, mapped to an `ExitReason`, and reported
 back over the node's pipe to the fork server.
 
@@ -173,7 +173,7 @@ class LocalLauncher:
         self._conn: multiprocess.connection.Connection | None = None
         self._sock: socket.socket | None = None  # the same pipe, for receiving standbys' fds
         self._proc: multiprocess.Process | None = None
-        self._standbys: collections.deque[tuple[int, int]] = collections.deque()  # (pid, activation fd)
+        self._standbys: collections.deque[tuple[int, int]] = collections.deque()  # (pid, activation socket fd)
         self._gone = False
 
     @property
@@ -214,7 +214,7 @@ class LocalLauncher:
     def spawn(self, req: SpawnRequest) -> None:
         """Ask for a new incarnation; `Spawned(req.token, pid)` follows in read_events.
 
-        With a standby at hand the request goes straight into the standby's pipe
+        With a standby at hand the request goes straight into its activation socket
         (it starts at once) and the fork server is told afterwards; else the fork
         server forks a new process.
         """
@@ -222,12 +222,11 @@ class LocalLauncher:
         while self._standbys:
             pid, fd = self._standbys.popleft()
             try:
-                _write_all(fd, _LEN.pack(len(data)) + data)
+                with socket.socket(fileno=fd) as activation:
+                    activation.sendall(_LEN.pack(len(data)) + data, socket.MSG_NOSIGNAL)
             except OSError:  # it died while waiting: the fork server has reaped or will reap it
                 self._send(("discard", pid))
                 continue
-            finally:
-                os.close(fd)
             self._send(("activated", pid, data))
             return
         self._send(("spawn", data))
@@ -244,7 +243,7 @@ class LocalLauncher:
                 kind, payload = pickle.loads(conn.recv_bytes())
                 if kind == "events":
                     events.extend(payload)
-                elif kind == "standby":  # its activation pipe follows, as an fd
+                elif kind == "standby":  # the fd of its activation socket follows
                     _, fds, _, _ = socket.recv_fds(self._sock, 1, 1)  # type: ignore[arg-type]
                     os.set_inheritable(fds[0], False)
                     self._standbys.append((payload, fds[0]))
@@ -265,7 +264,7 @@ class LocalLauncher:
         if self._proc is None or self._conn is None or self._conn.closed:
             return
         while self._standbys:
-            os.close(self._standbys.popleft()[1])
+            os.close(self._standbys.popleft()[1])  # a standby that reads EOF exits
         try:
             self._conn.send_bytes(pickle.dumps(("close",)))
         except OSError:
@@ -403,7 +402,7 @@ def _fork_server_main(conn: object, node_end: object, cfg: _ServerConfig) -> NoR
 class _ForkServer:
     """The fork server's loop: requests from the node, SIGCHLD from the workers.
 
-    Standbys: each one waits on a pipe whose write end is handed to the node
+    Standbys: each one waits on an activation socket whose other end is handed to the node
     (SCM_RIGHTS), so the node activates it without a hop through here, then says
     ("activated", pid, request) and gets `Spawned` back.
 
@@ -511,12 +510,16 @@ class _ForkServer:
             log.warning("fork server: the node activated %d, which is not a standby; ignored", pid)
 
     def fork_standby(self) -> None:
-        r, w = os.pipe2(os.O_CLOEXEC)
+        # A socketpair rather than a pipe: the node writes with MSG_NOSIGNAL, so a
+        # standby that died is an EPIPE error even if the node let SIGPIPE kill.
+        theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        r, w = theirs.detach(), ours.detach()
         try:
             pid = self.fork(lambda: _standby_main(r, w, self.inbound, self.cfg.run_dir))
         except OSError as exc:
             log.warning("fork server: cannot fork a standby (%s); spawning cold", exc)
             self.standby_target = 0
+            os.close(w)
             return
         finally:
             os.close(r)
@@ -582,6 +585,7 @@ class _ForkServer:
     def standby_died(self, pid: int, status: int) -> None:
         self.standbys.discard(pid)
         self.dead_standbys[pid] = status
+        _remove_standby_files(self.cfg.run_dir, pid)
         self.standby_early_deaths += 1
         if self.standby_early_deaths >= _STANDBY_MAX_EARLY_DEATHS:
             log.error("fork server: %d standbys in a row died before use (last: pid %d, wait status %d); "
@@ -604,6 +608,8 @@ class _ForkServer:
             if req is not None:
                 _take_reason_file(_reason_file(req, pid))
                 _remove_ipc_files(req)
+            else:
+                _remove_standby_files(self.cfg.run_dir, pid)
 
 
 def _reason_file(req: SpawnRequest, pid: int) -> str:
@@ -626,10 +632,10 @@ def _standby_main(r: int, w: int, inbound: str, run_dir: str) -> NoReturn:
     from . import worker
 
     os.close(w)
-    prepared = worker.prepare(inbound, rehearse_in=run_dir)
+    prepared = worker.prepare(inbound, standby_in=run_dir)
     head = _read_exactly(r, _LEN.size)
     if head is None:
-        os._exit(0)  # the fork server closed our pipe: never activated
+        os._exit(0)  # the node closed our activation socket: never activated
     data = _read_exactly(r, _LEN.unpack(head)[0])
     os.close(r)
     if data is None:
@@ -650,12 +656,6 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _drain_fd(fd: int) -> None:
     try:
         while os.read(fd, 512):
@@ -665,14 +665,18 @@ def _drain_fd(fd: int) -> None:
 
 
 def _remove_ipc_files(req: SpawnRequest) -> None:
-    """A worker that died without closing its sockets leaves their ipc files behind."""
-    from .channel import ipc_path
+    """A worker's socket files outlive it (libzmq 4.3 does not remove them, nor does SIGKILL)."""
+    from .channel import unlink_ipc
 
-    for endpoint in (req.mailbox, req.control):
-        path = ipc_path(endpoint)
-        if path:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+    unlink_ipc(req.mailbox)
+    unlink_ipc(req.control)
+
+
+def _remove_standby_files(run_dir: str, pid: int) -> None:
+    """The sockets a standby bound under its own names (see worker.prepare)."""
+    for suffix in (".mbx", ".ctl"):
+        try:
+            os.unlink(os.path.join(run_dir, "w", f".standby-{pid}{suffix}"))
+        except OSError:
+            pass
 

@@ -233,8 +233,9 @@ def write_reason(run_dir: str, reason: ExitReason) -> None:
 class Prepared:
     """What a process sets up before it knows its job: a context, a PUSH to the node, signals.
 
-    A standby makes it while it waits for its activation, so that an activation
-    costs no context creation and no first-touch page faults.
+    A standby also creates its mailbox and control sockets, bound under names of
+    its own (`mailbox_at`, `control_at`) that it renames to its worker's endpoints
+    when activated (`channel.move_bind`).
     """
 
     context: zmq.Context[Any]
@@ -242,14 +243,19 @@ class Prepared:
     inbound_endpoint: str
     wake_r: int
     wake_w: int
+    mailbox: zmq.Socket[bytes] | None = None
+    mailbox_at: str = ""
+    control: zmq.Socket[bytes] | None = None
+    control_at: str = ""
 
 
-def prepare(inbound: str, rehearse_in: str | None = None) -> Prepared:
+def prepare(inbound: str, standby_in: str | None = None) -> Prepared:
     """Make the context, connect to the node's `inbound`, install the SIGTERM handler.
 
     SIGTERM stays as the launcher left it (blocked) until the incarnation is ready
-    for it.  `rehearse_in`: a run directory where a standby rehearses an activation
-    (binds and closes sockets there), touching the pages an activation will use.
+    for it.  `standby_in`: the run directory of a standby, which also binds its
+    sockets there and rehearses an activation, touching (after the fork, copying)
+    the memory an activation uses while nobody waits.
     """
     ctx = zmq.Context()
     sock = channel.make_socket(ctx, zmq.PUSH, reconnect_ivl=_INBOUND_RECONNECT_MS)
@@ -258,27 +264,37 @@ def prepare(inbound: str, rehearse_in: str | None = None) -> Prepared:
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, _on_sigterm)
     prepared = Prepared(ctx, sock, inbound, wake_r, wake_w)
-    if rehearse_in is not None:
-        _rehearse(prepared, rehearse_in)
+    if standby_in is not None:
+        base = f"ipc://{standby_in}/w/.standby-{os.getpid()}"
+        prepared.mailbox, prepared.mailbox_at = _mailbox_socket(ctx), base + ".mbx"
+        channel.bind(prepared.mailbox, prepared.mailbox_at)
+        prepared.control, prepared.control_at = _control_socket(ctx), base + ".ctl"
+        channel.bind(prepared.control, prepared.control_at)
+        _rehearse(prepared, standby_in)
     return prepared
+
+
+def _mailbox_socket(ctx: zmq.Context[Any]) -> zmq.Socket[bytes]:
+    return channel.make_socket(ctx, zmq.PULL, rcvhwm=100_000)
+
+
+def _control_socket(ctx: zmq.Context[Any]) -> zmq.Socket[bytes]:
+    return channel.make_socket(ctx, zmq.PULL)
 
 
 def _rehearse(prepared: Prepared, run_dir: str) -> None:
     from .launcher import SpawnRequest
 
-    base = f"ipc://{run_dir}/w/.standby-{os.getpid()}"
     req = SpawnRequest(0, ".standby", 0, "supervisor_tree.worker:Worker", {}, run_dir, prepared.inbound_endpoint,
-                       base + ".mbx", base + ".ctl", 1.0)
+                       prepared.mailbox_at, prepared.control_at, 1.0)
     req = pickle.loads(pickle.dumps(req, protocol=channel.PROTOCOL))
     rehearsal = _Incarnation(req, prepared)
-    rehearsal._open_sockets()
+    rehearsal.replies = channel.ReplySender(rehearsal.ctx)
     rehearsal.worker = _load_target(req.start)()  # type: ignore[operator]
     rehearsal.stats(reset_window=True)
     channel.encode_notice(("ready", req.worker_id, req.generation, rehearsal.pid))
     channel.reply_frame(b"\0" * 8, True, None)
     exit_status("normal")
-    for sock in (rehearsal.mailbox, rehearsal.control):
-        sock.close(0)
 
 
 _current: _Incarnation | None = None  # the incarnation this process runs, for the signal handler
@@ -383,12 +399,22 @@ class _Incarnation:
         return self._finish(reason, call_terminate=True)
 
     def _open_sockets(self) -> None:
-        ctx = self.ctx
-        self.mailbox = channel.make_socket(ctx, zmq.PULL, rcvhwm=100_000)
-        channel.bind(self.mailbox, self.req.mailbox)
-        self.control = channel.make_socket(ctx, zmq.PULL)
-        channel.bind(self.control, self.req.control)
-        self.replies = channel.ReplySender(ctx)
+        pre, req = self.prepared, self.req
+        self.mailbox = self._adopt(pre.mailbox, pre.mailbox_at, req.mailbox, _mailbox_socket)
+        self.control = self._adopt(pre.control, pre.control_at, req.control, _control_socket)
+        self.replies = channel.ReplySender(self.ctx)
+
+    def _adopt(self, sock: zmq.Socket[bytes] | None, bound_at: str, endpoint: str,
+               make: Callable[[zmq.Context[Any]], zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
+        """The standby's socket renamed to `endpoint`, or a new socket bound there."""
+        if sock is not None:
+            if channel.move_bind(bound_at, endpoint):
+                return sock
+            sock.close(0)
+            channel.unlink_ipc(bound_at)
+        sock = make(self.ctx)
+        channel.bind(sock, endpoint)
+        return sock
 
     def _instantiate(self) -> Worker:
         req = self.req

@@ -4,32 +4,38 @@ Owns the worker around the server: the listening socket (bound in `init`, so a
 taken port fails the start with the OS's reason), a thread running the asyncio
 loop (uvloop when importable), the file-descriptor limit, and the calls the
 tree can make to it.  Requests are served by `workers.net`: `server` (TCP,
-framing, flow control), `mcp` (the methods), `bridge` (calls to the session
-and pool components from the loop, on raw ZeroMQ file descriptors), `tools`.
+framing, flow control), `mcp` (the methods), `batch` (tool calls coalesced for
+the pool), `bridge` (calls to the session and pool components from the loop,
+on raw ZeroMQ file descriptors), `tools`, `config` (the init args).
 
     [[tree.children]]
     id = "network"
     start = "workers.network:Network"
     args = { port = 7411, session = "session", pool = "pool" }
 
-    $ printf '%s\\n' '{"jsonrpc":"2.0","id":1,"method":"ping"}' | nc -q1 127.0.0.1 7411
-    {"jsonrpc":"2.0","id":1,"result":{}}
+    one line each way on a TCP connection to 127.0.0.1:7411:
+    -> {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}
+    <- {"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}],"isError":false}}
+
     $ supervise call network '{"op": "address"}'
     {"host": "127.0.0.1", "port": 7411}
 
-Init args: host ("127.0.0.1"), port (0: ephemeral, see "address"), max_line
-(1 MiB), max_connections (50,000), max_pending (64 requests in flight per
-connection), write_high_water (256 KiB), backlog (4096), session / pool (the
-worker ids to route to), call_timeout (s, 5.0: a request the tree has not answered
-by then gets -32002; a tool call waits at most half of it for a free pool member),
-nofile (the RLIMIT_NOFILE soft limit to raise to; default max_connections + 1024),
-reuse_port (false; true lets several network workers listen on one fixed port,
-SO_REUSEPORT, the kernel spreading connections over them: see docs/network.md),
-batches_in_flight (4: tool-call batches of one tool at the pool at once; calls
-arriving meanwhile wait for the next batch, see net/batch.py).
+Init args (net/config.py has the defaults): host, port (0: ephemeral, see
+"address"), reuse_port (several network workers on one fixed port, the kernel
+spreading connections over them), backlog, max_line, max_connections,
+max_pending (requests in flight per connection), write_high_water (unread
+reply bytes per connection), session / pool (the worker ids to route to),
+call_timeout, batches_in_flight, nofile.
 
 Calls: {"op": "address"} -> {"host", "port"}; {"op": "stats"} -> counters (also in
 the worker's heartbeat stats under "worker").
+
+File descriptors: one per connection.  `init` raises RLIMIT_NOFILE's soft limit
+to max_connections + 256 (up to the hard limit; as root past it) and, when the
+limit stays lower, holds fewer connections and says so.  50,000 connections in
+one process need ``ulimit -n 50256`` (hard); where the hard limit is lower (here:
+20,000, without CAP_SYS_RESOURCE) run several workers with reuse_port (the
+default tree runs three).  See docs/network.md.
 
 Why a thread: the worker's main thread runs the mailbox loop (worker.py); the
 asyncio loop runs beside it and never waits on ZeroMQ (docs/network.md).
@@ -38,21 +44,23 @@ asyncio loop runs beside it and never waits on ZeroMQ (docs/network.md).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import threading
-import time
 
 from supervisor_tree import Worker
 from supervisor_tree.spec import ExitReason
 
 from .net.bridge import Upstream
+from .net.config import NOFILE_MARGIN, NetworkSpec
 from .net.mcp import Methods
-from .net.server import Server, ServerConfig, raise_nofile_limit
+from .net.server import Server, raise_nofile_limit
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0  # seconds for the loop thread to be serving
+STOP_TIMEOUT = 4.0  # seconds terminate waits for the loop thread (shutdown = 5000 ms leaves a margin)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -65,21 +73,20 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 class Network(Worker):
-    def init(self, host: str = "127.0.0.1", port: int = 0, max_line: int = 1 << 20, max_connections: int = 50_000,
-             max_pending: int = 64, write_high_water: int = 256 * 1024, backlog: int = 4096,
-             session: str = "session", pool: str = "pool", call_timeout: float = 5.0,
-             nofile: int | None = None, reuse_port: bool = False, batches_in_flight: int = 4) -> None:  # fmt: skip
-        self.config = ServerConfig(host, port, max_line, max_connections, max_pending, write_high_water, backlog)
-        self.nofile = raise_nofile_limit(nofile or max_connections + 1024)
-        if self.nofile[0] < max_connections + 64:
-            log.warning("network: RLIMIT_NOFILE is %d (hard %d): fewer than max_connections = %d can be held; "
-                        "raise it (ulimit -n %d) before starting the node", self.nofile[0], self.nofile[1],
-                        max_connections, max_connections + 1024)  # fmt: skip
-        self.listener = socket.create_server((host, port), backlog=backlog, reuse_port=reuse_port)
+    def init(self, **args: object) -> None:
+        spec = NetworkSpec.from_args(args)
+        self.nofile = raise_nofile_limit(spec.nofile or spec.max_connections + NOFILE_MARGIN)
+        room = self.nofile[0] - NOFILE_MARGIN
+        if room < spec.max_connections:
+            log.warning("network %s: RLIMIT_NOFILE is %d (hard %d), so it holds at most %d connections, not "
+                        "max_connections = %d; raise the hard limit (ulimit -Hn %d) or run more workers with "
+                        "reuse_port", self.id, self.nofile[0], self.nofile[1], room, spec.max_connections,
+                        spec.max_connections + NOFILE_MARGIN)  # fmt: skip
+            spec = dataclasses.replace(spec, max_connections=max(1, room))
+        self.spec = spec
+        self.listener = socket.create_server((spec.host, spec.port), backlog=spec.backlog, reuse_port=spec.reuse_port)
         self.listener.setblocking(False)
-        self.address = {"host": host, "port": self.listener.getsockname()[1]}
-        self.route = {"session": session, "pool": pool, "call_timeout": call_timeout,
-                      "batches_in_flight": batches_in_flight}
+        self.address = {"host": spec.host, "port": self.listener.getsockname()[1]}
         self.loop = new_event_loop()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -87,21 +94,19 @@ class Network(Worker):
         self.thread.start()
         if not self._ready.wait(START_TIMEOUT) or self._failure is not None:
             raise RuntimeError(f"network: the server did not start: {self._failure or 'timed out'}")
-        log.info("network: serving JSON-RPC on %s:%d", host, self.address["port"])
+        log.info("network %s: serving JSON-RPC on %s:%d", self.id, spec.host, self.address["port"])
 
     # -- the loop thread --
 
     def _run_loop(self) -> None:
-        loop = self.loop
+        loop, spec = self.loop, self.spec
         asyncio.set_event_loop(loop)
         try:
-            self.upstream = Upstream(loop, self._ctx, self.run_dir, self.route["call_timeout"])  # type: ignore[arg-type]
-            self.methods = Methods(self.upstream, self.route["session"], self.route["pool"],  # type: ignore[arg-type]
-                                   pool_wait=self.route["call_timeout"] / 2,  # type: ignore[operator]
-                                   batches_in_flight=self.route["batches_in_flight"])  # type: ignore[arg-type]
-            self.server = Server(self.config, self.methods)
+            self.upstream = Upstream(loop, self._ctx, self.run_dir, spec.call_timeout)  # type: ignore[arg-type]
+            self.methods = Methods(self.upstream, spec.session, spec.pool, spec.pool_wait, spec.batches_in_flight)
+            self.server = Server(spec, self.methods)
             self.listening = loop.run_until_complete(
-                loop.create_server(self.server.connection, sock=self.listener, backlog=self.config.backlog))
+                loop.create_server(self.server.connection, sock=self.listener, backlog=spec.backlog))
         except BaseException as exc:  # noqa: BLE001 - reported by init, which fails the start
             self._failure = exc
             self._ready.set()
@@ -110,7 +115,7 @@ class Network(Worker):
         try:
             loop.run_forever()
         except BaseException as exc:  # noqa: BLE001 - the loop died: the worker crashes with the reason
-            log.error("network: the event loop failed", exc_info=True)
+            log.error("network %s: the event loop failed", self.id, exc_info=True)
             self.stop(exc)
         finally:
             self._shutdown_loop()
@@ -134,25 +139,27 @@ class Network(Worker):
         raise ValueError(f'network takes {{"op": "address"}} or {{"op": "stats"}}; got {msg!r:.200}')
 
     def statistics(self) -> dict[str, object]:
+        """Counters of the loop thread, read from the heartbeat thread: every copy is one C call under the GIL."""
         server = getattr(self, "server", None)
         if server is None:
             return {"address": self.address}
         return {
             "address": self.address,
             "connections": len(server.conns),
+            "max_connections": self.spec.max_connections,
             "in_flight": self.upstream.in_flight,
+            "queued_tool_calls": self.methods.batcher.queued,
             "nofile": list(self.nofile),
             **dict(server.counts),
             **dict(self.methods.counts),
             **dict(self.methods.batcher.counts),
-            "queued_tool_calls": self.methods.batcher.queued,
-            **{f"upstream_{k}": v for k, v in self.upstream.counts.items()},
+            **{f"upstream_{k}": v for k, v in dict(self.upstream.counts).items()},
         }
 
     def terminate(self, reason: ExitReason) -> None:
         loop = getattr(self, "loop", None)
-        if loop is None or not self.thread.is_alive():
+        thread = getattr(self, "thread", None)
+        if loop is None or thread is None or not thread.is_alive():
             return
         loop.call_soon_threadsafe(loop.stop)
-        deadline = time.monotonic() + 5.0
-        self.thread.join(max(0.0, deadline - time.monotonic()))
+        thread.join(STOP_TIMEOUT)

@@ -31,8 +31,11 @@ how long the task itself may run is the caller's wire timeout.
 from __future__ import annotations
 
 import contextlib
+import enum
 import itertools
+import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -47,6 +50,8 @@ from .pool_member import PoolMember, TaskFailed, register_task
 
 __all__ = ["PoolManager", "PoolMember", "PoolClient", "PoolTimeout", "MemberExited", "TaskFailed", "register_task"]
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TIMEOUT = 5.0
 _REAP = ("pool", "reap")
 _OVERFLOW = ("pool", "overflow")
@@ -60,13 +65,39 @@ class MemberExited(Refused):
     pass
 
 
+class State(enum.Enum):
+    IDLE = "idle"
+    BUSY = "busy"  # running a job
+    OUT = "out"  # checked out
+    DOWN = "down"  # exited; its supervisor restarts it
+
+
+class Kind(enum.Enum):
+    CHECKOUT = "checkout"
+    RUN = "run"
+    RUN_MANY = "run_many"
+
+
+@dataclass(slots=True, eq=False)  # identity: a request is found in the waiting line by itself
+class Request:
+    """A request waiting for a member (every request passes through the waiting line)."""
+
+    kind: Kind
+    token: Any
+    deadline: float | None
+    task: str = ""
+    args: Any = ()
+    chunk: int = 1
+    holder: int | None = None  # checkout: the pid whose death checks the member back in
+
+
 @dataclass(slots=True)
 class Member:
     key: str
     pid: int
     generation: int
     overflow: bool
-    state: str = "idle"  # idle | busy | out (checked out) | down (restarting)
+    state: State = State.IDLE
     job: tuple[int, int] | None = None  # (ticket, chunk) while busy
     holder: tuple[int, int] | None = None  # (pid, ref) while out
     idle_since: float = 0.0
@@ -105,7 +136,7 @@ class PoolManager(Component):
         self.member_args = dict(member_args or {})
         self.members: dict[str, Member] = {}
         self.idle: list[str] = []  # a stack: the most recently used member first (poolboy's lifo)
-        self.waiting: deque[list[Any]] = deque()  # [kind, token, deadline, request...]
+        self.waiting: deque[Request] = deque()
         self.tickets: dict[int, Ticket] = {}
         self.refs = itertools.count(1)
         self.counts = {"tasks": 0, "batches": 0, "checkouts": 0, "member_exits": 0, "overflow_started": 0, "reaped": 0}
@@ -123,19 +154,19 @@ class PoolManager(Component):
     # -- requests --
 
     def op_run(self, task: str, args: Any = (), timeout: float | None = DEFAULT_TIMEOUT) -> object:
-        return self._enqueue(["run", self.caller(), deadline_of(timeout), task, args])
+        return self._enqueue(Request(Kind.RUN, self.caller(), deadline_of(timeout), task, args))
 
     def op_run_many(self, task: str, args: Any, timeout: float | None = DEFAULT_TIMEOUT, chunk: int = 256) -> object:
         if not isinstance(args, (list, tuple)):
             raise BadRequest(f"run_many: args must be a list of argument lists; got {type(args).__name__}")
         if not args:
             return []
-        return self._enqueue(["run_many", self.caller(), deadline_of(timeout), task, args, max(1, int(chunk))])
+        return self._enqueue(Request(Kind.RUN_MANY, self.caller(), deadline_of(timeout), task, args, max(1, int(chunk))))
 
     def op_checkout(self, block: bool = True, timeout: float | None = DEFAULT_TIMEOUT, holder: int | None = None) -> object:
         if holder is not None and not self.holders.watch(holder):
             raise BadRequest(f"checkout: holder pid {holder} is not alive")
-        return self._enqueue(["checkout", self.caller(), deadline_of(timeout if block else 0), holder])
+        return self._enqueue(Request(Kind.CHECKOUT, self.caller(), deadline_of(timeout if block else 0), holder=holder))
 
     def op_checkin(self, ref: int) -> bool:
         member = next((m for m in self.members.values() if m.holder is not None and m.holder[1] == ref), None)
@@ -146,7 +177,7 @@ class PoolManager(Component):
 
     def op_done(self, key: str, generation: int, ticket: int, chunk: int, ok: bool, value: Any) -> None:
         member = self.members.get(key)
-        if member is not None and member.generation == generation and member.state == "busy":
+        if member is not None and member.generation == generation and member.state is State.BUSY:
             self._release(member)
         t = self.tickets.get(ticket)
         if t is None:
@@ -167,29 +198,30 @@ class PoolManager(Component):
     def op_stats(self) -> dict[str, Any]:
         states = [m.state for m in self.members.values()]
         return {**self.counts, "size": self.size, "max_overflow": self.max_overflow, "members": len(self.members),
-                "idle": states.count("idle"), "busy": states.count("busy"), "checked_out": states.count("out"),
-                "down": states.count("down"), "overflow": sum(m.overflow for m in self.members.values()),
-                "waiting": len(self.waiting), "in_flight": len(self.tickets)}
+                "idle": states.count(State.IDLE), "busy": states.count(State.BUSY),
+                "checked_out": states.count(State.OUT), "down": states.count(State.DOWN),
+                "overflow": sum(m.overflow for m in self.members.values()), "waiting": len(self.waiting), "in_flight": len(self.tickets)}
 
     # -- assigning members --
 
-    def _enqueue(self, request: list[Any]) -> object:
+    def _enqueue(self, request: Request) -> object:
         self.waiting.append(request)
         self._assign()
-        if request in self.waiting:
-            deadline = request[2]
-            if deadline is not None and deadline <= time.monotonic():
-                self._assign(overflow=True)  # a request that cannot wait takes an overflow member now
-            if request in self.waiting and deadline is not None and deadline <= time.monotonic():
+        if request not in self.waiting:
+            return NOREPLY
+        deadline = request.deadline
+        if deadline is not None and deadline <= time.monotonic():
+            self._assign(overflow=True)  # a request that cannot wait takes an overflow member now
+            if request in self.waiting:
                 self.waiting.remove(request)
-                if request[0] == "checkout" and request[3] is not None:
-                    self._forget_holder(request[3], None)
+                self._forget_holder(request.holder, None)
                 raise PoolTimeout(self._busy_text())
-            if deadline is not None:
-                self.arm_deadline(deadline)
+        elif deadline is not None:
+            self.arm_deadline(deadline)
         return NOREPLY
 
     def _assign(self, overflow: bool = False) -> None:
+        """Serve waiting requests in order while members are free (or overflow may start)."""
         while self.waiting:
             if not self.idle:
                 # Start an overflow member only after the messages already here were
@@ -201,18 +233,16 @@ class PoolManager(Component):
                     return
                 if not self._start_overflow():
                     return
-            request = self.waiting.popleft()
-            kind = request[0]
-            if kind == "checkout":
+            r = self.waiting.popleft()
+            if r.kind is Kind.CHECKOUT:
                 member = self.members[self.idle.pop()]
                 ref = next(self.refs)
-                member.state, member.holder = "out", (request[3], ref)
+                member.state, member.holder = State.OUT, (r.holder, ref)
                 self.counts["checkouts"] += 1
-                self.reply(request[1], {"member": member.key, "ref": ref})
-            elif kind == "run":
-                self._dispatch(request[1], request[3], [request[4]], many=False, chunk=1)
+                self.reply(r.token, {"member": member.key, "ref": ref})
             else:
-                self._dispatch(request[1], request[3], request[4], many=True, chunk=request[5])
+                self._dispatch(r.token, r.task, r.args if r.kind is Kind.RUN_MANY else [r.args],
+                               many=r.kind is Kind.RUN_MANY, chunk=r.chunk)
 
     def _dispatch(self, token: Any, task: str, args: Any, many: bool, chunk: int) -> None:
         parts = max(1, min(len(self.idle), math.ceil(len(args) / chunk))) if many else 1
@@ -222,15 +252,18 @@ class PoolManager(Component):
         self.counts["tasks" if not many else "batches"] += 1
         for i in range(parts):
             member = self.members[self.idle.pop()]
-            member.state, member.job = "busy", (tid, i)
+            member.state, member.job = State.BUSY, (tid, i)
             job = args[i * step:(i + 1) * step] if many else args[0]
             # One part: the member answers the caller itself, one hop and two pickles fewer.
-            self.cast(member.key, ("job", tid, i, task, job, many, token if parts == 1 else None))
+            try:
+                self.cast(member.key, ("job", tid, i, task, job, many, token if parts == 1 else None))
+            except Exception as exc:  # noqa: BLE001 - dead and not restarted in time: its caller is told
+                self._member_exited(member, f"unreachable ({exc})")
 
     def _release(self, member: Member) -> None:
         if member.holder is not None:
             self._forget_holder(member.holder[0], member)
-        member.state, member.job, member.holder = "idle", None, None
+        member.state, member.job, member.holder = State.IDLE, None, None
         member.idle_since = time.monotonic()
         self.idle.append(member.key)
         if self.waiting:
@@ -243,7 +276,7 @@ class PoolManager(Component):
         """Stop watching `pid` unless it holds another member or waits for one."""
         if pid is None or any(m.holder and m.holder[0] == pid for m in self.members.values() if m is not leaving):
             return
-        if not any(r[0] == "checkout" and r[3] == pid for r in self.waiting):
+        if not any(r.holder == pid for r in self.waiting):
             self.holders.unwatch(pid)
 
     def _busy_text(self) -> str:
@@ -269,7 +302,11 @@ class PoolManager(Component):
     def _start_overflow(self) -> bool:
         if sum(m.overflow for m in self.members.values()) >= self.max_overflow:
             return False
-        self._start_member(overflow=True)
+        try:
+            self._start_member(overflow=True)
+        except Exception as exc:  # noqa: BLE001 - no overflow this time; the waiting requests wait on
+            log.warning("pool %s: could not start an overflow member under %r: %s", self.id, self.sup, exc)
+            return False
         self.counts["overflow_started"] += 1
         return True
 
@@ -281,9 +318,9 @@ class PoolManager(Component):
             if rec["event"] == "exited" and rec.get("generation") == member.generation:
                 self._member_exited(member, rec.get("reason"))
             elif rec["event"] == "started" and rec.get("generation", 0) > member.generation:
-                if member.state != "down":  # its exit was published before we subscribed
+                if member.state is not State.DOWN:  # its exit was published before we subscribed
                     self._member_exited(member, "unknown (exit not seen)")
-                member.pid, member.generation, member.state = rec["pid"], rec["generation"], "down"
+                member.pid, member.generation = rec["pid"], rec["generation"]
                 self._release(member)
         for pid in self.holders.dead():
             for m in [m for m in self.members.values() if m.holder and m.holder[0] == pid]:
@@ -302,7 +339,7 @@ class PoolManager(Component):
             self._forget_holder(member.holder[0], member)
         if member.key in self.idle:
             self.idle.remove(member.key)
-        member.state, member.job, member.holder = "down", None, None
+        member.state, member.job, member.holder = State.DOWN, None, None
 
     def on_info(self, msg: object) -> None:
         if msg == _OVERFLOW:
@@ -312,28 +349,29 @@ class PoolManager(Component):
             return super().on_info(msg)
         self.reap_armed = False
         now = time.monotonic()
-        later = [m for m in self.members.values() if m.overflow and m.state == "idle"]
+        later = [m for m in self.members.values() if m.overflow and m.state is State.IDLE]
         for m in later:
             if m.idle_since + self.overflow_ttl <= now:
                 self.idle.remove(m.key)
                 del self.members[m.key]
-                self._client().terminate_child(m.pid, supervisor=self.sup)  # type: ignore[attr-defined]
+                try:
+                    self._client().terminate_child(m.pid, supervisor=self.sup)  # type: ignore[attr-defined]
+                except Exception as exc:  # noqa: BLE001 - it is out of the pool either way
+                    log.warning("pool %s: terminating idle overflow member %s failed: %s", self.id, m.key, exc)
                 self.counts["reaped"] += 1
-        if any(m.overflow and m.state == "idle" for m in self.members.values()):
+        if any(m.overflow and m.state is State.IDLE for m in self.members.values()):
             self.reap_armed = True
             self.send_after(self.overflow_ttl / 2, _REAP)
 
     def expire(self, now: float) -> float | None:
         nxt = None
-        for request in list(self.waiting):
-            deadline = request[2]
-            if deadline is not None and deadline <= now:
-                self.waiting.remove(request)
-                if request[0] == "checkout" and request[3] is not None:
-                    self._forget_holder(request[3], None)
-                self.reply_error(request[1], PoolTimeout(self._busy_text()))
-            elif deadline is not None and (nxt is None or deadline < nxt):
-                nxt = deadline
+        for r in list(self.waiting):
+            if r.deadline is not None and r.deadline <= now:
+                self.waiting.remove(r)
+                self._forget_holder(r.holder, None)
+                self.reply_error(r.token, PoolTimeout(self._busy_text()))
+            elif r.deadline is not None and (nxt is None or r.deadline < nxt):
+                nxt = r.deadline
         return nxt
 
 
@@ -360,8 +398,6 @@ class PoolClient:
         return self._call(("run_many", task, args, timeout, chunk), timeout)  # type: ignore[no-any-return]
 
     def checkout(self, block: bool = True, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        import os
-
         return self._call(("checkout", block, timeout, os.getpid()), timeout)  # type: ignore[no-any-return]
 
     def checkin(self, lease: dict[str, Any]) -> bool:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from supervisor_tree import NOREPLY
@@ -53,6 +54,23 @@ DEFAULT_TIMEOUT = 5.0  # seconds a blocking put or get waits when the request na
 
 class QueueFull(Refused):
     pass
+
+
+@dataclass(slots=True, eq=False)
+class Getter:
+    token: Any
+    n: int
+    consumer: int | None
+    deadline: float | None
+    single: bool  # get (one item) rather than get_many
+
+
+@dataclass(slots=True, eq=False)
+class Putter:
+    token: Any
+    items: Any
+    taken: int  # how many of `items` are in the queue already
+    deadline: float | None
 
 
 class Queue(Component):
@@ -88,8 +106,8 @@ class Queue(Component):
         # until the next tick after that, so a busy consumer is not re-opened per get).
         self.unacked: dict[int, tuple[list[Any], int, float]] = {}  # tag -> (items, consumer, deadline)
         self.by_consumer: dict[int, set[int]] = {}
-        self.getters: deque[list[Any]] = deque()  # [token, n, consumer, deadline, single]
-        self.putters: deque[list[Any]] = deque()  # [token, items, taken, deadline]
+        self.getters: deque[Getter] = deque()
+        self.putters: deque[Putter] = deque()
         self.pids = PidWatch()
         self.counts = {"put": 0, "delivered": 0, "acked": 0, "redelivered": 0, "full_refusals": 0}
         self.start_ticking(watch_interval)
@@ -118,10 +136,10 @@ class Queue(Component):
             self.counts["full_refusals"] += 1
             raise QueueFull(f"queue {self.id!r} is full: {len(self.items)} of {self.capacity} items ready, "
                             f"no room for {len(items)} (block=False; retry later or block with a timeout)")
-        waiter = [self.caller(), items, 0, deadline_of(timeout)]
-        self.putters.append(waiter)
-        if waiter[3] is not None:
-            self.arm_deadline(waiter[3])
+        putter = Putter(self.caller(), items, 0, deadline_of(timeout))
+        self.putters.append(putter)
+        if putter.deadline is not None:
+            self.arm_deadline(putter.deadline)
         self._pump()
         return NOREPLY
 
@@ -149,10 +167,10 @@ class Queue(Component):
             return value
         if not block or timeout == 0:
             return None if single else (None, [])
-        waiter = [self.caller(), n, consumer, deadline_of(timeout), single]
-        self.getters.append(waiter)
-        if waiter[3] is not None:
-            self.arm_deadline(waiter[3])
+        getter = Getter(self.caller(), n, consumer, deadline_of(timeout), single)
+        self.getters.append(getter)
+        if getter.deadline is not None:
+            self.arm_deadline(getter.deadline)
         return NOREPLY
 
     def _deliver(self, n: int, consumer: int | None, single: bool) -> tuple[Any, Any]:
@@ -212,20 +230,19 @@ class Queue(Component):
         items, getters, putters = self.items, self.getters, self.putters
         while True:
             while getters and items:
-                token, n, consumer, _, single = getters.popleft()
-                self.reply(token, self._deliver(n, consumer, single))
+                g = getters.popleft()
+                self.reply(g.token, self._deliver(g.n, g.consumer, g.single))
             free = self.capacity - len(items)
             if not putters or free <= 0:
                 break
-            waiter = putters[0]
-            wanted = waiter[1]
-            take = wanted[waiter[2]:waiter[2] + free]
+            p = putters[0]
+            take = p.items[p.taken:p.taken + free]
             items.extend(take)
-            waiter[2] += len(take)
+            p.taken += len(take)
             self.counts["put"] += len(take)
-            if waiter[2] == len(wanted):
+            if p.taken == len(p.items):
                 putters.popleft()
-                self.reply(waiter[0], len(items))
+                self.reply(p.token, len(items))
         if len(items) > self.high:
             self.high = len(items)
 
@@ -252,10 +269,10 @@ class Queue(Component):
 
     def tick(self, now: float) -> None:
         for pid in self.pids.dead():
-            self.getters = deque(g for g in self.getters if g[2] != pid)  # their answers would go nowhere
+            self.getters = deque(g for g in self.getters if g.consumer != pid)  # their answers would go nowhere
             self._take_back(list(self.by_consumer.get(pid, ())))
             self.pids.unwatch(pid)
-        waiting = {g[2] for g in self.getters}
+        waiting = {g.consumer for g in self.getters}
         for pid in [p for p in self.pids.watched() if p not in self.by_consumer and p not in waiting]:
             self.pids.unwatch(pid)  # idle consumers: a pidfd each is not free
         if self.visibility is not None and self.unacked:
@@ -269,23 +286,21 @@ class Queue(Component):
 
     def expire(self, now: float) -> float | None:
         nxt = None
-        expired: dict[str, list[list[Any]]] = {"getters": [], "putters": []}
-        for name, gone in expired.items():
-            keep: deque[list[Any]] = deque()
-            for w in getattr(self, name):
-                if w[3] is not None and w[3] <= now:
-                    gone.append(w)
-                else:
-                    keep.append(w)
-                    if w[3] is not None and (nxt is None or w[3] < nxt):
-                        nxt = w[3]
-            setattr(self, name, keep)
-        for token, _, _, _, single in expired["getters"]:
-            self.reply(token, None if single else (None, []))
-        for token, wanted, taken, _ in expired["putters"]:
+        gone_getters = [g for g in self.getters if g.deadline is not None and g.deadline <= now]
+        gone_putters = [p for p in self.putters if p.deadline is not None and p.deadline <= now]
+        if gone_getters:
+            self.getters = deque(g for g in self.getters if g not in gone_getters)
+        if gone_putters:
+            self.putters = deque(p for p in self.putters if p not in gone_putters)
+        for w in (*self.getters, *self.putters):
+            if w.deadline is not None and (nxt is None or w.deadline < nxt):
+                nxt = w.deadline
+        for g in gone_getters:
+            self.reply(g.token, None if g.single else (None, []))
+        for p in gone_putters:
             self.counts["full_refusals"] += 1
-            self.reply_error(token, QueueFull(
-                f"queue {self.id!r} stayed full: took {taken} of {len(wanted)} items before the timeout"))
+            self.reply_error(p.token, QueueFull(
+                f"queue {self.id!r} stayed full: took {p.taken} of {len(p.items)} items before the timeout"))
         return nxt
 
 

@@ -19,12 +19,21 @@ again, typically in its `init`.
 
     $ supervise call registry '{"op": "list"}'
 
-Guarantees.  `whereis` answers from the table after reading every report the node
-published so far.  A client's cached name stays bound to the incarnation it was
-looked up for: when that incarnation dies (seen through the Client's pidfd) the
-next send looks the name up again, waiting up to its timeout for the restarted
-worker to register it.  A name pointed elsewhere while its old owner lives is
+Guarantees.  Every request first reads the node's reports that have reached the
+registry, so an answer reflects the exits published before it (a few ms late at
+worst; its `events_poll` timer reads them between requests).  A client's cached
+name stays bound to the incarnation it was looked up for: once that incarnation
+is seen dead (a send that finds its mailbox gone, or its pidfd, looked at every
+64 sends and on every call) the name is looked up again, waiting up to the
+send's timeout for the restarted worker to register it.  A name pointed elsewhere while its old owner lives is
 seen by a client only after `Names.forget(name)` or the old owner's death.
+
+The table lives in the registry's memory: when the registry restarts, a name
+comes back when its worker registers it again.  Put the registry first under a
+rest_for_one supervisor with the workers that register, so that they restart
+(and register) after it.  Reports published before the registry's subscription
+was made are not seen; a client never uses such a stale entry (it checks the
+incarnation it resolves against the registered one).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import psutil
 from .. import rundir
 from .harness import BenchError
 
-__all__ = ["BenchTree", "tree_toml", "worker_toml"]
+__all__ = ["REPO", "BenchTree", "tree_toml", "worker_toml"]
 
 REPO = Path(__file__).resolve().parents[2]  # where `workers` (the puppet) lives in a checkout
 START_TIMEOUT = 60.0  # s for the tree to come up
@@ -59,7 +59,7 @@ def tree_toml(*children: str, groups: dict[str, list[str]] | None = None, name: 
         lines += ["[[tree.children]]", f'id = "{group_id}"', 'type = "supervisor"', 'strategy = "one_for_all"',
                   f"intensity = {intensity}", f"period = {period}", ""]
         for body in members:
-            lines += [f"[[tree.children.children]]", body]
+            lines += ["[[tree.children.children]]", body]
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ Figures (names say what is batched; 64-byte payloads as in the references):
 * queue_items_batch100: a Producer worker put_many's 100 items per call into the
   queue (capacity 1000); this process get_many's 100 per call, acking the
   previous batch in the same call.  An item counts when this process has read it.
+  `queue_items_batch1000`: 1000 per call each side (capacity 10,000);
   `queue_items_per_call`: put and get one item per call.
 * pool_tasks_batch100: PoolClient.run_many("echo", 100 tasks) on a pool of 10;
   `pool_tasks_per_call`: PoolClient.run, one task per call.
@@ -117,6 +118,11 @@ start = "workers.queue:Queue"
 args = { capacity = 1000 }
 
 [[tree.children]]
+id = "queue_big"
+start = "workers.queue:Queue"
+args = { capacity = 10000 }
+
+[[tree.children]]
 id = "producer"
 start = "supervisor_tree.bench.core_ops:Producer"
 
@@ -203,6 +209,7 @@ def _figures(n: int, per_call: int) -> list[Figure]:
         ("registry_send_by_name", registry_send, n, "msg/s", "one", "registry"),
         ("registry_send_by_name_batch100", registry_send_batch, n, "msg/s", "batch", "registry"),
         ("queue_items_batch100", queue_batch, n, "items/s", "batch", "queue"),
+        ("queue_items_batch1000", queue_batch1000, n, "items/s", "batch", "queue"),
         ("queue_items_per_call", queue_per_call, per_call, "items/s", "rt", "queue"),
         ("pool_tasks_batch100", pool_batch, n, "tasks/s", "batch", "pool"),
         ("pool_tasks_per_call", pool_per_call, per_call, "tasks/s", "rt", "pool"),
@@ -250,12 +257,12 @@ def registry_send_batch(client: Any, n: int) -> Trial:
     return Trial(n, elapsed / 1e9)
 
 
-def _consume(client: Any, n: int, batch: int) -> Trial:
+def _consume(client: Any, n: int, batch: int, queue: str = "queue") -> Trial:
     from workers.queue import QueueClient
 
-    q = QueueClient(client, "queue")
+    q = QueueClient(client, queue)
     t0 = _now()
-    client.cast("producer", ("produce", "queue", n, batch))
+    client.cast("producer", ("produce", queue, n, batch))
     got, tag = 0, None
     while got < n:
         if batch == 1:
@@ -278,6 +285,11 @@ def _consume(client: Any, n: int, batch: int) -> Trial:
 def queue_batch(client: Any, n: int) -> Trial:
     """a Producer worker put_many(100) -> queue -> get_many(100) here, acks piggybacked"""
     return _consume(client, n, BATCH)
+
+
+def queue_batch1000(client: Any, n: int) -> Trial:
+    """as batch100 with 1000 items per call each side, capacity 10,000"""
+    return _consume(client, n, 1000, "queue_big")
 
 
 def queue_per_call(client: Any, n: int) -> Trial:

@@ -152,6 +152,7 @@ def registry() -> dict[str, Workload]:
     from . import core_ops, raw  # noqa: F401  (register "core_ops_100k", "raw")
     from . import network  # noqa: F401  (registers "tcp_sustained_10k")
     from . import profile_overhead  # noqa: F401  (registers "profile")
+    from . import restart  # noqa: F401  (registers "restart")
 
     return dict(_REGISTRY)
 

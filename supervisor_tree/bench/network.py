@@ -33,7 +33,6 @@ import select
 import socket
 import subprocess
 import sys
-import time
 from array import array
 from pathlib import Path
 from typing import Any
@@ -142,8 +141,9 @@ class EchoServer:
             self.port = int(_read_json(proc, "echo server")["port"])
         return self
 
-    def rss(self) -> int:
-        return _rss([p.pid for p in self.procs])
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
 
     def __exit__(self, *exc: object) -> None:
         for proc in self.procs:
@@ -229,9 +229,9 @@ def _rss(pids: list[int]) -> int:
     return sum(int(psutil.Process(p).memory_info().rss) for p in pids)
 
 
-def sustained(ctx: BenchContext, tree: BenchTree, port: int, conns: int) -> list[Measurement]:
+def sustained(ctx: BenchContext, tree: BenchTree, port: int, shards: int, conns: int) -> list[Measurement]:
     window = max(2.0, ctx.duration / ctx.repeats)
-    with EchoServer() as echo:
+    with EchoServer(shards) as echo:
         processes = 2 if conns > 2000 else 1
         load = LoadProcesses({"ours": port, "ref": echo.port}, conns, processes, tree.dir)
         try:
@@ -254,7 +254,7 @@ def sustained(ctx: BenchContext, tree: BenchTree, port: int, conns: int) -> list
         finally:
             load.close()
     note = (f"{conns} connections, 1 closed-loop request each, {LINE_SIZE} B lines, {processes} load process(es), "
-            f"{window:g} s windows")
+            f"{window:g} s windows, {shards} server process(es) on one port, ours and the reference alike")
     reference = measure_throughput("raw_asyncio_echo_1KiB", ref, unit="req/s", role=Role.REFERENCE, note=note)
     measured = measure_throughput("tcp_tools_call_1KiB", ours, unit="req/s", target=TARGET_RPS,
                                   p99_target_us=5000.0, note=note, extra={"problems": trouble})
@@ -266,12 +266,12 @@ def held(ctx: BenchContext, tree: BenchTree, port: int, shards: int, conns: int)
     pids = _shard_pids(tree.run_dir, shards)
     results: dict[str, tuple[int, float]] = {}
     with EchoServer(shards) as echo:
-        for name, target_port, rss_of in (("ours", port, lambda: _rss(pids)), ("ref", echo.port, echo.rss)):
-            before = rss_of()
+        for name, target_port, server_pids in (("ours", port, pids), ("ref", echo.port, echo.pids)):
+            before = _rss(server_pids)
             load = LoadProcesses({name: target_port}, conns, processes, tree.dir)
             try:
                 answered = load.ping(name)
-                after = rss_of()
+                after = _rss(server_pids)
             finally:
                 load.close()
             results[name] = (answered, (after - before) / max(1, answered))
@@ -296,6 +296,5 @@ def tcp_sustained_10k(ctx: BenchContext) -> list[Measurement]:
     shards = max(1, math.ceil(idle / PER_PROCESS))
     port = free_port()
     with BenchTree(network_toml(shards, port, pool_size=2, max_connections=PER_PROCESS + 1000), base="/tmp") as tree:
-        out = sustained(ctx, tree, port, conns)
-        out += held(ctx, tree, port, shards, idle)
-    return out
+        held_figures = held(ctx, tree, port, shards, idle)  # first: RSS growth from a fresh server
+        return sustained(ctx, tree, port, shards, conns) + held_figures

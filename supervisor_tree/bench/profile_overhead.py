@@ -15,8 +15,9 @@ back to back by one client for a fixed window:
 
 The ratio of 2, 3 and 4 to 1 is the throughput kept under each profiler (1.00x: no
 cost).  The modes alternate within each round, their order rotating every
-round, so drift in the machine's load hits all alike; every mode gets
-``ATTACH_S`` of untimed calls first (py-spy attaches meanwhile), and a capture that
+round, so drift in the machine's load hits all alike; every mode gets ``ATTACH_S``
+of untimed calls first (py-spy ``PYSPY_ATTACH_S``: it attaches meanwhile, and its
+start-up, a one-off, takes CPU from a small machine), and a capture that
 took too few samples (py-spy never attached) or recorded no calls fails the run.
 
     $ supervise bench profile [--quick]
@@ -39,7 +40,8 @@ __all__ = ["Busy", "profile_overhead"]
 WORKER = "busy"
 START = "supervisor_tree.bench.profile_overhead:Busy"
 RATE_HZ = 100
-ATTACH_S = 0.3  # untimed calls before each window: py-spy attaches, caches warm
+ATTACH_S = 0.3  # untimed calls before each window: caches warm
+PYSPY_ATTACH_S = 1.0  # py-spy's start (finding the interpreter, reading symbols) takes CPU: left out
 TAIL_S = 0.2  # py-spy runs this much past the window, so it covers all of it
 MIN_SAMPLE_SHARE = 0.3  # of RATE_HZ x window: fewer samples means py-spy was not attached
 CALL_TIMEOUT = 10.0
@@ -110,14 +112,15 @@ def _round_pyspy(client: Client, pid: int, seconds: float) -> tuple[Trial, int]:
 
     def sample() -> None:
         try:
-            outcome["profile"] = record(pid, CaptureOptions(duration_s=ATTACH_S + seconds + TAIL_S, rate_hz=RATE_HZ))
+            options = CaptureOptions(duration_s=PYSPY_ATTACH_S + seconds + TAIL_S, rate_hz=RATE_HZ)
+            outcome["profile"] = record(pid, options)
         except Exception as exc:  # reported below, from the benchmark's thread
             outcome["error"] = exc
 
     sampler = threading.Thread(target=sample, name="bench-py-spy", daemon=True)
     sampler.start()
     try:
-        _calls(client, ATTACH_S, timed=False)
+        _calls(client, PYSPY_ATTACH_S, timed=False)
         trial = _calls(client, seconds, timed=True)
     finally:
         sampler.join()

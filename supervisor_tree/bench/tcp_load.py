@@ -40,7 +40,7 @@ def new_loop() -> asyncio.AbstractEventLoop:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return uvloop.new_event_loop()
 
 
 def raise_nofile(wanted: int) -> int:
@@ -155,7 +155,7 @@ class Load:
                     line = request_line(base + i, size)
                     _, conn = await loop.create_connection(lambda: _Conn(self, line), sock=sock)
                     self.conns.append(conn)
-                except (OSError, asyncio.TimeoutError):
+                except (TimeoutError, OSError):
                     sock.close()
                     failed += 1
 
@@ -191,7 +191,7 @@ class Load:
         self.outstanding = len(live)  # on_reply sends the next at once: each live connection has one out
         try:
             await asyncio.wait_for(self.done, DRAIN_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         elapsed = ((self.t_last or time.perf_counter_ns()) - t0) / 1e9
         with open(samples_file, "wb") as f:
@@ -212,7 +212,7 @@ class Load:
         if live:
             try:
                 await asyncio.wait_for(self.done, DRAIN_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return {"answered": self.replies, "errors": self.errors, "asked": len(live)}
 

@@ -98,11 +98,10 @@ class TriggerWatcher:
     @classmethod
     def from_node(cls, node: Node) -> list[TriggerWatcher]:
         """``[watcher]`` when the node's config has ``[profile.trigger]``, else ``[]``."""
-        profile = node.spec.extra.get("profile") or {}
-        trigger = profile.get("trigger") if isinstance(profile, Mapping) else None
-        if not isinstance(trigger, Mapping):
+        profile = node.spec.extra.get("profile")
+        if not isinstance(profile, Mapping) or not isinstance(profile.get("trigger"), Mapping):
             return []
-        return [cls(node, TriggerConfig.from_mapping(trigger), str(profile.get("dir") or "profiles"))]
+        return [cls(node, TriggerConfig.from_mapping(profile["trigger"]), str(profile.get("dir") or "profiles"))]
 
     # ------------------------------------------------------------------ hooks
 
@@ -198,7 +197,7 @@ class TriggerWatcher:
                 self.node.events.emit("profile_captured", **common,  # type: ignore[arg-type]
                                       detail={"path": out.path, "samples": out.samples})
             else:
-                detail = {"path": out.path, "samples": out.samples} if out.path else None
+                detail: dict[str, object] | None = {"path": out.path, "samples": out.samples} if out.path else None
                 self.node.events.emit("profile_failed", **common, reason=out.error,  # type: ignore[arg-type]
                                       detail=detail)
 
@@ -207,12 +206,12 @@ class TriggerWatcher:
     def _capture(self, job: _Job) -> None:
         """The capture thread: never touches the node or its event log; reports on the queue."""
         try:
-            path, samples = self._run(job)
-            outcome = _Outcome(job, path, samples, None)
+            written, taken = self._run(job)
+            outcome = _Outcome(job, written, taken, None)
         except Exception as exc:  # every outcome is reported, the thread never dies silently
-            path = getattr(exc, "path", None)
+            path: str | None = getattr(exc, "path", None)
             partial = getattr(exc, "partial", None)
-            samples = partial.meta.samples if partial is not None and path else None
+            samples = int(partial.meta.samples) if partial is not None and path else None
             outcome = _Outcome(job, path, samples, str(exc) or type(exc).__name__)
         self.outcomes.put(outcome)
 

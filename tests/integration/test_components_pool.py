@@ -92,3 +92,23 @@ def test_a_task_that_kills_its_member_fails_its_caller_and_the_pool_heals(start_
     assert p.run_many("echo", [(i,) for i in range(10)]) == list(range(10))
     generations = sorted(c["generation"] for c in t.client.which_children("pool_members"))
     assert generations[-1] >= 2  # a restarted member serves again
+
+
+def test_the_example_tree_runs_every_component() -> None:
+    from nodes import REPO, Tree
+
+    t = Tree(REPO / "examples" / "pool.toml")
+    try:
+        result = t.start()
+        assert result.returncode == 0, result.stderr
+        for worker, message, expected in [
+            ("pool", '{"op": "run", "task": "echo", "args": ["hi"]}', '"hi"'),
+            ("queue", '{"op": "depth"}', "0"),
+            ("sessions", '{"op": "count"}', "0"),
+            ("registry", '{"op": "list"}', "{}"),
+        ]:
+            out = t.cli("call", worker, message, "--json")
+            assert out.returncode == 0 and out.stdout.strip() == expected, (worker, out.stdout, out.stderr)
+        assert PoolClient(t.client, "pool").stats()["idle"] == 10
+    finally:
+        t.stop()

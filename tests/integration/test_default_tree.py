@@ -14,12 +14,13 @@ import signal
 import socket
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from nodes import REPO, supervise, wait_for
+
 from supervisor_tree import rundir
 from supervisor_tree.default_tree import DEFAULT_PORT, EXAMPLE, PORT_ENV
 

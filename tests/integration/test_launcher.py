@@ -580,6 +580,7 @@ def test_close_leaves_no_process_behind(run_dir: str) -> None:
         fake.close()
     assert wait_gone(pids + [server], timeout=2.0) == []
     assert os.listdir(os.path.join(run_dir, "reasons")) == []
+    assert os.listdir(os.path.join(run_dir, "w")) == []  # no socket file outlives its worker or standby
 
 
 PARENT_SCRIPT = textwrap.dedent(

@@ -12,12 +12,12 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 import pytest
-
 from nodes import Tree, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,6 +10,7 @@ worker killed mid-capture.  Waits are on conditions; captures are 1-2 s.
 from __future__ import annotations
 
 import json
+import os
 import pstats
 import subprocess
 import threading
@@ -153,7 +154,7 @@ def tree(shop_dir: Path) -> Iterator[Tree]:
 
 
 @pytest.fixture
-def load(tree: Tree) -> Iterator[Load]:
+def busy(tree: Tree) -> Iterator[Load]:
     with Load(tree.run_dir, "shop") as busy:
         yield busy
 
@@ -199,7 +200,7 @@ def pyspy_on(pid: int) -> list[psutil.Process]:
 
 
 @pytest.mark.parametrize("engine", ["py-spy", "yappi"])
-def test_the_hot_function_is_the_widest_frame_under_the_handler(tree: Tree, load: Load, shop_dir: Path,
+def test_the_hot_function_is_the_widest_frame_under_the_handler(tree: Tree, busy: Load, shop_dir: Path,
                                                                   engine: str) -> None:
     generation = tree.client.resolve("shop").generation
     done = tree.cli("profile", "shop", "--engine", engine, "--duration", "2", "--top", "5")
@@ -228,7 +229,7 @@ def test_py_spy_sees_a_worker_spinning_in_a_tight_loop(tree: Tree) -> None:
     assert out["meta"]["samples"] > 50
 
 
-def test_all_writes_one_graph_per_worker_and_a_merged_one(tree: Tree, load: Load, tmp_path: Path) -> None:
+def test_all_writes_one_graph_per_worker_and_a_merged_one(tree: Tree, busy: Load, tmp_path: Path) -> None:
     out = profile_json(tree, "--all", "--duration", "1", "--output", str(tmp_path / "all"))
     assert sorted(out["paths"]) == ["puppet", "shop"] and out["errors"] == {}
     for worker, path in out["paths"].items():
@@ -241,7 +242,7 @@ def test_all_writes_one_graph_per_worker_and_a_merged_one(tree: Tree, load: Load
     assert under(merged, "handle_call").get("hot_path", 0) > 0
 
 
-def test_yappi_writes_pstats_and_callgrind(tree: Tree, load: Load, tmp_path: Path) -> None:
+def test_yappi_writes_pstats_and_callgrind(tree: Tree, busy: Load, tmp_path: Path) -> None:
     out = profile_json(tree, "shop", "--engine", "yappi", "--format", "pstats", "--duration", "1",
                        "--output", str(tmp_path))
     assert out["path"].endswith(".pstats") and out["meta"]["clock"] == "cpu"
@@ -255,14 +256,17 @@ def test_yappi_writes_pstats_and_callgrind(tree: Tree, load: Load, tmp_path: Pat
     assert refused.returncode == 2 and "need --engine yappi" in refused.stderr
 
 
-def test_diff_shows_the_frame_that_got_hotter(tree: Tree, load: Load, tmp_path: Path) -> None:
-    before = profile_json(tree, "shop", "--duration", "1", "--output", str(tmp_path))["path"]
+def test_diff_shows_the_frame_that_got_hotter(tree: Tree, busy: Load, tmp_path: Path) -> None:
+    # --gil: only the thread running Python, so that shares of the whole are shares of the
+    # handler's work, whatever the machine's load does to the waiting threads.
+    capture = ("shop", "--duration", "1", "--gil", "--output", str(tmp_path))
+    before = profile_json(tree, *capture)["path"]
     assert tree.client.call("shop", {"weights": [1, 4]}) == "ok"  # now cool_path does 80% of the work
     try:
-        after = profile_json(tree, "shop", "--duration", "1", "--output", str(tmp_path))["path"]
+        after = profile_json(tree, *capture)["path"]
     finally:
         tree.client.call("shop", {"weights": [4, 1]})
-    out = profile_json(tree, "diff", before, after, "--output", str(tmp_path / "diff.svg"))
+    out = profile_json(tree, "diff", before, after, "--output", str(tmp_path / "diff.svg"), "--top", "100")
     assert out["path"] == str(tmp_path / "diff.svg")
     changes = {c["frame"].split(" (")[0]: c for c in out["changes"]}
     assert changes["cool_path"]["after_pct"] > changes["cool_path"]["before_pct"] + 20
@@ -282,7 +286,7 @@ def test_diff_shows_the_frame_that_got_hotter(tree: Tree, load: Load, tmp_path: 
 # ---------------------------------------------------------------------- Python API
 
 
-def test_client_profile_returns_the_path_and_the_stacks(tree: Tree, load: Load, tmp_path: Path) -> None:
+def test_client_profile_returns_the_path_and_the_stacks(tree: Tree, busy: Load, tmp_path: Path) -> None:
     with Client(tree.run_dir) as node:
         result = node.profile("shop", duration=1, profiles_dir=str(tmp_path))
     path, profile = result
@@ -294,22 +298,23 @@ def test_client_profile_returns_the_path_and_the_stacks(tree: Tree, load: Load, 
 # ---------------------------------------------------------------------- dying mid-capture
 
 
-def test_a_worker_killed_during_a_py_spy_capture(tree: Tree, load: Load, tmp_path: Path) -> None:
+def test_a_worker_killed_during_a_py_spy_capture(tree: Tree, busy: Load, tmp_path: Path) -> None:
     target = tree.client.resolve("shop")
     pid, generation = target.pid, target.generation
     cmd = [*SUPERVISE, "profile", "shop", "--duration", "20", "--output", str(tmp_path), "--run-dir", str(tree.run_dir)]
-    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as cli:
         try:
             wait_for(lambda: pyspy_on(pid), 20, "py-spy to attach to the worker")
-            calls = load.calls
-            wait_for(lambda: load.calls >= calls + 100, 20, "the worker to serve 100 calls under py-spy")
+            calls = busy.calls
+            wait_for(lambda: busy.calls >= calls + 100, 20, "the worker to serve 100 calls under py-spy")
             tree.client.kill("shop")
             out, err = cli.communicate(timeout=30)
         finally:
             if cli.poll() is None:
                 cli.kill()
     assert cli.returncode == 1, (out, err)
+    err = err.strip().splitlines()[-1]  # after the "profiling worker shop ..." progress line
     assert err.startswith(f'supervise: worker "shop" (generation {generation}): pid {pid} exited '), err
     assert "kept the" in err and "partial profile written to " in err
     partial = err.rsplit("partial profile written to ", 1)[1].strip()

@@ -297,7 +297,9 @@ def test_call_to_a_restarting_worker_waits_for_the_new_incarnation(start_tree) -
     t.client.call("slow", {"cmd": "echo", "value": 1})
     pid = t.pid_of("slow")
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not alive(pid), 10, "the killed incarnation to be gone")
+    # The node has handled the death (so the process is reaped, not a dying thread group):
+    # from here on the worker is restarting, and a call must wait for the new incarnation.
+    t.wait_event(lambda e: e["event"] == "exited" and e["child"] == "slow", what="slow#1's exit")
     assert t.client.call("slow", {"cmd": "echo", "value": 2}, timeout=20) == 2
     assert t.client.call("slow", {"cmd": "info"})["generation"] == 2
 

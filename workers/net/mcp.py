@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING
 from supervisor_tree.channel import RemoteError
 
 from . import rpc
-from .bridge import Upstream, UpstreamError
 from .batch import Batcher, Item
+from .bridge import Upstream, UpstreamError
 from .tools import TOOLS, Tool
 
 if TYPE_CHECKING:

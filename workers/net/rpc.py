@@ -36,7 +36,10 @@ UPSTREAM_TIMEOUT = -32002  # it did not answer within the call timeout
 OVERLOADED = -32003  # its queue is full, or this server holds max_connections already
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_loads = json.loads
+try:  # 3-4x faster on the request path (the seed's "switch from jsx to jiffy"); `pip install supervisor-tree[fast]`
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - the stdlib decoder answers the same, slower
+    _loads = json.loads
 _quote = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C: a str as a JSON string, as _dumps writes it
 
 
@@ -63,7 +66,7 @@ def parse(line: bytes | bytearray | memoryview) -> Request:
     """The request on `line` (without its newline); raises RpcError with the code it deserves."""
     try:
         msg = _loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # orjson's JSONDecodeError and UnicodeDecodeError are ValueErrors too
         raise RpcError(PARSE_ERROR, f"Parse error: {exc}") from None
     if not isinstance(msg, dict):
         what = "a batch (JSON array), which this server does not take" if isinstance(msg, list) else type(msg).__name__

@@ -8,7 +8,7 @@ being read (the transport's write buffer passed `write_high_water`).  What a
 line means belongs to the dispatcher (`mcp.Methods`); this module only hands
 lines over and writes the reply lines it is given.
 
-    server = Server(ServerConfig(port=0), methods)      # on the loop's thread
+    server = Server(NetworkSpec(port=0), methods)       # on the loop's thread
     listener = await loop.create_server(server.connection, sock=listening_socket)
 
 Invariants of a `Connection`: `pending` counts the requests handed to the
@@ -24,24 +24,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import resource
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import rpc
+from .config import NetworkSpec
 
 if TYPE_CHECKING:
     from .mcp import Methods
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 0  # 0: an ephemeral port, published by the worker's "address" call and its stats
-    max_line: int = 1 << 20  # bytes in one request line, newline excluded
-    max_connections: int = 50_000
-    max_pending: int = 64  # requests in flight per connection before it stops being read
-    write_high_water: int = 256 * 1024  # bytes of unread replies before a connection stops being read
-    backlog: int = 4096
 
 
 def raise_nofile_limit(wanted: int) -> tuple[int, int]:
@@ -65,7 +54,7 @@ def raise_nofile_limit(wanted: int) -> tuple[int, int]:
 class Server:
     """The connections of one listening socket, their limits and counters (loop thread only)."""
 
-    def __init__(self, config: ServerConfig, methods: Methods) -> None:
+    def __init__(self, config: NetworkSpec, methods: Methods) -> None:
         self.config = config
         self.methods = methods
         self.conns: set[Connection] = set()
