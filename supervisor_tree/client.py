@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from . import rundir
-from .channel import Caller, PeerUnavailable, RemoteError, Reply
+from .channel import Caller, PeerBusy, PeerUnavailable, RemoteError, Reply
 from .spec import RetryPolicy
 
 if TYPE_CHECKING:
@@ -247,7 +247,10 @@ class Client:
         while True:
             target = self._live_target(worker_id, deadline)
             try:
-                ref = caller.send_call(target.mailbox, msg)
+                ref = caller.send_call(target.mailbox, msg, alive_fd=target.pidfd)
+            except PeerBusy:
+                self._wait_room(caller, target, deadline, worker_id)
+                continue
             except PeerUnavailable:
                 target.close()  # its socket is gone: the incarnation died; wait for the next
                 continue
@@ -286,10 +289,21 @@ class Client:
         while True:
             target = self._live_target(worker_id, deadline)
             try:
-                caller.send_cast(target.mailbox, msg)
+                caller.send_cast(target.mailbox, msg, alive_fd=target.pidfd)
                 return
+            except PeerBusy:
+                self._wait_room(caller, target, deadline, worker_id)
             except PeerUnavailable:
                 target.close()
+
+    def _wait_room(self, caller: Caller, target: _Target, deadline: float, worker_id: str) -> None:
+        """Backpressure: the worker is alive but its mailbox is full; wait for room within the timeout."""
+        left = deadline - time.monotonic()
+        if left <= 0 or not caller.wait_writable(target.mailbox, left, target.pidfd):
+            if target.dead():
+                target.close()
+                return  # it died meanwhile: the caller's loop resolves the next incarnation
+            raise CallTimeout(f"worker {worker_id!r}'s mailbox stayed full (backpressure) past the timeout")
 
     def control_worker(self, worker_id: str, op: str, kwargs: dict[str, object], timeout: float = 10.0) -> Any:
         """A control operation served by the worker itself (stats, profile_start, ...)."""

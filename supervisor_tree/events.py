@@ -28,6 +28,7 @@ _WARNINGS = {
     "reached_max_restart_intensity",
     "hung",
     "node_failed",
+    "profile_failed",
 }
 
 Record = dict[str, object]

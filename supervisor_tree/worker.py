@@ -597,6 +597,7 @@ class _Incarnation:
                         lat[lat_i & _LAT_MASK] = clock() - t0
                         lat_i += 1
                         calls += 1
+                        self.current = None
                         if value is not NOREPLY:
                             send(reply_to, self._reply_ok(ref8, value))
                     elif kind == CAST:

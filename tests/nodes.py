@@ -46,7 +46,7 @@ class Tree:
 
     def __init__(self, config: Path) -> None:
         self.config = config
-        self.run_dir = Path(tempfile.mkdtemp(prefix="st-", dir="/tmp"))
+        self.run_dir = Path(tempfile.mkdtemp(prefix="st-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else "/tmp"))
         self.started: subprocess.CompletedProcess[str] | None = None
         self._client: Client | None = None
 

@@ -74,7 +74,8 @@ class BenchTree:
     """One node started from `config` (TOML text) in a fresh short directory; a context manager."""
 
     def __init__(self, config: str, base: Path | str | None = None) -> None:
-        parent = str(base) if base is not None and len(str(base)) <= _MAX_BASE else "/tmp"
+        tmpfs = "/dev/shm" if os.access("/dev/shm", os.W_OK) else "/tmp"  # ipc binds are 10x cheaper on tmpfs
+        parent = str(base) if base is not None and len(str(base)) <= _MAX_BASE else tmpfs
         self.dir = Path(tempfile.mkdtemp(prefix="stb-", dir=parent))
         self.config = self.dir / "tree.toml"
         self.config.write_text(config)

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import psutil
 import pytest
 
-from nodes import REPO, SUPERVISE, Tree, supervise, wait_for, write_config
+from nodes import REPO, SUPERVISE, Tree, wait_for, write_config
 from supervisor_tree.client import Client, ClientError
 from supervisor_tree.profiling import Profile, load
 
