@@ -21,21 +21,22 @@ on raw ZeroMQ file descriptors), `tools`, `config` (the init args).
     {"host": "127.0.0.1", "port": 7411}
 
 Init args (net/config.py has the defaults): host, port (0: ephemeral, see
-"address"), reuse_port (several network workers on one fixed port, the kernel
-spreading connections over them), backlog, max_line, max_connections,
+"address"), reuse_port (several network workers on one fixed port), standby and
+overflow (such workers listening by turns, net/listener.py), backlog, max_line, max_connections,
 max_pending (requests in flight per connection), write_high_water (unread
 reply bytes per connection), session / pool (the worker ids to route to),
 call_timeout, batches_in_flight, nofile.
 
 Calls: {"op": "address"} -> {"host", "port"}; {"op": "stats"} -> counters (also in
-the worker's heartbeat stats under "worker").
+the worker's heartbeat stats under "worker"); {"op": "listen"} -> true (a standby
+shard starts listening: net/listener.py).
 
 File descriptors: one per connection.  `init` raises RLIMIT_NOFILE's soft limit
 to max_connections + 256 (up to the hard limit; as root past it) and, when the
 limit stays lower, holds fewer connections and says so.  50,000 connections in
 one process need ``ulimit -n 50256`` (hard); where the hard limit is lower (here:
-20,000, without CAP_SYS_RESOURCE) run several workers with reuse_port (the
-default tree runs three).  See docs/network.md.
+20,000, without CAP_SYS_RESOURCE) run several workers with reuse_port, the later
+ones as standby overflow (the default tree runs three).  See docs/network.md.
 
 Why a thread: the worker's main thread runs the mailbox loop (worker.py); the
 asyncio loop runs beside it and never waits on ZeroMQ (docs/network.md).
@@ -46,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import socket
 import threading
 
 from supervisor_tree import Worker
@@ -54,6 +54,7 @@ from supervisor_tree.spec import ExitReason
 
 from .net.bridge import Upstream
 from .net.config import NOFILE_MARGIN, NetworkSpec
+from .net.listener import Listener
 from .net.mcp import Methods
 from .net.server import Server, raise_nofile_limit
 
@@ -84,10 +85,10 @@ class Network(Worker):
                         spec.max_connections + NOFILE_MARGIN)  # fmt: skip
             spec = dataclasses.replace(spec, max_connections=max(1, room))
         self.spec = spec
-        self.listener = socket.create_server((spec.host, spec.port), backlog=spec.backlog, reuse_port=spec.reuse_port)
-        self.listener.setblocking(False)
-        self.address = {"host": spec.host, "port": self.listener.getsockname()[1]}
         self.loop = new_event_loop()
+        wake = self._wake_overflow if spec.overflow else None
+        self.listener = Listener(self.loop, spec, self._connection, wake)
+        self.address = {"host": spec.host, "port": self.listener.bind()}
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run_loop, name="network-loop", daemon=True)
@@ -104,9 +105,9 @@ class Network(Worker):
         try:
             self.upstream = Upstream(loop, self._ctx, self.run_dir, spec.call_timeout)  # type: ignore[arg-type]
             self.methods = Methods(self.upstream, spec.session, spec.pool, spec.pool_wait, spec.batches_in_flight)
-            self.server = Server(spec, self.methods)
-            self.listening = loop.run_until_complete(
-                loop.create_server(self.server.connection, sock=self.listener, backlog=spec.backlog))
+            self.server = Server(spec, self.methods, self.listener)
+            if not spec.standby:
+                loop.run_until_complete(self.listener.start())
         except BaseException as exc:  # noqa: BLE001 - reported by init, which fails the start
             self._failure = exc
             self._ready.set()
@@ -120,9 +121,16 @@ class Network(Worker):
         finally:
             self._shutdown_loop()
 
+    def _connection(self) -> asyncio.Protocol:
+        return self.server.connection()
+
+    def _wake_overflow(self) -> None:
+        """This worker is nearly full: the next shard listens too (loop thread)."""
+        self.upstream.call(self.spec.overflow, {"op": "listen"}, _logged_failure)
+
     def _shutdown_loop(self) -> None:
         loop = self.loop
-        self.listening.close()
+        self.listener.close()
         self.server.close_all()
         self.upstream.close()
         loop.run_until_complete(asyncio.sleep(0))  # let the aborted transports call connection_lost
@@ -136,7 +144,10 @@ class Network(Worker):
             return dict(self.address)
         if op == "stats":
             return self.statistics()
-        raise ValueError(f'network takes {{"op": "address"}} or {{"op": "stats"}}; got {msg!r:.200}')
+        if op == "listen":
+            self.listener.listen_soon()
+            return True
+        raise ValueError(f'network takes {{"op": "address"}}, {{"op": "stats"}} or {{"op": "listen"}}; got {msg!r:.200}')
 
     def statistics(self) -> dict[str, object]:
         """Counters of the loop thread, read from the heartbeat thread: every copy is one C call under the GIL."""
@@ -147,6 +158,8 @@ class Network(Worker):
             "address": self.address,
             "connections": len(server.conns),
             "max_connections": self.spec.max_connections,
+            "listening": self.listener.listening,
+            **self.listener.counts,
             "in_flight": self.upstream.in_flight,
             "queued_tool_calls": self.methods.batcher.queued,
             "nofile": list(self.nofile),
@@ -163,3 +176,8 @@ class Network(Worker):
             return
         loop.call_soon_threadsafe(loop.stop)
         thread.join(STOP_TIMEOUT)
+
+
+def _logged_failure(ok: bool, value: object) -> None:
+    if not ok:
+        log.warning("network: could not tell the overflow worker to listen: %s", value)

@@ -52,12 +52,15 @@ TARGET_RPS = 43_000.0  # the seed's "Network I/O: 43K msg/s"
 
 
 def network_toml(shards: int, port: int, pool_size: int, max_connections: int, net_args: str = "") -> str:
-    """The tree under test: session, pool (members + manager), network shards on one port."""
-    extra = f", {net_args}" if net_args else ""
+    """The tree under test: session, pool (members + manager), network shards on one port (by turns)."""
+    def args(i: int) -> str:
+        turns = (', standby = true' if i > 1 else '') + (f', overflow = "network.{i + 1}"' if i < shards else '')
+        extra = f", {net_args}" if net_args else ""
+        return f"{{ port = {port}, reuse_port = true, max_connections = {max_connections}{turns}{extra} }}"
+
     net = "\n".join(
         f'[[tree.children.children]]\nid = "network.{i}"\nstart = "workers.network:Network"\nshutdown = 5000\n'
-        f'args = {{ port = {port}, reuse_port = true, max_connections = {max_connections}{extra} }}\n'
-        for i in range(1, shards + 1))
+        f"args = {args(i)}\n" for i in range(1, shards + 1))
     return f"""[node]
 name = "bench-network"
 preload = ["workers.session", "workers.pool", "workers.pool_member", "workers.network", "workers.net.tools"]

@@ -33,6 +33,7 @@ from array import array
 IP_BIND_ADDRESS_NO_PORT = 24  # Linux: choose the source port at connect, so ports are shared across peers
 CONNECT_CONCURRENCY = 512  # connects in flight: under the listen backlog, so no SYN is dropped and retried
 DRAIN_TIMEOUT = 30.0  # seconds a window waits for its last replies
+CONNECT_TRIES = 3
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -146,21 +147,30 @@ class Load:
         async def one(i: int) -> None:
             nonlocal failed
             async with gate:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                try:
-                    sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                    sock.bind((sources[i % len(sources)], 0))
-                    sock.setblocking(False)
-                    await asyncio.wait_for(loop.sock_connect(sock, (host, port)), 30)
-                    line = request_line(base + i, size)
-                    _, conn = await loop.create_connection(lambda: _Conn(self, line), sock=sock)
-                    self.conns.append(conn)
-                except (TimeoutError, OSError):
-                    sock.close()
-                    failed += 1
+                for _ in range(CONNECT_TRIES):  # a reset is retried, as a client would (a shard that filled up
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # closed its accept queue)
+                    try:
+                        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                        sock.bind((sources[i % len(sources)], 0))
+                        sock.setblocking(False)
+                        await asyncio.wait_for(loop.sock_connect(sock, (host, port)), 30)
+                        line = request_line(base + i, size)
+                        _, conn = await loop.create_connection(lambda: _Conn(self, line), sock=sock)
+                        self.conns.append(conn)
+                        return
+                    except (TimeoutError, OSError):
+                        sock.close()
+                failed += 1
 
         await asyncio.gather(*(one(i) for i in range(n)))
-        return {"connected": len(self.conns), "failed": failed}
+        for _ in range(CONNECT_TRIES):  # connections reset after their connect succeeded: connect them again
+            lost = [i for i, c in enumerate(self.conns) if c.lost]
+            if not lost:
+                break
+            self.conns = [c for c in self.conns if not c.lost]
+            self.lost -= len(lost)
+            await asyncio.gather(*(one(i) for i in lost))
+        return {"connected": len(self.conns), "failed": failed + sum(c.lost for c in self.conns)}
 
     def on_reply(self, conn: _Conn, line: bytes) -> None:
         now = time.perf_counter_ns()

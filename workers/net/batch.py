@@ -8,7 +8,7 @@ pool keeps up (DESIGN.md: batch by serialization; coalesce when a queue builds
 up).  Turning a batch's answer into reply lines is the caller's `finish`.
 
     batcher = Batcher(upstream, "pool", finish, in_flight=4, pool_wait=2.5)
-    batcher.add(tool, (conn, rid, ["hi"]))      # finish(tool, batch, ok, value) runs when the pool answers
+    batcher.add(tool, conn, rid, ["hi"])        # finish(tool, batch, ok, value) runs when the pool answers
 
 The pool request (workers/pool.py's positional form):
 
@@ -17,20 +17,22 @@ The pool request (workers/pool.py's positional form):
 
 Invariant: `_in_flight[name]` counts the batches of tool `name` sent and not yet
 answered (the bridge answers every call, with an error at the latest after its
-timeout, so the count always comes back down).
+timeout, so the count always comes back down).  A call that waited here longer
+than the bridge's timeout is answered with that timeout instead of being sent.
 """
 
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable
 from typing import Any
 
-from .bridge import Upstream
+from .bridge import Upstream, UpstreamError
 from .tools import RUN_TOOL, TOOLS, Tool
 
 MAX_BATCH = 256  # tool calls in one pool request
-Item = tuple[Any, object, list[object]]  # (connection, request id, positional args)
+Item = tuple[Any, object, list[object], float]  # (connection, request id, positional args, queued at)
 Finish = Callable[[Tool, list[Item], bool, object], None]
 
 
@@ -51,11 +53,11 @@ class Batcher:
     def queued(self) -> int:
         return sum(len(q) for q in list(self._queued.values()))  # list(): stats read it from another thread
 
-    def add(self, tool: Tool, item: Item) -> None:
+    def add(self, tool: Tool, conn: Any, rid: object, args: list[object]) -> None:
         queue = self._queued.get(tool.name)
         if queue is None:
             queue = self._queued[tool.name] = []
-        queue.append(item)
+        queue.append((conn, rid, args, time.monotonic()))
         if not self._armed and self._in_flight[tool.name] < self.in_flight:
             self._armed = True  # send after this turn of the loop has read everything it can
             self.upstream.loop.call_soon(self._flush)
@@ -71,10 +73,19 @@ class Batcher:
         while queue and self._in_flight[name] < self.in_flight:
             batch = queue[:MAX_BATCH]
             del queue[:MAX_BATCH]
+            stale_before = time.monotonic() - self.upstream.timeout
+            if batch[0][3] < stale_before:  # the oldest first: only a batch that starts stale has stale calls
+                stale = [item for item in batch if item[3] < stale_before]
+                batch = batch[len(stale):]
+                self.counts["timeouts"] += len(stale)
+                self.finish(tool, stale, False, UpstreamError("timeout", self.pool_id, "queued for the pool longer "
+                                                              f"than call_timeout = {self.upstream.timeout:g} s"))
+                if not batch:
+                    continue
             self._in_flight[name] += 1
             self.counts["batches"] += 1
             self.counts["tool_calls"] += len(batch)
-            msg = ("run_many", RUN_TOOL, [[tool.task, args] for _, _, args in batch], self.pool_wait, tool.chunk)
+            msg = ("run_many", RUN_TOOL, [[tool.task, item[2]] for item in batch], self.pool_wait, tool.chunk)
             self.upstream.call(self.pool_id, msg, self._on_answer(tool, batch))
         if queue is not None and not queue:
             del self._queued[name]

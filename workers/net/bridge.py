@@ -19,8 +19,8 @@ docs/network.md (zmq.asyncio costs ~20x; a thread hand-off costs a wake-up per b
 
 Invariants: only the loop thread touches the sockets and tables; a call is in
 `_pending` from its send until its callback has run; `_deadlines` holds
-(deadline, ref) in send order, which is deadline order because every call of
-one Upstream has the same timeout.
+(deadline, ref) in send order and in deadline order (every call of one
+Upstream has the same timeout; see `_send` for calls that waited for a name).
 """
 
 from __future__ import annotations
@@ -126,7 +126,10 @@ class Upstream:
             return
         self._pending[ref] = (on_reply, target)
         target.refs.add(ref)
-        self._deadlines.append((deadline, ref))
+        dl = self._deadlines
+        # A call that waited for a name carries an earlier deadline than calls sent meanwhile:
+        # keeping the deque sorted makes it expire with them, at most one timeout late.
+        dl.append((deadline if not dl or dl[-1][0] <= deadline else dl[-1][0], ref))
 
     def _on_readable(self) -> None:
         recv, pending, decode = self._pull.recv, self._pending, channel.decode
@@ -156,11 +159,11 @@ class Upstream:
                 self.counts["timeouts"] += 1
                 on_reply(False, UpstreamError("timeout", target.worker_id, f"no reply within {self.timeout:g} s"))
         for worker_id, waiting in list(self._resolving.items()):
-            keep = [q for q in waiting.queued if q[2] > now]
-            for _, on_reply, _ in (q for q in waiting.queued if q[2] <= now):
+            expired = [q for q in waiting.queued if q[2] <= now]
+            waiting.queued = [q for q in waiting.queued if q[2] > now]  # before the callbacks: they may queue more
+            for _, on_reply, _ in expired:
                 self.counts["timeouts"] += 1
                 on_reply(False, UpstreamError("timeout", worker_id, f"not running within {self.timeout:g} s"))
-            waiting.queued = keep
         if not self._closed:
             self._sweeper = self.loop.call_later(_SWEEP_S, self._sweep)
 
@@ -242,11 +245,8 @@ class Upstream:
             target.sock.close(0)
         self._targets.clear()
         self._pull.close(0)
+        # The resolver thread may be inside a control request: its socket closes with the worker's context.
         self._resolver.shutdown(wait=False, cancel_futures=True)
-        client = self._client
-        if client is not None:
-            # the resolver thread may be inside a control request; its socket closes with the context
-            self._client = None
 
 
 def _open_pidfd(pid: int) -> int | None:

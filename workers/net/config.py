@@ -27,6 +27,8 @@ class NetworkSpec:
     host: str = "127.0.0.1"
     port: int = 0  # 0: ephemeral, published by the "address" call and the worker's stats
     reuse_port: bool = False  # SO_REUSEPORT: several network workers share one fixed port
+    standby: bool = False  # bind at start, listen only when told ({"op": "listen"}; net/listener.py)
+    overflow: str = ""  # the worker id to tell to listen when this one is nearly full ("": none)
     backlog: int = 4096
     max_line: int = 1 << 20  # bytes in one request line, newline excluded
     max_connections: int = 50_000
@@ -63,7 +65,8 @@ class NetworkSpec:
 
 def _check(key: str, kind: object, value: object) -> str | None:
     if kind in ("str", str):
-        return None if isinstance(value, str) and value else f"{key} must be a non-empty string; got {value!r}"
+        ok = isinstance(value, str) and (bool(value) or key == "overflow")
+        return None if ok else f"{key} must be a non-empty string; got {value!r}"
     if kind in ("bool", bool):
         return None if isinstance(value, bool) else f"{key} must be true or false; got {value!r}"
     if kind in ("float", float):

@@ -172,13 +172,13 @@ class Methods:
         if problem is not None:
             raise rpc.RpcError(rpc.INVALID_PARAMS, f"Invalid params for tool {tool.name!r}: {problem}", req.id)
         conn.begin()
-        self.batcher.add(tool, (conn, req.id, tool.positional(arguments)))  # type: ignore[arg-type]
+        self.batcher.add(tool, conn, req.id, tool.positional(arguments))  # type: ignore[arg-type]
 
     def _finish_batch(self, tool: Tool, batch: list[Item], ok: bool, value: object) -> None:
         """The pool's answer to a batch of tool calls, as one reply line per call."""
         counts, text_line = self.counts, rpc.text_result_line
         if ok and isinstance(value, list) and len(value) == len(batch):
-            for (conn, rid, _), (good, out) in zip(batch, value):
+            for (conn, rid, _, _), (good, out) in zip(batch, value):
                 if not good:  # the tool raised: a tool error, reported in the result (MCP)
                     counts["tool_errors"] += 1
                     conn.end(text_line(rid, out, True))
@@ -190,7 +190,7 @@ class Methods:
         counts["upstream_errors"] += len(batch)
         if ok:
             value = f"the pool answered {type(value).__name__} {value!r:.80} for {len(batch)} calls"
-        for conn, rid, _ in batch:
+        for conn, rid, _, _ in batch:
             conn.end(pool_error(rid, value, tool.name))
 
     # -- sessions --

@@ -30,6 +30,7 @@ from . import rpc
 from .config import NetworkSpec
 
 if TYPE_CHECKING:
+    from .listener import Listener
     from .mcp import Methods
 
 
@@ -54,9 +55,10 @@ def raise_nofile_limit(wanted: int) -> tuple[int, int]:
 class Server:
     """The connections of one listening socket, their limits and counters (loop thread only)."""
 
-    def __init__(self, config: NetworkSpec, methods: Methods) -> None:
+    def __init__(self, config: NetworkSpec, methods: Methods, listener: Listener | None = None) -> None:
         self.config = config
         self.methods = methods
+        self.listener = listener  # told of every admitted and released connection (when to listen)
         self.conns: set[Connection] = set()
         self.counts = collections.Counter[str]()
 
@@ -99,6 +101,8 @@ class Connection(asyncio.Protocol):
         server.conns.add(self)
         server.counts["accepted"] += 1
         transport.set_write_buffer_limits(high=server.config.write_high_water)
+        if server.listener is not None:
+            server.listener.admitted(len(server.conns))
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -124,9 +128,12 @@ class Connection(asyncio.Protocol):
         self._maybe_resume()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        was_held = self in self.server.conns  # not a connection refused at max_connections
         self.closed = True
         self.buf = b""
         self.server.conns.discard(self)
+        if was_held and self.server.listener is not None:
+            self.server.listener.released(len(self.server.conns))
         if self.session is not None:
             self.server.methods.close_session(self.session)
             self.session = None
