@@ -390,7 +390,7 @@ def _is_power_of_ten(n: int) -> bool:
 
 _caller_seq = itertools.count()
 _DEATH_GRACE_MS = 20
-_EVENTS, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLOUT)  # plain ints: enum arithmetic costs µs per send  # see Caller.wait_reply
+_EVENTS, _POLLOUT, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLOUT), int(zmq.NOBLOCK)  # plain ints: enum arithmetic costs µs per send  # see Caller.wait_reply
 
 
 class Caller:
@@ -440,6 +440,19 @@ class Caller:
     def send_cast(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
         """Send a cast.  Raises PeerUnavailable if the send would block (OTP drops such casts: callers may)."""
         self._send(endpoint, b"S" + _dumps(payload, PROTOCOL), alive_fd)
+
+    def send_cast_unchecked(self, endpoint: str, payload: object) -> None:
+        """The cast hot path: no liveness check, no connect wait.  Raises PeerUnavailable
+        (without forgetting the socket) when the send would block; the caller then takes
+        the checked path (`send_cast` with `alive_fd`), which tells full from gone.  A cast
+        sent in the instant a worker dies may be lost, as a cast to a dying process is in OTP."""
+        sock = self._peers.get(endpoint)
+        if sock is None:
+            raise PeerUnavailable(endpoint)
+        try:
+            sock.send(b"S" + _dumps(payload, PROTOCOL), _NOBLOCK)
+        except zmq.Again:
+            raise PeerUnavailable(endpoint) from None
 
     def send_info(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
         self._send(endpoint, b"I" + _dumps(payload, PROTOCOL), alive_fd)

@@ -216,8 +216,8 @@ class Client:
 
     def _live_target(self, worker_id: str, deadline: float) -> _Target:
         target = self._targets.get(worker_id)
-        if target is not None and not target.dead():
-            return target
+        if target is not None and target.pidfd is not None:
+            return target  # the send checks its pidfd (Caller._send with alive_fd)
         after = target.generation if target is not None else 0
         return self.resolve(worker_id, after_generation=after, timeout=max(0.001, deadline - time.monotonic()))
 
@@ -284,6 +284,13 @@ class Client:
 
     def cast(self, worker_id: str, msg: object, timeout: float | None = None) -> None:
         """Send `msg` to the worker's handle_cast; returns once the message is queued for it."""
+        target = self._targets.get(worker_id)
+        if target is not None and self._caller is not None:
+            try:
+                self._caller.send_cast_unchecked(target.mailbox, msg)
+                return
+            except PeerUnavailable:
+                pass  # full, gone or not connected yet: the checked path below tells which
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         caller = self._caller_for_calls()
         while True:

@@ -28,8 +28,8 @@ reply bytes per connection), session / pool (the worker ids to route to),
 call_timeout, batches_in_flight, nofile.
 
 Calls: {"op": "address"} -> {"host", "port"}; {"op": "stats"} -> counters (also in
-the worker's heartbeat stats under "worker"); {"op": "listen"} -> true (a standby
-shard starts listening: net/listener.py).
+the worker's heartbeat stats under "worker"); {"op": "listen"} / {"op": "rest"} ->
+true (shards taking turns on one port: net/listener.py).
 
 File descriptors: one per connection.  `init` raises RLIMIT_NOFILE's soft limit
 to max_connections + 256 (up to the hard limit; as root past it) and, when the
@@ -86,8 +86,8 @@ class Network(Worker):
             spec = dataclasses.replace(spec, max_connections=max(1, room))
         self.spec = spec
         self.loop = new_event_loop()
-        wake = self._wake_overflow if spec.overflow else None
-        self.listener = Listener(self.loop, spec, self._connection, wake)
+        tell = self._tell_overflow if spec.overflow else None
+        self.listener = Listener(self.loop, spec, self._connection, tell)
         self.address = {"host": spec.host, "port": self.listener.bind()}
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -124,9 +124,9 @@ class Network(Worker):
     def _connection(self) -> asyncio.Protocol:
         return self.server.connection()
 
-    def _wake_overflow(self) -> None:
-        """This worker is nearly full: the next shard listens too (loop thread)."""
-        self.upstream.call(self.spec.overflow, {"op": "listen"}, _logged_failure)
+    def _tell_overflow(self, op: str) -> None:
+        """"listen" (this worker is nearly full) or "rest" (it has room again) to the next shard (loop thread)."""
+        self.upstream.call(self.spec.overflow, {"op": op}, _logged_failure)
 
     def _shutdown_loop(self) -> None:
         loop = self.loop
@@ -144,10 +144,10 @@ class Network(Worker):
             return dict(self.address)
         if op == "stats":
             return self.statistics()
-        if op == "listen":
-            self.listener.listen_soon()
+        if op in ("listen", "rest"):
+            self.listener.from_any_thread(op)  # type: ignore[arg-type]
             return True
-        raise ValueError(f'network takes {{"op": "address"}}, {{"op": "stats"}} or {{"op": "listen"}}; got {msg!r:.200}')
+        raise ValueError(f'network takes {{"op": ...}} with "address", "stats", "listen" or "rest"; got {msg!r:.200}')
 
     def statistics(self) -> dict[str, object]:
         """Counters of the loop thread, read from the heartbeat thread: every copy is one C call under the GIL."""
@@ -180,4 +180,4 @@ class Network(Worker):
 
 def _logged_failure(ok: bool, value: object) -> None:
     if not ok:
-        log.warning("network: could not tell the overflow worker to listen: %s", value)
+        log.warning("network: could not tell the overflow worker: %s", value)

@@ -329,6 +329,48 @@ def test_max_connections_refuses_with_an_error_line(private_tree: Tree) -> None:
             c.close()
 
 
+def test_shards_on_one_port_take_turns(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    shards = tree_config().replace(
+        'id = "network"\nstart = "workers.network:Network"\n'
+        f'args = {{ port = 0, max_line = {MAX_LINE}, max_connections = 5000, call_timeout = 3.0 }}',
+        f'id = "net.a"\nstart = "workers.network:Network"\n'
+        f'args = {{ port = {port}, reuse_port = true, max_connections = 4, overflow = "net.b" }}\n\n'
+        f'[[tree.children]]\nid = "net.b"\nstart = "workers.network:Network"\n'
+        f'args = {{ port = {port}, reuse_port = true, max_connections = 4, standby = true }}')
+    assert "net.b" in shards
+    t = start_tree(tmp_path, shards)
+    conns: list[Rpc] = []
+    try:
+        def stats(shard: str) -> dict[str, Any]:
+            return t.client.call(shard, {"op": "stats"})  # type: ignore[no-any-return]
+
+        assert stats("net.b")["listening"] is False  # a standby: bound, not listening
+        for _ in range(4):  # the 4th fills net.a: it wakes net.b and stops listening
+            conns.append(Rpc(port))
+            assert conns[-1].request("ping")["result"] == {}
+        assert stats("net.a")["connections"] == 4
+        wait_for(lambda: stats("net.b")["listening"] and not stats("net.a")["listening"], 10, "net.b to take over")
+        for _ in range(3):
+            conns.append(Rpc(port))
+            assert conns[-1].call_tool("echo", text="b")["result"]["content"][0]["text"] == "b"
+        assert (stats("net.a")["connections"], stats("net.b")["connections"]) == (4, 3)
+        for c in conns[:2]:
+            c.close()
+        # net.a has room again: it listens, and net.b rests (keeping its connections)
+        wait_for(lambda: stats("net.a")["listening"] and not stats("net.b")["listening"], 10, "net.a to take over")
+        assert stats("net.b")["connections"] == 3
+        conns.append(Rpc(port))
+        assert conns[-1].request("ping")["result"] == {}
+        assert stats("net.a")["connections"] == 3
+    finally:
+        for c in conns:
+            c.close()
+        t.stop()
+
+
 @pytest.mark.parametrize("victim", ["manager", "member"])
 def test_killing_the_pool_under_load_gives_errors_not_hangs_then_service_resumes(private_tree: Tree,
                                                                                  victim: str) -> None:

@@ -1,26 +1,30 @@
-"""When a network worker listens: shards that share a port by turns, not all at once.
+"""When a network worker listens: shards that share a port take turns, not all at once.
 
 Owns the listening socket of one network worker and the rule for it.  Where one
 process may not hold all the connections wanted (RLIMIT_NOFILE's hard limit),
 several workers share a port with SO_REUSEPORT.  Spreading every connection over
 all of them costs throughput (each shard batches a third of the tool calls, and
-more processes share the cores: measured in docs/network.md), so they take turns:
+more processes share the cores: measured in docs/network.md), so they take turns,
+each worker listening exactly when it is *wanted* and not *full*:
 
-* a `standby` worker binds the port at start but listens only when told
-  ({"op": "listen"}, from the worker before it);
-* a worker with an `overflow` tells that worker to listen once it holds 90% of
-  its max_connections (again at most once a second while it stays there, in
-  case the overflow worker restarted);
-* a worker that holds max_connections stops listening (the kernel then gives new
-  connections to the listening shards only) and listens again below 90%.
+* wanted: from the start, unless `standby`; a standby is wanted once the worker
+  before it says {"op": "listen"}, and no more once it says {"op": "rest"};
+* full: from max_connections held until fewer than 90% of them are held;
+* at 90% a worker with an `overflow` tells that worker to listen (again at most
+  once a second while it stays there, in case the overflow worker restarted);
+* a worker that stops being full listens again and tells its overflow to rest,
+  which passes the rest on: new connections go to the first shard with room.
 
-    listener = Listener(loop, spec, server.connection, wake=lambda: up.call("network.2", {"op": "listen"}, ...))
-    listener.bind()          # in init: a taken port fails the start
-    await listener.start()   # unless spec.standby
+A worker that does not share its port (no reuse_port) never stops listening: past
+max_connections it answers each new connection with a -32003 line and closes it.
+
+    listener = Listener(loop, spec, factory, tell=lambda op: up.call("network.2", {"op": op}, ignore))
+    listener.bind()                                   # in init: a taken port fails the start
+    loop.run_until_complete(listener.start())         # unless spec.standby
 
 Connections already in the accept queue when a listener closes are reset by the
 kernel (unless net.ipv4.tcp_migrate_req = 1, which hands them to another shard);
-it happens only at the moment a shard fills up.
+that happens only when a shard fills up or is told to rest.
 """
 
 from __future__ import annotations
@@ -41,14 +45,16 @@ WAKE_EVERY_S = 1.0
 
 class Listener:
     def __init__(self, loop: asyncio.AbstractEventLoop, spec: NetworkSpec, factory: Callable[[], asyncio.Protocol],
-                 wake: Callable[[], None] | None) -> None:  # fmt: skip
-        self.loop, self.spec, self.factory, self.wake = loop, spec, factory, wake
+                 tell: Callable[[str], None] | None) -> None:  # fmt: skip
+        self.loop, self.spec, self.factory, self.tell = loop, spec, factory, tell
         self.sock: socket.socket | None = None
         self.server: asyncio.AbstractServer | None = None
         self.port = spec.port
-        self.woken_at = 0.0
+        self.wanted = not spec.standby
+        self.full = False
         self.starting = False
-        self.counts = {"listens": 0, "full_stops": 0, "overflow_wakes": 0}
+        self.woken_at = 0.0
+        self.counts = {"listens": 0, "full_stops": 0, "overflow_wakes": 0, "rests": 0}
 
     @property
     def listening(self) -> bool:
@@ -71,52 +77,89 @@ class Listener:
         self.port = sock.getsockname()[1]
         return self.port
 
+    # -- orders (loop thread; `from_any_thread` for the worker's main thread) --
+
+    def from_any_thread(self, op: str) -> None:
+        self.loop.call_soon_threadsafe(self.listen if op == "listen" else self.rest)
+
     async def start(self) -> None:
-        """Listen on the bound socket (binding a new one first if the last was closed).  Loop thread."""
-        if self.server is not None or self.starting:
-            return
+        """Listen now: the worker's init, where a failure fails the start."""
+        self.wanted = True
         self.starting = True
+        await self._serve()
+        if self.server is None:
+            raise OSError(f"cannot listen on {self.spec.host}:{self.port} (see the log)")
+
+    def listen(self) -> None:
+        self.wanted = True
+        if not self.full:
+            self._start()
+
+    def rest(self) -> None:
+        if not self.wanted:
+            return
+        self.wanted = False
+        self.counts["rests"] += 1
+        self._stop()
+        if self.tell is not None:
+            self.tell("rest")
+
+    # -- the rule, fed by the server on every admitted and released connection --
+
+    def admitted(self, held: int) -> None:
+        limit = self.spec.max_connections
+        if self.tell is not None and held >= OVERFLOW_AT * limit:
+            now = time.monotonic()
+            if now - self.woken_at >= WAKE_EVERY_S:
+                self.woken_at = now
+                self.counts["overflow_wakes"] += 1
+                self.tell("listen")
+        if held >= limit and not self.full and self.spec.reuse_port:
+            log.info("network: %d connections, max_connections: not listening until below %d", held,
+                     int(OVERFLOW_AT * limit))
+            self.full = True
+            self.counts["full_stops"] += 1
+            self._stop()
+
+    def released(self, held: int) -> None:
+        if held >= OVERFLOW_AT * self.spec.max_connections:
+            return
+        self.woken_at = 0.0  # crossing 90% again wakes the overflow at once
+        if self.full:
+            self.full = False
+            if self.wanted:
+                self._start()
+                if self.tell is not None:
+                    self.tell("rest")
+
+    # -- the socket --
+
+    def _start(self) -> None:
+        if self.server is None and not self.starting:
+            self.starting = True
+            self.loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
         try:
             if self.sock is None:
                 self.bind()
             sock, self.sock = self.sock, None
             self.server = await self.loop.create_server(self.factory, sock=sock, backlog=self.spec.backlog)
             self.counts["listens"] += 1
+        except OSError:
+            log.exception("network: cannot listen on %s:%s", self.spec.host, self.port)
         finally:
             self.starting = False
+        if self.server is not None and (self.full or not self.wanted):  # told otherwise meanwhile
+            self._stop()
 
-    def listen_soon(self) -> None:
-        """From any thread: listen (a standby told by the shard before it)."""
-        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self.start()))
-
-    def stop(self) -> None:
+    def _stop(self) -> None:
         if self.server is not None:
             self.server.close()
             self.server = None
 
-    # -- the rule, fed by the server on every admitted and released connection --
-
-    def admitted(self, held: int) -> None:
-        limit = self.spec.max_connections
-        if self.wake is not None and held >= OVERFLOW_AT * limit:
-            now = time.monotonic()
-            if now - self.woken_at >= WAKE_EVERY_S:
-                self.woken_at = now
-                self.counts["overflow_wakes"] += 1
-                self.wake()
-        if held >= limit and self.server is not None and self.spec.reuse_port:
-            log.info("network: %d connections, max_connections reached: not listening until below %d",
-                     held, int(OVERFLOW_AT * limit))
-            self.counts["full_stops"] += 1
-            self.stop()
-
-    def released(self, held: int) -> None:
-        if self.server is None and not self.starting and self.counts["full_stops"] and \
-                held < OVERFLOW_AT * self.spec.max_connections:
-            self.loop.create_task(self.start())
-
     def close(self) -> None:
-        self.stop()
+        self._stop()
         if self.sock is not None:
             self.sock.close()
             self.sock = None
