@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,fast]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -29,7 +29,7 @@ benchmark: $(STAMP)
 	$(BIN)/supervise bench
 
 check: test benchmark-quick ## tests, quick benchmark, then the regression check against the committed baseline
-	$(BIN)/python scripts/check_regression.py bench/baseline.json $$(ls -t bench-results/*.json | head -1)
+	$(BIN)/python scripts/check_regression.py bench/baseline.json "$$(ls -t bench-results/*.json | head -1)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info bench-results

@@ -11,6 +11,7 @@ taken or for tests that run beside a default node.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +26,14 @@ NETWORK_START = "workers.network:Network"
 
 
 def default_node_spec() -> NodeSpec:
+    """The default tree; its flame graphs go to ./profiles (the package's own directory may be read-only)."""
+    spec = _load()
+    profile = dict(spec.extra.get("profile") or {})  # type: ignore[call-overload]
+    profile["dir"] = os.path.abspath("profiles")
+    return dataclasses.replace(spec, extra={**spec.extra, "profile": profile})
+
+
+def _load() -> NodeSpec:
     from .config import ConfigError, load_config, node_spec_from_mapping
 
     port = os.environ.get(PORT_ENV)

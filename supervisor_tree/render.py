@@ -29,19 +29,22 @@ def _rows(table: Table, sup: dict[str, Any], depth: int) -> None:
     pad = "  " * depth
     for child in sup["children"]:
         state = child["state"]
+        nested = child.get("supervisor")
+        name = f"{pad}{child['id']}"
+        if nested:
+            name += f" [dim]{nested['strategy']} {nested['intensity']}/{nested['period']}s[/]"
+        style = _STATE_STYLE.get(state)
         table.add_row(
-            f"{pad}{child['id']}",
+            name,
             child["type"],
             child["restart"],
-            f"[{_STATE_STYLE.get(state, '')}]{state}[/]" if _STATE_STYLE.get(state) else state,
+            f"[{style}]{state}[/]" if style else state,
             str(child["pid"] or "-"),
             str(child["generation"] or "-"),
             _uptime(child.get("uptime")),
             _rss(child.get("rss")),
         )
-        nested = child.get("supervisor")
         if nested:
-            table.add_row(f"{pad}  [dim]{nested['strategy']} intensity {nested['intensity']}/{nested['period']}s[/]", "", "", "", "", "", "", "")
             _rows(table, nested, depth + 1)
 
 
