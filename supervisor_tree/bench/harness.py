@@ -153,6 +153,7 @@ def registry() -> dict[str, Workload]:
     from . import network  # noqa: F401  (registers "tcp_sustained_10k")
     from . import profile_overhead  # noqa: F401  (registers "profile")
     from . import restart  # noqa: F401  (registers "restart")
+    from . import sustained  # noqa: F401  (registers "sustained")
 
     return dict(_REGISTRY)
 
