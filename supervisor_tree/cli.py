@@ -314,43 +314,26 @@ def _api_result(value: dict[str, Any], as_json: bool, what: str) -> None:
 supervisor_option = click.option("--supervisor", "-s", default=None, help="The supervisor (path like root/mid, or its id).")
 
 
-@main.command()
-@click.argument("child")
-@supervisor_option
-@run_dir_option
-@config_option
-@json_option
-def restart(child: str, supervisor: str | None, run_dir: str | None, config: str | None, as_json: bool) -> None:
-    """restart_child: start a stopped CHILD again (errors: running, restarting, not_found)."""
-    with Ctx(run_dir, config).client() as c:
-        value = run_client(lambda: c.restart_child(child, supervisor))
-    _api_result(value, as_json, f"restart {child}")
+def _child_command(name: str, method: str, doc: str) -> None:
+    """One CLI command per OTP child operation: `supervise NAME CHILD` calls `Client.METHOD`."""
+
+    @click.argument("child")
+    @supervisor_option
+    @run_dir_option
+    @config_option
+    @json_option
+    def command(child: str, supervisor: str | None, run_dir: str | None, config: str | None, as_json: bool) -> None:
+        with Ctx(run_dir, config).client() as c:
+            value = run_client(lambda: getattr(c, method)(child, supervisor))
+        _api_result(value, as_json, f"{name} {child}")
+
+    command.__doc__ = doc
+    main.command(name)(command)
 
 
-@main.command()
-@click.argument("child")
-@supervisor_option
-@run_dir_option
-@config_option
-@json_option
-def terminate(child: str, supervisor: str | None, run_dir: str | None, config: str | None, as_json: bool) -> None:
-    """terminate_child: stop CHILD (an id, or a pid under simple_one_for_one); its spec is kept."""
-    with Ctx(run_dir, config).client() as c:
-        value = run_client(lambda: c.terminate_child(child, supervisor))
-    _api_result(value, as_json, f"terminate {child}")
-
-
-@main.command()
-@click.argument("child")
-@supervisor_option
-@run_dir_option
-@config_option
-@json_option
-def delete(child: str, supervisor: str | None, run_dir: str | None, config: str | None, as_json: bool) -> None:
-    """delete_child: forget the spec of a stopped CHILD."""
-    with Ctx(run_dir, config).client() as c:
-        value = run_client(lambda: c.delete_child(child, supervisor))
-    _api_result(value, as_json, f"delete {child}")
+_child_command("restart", "restart_child", "restart_child: start a stopped CHILD again (errors: running, restarting, not_found).")
+_child_command("terminate", "terminate_child", "terminate_child: stop CHILD (an id, or a pid under simple_one_for_one); its spec is kept.")
+_child_command("delete", "delete_child", "delete_child: forget the spec of a stopped CHILD.")
 
 
 @main.command("start-child")
