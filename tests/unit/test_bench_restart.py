@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench_trees import recorded_trees
 from supervisor_tree.bench import _tree, restart
 from supervisor_tree.bench.harness import BenchContext, BenchError, BenchProgress, Better, Measurement, registry
 from supervisor_tree.bench.hist import Histogram
@@ -28,19 +29,7 @@ OURS = (
 
 @pytest.fixture
 def trees(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[_tree.BenchTree]]:
-    """Every BenchTree the workload starts; afterwards none may have a process or a directory left."""
-    started: list[_tree.BenchTree] = []
-
-    class Recorded(_tree.BenchTree):
-        def __init__(self, config: str, base: Path | str | None = None) -> None:
-            super().__init__(config, base)
-            started.append(self)
-
-    monkeypatch.setattr(restart, "BenchTree", Recorded)
-    yield started
-    for tree in started:
-        assert tree.processes() == [], f"processes of {tree.run_dir} left behind"
-        assert not tree.dir.exists(), f"{tree.dir} left behind"
+    yield from recorded_trees(monkeypatch, restart)
 
 
 def tiny_context(run_dir: Path) -> BenchContext:

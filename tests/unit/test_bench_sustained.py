@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bench_trees import recorded_trees
 from supervisor_tree.bench import _tree, sustained
 from supervisor_tree.bench.harness import BenchContext, BenchProgress, Better, registry
 from supervisor_tree.bench.measurement import Role
@@ -19,19 +20,7 @@ from supervisor_tree.config import parse_config
 
 @pytest.fixture
 def trees(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[_tree.BenchTree]]:
-    """Every BenchTree the workload starts; afterwards none may have a process or a directory left."""
-    started: list[_tree.BenchTree] = []
-
-    class Recorded(_tree.BenchTree):
-        def __init__(self, config: str, base: Path | str | None = None) -> None:
-            super().__init__(config, base)
-            started.append(self)
-
-    monkeypatch.setattr(sustained, "BenchTree", Recorded)
-    yield started
-    for tree in started:
-        assert tree.processes() == [], f"processes of {tree.run_dir} left behind"
-        assert not tree.dir.exists(), f"{tree.dir} left behind"
+    yield from recorded_trees(monkeypatch, sustained)
 
 
 def tiny_context(run_dir: Path, duration: float = 3.0) -> BenchContext:
