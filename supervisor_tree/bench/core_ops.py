@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor_tree import Worker
+from workers.pool_tree import pool_toml
 
 from .harness import BenchContext, BenchError, Measurement, Trial, measure_throughput, workload
 from .raw import raw_push_pull, raw_push_pull_roundtrip
@@ -130,25 +131,10 @@ start = "supervisor_tree.bench.core_ops:Producer"
 id = "sessions"
 start = "workers.session:Session"
 
-[[tree.children]]
-id = "pool_sup"
-type = "supervisor"
-strategy = "one_for_all"
-
-[[tree.children.children]]
-id = "pool_members"
-type = "supervisor"
-strategy = "simple_one_for_one"
-
-[[tree.children.children.children]]
-id = "pool_member"
-start = "workers.pool_member:PoolMember"
-
-[[tree.children.children]]
-id = "pool"
-start = "workers.pool:PoolManager"
-args = { members = "pool_members", size = 10, max_overflow = 5 }
-"""
+""" + pool_toml(
+    "pool", size=10, max_overflow=5, intensity=None, member_intensity=None, period=None,
+    member_shutdown=None, manager_shutdown=None,
+)
 
 
 class _Node:

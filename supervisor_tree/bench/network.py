@@ -39,6 +39,8 @@ from typing import Any
 
 import psutil
 
+from workers.pool_tree import pool_toml
+
 from ..client import Client
 from ._tree import REPO, BenchTree
 from .harness import BenchContext, BenchError, Better, Histogram, Measurement, Trial, measure_throughput, workload
@@ -61,6 +63,8 @@ def network_toml(shards: int, port: int, pool_size: int, max_connections: int, n
     net = "\n".join(
         f'[[tree.children.children]]\nid = "network.{i}"\nstart = "workers.network:Network"\nshutdown = 5000\n'
         f"args = {args(i)}\n" for i in range(1, shards + 1))
+    pool = pool_toml("pool", size=pool_size, max_overflow=0, intensity=100, member_intensity=100,
+                     member_shutdown=None, manager_shutdown=None)
     return f"""[node]
 name = "bench-network"
 preload = ["workers.session", "workers.pool", "workers.pool_member", "workers.network", "workers.net.tools"]
@@ -74,29 +78,7 @@ period = 10
 id = "session"
 start = "workers.session:Session"
 
-[[tree.children]]
-id = "pool_sup"
-type = "supervisor"
-strategy = "one_for_all"
-intensity = 100
-period = 10
-
-[[tree.children.children]]
-id = "pool_members"
-type = "supervisor"
-strategy = "simple_one_for_one"
-intensity = 100
-period = 10
-
-[[tree.children.children.children]]
-id = "pool_member"
-start = "workers.pool_member:PoolMember"
-
-[[tree.children.children]]
-id = "pool"
-start = "workers.pool:PoolManager"
-args = {{ members = "pool_members", size = {pool_size}, max_overflow = 0 }}
-
+{pool}
 [[tree.children]]
 id = "network"
 type = "supervisor"

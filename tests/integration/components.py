@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from workers.pool_tree import pool_toml
+
 from nodes import Tree, write_config
 
 HEAD = """[node]
@@ -35,32 +37,7 @@ def worker(id: str, start: str, restart: str = "permanent", **args: Any) -> str:
 
 def pool(size: int = 2, max_overflow: int = 1, overflow_ttl: float = 0.3, id: str = "pool") -> str:
     """A pool as examples/pool.toml declares one: a one_for_all supervisor of the members' sofo and the manager."""
-    manager = {"members": f"{id}_members", "size": size, "max_overflow": max_overflow, "overflow_ttl": overflow_ttl}
-    return f"""[[tree.children]]
-id = "{id}_sup"
-type = "supervisor"
-strategy = "one_for_all"
-intensity = 3
-period = 10
-
-[[tree.children.children]]
-id = "{id}_members"
-type = "supervisor"
-strategy = "simple_one_for_one"
-intensity = 50
-period = 10
-
-[[tree.children.children.children]]
-id = "{id}_member"
-start = "workers.pool_member:PoolMember"
-shutdown = 2000
-
-[[tree.children.children]]
-id = "{id}"
-start = "workers.pool:PoolManager"
-shutdown = 5000
-{_args(manager)}
-"""
+    return pool_toml(id, size=size, max_overflow=max_overflow, overflow_ttl=overflow_ttl)
 
 
 @pytest.fixture

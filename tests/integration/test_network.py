@@ -18,6 +18,8 @@ from typing import Any
 
 import psutil
 import pytest
+
+from workers.pool_tree import pool_toml
 from nodes import Tree, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,31 +42,7 @@ period = 10
 id = "session"
 start = "workers.session:Session"
 
-[[tree.children]]
-id = "pool_sup"
-type = "supervisor"
-strategy = "one_for_all"
-intensity = 50
-period = 10
-
-[[tree.children.children]]
-id = "pool_members"
-type = "supervisor"
-strategy = "simple_one_for_one"
-intensity = 50
-period = 10
-
-[[tree.children.children.children]]
-id = "pool_member"
-start = "workers.pool_member:PoolMember"
-shutdown = "brutal_kill"
-
-[[tree.children.children]]
-id = "pool"
-start = "workers.pool:PoolManager"
-args = {{ members = "pool_members", size = 2, max_overflow = 0 }}
-shutdown = "brutal_kill"
-
+{pool_toml("pool", size=2, max_overflow=0, intensity=50, member_intensity=50, member_shutdown="brutal_kill", manager_shutdown="brutal_kill")}
 [[tree.children]]
 id = "network"
 start = "workers.network:Network"
