@@ -229,8 +229,14 @@ class Client:
     # ------------------------------------------------------------------ calls and casts
 
     def call(self, worker_id: str, msg: object, timeout: float | None = None, retry: RetryPolicy | None = None) -> Any:
-        """Send `msg` to the worker's handle_call and return its reply."""
-        policy = retry
+        """Send `msg` to the worker's handle_call and return its reply.
+
+        `retry`: how to retry a callee that died or a timeout; default: the child's
+        `retry` from the config (known once this client has resolved the worker, i.e.
+        from its second call on), else no retry.
+        """
+        target = self._targets.get(worker_id)
+        policy = retry or (target.retry if target is not None else None)
         if policy is None:
             return self._call_once(worker_id, msg, timeout)
         from .retry import retrying

@@ -8,7 +8,7 @@ Request:  (req_id, op, args: dict)        Reply: (req_id, ok: bool, value)
 
 Operations: ping, status, which_children, count_children, start_child,
 terminate_child, restart_child, delete_child, kill, stop, resolve, last_exit,
-wait_started, events_since.  A request that must wait (start_child, stop, resolve, ...)
+wait_started.  A request that must wait (start_child, stop, resolve, ...)
 is answered later, when its supervisor answers or its condition holds.
 """
 
@@ -481,10 +481,3 @@ def _wait_started(s: ControlServer, ident: bytes, req_id: int, args: dict[str, o
     timeout = float(args.get("timeout") or 30.0)  # type: ignore[arg-type]
     s.add_waiter(s.start_waiters, Waiter(ident, req_id, time.monotonic() + timeout, args))
     return DEFERRED
-
-
-@op("events_since")
-def _events_since(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
-    seq = int(args.get("seq") or 0)  # type: ignore[call-overload]
-    assert s.node.events is not None
-    return [r for r in s.node.events.recent if int(r["seq"]) > seq]  # type: ignore[call-overload]

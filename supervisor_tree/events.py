@@ -57,7 +57,6 @@ class EventLog:
         self._seq = 0
         self._file: TextIO | None = open(path, "a", buffering=1) if path else None
         self._publish = publish
-        self.recent: list[Record] = []  # the last few hundred, for `status` and tests
 
     def emit(
         self,
@@ -88,9 +87,6 @@ class EventLog:
             self._file.write(line + "\n")
         if self._publish is not None:
             self._publish(line.encode())
-        self.recent.append(rec)
-        if len(self.recent) > 500:
-            del self.recent[:100]
         level = logging.WARNING if event in _WARNINGS else logging.INFO
         if logger.isEnabledFor(level):
             logger.log(level, "%s", format_text(rec))
