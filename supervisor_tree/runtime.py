@@ -18,7 +18,6 @@ Invariants:
 from __future__ import annotations
 
 import enum
-import heapq
 import itertools
 import logging
 import os
@@ -40,6 +39,7 @@ from .control import ControlServer
 from .events import EventLog
 from .launcher import Launcher, LocalLauncher, Reaped, Spawned, SpawnFailed, SpawnRequest
 from .spec import KILLED, SHUTDOWN, ChildSpec, ExitKind, ExitReason, Heartbeat, NodeSpec, Strategy, SupervisorSpec
+from .timers import Timers
 
 logger = logging.getLogger("supervisor_tree")
 
@@ -170,9 +170,7 @@ class Node:
         self.queue: deque[tuple[str, object]] = deque()
         self._tokens = itertools.count(1)
         self._generations: dict[str, int] = {}  # the newest generation of each child id, node-wide
-        self._timer_seq = itertools.count(1)
-        self._timers: list[tuple[float, int, str, tuple[object, ...]]] = []
-        self._timer_live: dict[tuple[str, tuple[object, ...]], int] = {}
+        self.timers = Timers()
         self.exit_reason: ExitReason | None = None
         self.started = False
         self._stopping = False
@@ -263,8 +261,8 @@ class Node:
         return self.exit_reason
 
     def _poll_timeout(self) -> int:
-        deadline = self._timers[0][0] if self._timers else time.monotonic() + 0.1
-        wait = min(deadline - time.monotonic(), 0.1)
+        deadline = self.timers.next_deadline()
+        wait = 0.1 if deadline is None else min(deadline - time.monotonic(), 0.1)
         return max(0, int(wait * 1000) + (1 if wait > 0 else 0))
 
     def _drain_wakeup(self) -> None:
@@ -356,7 +354,7 @@ class Node:
             case sv.SetTimer(key=key, delay=delay):
                 self.set_timer(run.path, key, delay)
             case sv.CancelTimer(key=key):
-                self._timer_live.pop((run.path, key), None)
+                self.timers.cancel(run.path, key)
             case sv.Report():
                 self._report(run, action)
             case sv.Reply(ref=ref, result=result):
@@ -471,7 +469,7 @@ class Node:
                 if rec is None or rec.phase is not Phase.SPAWNING:
                     return
                 rec.phase = Phase.DONE
-                self._timer_live.pop((NODE, ("start_timeout", token)), None)
+                self.timers.cancel(NODE, ("start_timeout", token))
                 if rec.sup is not None:
                     self._feed(rec.sup, sv.ChildStartFailed(rec.worker_id, f"fork failed: {error}"))
             case Spawned(token=token, pid=pid):
@@ -495,7 +493,7 @@ class Node:
                 if rec.sup is None:
                     return
                 if was is Phase.SPAWNING:
-                    self._timer_live.pop((NODE, ("start_timeout", rec.token)), None)
+                    self.timers.cancel(NODE, ("start_timeout", rec.token))
                     self._feed(rec.sup, sv.ChildStartFailed(rec.worker_id, reason))
                 elif was is Phase.RUNNING:
                     self._feed(rec.sup, sv.ChildExited(rec.worker_id, pid, reason))
@@ -541,7 +539,7 @@ class Node:
         rec = self._find(worker_id, gen, pid)  # type: ignore[arg-type]
         if rec is None or rec.phase is not Phase.SPAWNING or rec.sup is None:
             return
-        self._timer_live.pop((NODE, ("start_timeout", rec.token)), None)
+        self.timers.cancel(NODE, ("start_timeout", rec.token))
         if kind == "ready":
             rec.phase = Phase.RUNNING
             rec.ready_at = rec.last_beat = time.monotonic()
@@ -574,17 +572,13 @@ class Node:
     # ------------------------------------------------------------------ timers
 
     def set_timer(self, owner: str, key: tuple[object, ...], delay: float) -> None:
-        seq = next(self._timer_seq)
-        self._timer_live[(owner, key)] = seq
-        heapq.heappush(self._timers, (time.monotonic() + delay, seq, owner, key))
+        """`owner`: a supervisor path (it gets TimerFired(key)) or NODE (the node and its extensions)."""
+        self.timers.set(owner, key, delay)
 
     def _fire_timers(self) -> None:
         now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            _, seq, owner, key = heapq.heappop(self._timers)
-            if self._timer_live.get((owner, key)) != seq:
-                continue
-            del self._timer_live[(owner, key)]
+        while (due := self.timers.pop_due(now)) is not None:
+            owner, key = due
             if owner == NODE:
                 self._on_node_timer(key)
             else:
