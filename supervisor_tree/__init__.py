@@ -10,9 +10,11 @@
             return self.n
 """
 
-from . import spec as _spec
-from .spec import *  # noqa: F401,F403 - the public vocabulary: specs, enums, exit reasons
-from .worker import IGNORE as IGNORE, NOREPLY as NOREPLY, Worker as Worker  # "as": explicit re-exports
+from supervisor_tree import spec as _spec
+from supervisor_tree.spec import *  # noqa: F403 - the public vocabulary: specs, enums, exit reasons
+from supervisor_tree.worker.behaviour import IGNORE as IGNORE  # "as": explicit re-exports
+from supervisor_tree.worker.behaviour import NOREPLY as NOREPLY
+from supervisor_tree.worker.behaviour import Worker as Worker
 
 __all__ = ["Worker", "IGNORE", "NOREPLY"] + sorted(
     name

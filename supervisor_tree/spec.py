@@ -18,8 +18,8 @@ worker and infinity for a supervisor.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Union
 
 
 class Strategy(enum.Enum):
@@ -125,7 +125,7 @@ class Heartbeat:
 
 
 # A start target: "package.module:Class", or the class / factory itself (shipped with cloudpickle).
-StartTarget = Union[str, Callable[..., object]]
+StartTarget = str | Callable[..., object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +208,7 @@ class ExitReason:
     def __str__(self) -> str:
         match self.kind:
             case ExitKind.NORMAL | ExitKind.SHUTDOWN | ExitKind.KILLED:
-                return self.kind.value
+                return str(self.kind.value)
             case ExitKind.SHUTDOWN_WITH:
                 return f"{{shutdown,{self.detail}}}"
             case ExitKind.SIGNALLED:

@@ -14,11 +14,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from supervisor_tree import rundir
 from supervisor_tree.client import Client
+from supervisor_tree.wire import rundir
 
 SUPERVISE = [sys.executable, "-m", "supervisor_tree.cli"]
 REPO = Path(__file__).resolve().parent.parent

@@ -28,17 +28,21 @@ import os
 import select
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import zmq
 
 from supervisor_tree import NOREPLY, Worker
-from supervisor_tree.channel import RemoteError
-from supervisor_tree.client import CallError
+from supervisor_tree.client import CallError, RemoteError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Component", "Refused", "BadRequest", "NodeEvents", "PidWatch", "reraise"]
+__all__ = ["Component", "Refused", "BadRequest", "NodeEvents", "PidWatch", "Token", "reraise", "expect"]
+
+Token = tuple[bytes, bytes]
+"""A deferred call's caller (`Worker.caller()`), answered later with `reply` or `reply_error`."""
+
+_T = TypeVar("_T")
 
 _DEADLINE = ("_component", "deadline")
 _TICK = ("_component", "tick")
@@ -60,13 +64,16 @@ class Component(Worker):
     `start_ticking` ran).
     """
 
-    _ops: ClassVar[dict[str, Callable[..., Any]]] = {}
+    _ops: ClassVar[dict[str, Callable[..., object]]] = {}
     _sigs: ClassVar[dict[str, inspect.Signature]] = {}
     tick_interval: float = 0.05
+    _deadline_due: float | None = None  # when the one deadline timer fires (None: not armed)
+    _deadline_timer: int = 0
 
-    def __init_subclass__(cls, **kw: Any) -> None:
+    def __init_subclass__(cls, **kw: object) -> None:
         super().__init_subclass__(**kw)
-        ops = {name[3:]: fn for name, fn in inspect.getmembers(cls, inspect.isfunction) if name.startswith("op_")}
+        functions = inspect.getmembers(cls, inspect.isfunction)
+        ops: dict[str, Callable[..., object]] = {name[3:]: fn for name, fn in functions if name.startswith("op_")}
         cls._ops = ops
         cls._sigs = {name: inspect.signature(fn) for name, fn in ops.items()}
 
@@ -90,20 +97,19 @@ class Component(Worker):
         if value is NOREPLY:
             log.warning("%s %s: cast %r waits for a reply nobody will read", type(self).__name__, self.id, msg)
 
-    def _bind(self, msg: object) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    def _bind(self, msg: object) -> tuple[Callable[..., object], tuple[object, ...], dict[str, object]]:
         if type(msg) is tuple and msg:
-            fn = self._ops.get(msg[0])  # type: ignore[call-overload]
+            fn = self._ops.get(msg[0])
             if fn is not None:
                 return fn, msg[1:], {}
         elif isinstance(msg, dict):
             name = msg.get("op")
-            fn = self._ops.get(name)  # type: ignore[arg-type]
-            if fn is not None:
+            if isinstance(name, str) and (fn := self._ops.get(name)) is not None:
                 kwargs = {k: v for k, v in msg.items() if k != "op"}
                 try:
-                    self._sigs[name].bind(self, **kwargs)  # type: ignore[index]
+                    self._sigs[name].bind(self, **kwargs)
                 except TypeError as exc:
-                    raise BadRequest(f"{name}: {exc}; signature {name}{self._describe(name)}") from None  # type: ignore[arg-type]
+                    raise BadRequest(f"{name}: {exc}; signature {name}{self._describe(name)}") from None
                 return fn, (), kwargs
         known = ", ".join(sorted(self._ops))
         raise BadRequest(f'{type(self).__name__} takes {{"op": <name>, ...}} or (<name>, ...) with an op among {known}; got {msg!r:.200}')
@@ -116,7 +122,7 @@ class Component(Worker):
 
     def arm_deadline(self, deadline: float) -> None:
         """Make sure `expire` runs at `deadline` (monotonic) or earlier.  One timer serves every waiter."""
-        due = getattr(self, "_deadline_due", None)
+        due = self._deadline_due
         if due is not None and due <= deadline:
             return
         if due is not None:
@@ -172,7 +178,7 @@ class NodeEvents:
     """
 
     def __init__(self, worker: Worker, kinds: tuple[str, ...] = ("exited", "started")) -> None:
-        ctx = worker._ctx or zmq.Context.instance()  # the worker's own context: no second I/O thread
+        ctx = worker.context  # the worker's own context: no second I/O thread
         self.sock = ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
@@ -182,7 +188,7 @@ class NodeEvents:
 
     def drain(self) -> list[dict[str, Any]]:
         """Every report of the wanted kinds received since the last drain, oldest first."""
-        out = []
+        out: list[dict[str, Any]] = []  # decoded JSON: walked by each component
         recv = self.sock.recv
         while True:
             try:
@@ -251,9 +257,19 @@ class PidWatch:
 # Client side
 
 
-def reraise(exc: CallError, known: dict[str, type[Exception]]) -> None:
+def reraise(exc: CallError, known: dict[str, type[Exception]]) -> NoReturn:
     """Raise the typed exception for a component's refusal (by its type name); else re-raise `exc`."""
     err = exc.error
     if isinstance(err, RemoteError) and err.type in known:
         raise known[err.type](err.message) from None
     raise exc
+
+
+def expect(value: object, kind: type[_T], what: str) -> _T:
+    """A component's reply, which arrives unpickled and so untyped, checked to be a `kind`.
+
+        depth = expect(client.call("jobs", ("depth",)), int, "jobs: depth")
+    """
+    if isinstance(value, kind):
+        return value
+    raise TypeError(f"{what}: expected a {kind.__name__} reply; got {type(value).__name__} {value!r:.80}")

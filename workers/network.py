@@ -3,14 +3,14 @@
 Owns the worker around the server: the listening socket (bound in `init`, so a
 taken port fails the start with the OS's reason), a thread running the asyncio
 loop (uvloop when importable), the file-descriptor limit, and the calls the
-tree can make to it.  Requests are served by `workers.net`: `server` (TCP,
+tree can make to it.  Requests are served by `supervisor_tree.workers.net`: `server` (TCP,
 framing, flow control), `mcp` (the methods), `batch` (tool calls coalesced for
 the pool), `bridge` (calls to the session and pool components from the loop,
 on raw ZeroMQ file descriptors), `tools`, `config` (the init args).
 
     [[tree.children]]
     id = "network"
-    start = "workers.network:Network"
+    start = "supervisor_tree.workers.network:Network"
     args = { port = 7411, session = "session", pool = "pool" }
 
     one line each way on a TCP connection to 127.0.0.1:7411:
@@ -38,7 +38,7 @@ one process need ``ulimit -n 50256`` (hard); where the hard limit is lower (here
 20,000, without CAP_SYS_RESOURCE) run several workers with reuse_port, the later
 ones as standby overflow (the default tree runs three).  See docs/network.md.
 
-Why a thread: the worker's main thread runs the mailbox loop (worker.py); the
+Why a thread: the worker's main thread runs the mailbox loop (supervisor_tree/worker/incarnation.py); the
 asyncio loop runs beside it and never waits on ZeroMQ (docs/network.md).
 """
 
@@ -51,12 +51,11 @@ import threading
 
 from supervisor_tree import Worker
 from supervisor_tree.spec import ExitReason
-
-from .net.bridge import Upstream
-from .net.config import NOFILE_MARGIN, NetworkSpec
-from .net.listener import Listener
-from .net.mcp import Methods
-from .net.server import Server, raise_nofile_limit
+from supervisor_tree.workers.net.bridge import Upstream
+from supervisor_tree.workers.net.config import NOFILE_MARGIN, NetworkSpec
+from supervisor_tree.workers.net.listener import Listener
+from supervisor_tree.workers.net.mcp import Methods
+from supervisor_tree.workers.net.server import Server, raise_nofile_limit
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return uvloop.new_event_loop()
 
 
 class Network(Worker):
@@ -103,7 +102,7 @@ class Network(Worker):
         loop, spec = self.loop, self.spec
         asyncio.set_event_loop(loop)
         try:
-            self.upstream = Upstream(loop, self._ctx, self.run_dir, spec.call_timeout)  # type: ignore[arg-type]
+            self.upstream = Upstream(loop, self.context, self.run_dir, spec.call_timeout)
             self.methods = Methods(self.upstream, spec.session, spec.pool, spec.pool_wait, spec.batches_in_flight)
             self.server = Server(spec, self.methods, self.listener)
             if not spec.standby:
@@ -115,7 +114,7 @@ class Network(Worker):
         self._ready.set()
         try:
             loop.run_forever()
-        except BaseException as exc:  # noqa: BLE001 - the loop died: the worker crashes with the reason
+        except BaseException as exc:
             log.error("network %s: the event loop failed", self.id, exc_info=True)
             self.stop(exc)
         finally:
@@ -145,7 +144,7 @@ class Network(Worker):
         if op == "stats":
             return self.statistics()
         if op in ("listen", "rest"):
-            self.listener.from_any_thread(op)  # type: ignore[arg-type]
+            self.listener.from_any_thread(op)
             return True
         raise ValueError(f'network takes {{"op": ...}} with "address", "stats", "listen" or "rest"; got {msg!r:.200}')
 

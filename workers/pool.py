@@ -11,8 +11,8 @@ then the manager (one_for_all: the manager's state is only good with its members
 
     [[tree.children]]                  # id = "pool_sup", type = "supervisor", strategy = "one_for_all"
     [[tree.children.children]]         # id = "pool_members", strategy = "simple_one_for_one"
-    [[tree.children.children.children]]   # id = "pool_member", start = "workers.pool_member:PoolMember"
-    [[tree.children.children]]         # id = "pool", start = "workers.pool:PoolManager",
+    [[tree.children.children.children]]   # id = "pool_member", start = "supervisor_tree.workers.pool_member:PoolMember"
+    [[tree.children.children]]         # id = "pool", start = "supervisor_tree.workers.pool:PoolManager",
                                        # args = { members = "pool_members", size = 10, max_overflow = 5 }
 
     pool = PoolClient(client, "pool")
@@ -40,15 +40,25 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from supervisor_tree import NOREPLY
 from supervisor_tree.client import CallError, Client
+from supervisor_tree.workers._component import (
+    BadRequest,
+    Component,
+    NodeEvents,
+    PidWatch,
+    Refused,
+    Token,
+    deadline_of,
+    expect,
+    reraise,
+)
+from supervisor_tree.workers.pool_member import PoolMember, TaskFailed, register_task
 
-from ._component import BadRequest, Component, NodeEvents, PidWatch, Refused, deadline_of, reraise
-from .pool_member import PoolMember, TaskFailed, register_task
-
-__all__ = ["PoolManager", "PoolMember", "PoolClient", "PoolTimeout", "MemberExited", "TaskFailed", "register_task"]
+__all__ = ["PoolManager", "PoolMember", "PoolClient", "Lease", "PoolTimeout", "MemberExited", "TaskFailed",
+           "register_task"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +73,13 @@ class PoolTimeout(Refused):
 
 class MemberExited(Refused):
     pass
+
+
+class Lease(TypedDict):
+    """A checked-out member: its worker id, and the ref that checks it back in."""
+
+    member: str
+    ref: int
 
 
 class State(enum.Enum):
@@ -83,7 +100,7 @@ class Request:
     """A request waiting for a member (every request passes through the waiting line)."""
 
     kind: Kind
-    token: Any
+    token: Token
     deadline: float | None
     task: str = ""
     args: Any = ()
@@ -99,13 +116,13 @@ class Member:
     overflow: bool
     state: State = State.IDLE
     job: tuple[int, int] | None = None  # (ticket, chunk) while busy
-    holder: tuple[int, int] | None = None  # (pid, ref) while out
+    holder: tuple[int | None, int] | None = None  # (pid, ref) while out; pid None: no holder watched
     idle_since: float = 0.0
 
 
 @dataclass(slots=True)
 class Ticket:
-    token: Any
+    token: Token
     task: str
     many: bool
     results: list[Any] = field(default_factory=list)
@@ -114,7 +131,7 @@ class Ticket:
 
 
 class PoolManager(Component):
-    """The pool's manager.  Ops (dict or tuple form, see workers._component):
+    """The pool's manager.  Ops (dict or tuple form, see supervisor_tree.workers._component):
 
     run(task, args=[], timeout=5.0) -> the task's value
     run_many(task, args=[[...], ...], timeout=5.0, chunk=256) -> [value, ...]
@@ -239,12 +256,13 @@ class PoolManager(Component):
                 ref = next(self.refs)
                 member.state, member.holder = State.OUT, (r.holder, ref)
                 self.counts["checkouts"] += 1
-                self.reply(r.token, {"member": member.key, "ref": ref})
+                lease: Lease = {"member": member.key, "ref": ref}
+                self.reply(r.token, lease)
             else:
                 self._dispatch(r.token, r.task, r.args if r.kind is Kind.RUN_MANY else [r.args],
                                many=r.kind is Kind.RUN_MANY, chunk=r.chunk)
 
-    def _dispatch(self, token: Any, task: str, args: Any, many: bool, chunk: int) -> None:
+    def _dispatch(self, token: Token, task: str, args: Any, many: bool, chunk: int) -> None:
         parts = max(1, min(len(self.idle), math.ceil(len(args) / chunk))) if many else 1
         step = math.ceil(len(args) / parts)
         tid = next(self.refs)
@@ -288,7 +306,7 @@ class PoolManager(Component):
     # -- members' lives --
 
     def _start_member(self, overflow: bool) -> Member:
-        client: Any = self._client()
+        client = self.client
         started = client.start_child(self.sup, args={**self.member_args, "manager": self.id})
         if not started.get("ok"):
             raise RuntimeError(f"pool {self.id!r}: starting a member under {self.sup!r} failed: {started}")
@@ -312,7 +330,8 @@ class PoolManager(Component):
 
     def tick(self, now: float) -> None:
         for rec in self.events.drain():
-            member = self.members.get(rec.get("child"))  # type: ignore[arg-type]
+            child = rec.get("child")
+            member = self.members.get(child) if isinstance(child, str) else None
             if member is None:
                 continue
             if rec["event"] == "exited" and rec.get("generation") == member.generation:
@@ -355,7 +374,7 @@ class PoolManager(Component):
                 self.idle.remove(m.key)
                 del self.members[m.key]
                 try:
-                    self._client().terminate_child(m.pid, supervisor=self.sup)  # type: ignore[attr-defined]
+                    self.client.terminate_child(m.pid, supervisor=self.sup)
                 except Exception as exc:  # noqa: BLE001 - it is out of the pool either way
                     log.warning("pool %s: terminating idle overflow member %s failed: %s", self.id, m.key, exc)
                 self.counts["reaped"] += 1
@@ -395,13 +414,14 @@ class PoolClient:
         return self._call(("run", task, args, timeout), timeout)
 
     def run_many(self, task: str, args: list[Any], timeout: float = DEFAULT_TIMEOUT, chunk: int = 256) -> list[Any]:
-        return self._call(("run_many", task, args, timeout, chunk), timeout)  # type: ignore[no-any-return]
+        return expect(self._call(("run_many", task, args, timeout, chunk), timeout), list, "pool: run_many")
 
-    def checkout(self, block: bool = True, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        return self._call(("checkout", block, timeout, os.getpid()), timeout)  # type: ignore[no-any-return]
+    def checkout(self, block: bool = True, timeout: float = DEFAULT_TIMEOUT) -> Lease:
+        lease = expect(self._call(("checkout", block, timeout, os.getpid()), timeout), dict, "pool: checkout")
+        return cast(Lease, lease)  # the manager's {"member": key, "ref": n}
 
-    def checkin(self, lease: dict[str, Any]) -> bool:
-        return self._call(("checkin", lease["ref"]), 0.0)  # type: ignore[no-any-return]
+    def checkin(self, lease: Lease) -> bool:
+        return expect(self._call(("checkin", lease["ref"]), 0.0), bool, "pool: checkin")
 
     @contextlib.contextmanager
     def member(self, timeout: float = DEFAULT_TIMEOUT) -> Iterator[str]:
@@ -413,9 +433,9 @@ class PoolClient:
             self.checkin(lease)
 
     def stats(self) -> dict[str, Any]:
-        return self._call(("stats",), 0.0)  # type: ignore[no-any-return]
+        return expect(self._call(("stats",), 0.0), dict, "pool: stats")
 
-    def _call(self, msg: tuple[Any, ...], waits: float) -> Any:
+    def _call(self, msg: tuple[object, ...], waits: float) -> object:
         try:
             return self.client.call(self.pool_id, msg, timeout=waits + self.task_timeout)
         except CallError as exc:

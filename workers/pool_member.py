@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._component import Component, Refused
+from supervisor_tree.workers._component import Component, Refused
 
 __all__ = ["PoolMember", "TaskFailed", "register_task", "find_task", "TASKS"]
 
@@ -73,7 +73,7 @@ def find_task(task: str) -> Callable[..., Any]:
         raise TaskFailed(f"unknown task {task!r}: not a built-in ({', '.join(sorted(TASKS))}) "
                          "and not of the form module:function")
     try:
-        obj: Any = importlib.import_module(module)
+        obj: object = importlib.import_module(module)
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
@@ -81,7 +81,7 @@ def find_task(task: str) -> Callable[..., Any]:
     if not callable(obj):
         raise TaskFailed(f"task {task!r} is a {type(obj).__name__}, not a function")
     _resolved[task] = obj
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 class PoolMember(Component):

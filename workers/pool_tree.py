@@ -43,8 +43,8 @@ def pool_toml(
         f"{_line('intensity', intensity)}{_line('period', period)}\n"
         f'[[tree.children.children]]\nid = "{id}_members"\ntype = "supervisor"\nstrategy = "simple_one_for_one"\n'
         f"{_line('intensity', member_intensity)}{_line('period', period)}\n"
-        f'[[tree.children.children.children]]\nid = "{id}_member"\nstart = "workers.pool_member:PoolMember"\n'
+        f'[[tree.children.children.children]]\nid = "{id}_member"\nstart = "supervisor_tree.workers.pool_member:PoolMember"\n'
         f"{_line('shutdown', member_shutdown)}\n"
-        f'[[tree.children.children]]\nid = "{id}"\nstart = "workers.pool:PoolManager"\n'
+        f'[[tree.children.children]]\nid = "{id}"\nstart = "supervisor_tree.workers.pool:PoolManager"\n'
         f"args = {{ {manager_args} }}\n{_line('shutdown', manager_shutdown)}"
     )

@@ -4,7 +4,7 @@ OTP's own supervisor tests drive a child like this one.  Everything it does is
 chosen by its init args or by the messages it is sent (JSON-friendly dicts), so
 scenario tests and the CLI can script it.
 
-    # config:  start = "workers.puppet:Puppet", args = { on_shutdown = "slow:200" }
+    # config:  start = "supervisor_tree.workers.puppet:Puppet", args = { on_shutdown = "slow:200" }
     caller.call(mailbox, {"cmd": "echo", "value": 42})        # -> 42
     caller.call(mailbox, {"cmd": "exit", "reason": ["shutdown", "moved"]})  # -> "ok", exits {shutdown,moved}
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 
 from supervisor_tree import IGNORE, Worker
 from supervisor_tree.spec import ExitReason
@@ -50,6 +51,22 @@ def cool_spin(seconds: float) -> int:
     return n
 
 
+_ACTIONS = ("exit", "exit_code", "raise", "hang", "sleep", "spin")  # commands for calls and casts alike
+
+
+def _fields(msg: object) -> Mapping[str, object]:
+    """A command message's fields: a JSON object ({"cmd": ..., ...}); anything else has none."""
+    return msg if isinstance(msg, dict) else {}
+
+
+def _scalar(msg: Mapping[str, object], key: str) -> int | float | str:
+    """A command's numeric field: a number, or its text."""
+    value = msg[key]
+    if isinstance(value, (int, float, str)):
+        return value
+    raise TypeError(f"puppet: {key!r} must be a number; got {value!r}")
+
+
 def _reason(value: object) -> object:
     """A stop reason from JSON: "normal" | "shutdown" | ["shutdown", detail] | "crash" | other."""
     if isinstance(value, list) and len(value) == 2 and value[0] == "shutdown":
@@ -60,7 +77,7 @@ def _reason(value: object) -> object:
 
 
 class Puppet(Worker):
-    def init(  # type: ignore[override]  # named args where the base takes **args
+    def init(  # named args where the base takes **args
         self, start_delay: float = 0, fail_starts: int = 0, counter_file: str | None = None,
         ignore_start: bool = False, on_shutdown: str = "die", **extra: object,
     ) -> object:
@@ -105,9 +122,10 @@ class Puppet(Worker):
 
     def handle_call(self, msg: object) -> object:
         self.calls += 1
-        cmd = msg.get("cmd") if isinstance(msg, dict) else None
+        fields = _fields(msg)
+        cmd = fields.get("cmd")
         if cmd == "echo":
-            return msg.get("value")  # type: ignore[attr-defined]
+            return fields.get("value")
         if cmd == "info":
             return {"id": self.id, "generation": self.generation, "pid": os.getpid(), "args": self.args}
         if cmd == "count":
@@ -116,20 +134,21 @@ class Puppet(Worker):
             return self.casts
         if cmd == "infos":
             return self.infos
-        if cmd in ("exit", "exit_code", "raise", "hang", "sleep", "spin"):
-            return self._act(cmd, msg)  # type: ignore[arg-type]
+        if isinstance(cmd, str) and cmd in _ACTIONS:
+            return self._act(cmd, fields)
         raise ValueError(f"puppet: unknown call {msg!r}")
 
     def handle_cast(self, msg: object) -> None:
         self.casts += 1
-        cmd = msg.get("cmd") if isinstance(msg, dict) else None
-        if cmd in ("exit", "exit_code", "raise", "hang", "sleep", "spin"):
-            self._act(cmd, msg)  # type: ignore[arg-type]
+        fields = _fields(msg)
+        cmd = fields.get("cmd")
+        if isinstance(cmd, str) and cmd in _ACTIONS:
+            self._act(cmd, fields)
 
     def handle_info(self, msg: object) -> None:
         self.infos += 1
 
-    def _act(self, cmd: str, msg: dict[str, object]) -> object:
+    def _act(self, cmd: str, msg: Mapping[str, object]) -> object:
         mark = msg.get("mark")
         if mark:  # tell a test that the handler has started (a FIFO it waits on, or a file)
             with open(str(mark), "wb", buffering=0) as f:
@@ -138,17 +157,17 @@ class Puppet(Worker):
             self.stop(_reason(msg.get("reason", "normal")))
             return "ok"
         if cmd == "exit_code":
-            os._exit(int(msg["code"]))  # type: ignore[call-overload]
+            os._exit(int(_scalar(msg, "code")))
         if cmd == "raise":
             raise RuntimeError(str(msg.get("message", "boom")))
         if cmd == "hang":
             while True:
                 time.sleep(3600)
         if cmd == "sleep":
-            time.sleep(float(msg["seconds"]))  # type: ignore[arg-type]
+            time.sleep(float(_scalar(msg, "seconds")))
             return "ok"
         if cmd == "spin":
-            seconds = float(msg["seconds"])  # type: ignore[arg-type]
+            seconds = float(_scalar(msg, "seconds"))
             return hot_spin(seconds) + cool_spin(seconds / 4)
         raise AssertionError(cmd)
 

@@ -4,7 +4,7 @@ Owns the items, who holds which unacknowledged delivery, and the producers and
 consumers waiting on it.  Puts wait while the queue is full (deferred replies),
 gets wait while it is empty, both within a timeout.
 
-    # tree: [[tree.children]] id = "jobs", start = "workers.queue:Queue", args = { capacity = 1000 }
+    # tree: [[tree.children]] id = "jobs", start = "supervisor_tree.workers.queue:Queue", args = { capacity = 1000 }
     q = QueueClient(client, "jobs")
     q.put_many(["a", "b", "c"])                  # waits while full; QueueFull after the timeout
     tag, items = q.get_many(100)                 # waits while empty; (None, []) after the timeout
@@ -39,13 +39,22 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from supervisor_tree import NOREPLY
 from supervisor_tree.client import CallError, Client
-
-from ._component import BadRequest, Component, PidWatch, Refused, deadline_of, reraise
+from supervisor_tree.workers._component import (
+    BadRequest,
+    Component,
+    PidWatch,
+    Refused,
+    Token,
+    deadline_of,
+    expect,
+    reraise,
+)
 
 __all__ = ["Queue", "QueueClient", "QueueFull"]
 
@@ -58,7 +67,7 @@ class QueueFull(Refused):
 
 @dataclass(slots=True, eq=False)
 class Getter:
-    token: Any
+    token: Token
     n: int
     consumer: int | None
     deadline: float | None
@@ -67,14 +76,14 @@ class Getter:
 
 @dataclass(slots=True, eq=False)
 class Putter:
-    token: Any
-    items: Any
+    token: Token
+    items: Sequence[Any]
     taken: int  # how many of `items` are in the queue already
     deadline: float | None
 
 
 class Queue(Component):
-    """Bounded FIFO.  Ops (dict or tuple form, see workers._component):
+    """Bounded FIFO.  Ops (dict or tuple form, see supervisor_tree.workers._component):
 
     put(item, block=True, timeout=5.0) -> depth
     put_many(items, block=True, timeout=5.0) -> depth
@@ -125,7 +134,7 @@ class Queue(Component):
             raise BadRequest(f"put_many: items must be a list; got {type(items).__name__}")
         return self._put(items, block, timeout)
 
-    def _put(self, items: Any, block: bool, timeout: float | None) -> object:
+    def _put(self, items: Sequence[Any], block: bool, timeout: float | None) -> object:
         free = self.capacity - len(self.items)
         if not self.putters and len(items) <= free:
             self.items.extend(items)
@@ -292,7 +301,8 @@ class Queue(Component):
             self.getters = deque(g for g in self.getters if g not in gone_getters)
         if gone_putters:
             self.putters = deque(p for p in self.putters if p not in gone_putters)
-        for w in (*self.getters, *self.putters):
+        waiting: list[Getter | Putter] = [*self.getters, *self.putters]
+        for w in waiting:
             if w.deadline is not None and (nxt is None or w.deadline < nxt):
                 nxt = w.deadline
         for g in gone_getters:
@@ -324,34 +334,36 @@ class QueueClient:
         self.consumer = None if auto_ack else os.getpid()
 
     def put(self, item: Any, block: bool = True, timeout: float = DEFAULT_TIMEOUT) -> int:
-        return self._call(("put", item, block, timeout), timeout)  # type: ignore[no-any-return]
+        return expect(self._call(("put", item, block, timeout), timeout), int, "queue: put")
 
     def put_many(self, items: list[Any], block: bool = True, timeout: float = DEFAULT_TIMEOUT) -> int:
-        return self._call(("put_many", items, block, timeout), timeout)  # type: ignore[no-any-return]
+        return expect(self._call(("put_many", items, block, timeout), timeout), int, "queue: put_many")
 
     def get(self, block: bool = True, timeout: float = DEFAULT_TIMEOUT, ack: Any = None) -> tuple[int | None, Any] | None:
-        return self._call(("get", block, timeout, self.consumer, ack), timeout)  # type: ignore[no-any-return]
+        delivery = self._call(("get", block, timeout, self.consumer, ack), timeout)
+        return None if delivery is None else expect(delivery, tuple, "queue: get")
 
     def get_many(self, n: int = 100, block: bool = True, timeout: float = DEFAULT_TIMEOUT,
                  ack: Any = None) -> tuple[int | None, list[Any]]:
-        return self._call(("get_many", n, block, timeout, self.consumer, ack), timeout)  # type: ignore[no-any-return]
+        delivery = self._call(("get_many", n, block, timeout, self.consumer, ack), timeout)
+        return expect(delivery, tuple, "queue: get_many")
 
     def ack(self, tags: int | list[int]) -> int:
-        return self._call(("ack", tags), 0.0)  # type: ignore[no-any-return]
+        return expect(self._call(("ack", tags), 0.0), int, "queue: ack")
 
     def reject(self, tags: int | list[int]) -> int:
-        return self._call(("reject", tags), 0.0)  # type: ignore[no-any-return]
+        return expect(self._call(("reject", tags), 0.0), int, "queue: reject")
 
     def depth(self) -> int:
-        return self._call(("depth",), 0.0)  # type: ignore[no-any-return]
+        return expect(self._call(("depth",), 0.0), int, "queue: depth")
 
     def high_water(self) -> int:
-        return self._call(("high_water",), 0.0)  # type: ignore[no-any-return]
+        return expect(self._call(("high_water",), 0.0), int, "queue: high_water")
 
     def stats(self) -> dict[str, Any]:
-        return self._call(("stats",), 0.0)  # type: ignore[no-any-return]
+        return expect(self._call(("stats",), 0.0), dict, "queue: stats")
 
-    def _call(self, msg: tuple[Any, ...], waits: float | None) -> Any:
+    def _call(self, msg: tuple[object, ...], waits: float | None) -> object:
         wire = None if waits is None else max(self.client.timeout, waits + self.WIRE_MARGIN)
         try:
             return self.client.call(self.queue_id, msg, timeout=wire)

@@ -6,7 +6,7 @@ incarnation: it is dropped when that incarnation exits (the registry reads the
 node's "exited" reports) and comes back when the restarted worker registers it
 again, typically in its `init`.
 
-    # tree: [[tree.children]] id = "registry", start = "workers.registry:Registry" (first, so
+    # tree: [[tree.children]] id = "registry", start = "supervisor_tree.workers.registry:Registry" (first, so
     # that workers registering in init find it running)
     class Db(Worker):
         def init(self):
@@ -41,15 +41,23 @@ from __future__ import annotations
 import os
 import select
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict, cast
 
 from supervisor_tree import NOREPLY, Worker
-from supervisor_tree.channel import PeerUnavailable
-from supervisor_tree.client import CallError, Client
+from supervisor_tree.client import Caller, CallError, Client, PeerUnavailable, Target
+from supervisor_tree.workers._component import (
+    BadRequest,
+    Component,
+    NodeEvents,
+    Refused,
+    Token,
+    deadline_of,
+    expect,
+    reraise,
+)
 
-from ._component import BadRequest, Component, NodeEvents, Refused, deadline_of, reraise
-
-__all__ = ["Registry", "Names", "register_self", "NotRegistered", "AlreadyRegistered"]
+__all__ = ["Registry", "Names", "Registration", "register_self", "NotRegistered", "AlreadyRegistered"]
 
 
 class NotRegistered(Refused):
@@ -60,8 +68,19 @@ class AlreadyRegistered(Refused):
     pass
 
 
+class Registration(TypedDict):
+    """What the registry answers for a name: the incarnation it is registered to."""
+
+    id: str
+    generation: int
+    pid: int
+
+
+_Waiter = tuple[Token, float | None, list[object] | None]  # an await_name caller: (token, deadline, stale)
+
+
 class Registry(Component):
-    """Names to workers.  Ops (dict or tuple form, see workers._component):
+    """Names to workers.  Ops (dict or tuple form, see supervisor_tree.workers._component):
 
     register(name, id, generation=None, pid=None)  -> {"id", "generation", "pid"}
         generation/pid omitted: the running incarnation of `id` (never from that
@@ -78,7 +97,7 @@ class Registry(Component):
     def init(self, events_poll: float = 0.05) -> None:
         self.names: dict[str, tuple[str, int, int]] = {}  # name -> (worker id, generation, pid)
         self.by_worker: dict[str, set[str]] = {}  # worker id -> its names
-        self.waiters: dict[str, list[tuple[Any, float | None, Any]]] = {}  # name -> [(token, deadline, stale)]
+        self.waiters: dict[str, list[_Waiter]] = {}  # name -> [(token, deadline, stale)]
         self.counts = {"lookups": 0, "registers": 0, "unregisters": 0, "dropped_on_exit": 0, "awaits": 0}
         self.events = NodeEvents(self, kinds=("exited",))
         self.start_ticking(events_poll)
@@ -88,7 +107,7 @@ class Registry(Component):
 
     # -- ops --
 
-    def op_register(self, name: str, id: str, generation: int | None = None, pid: int | None = None) -> dict[str, Any]:
+    def op_register(self, name: str, id: str, generation: int | None = None, pid: int | None = None) -> Registration:
         self._read_events()
         if not isinstance(name, str) or not name:
             raise BadRequest(f"register: name must be a non-empty string; got {name!r}")
@@ -105,7 +124,7 @@ class Registry(Component):
         self.by_worker.setdefault(id, set()).add(name)
         self.counts["registers"] += 1
         entry = _entry(self.names[name])
-        for token, _, stale in self.waiters.pop(name, ()):
+        for token, _, _stale in self.waiters.pop(name, ()):
             self.reply(token, entry)  # a stale entry cannot be the new one: it is newer or another worker's
         return entry
 
@@ -117,7 +136,7 @@ class Registry(Component):
         self.counts["unregisters"] += 1
         return True
 
-    def op_whereis(self, name: str) -> dict[str, Any] | None:
+    def op_whereis(self, name: str) -> Registration | None:
         self._read_events()
         self.counts["lookups"] += 1
         held = self.names.get(name)
@@ -125,7 +144,7 @@ class Registry(Component):
 
     op_lookup = op_whereis
 
-    def op_await_name(self, name: str, timeout: float | None = 5.0, stale: list[Any] | None = None) -> object:
+    def op_await_name(self, name: str, timeout: float | None = 5.0, stale: list[object] | None = None) -> object:
         self._read_events()
         self.counts["lookups"] += 1
         held = self.names.get(name)
@@ -157,19 +176,21 @@ class Registry(Component):
             self._drop_incarnation(rec.get("child"), rec.get("generation"))
 
     def _drop_incarnation(self, worker_id: object, generation: object) -> None:
-        names = self.by_worker.get(worker_id)  # type: ignore[arg-type]
-        if not names or not isinstance(generation, int):
+        if not isinstance(worker_id, str) or not isinstance(generation, int):
+            return
+        names = self.by_worker.get(worker_id)
+        if not names:
             return
         for name in [n for n in names if self.names[n][1] <= generation]:
             del self.names[name]
             names.discard(name)
             self.counts["dropped_on_exit"] += 1
         if not names:
-            del self.by_worker[worker_id]  # type: ignore[arg-type]
+            del self.by_worker[worker_id]
 
     def _running(self, worker_id: str) -> tuple[int, int]:
         try:
-            target = self._client().resolve(worker_id, timeout=1.0)  # type: ignore[attr-defined]
+            target = self.client.resolve(worker_id, timeout=1.0)
         except Exception as exc:  # noqa: BLE001 - the node's answer says why (no such worker, not running)
             raise NotRegistered(f"cannot register for worker {worker_id!r}: {exc}") from None
         return target.generation, target.pid
@@ -203,7 +224,7 @@ def _alive(pid: int) -> bool:
         os.close(fd)
 
 
-def _entry(held: tuple[str, int, int]) -> dict[str, Any]:
+def _entry(held: tuple[str, int, int]) -> Registration:
     return {"id": held[0], "generation": held[1], "pid": held[2]}
 
 
@@ -211,13 +232,27 @@ def _entry(held: tuple[str, int, int]) -> dict[str, Any]:
 # Client side
 
 
-def register_self(worker: Worker, name: str, registry_id: str = "registry", timeout: float = 5.0) -> dict[str, Any]:
+def register_self(worker: Worker, name: str, registry_id: str = "registry", timeout: float = 5.0) -> Registration:
     """Register `name` for this incarnation of `worker` (safe in `init`: it passes generation and pid)."""
     try:
-        return worker.call(registry_id, ("register", name, worker.id, worker.generation, os.getpid()), timeout=timeout)  # type: ignore[return-value]
+        msg = ("register", name, worker.id, worker.generation, os.getpid())
+        answer = worker.call(registry_id, msg, timeout=timeout)
     except CallError as exc:
         reraise(exc, _ERRORS)
-        raise
+    return _registration(answer, "register")
+
+
+def _registration(answer: object, op: str) -> Registration:
+    """The registry's answer to `op`, which arrives unpickled: a dict made by `_entry`."""
+    return cast(Registration, expect(answer, dict, f"registry: {op}"))
+
+
+@dataclass(slots=True, eq=False)
+class _Bound:
+    """A name's cached incarnation (the Client's target, with its pidfd) and the sends left before a look at it."""
+
+    target: Target
+    left: int
 
 
 class Names:
@@ -233,14 +268,14 @@ class Names:
     def __init__(self, client: Client, registry_id: str = "registry") -> None:
         self.client = client
         self.registry_id = registry_id
-        self._cache: dict[str, list[Any]] = {}  # name -> [the Client's target of its incarnation, sends left before a check]
-        self._caller: Any = None
+        self._cache: dict[str, _Bound] = {}
+        self._caller: Caller | None = None
         self.lookups = 0  # round trips to the registry this client made
 
     @classmethod
     def of(cls, worker: Worker, registry_id: str = "registry") -> Names:
         """The Names of a worker, over the worker's own Client."""
-        return cls(worker._client(), registry_id)  # type: ignore[arg-type]
+        return cls(worker.client, registry_id)
 
     def send(self, name: str, msg: object, timeout: float | None = None) -> None:
         """Cast `msg` to the worker registered as `name` (waits up to `timeout` for a registration).
@@ -251,55 +286,58 @@ class Names:
         A cast to a worker that dies is lost with its mailbox, as in OTP.
         """
         entry = self._cache.get(name)
-        if entry is None or entry[1] <= 0:
+        if entry is None or entry.left <= 0:
             entry = self._fresh(name, entry, timeout)
-        entry[1] -= 1
-        if self._caller is None:
-            self._caller = self.client._caller_for_calls()  # the Client's own sockets: no second set
+        entry.left -= 1
+        caller = self._caller
+        if caller is None:
+            caller = self._caller = self.client.caller  # the Client's own sockets: no second set
         try:
-            self._caller.send_cast(entry[0].mailbox, msg)
+            caller.send_cast(entry.target.mailbox, msg)
         except PeerUnavailable:
-            entry[0].close()  # the Client sees this incarnation as dead too
-            self._caller.send_cast(self._fresh(name, entry, timeout)[0].mailbox, msg)
+            entry.target.close()  # the Client sees this incarnation as dead too
+            caller.send_cast(self._fresh(name, entry, timeout).target.mailbox, msg)
 
     def call(self, name: str, msg: object, timeout: float | None = None) -> Any:
         """Call the worker registered as `name`; its errors are the Client's (CallError, CalleeExited...)."""
         entry = self._cache.get(name)
-        if entry is None or entry[0].dead():
+        if entry is None or entry.target.dead():
             entry = self._fresh(name, entry, timeout)
-        return self.client.call(entry[0].worker_id, msg, timeout=timeout)
+        return self.client.call(entry.target.worker_id, msg, timeout=timeout)
 
-    def _fresh(self, name: str, entry: list[Any] | None, timeout: float | None) -> list[Any]:
+    def _fresh(self, name: str, entry: _Bound | None, timeout: float | None) -> _Bound:
         """The cache entry of `name`, its incarnation checked alive; looked up again if it died."""
-        if entry is not None and not entry[0].dead():
-            entry[1] = self.CHECK_EVERY
+        if entry is not None and not entry.target.dead():
+            entry.left = self.CHECK_EVERY
             return entry
-        fresh = [self._target(name, None if entry is None else entry[0], timeout), self.CHECK_EVERY]
+        fresh = _Bound(self._target(name, None if entry is None else entry.target, timeout), self.CHECK_EVERY)
         self._cache[name] = fresh
         return fresh
 
-    def whereis(self, name: str) -> dict[str, Any] | None:
+    def whereis(self, name: str) -> Registration | None:
         self.lookups += 1
-        return self._registry(("whereis", name))  # type: ignore[no-any-return]
+        answer = self._registry(("whereis", name))
+        return None if answer is None else _registration(answer, "whereis")
 
-    def register(self, name: str, worker_id: str, generation: int | None = None, pid: int | None = None) -> dict[str, Any]:
-        return self._registry(("register", name, worker_id, generation, pid))  # type: ignore[no-any-return]
+    def register(self, name: str, worker_id: str, generation: int | None = None,
+                 pid: int | None = None) -> Registration:  # fmt: skip
+        return _registration(self._registry(("register", name, worker_id, generation, pid)), "register")
 
     def unregister(self, name: str) -> bool:
         self._cache.pop(name, None)
-        return self._registry(("unregister", name))  # type: ignore[no-any-return]
+        return expect(self._registry(("unregister", name)), bool, "registry: unregister")
 
     def list(self) -> dict[str, str]:
-        return self._registry(("list",))  # type: ignore[no-any-return]
+        return expect(self._registry(("list",)), dict, "registry: list")
 
     def stats(self) -> dict[str, int]:
-        return self._registry(("stats",))  # type: ignore[no-any-return]
+        return expect(self._registry(("stats",)), dict, "registry: stats")
 
     def forget(self, name: str) -> None:
         """Drop the cached lookup of `name` (the next send asks the registry)."""
         self._cache.pop(name, None)
 
-    def _target(self, name: str, dead: Any, timeout: float | None) -> Any:
+    def _target(self, name: str, dead: Target | None, timeout: float | None) -> Target:
         """Look `name` up (waiting for a registration) and resolve its incarnation."""
         t = self.client.timeout if timeout is None else timeout
         deadline = time.monotonic() + t
@@ -307,17 +345,17 @@ class Names:
         while True:
             left = deadline - time.monotonic()
             self.lookups += 1
-            entry = self._registry(("await_name", name, max(0.0, left), stale), timeout=left + 1.0)
+            answer = self._registry(("await_name", name, max(0.0, left), stale), timeout=left + 1.0)
+            entry = _registration(answer, "await_name")
             target = self.client.resolve(entry["id"], timeout=max(0.001, left))
             if target.generation == entry["generation"] and not target.dead():
-                self._cache[name] = target
                 return target
             # The registered incarnation is gone; its successor has not registered yet.
             stale = [entry["id"], entry["generation"]]
             if time.monotonic() >= deadline:
                 raise NotRegistered(f"name {name!r}: its worker {entry['id']!r} exited and no successor registered it in {t:g}s")
 
-    def _registry(self, msg: tuple[Any, ...], timeout: float | None = None) -> Any:
+    def _registry(self, msg: tuple[object, ...], timeout: float | None = None) -> object:
         try:
             return self.client.call(self.registry_id, msg, timeout=timeout)
         except CallError as exc:

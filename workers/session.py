@@ -7,7 +7,7 @@ session touched since is found to live on and skipped (it sits in a later bucket
 too).  A read checks the one session's deadline, so an expired session is never
 returned even before its bucket is swept.
 
-    # tree: [[tree.children]] id = "sessions", start = "workers.session:Session", args = { ttl = 1800 }
+    # tree: [[tree.children]] id = "sessions", start = "supervisor_tree.workers.session:Session", args = { ttl = 1800 }
     s = SessionClient(client, "sessions")
     sid = s.create({"user": 42})                 # a random id (22 url-safe characters)
     s.update(sid, {"cart": [1, 2]})              # merges keys; False if the session is gone
@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from supervisor_tree.client import CallError, Client
-
-from ._component import BadRequest, Component, reraise
+from supervisor_tree.workers._component import BadRequest, Component, expect, reraise
 
 __all__ = ["Session", "SessionClient"]
 
@@ -35,7 +35,7 @@ _SWEEP = ("session", "sweep")
 
 
 class Session(Component):
-    """Sessions with a TTL.  Ops (dict or tuple form, see workers._component):
+    """Sessions with a TTL.  Ops (dict or tuple form, see supervisor_tree.workers._component):
 
     create(data=None, ttl=None) -> id         get(id) -> data | null
     update(id, data, replace=False) -> bool    (merges `data`'s keys, or replaces the whole data)
@@ -61,8 +61,10 @@ class Session(Component):
         self.swept = self._slot(time.monotonic()) - 1  # every slot up to this one is empty
         self.counts = {"created": 0, "expired": 0, "deleted": 0}
         self.send_after(self.grain, _SWEEP)
-        self._batch_ops = {"create": self.op_create, "get": self.op_get, "update": self.op_update,
-                           "touch": self.op_touch, "delete": self.op_delete, "count": self.op_count}
+        self._batch_ops: dict[str, Callable[..., object]] = {
+            "create": self.op_create, "get": self.op_get, "update": self.op_update,
+            "touch": self.op_touch, "delete": self.op_delete, "count": self.op_count,
+        }  # fmt: skip
 
     # -- ops --
 
@@ -185,30 +187,30 @@ class SessionClient:
         self.worker_id = session_id
 
     def create(self, data: Any = None, ttl: float | None = None) -> str:
-        return self._call(("create", data, ttl))  # type: ignore[no-any-return]
+        return expect(self._call(("create", data, ttl)), str, "session: create")
 
     def get(self, sid: str) -> Any:
         return self._call(("get", sid))
 
     def update(self, sid: str, data: Any, replace: bool = False) -> bool:
-        return self._call(("update", sid, data, replace))  # type: ignore[no-any-return]
+        return expect(self._call(("update", sid, data, replace)), bool, "session: update")
 
     def touch(self, sid: str, ttl: float | None = None) -> bool:
-        return self._call(("touch", sid, ttl))  # type: ignore[no-any-return]
+        return expect(self._call(("touch", sid, ttl)), bool, "session: touch")
 
     def delete(self, sid: str) -> bool:
-        return self._call(("delete", sid))  # type: ignore[no-any-return]
+        return expect(self._call(("delete", sid)), bool, "session: delete")
 
     def count(self) -> int:
-        return self._call(("count",))  # type: ignore[no-any-return]
+        return expect(self._call(("count",)), int, "session: count")
 
     def stats(self) -> dict[str, Any]:
-        return self._call(("stats",))  # type: ignore[no-any-return]
+        return expect(self._call(("stats",)), dict, "session: stats")
 
     def batch(self, ops: list[tuple[Any, ...]]) -> list[Any]:
-        return self._call(("batch", ops))  # type: ignore[no-any-return]
+        return expect(self._call(("batch", ops)), list, "session: batch")
 
-    def _call(self, msg: tuple[Any, ...]) -> Any:
+    def _call(self, msg: tuple[object, ...]) -> object:
         try:
             return self.client.call(self.worker_id, msg)
         except CallError as exc:

@@ -1,10 +1,12 @@
 """Benchmarks: the harness (`harness`), the histogram (`hist`), the raw pyzmq references (`raw`).
 
 Run them with ``python -m supervisor_tree.bench [names...] [--quick]``; see
-`harness` for writing a workload.  Benchmarks are not tests: they run on demand.
+`harness` for writing a workload.  Importing the package registers the built-in
+workloads (`workloads`); the harness itself imports none.  Benchmarks are not tests: they run on demand.
 """
 
-from .harness import (
+from supervisor_tree.bench import workloads  # noqa: F401 - importing it registers the built-in workloads
+from supervisor_tree.bench.harness import (
     BenchContext,
     BenchError,
     BenchProgress,
@@ -21,7 +23,7 @@ from .harness import (
     save_json,
     workload,
 )
-from .hist import Histogram
+from supervisor_tree.bench.hist import Histogram
 
 __all__ = [
     "BenchContext",

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from .harness import MIN_REPEATS, UnknownWorkload, print_table, registry, run, save_json
-from .table import default_console
+from supervisor_tree.bench.harness import MIN_REPEATS, UnknownWorkload, print_table, registry, run, save_json
+from supervisor_tree.bench.table import default_console
 
 
 def _parser() -> argparse.ArgumentParser:

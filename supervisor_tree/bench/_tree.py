@@ -31,8 +31,8 @@ from types import TracebackType
 
 import psutil
 
-from .. import rundir
-from .harness import BenchError
+from supervisor_tree.bench.harness import BenchError
+from supervisor_tree.wire import rundir
 
 __all__ = ["REPO", "BenchTree", "tree_toml", "worker_toml"]
 
@@ -42,13 +42,13 @@ STOP_TIMEOUT = 60.0  # s for `supervise stop`
 _MAX_BASE = 60  # ipc paths (RUN/w/ID-GEN.mbx) must stay under 107 bytes
 
 
-def worker_toml(worker_id: str, start: str = "workers.puppet:Puppet", shutdown: str = '"brutal_kill"') -> str:
+def worker_toml(worker_id: str, start: str = "supervisor_tree.workers.puppet:Puppet", shutdown: str = '"brutal_kill"') -> str:
     """One `[[...children]]` body for a permanent worker (without the table header)."""
     return f'id = "{worker_id}"\nstart = "{start}"\nrestart = "permanent"\nshutdown = {shutdown}\n'
 
 
 def tree_toml(*children: str, groups: dict[str, list[str]] | None = None, name: str = "bench",
-              intensity: int = 100_000, period: int = 1, preload: tuple[str, ...] = ("workers.puppet",)) -> str:
+              intensity: int = 100_000, period: int = 1, preload: tuple[str, ...] = ("supervisor_tree.workers.puppet",)) -> str:
     """A one_for_one root with `children` (worker_toml bodies) and, for each of `groups`,
     a one_for_all supervisor of those workers.  Intensity high enough for hundreds of kills."""
     lines = ["[node]", f'name = "{name}"', f"preload = {list(preload)!r}".replace("'", '"'), "",

@@ -40,10 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from supervisor_tree import Worker
-from workers.pool_tree import pool_toml
-
-from .harness import BenchContext, BenchError, Measurement, Trial, measure_throughput, workload
-from .raw import raw_push_pull, raw_push_pull_roundtrip
+from supervisor_tree.bench.harness import (
+    BenchContext,
+    BenchError,
+    Measurement,
+    Trial,
+    measure_throughput,
+    workload,
+)
+from supervisor_tree.bench.raw import raw_push_pull, raw_push_pull_roundtrip
+from supervisor_tree.workers.pool_tree import pool_toml
 
 __all__ = ["Sink", "Producer", "core_ops"]
 
@@ -63,7 +69,7 @@ class Sink(Worker):
     def init(self, name: str | None = None) -> None:
         self.n = 0
         if name:
-            from workers.registry import register_self
+            from supervisor_tree.workers.registry import register_self
 
             register_self(self, name)
 
@@ -80,10 +86,10 @@ class Producer(Worker):
     """On a cast ("produce", queue, n, batch): puts n items (i, payload), `batch` per call (1: put)."""
 
     def handle_cast(self, msg: Any) -> None:
-        from workers.queue import QueueClient
+        from supervisor_tree.workers.queue import QueueClient
 
         _, queue_id, n, batch = msg
-        q = QueueClient(self._client(), queue_id)  # type: ignore[arg-type]
+        q = QueueClient(self.client, queue_id)
         bodies = [os.urandom(PAYLOAD) for _ in range(batch)]
         if batch == 1:
             body = bodies[0]
@@ -96,7 +102,7 @@ class Producer(Worker):
 
 CONFIG = """[node]
 name = "core-ops"
-preload = ["workers.registry", "workers.queue", "workers.session", "workers.pool", "workers.pool_member",
+preload = ["supervisor_tree.workers.registry", "supervisor_tree.workers.queue", "supervisor_tree.workers.session", "supervisor_tree.workers.pool", "supervisor_tree.workers.pool_member",
            "supervisor_tree.bench.core_ops"]
 
 [tree]
@@ -106,7 +112,7 @@ period = 10
 
 [[tree.children]]
 id = "registry"
-start = "workers.registry:Registry"
+start = "supervisor_tree.workers.registry:Registry"
 
 [[tree.children]]
 id = "sink"
@@ -115,12 +121,12 @@ args = { name = "sink" }
 
 [[tree.children]]
 id = "queue"
-start = "workers.queue:Queue"
+start = "supervisor_tree.workers.queue:Queue"
 args = { capacity = 1000 }
 
 [[tree.children]]
 id = "queue_big"
-start = "workers.queue:Queue"
+start = "supervisor_tree.workers.queue:Queue"
 args = { capacity = 10000 }
 
 [[tree.children]]
@@ -129,7 +135,7 @@ start = "supervisor_tree.bench.core_ops:Producer"
 
 [[tree.children]]
 id = "sessions"
-start = "workers.session:Session"
+start = "supervisor_tree.workers.session:Session"
 
 """ + pool_toml(
     "pool", size=10, max_overflow=5, intensity=None, member_intensity=None, period=None,
@@ -180,7 +186,7 @@ def core_ops(ctx: BenchContext) -> list[Measurement]:
     out: list[Measurement] = []
     with _Node(ctx.run_dir) as node, Client(node.run_dir, timeout=30.0) as client:
         for name, fn, count, unit, ref, component in _figures(n, per_call):
-            trials = ctx.repeat(lambda: fn(client, count), f"core_ops {name}")
+            trials = ctx.repeat(lambda: fn(client, count), f"core_ops {name}")  # noqa: B023 - called within the iteration
             m = measure_throughput(name, trials, unit=unit, target=TARGETS[component],
                                    note=f"{count:,} ops per repeat; {fn.__doc__}")
             out.append(m.compared_to(refs[ref]))
@@ -210,7 +216,7 @@ def _bodies() -> list[bytes]:
 
 def registry_send(client: Any, n: int) -> Trial:
     """casts by name, one message each"""
-    from workers.registry import Names
+    from supervisor_tree.workers.registry import Names
 
     names = Names(client)
     names.send("sink", "warm")  # the one lookup; then every send hits the cache
@@ -228,7 +234,7 @@ def registry_send(client: Any, n: int) -> Trial:
 
 def registry_send_batch(client: Any, n: int) -> Trial:
     """casts by name, a list of 100 messages each"""
-    from workers.registry import Names
+    from supervisor_tree.workers.registry import Names
 
     names = Names(client)
     names.send("sink", [])
@@ -244,7 +250,7 @@ def registry_send_batch(client: Any, n: int) -> Trial:
 
 
 def _consume(client: Any, n: int, batch: int, queue: str = "queue") -> Trial:
-    from workers.queue import QueueClient
+    from supervisor_tree.workers.queue import QueueClient
 
     q = QueueClient(client, queue)
     t0 = _now()
@@ -263,7 +269,8 @@ def _consume(client: Any, n: int, batch: int, queue: str = "queue") -> Trial:
                 raise BenchError(f"queue: no item within 30 s after {got} of {n}")
             got += len(items)
     elapsed = _now() - t0
-    q.ack(tag)
+    if tag is not None:
+        q.ack(tag)
     _check("queue", got, n)
     return Trial(got, elapsed / 1e9)
 
@@ -285,7 +292,7 @@ def queue_per_call(client: Any, n: int) -> Trial:
 
 def pool_batch(client: Any, n: int) -> Trial:
     """run_many('echo', 100 tasks) per call, pool size 10"""
-    from workers.pool import PoolClient
+    from supervisor_tree.workers.pool import PoolClient
 
     pool = PoolClient(client, "pool")
     bodies = _bodies()
@@ -301,7 +308,7 @@ def pool_batch(client: Any, n: int) -> Trial:
 
 def pool_per_call(client: Any, n: int) -> Trial:
     """run('echo', task) per call, pool size 10"""
-    from workers.pool import PoolClient
+    from supervisor_tree.workers.pool import PoolClient
 
     pool = PoolClient(client, "pool")
     body = os.urandom(PAYLOAD)
@@ -322,7 +329,7 @@ def _session_ops(ids: list[str], body: bytes, i: int) -> list[tuple[Any, ...]]:
 
 def session_batch(client: Any, n: int) -> Trial:
     """batch(100 ops: 20 create, get, update, touch, delete) per call"""
-    from workers.session import SessionClient
+    from supervisor_tree.workers.session import SessionClient
 
     s = SessionClient(client, "sessions")
     body = os.urandom(PAYLOAD)
@@ -342,7 +349,7 @@ def session_batch(client: Any, n: int) -> Trial:
 
 def session_per_call(client: Any, n: int) -> Trial:
     """one op per call, the same mix"""
-    from workers.session import SessionClient
+    from supervisor_tree.workers.session import SessionClient
 
     s = SessionClient(client, "sessions")
     body = os.urandom(PAYLOAD)

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .facts import git_commit, machine_facts, versions
-from .hist import Histogram
-from .measurement import (
+from supervisor_tree.bench.facts import git_commit, machine_facts, versions
+from supervisor_tree.bench.hist import Histogram
+from supervisor_tree.bench.measurement import (
     Better,
     LatencySummary,
     Measurement,
@@ -48,9 +48,9 @@ from .measurement import (
     relative_spread_pct,
     run_repeats,
 )
-from .progress import BenchProgress
-from .result import SCHEMA, BadResultFile, Result, WorkloadResult, load_result, save_json
-from .table import print_table
+from supervisor_tree.bench.progress import BenchProgress
+from supervisor_tree.bench.result import SCHEMA, BadResultFile, Result, WorkloadResult, load_result, save_json
+from supervisor_tree.bench.table import print_table
 
 __all__ = [
     "SCHEMA",
@@ -148,13 +148,12 @@ def workload(name: str, *, quick: bool = True, description: str = "") -> Callabl
 
 
 def registry() -> dict[str, Workload]:
-    """Every registered workload by name (importing the built-in ones first)."""
-    from . import core_ops, raw  # noqa: F401  (register "core_ops_100k", "raw")
-    from . import network  # noqa: F401  (registers "tcp_sustained_10k")
-    from . import profile_overhead  # noqa: F401  (registers "profile")
-    from . import restart  # noqa: F401  (registers "restart")
-    from . import sustained  # noqa: F401  (registers "sustained")
+    """Every registered workload by name.
 
+    The harness imports no workload: a workload module registers itself when it is
+    imported, and `supervisor_tree.bench` (the package) imports the built-in ones
+    (`workloads.py`), so any use of the package sees them all.
+    """
     return dict(_REGISTRY)
 
 
@@ -213,7 +212,7 @@ def run(
             try:
                 measurements = tuple(wl.fn(ctx))
                 results[wl.name] = WorkloadResult(measurements, wl.description, None, time.monotonic() - w0)
-            except Exception as e:  # a failed workload is a result too; the others still run
+            except Exception as e:  # noqa: BLE001 - a failed workload is a result too; the others still run
                 error = f"{type(e).__name__}: {e}"
                 progress.note(f"workload {wl.name} failed: {error}")
                 results[wl.name] = WorkloadResult((), wl.description, error, time.monotonic() - w0)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from .hist import Histogram
+from supervisor_tree.bench.hist import Histogram
 
 __all__ = [
     "Better",

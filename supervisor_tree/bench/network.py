@@ -39,12 +39,20 @@ from typing import Any
 
 import psutil
 
-from workers.pool_tree import pool_toml
-
-from ..client import Client
-from ._tree import REPO, BenchTree
-from .harness import BenchContext, BenchError, Better, Histogram, Measurement, Trial, measure_throughput, workload
-from .measurement import Role
+from supervisor_tree.bench._tree import REPO, BenchTree
+from supervisor_tree.bench.harness import (
+    BenchContext,
+    BenchError,
+    Better,
+    Histogram,
+    Measurement,
+    Trial,
+    measure_throughput,
+    workload,
+)
+from supervisor_tree.bench.measurement import Role
+from supervisor_tree.client import Client
+from supervisor_tree.workers.pool_tree import pool_toml
 
 SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]
 PER_PROCESS = 18_000  # connections per load process: under the hard RLIMIT_NOFILE of 20,000
@@ -61,13 +69,13 @@ def network_toml(shards: int, port: int, pool_size: int, max_connections: int, n
         return f"{{ port = {port}, reuse_port = true, max_connections = {max_connections}{turns}{extra} }}"
 
     net = "\n".join(
-        f'[[tree.children.children]]\nid = "network.{i}"\nstart = "workers.network:Network"\nshutdown = 5000\n'
+        f'[[tree.children.children]]\nid = "network.{i}"\nstart = "supervisor_tree.workers.network:Network"\nshutdown = 5000\n'
         f"args = {args(i)}\n" for i in range(1, shards + 1))
     pool = pool_toml("pool", size=pool_size, max_overflow=0, intensity=100, member_intensity=100,
                      member_shutdown=None, manager_shutdown=None)
     return f"""[node]
 name = "bench-network"
-preload = ["workers.session", "workers.pool", "workers.pool_member", "workers.network", "workers.net.tools"]
+preload = ["supervisor_tree.workers.session", "supervisor_tree.workers.pool", "supervisor_tree.workers.pool_member", "supervisor_tree.workers.network", "supervisor_tree.workers.net.tools"]
 
 [tree]
 strategy = "one_for_one"
@@ -76,7 +84,7 @@ period = 10
 
 [[tree.children]]
 id = "session"
-start = "workers.session:Session"
+start = "supervisor_tree.workers.session:Session"
 
 {pool}
 [[tree.children]]

@@ -40,7 +40,7 @@ from typing import Any
 import multiprocess
 import zmq
 
-from .harness import BenchError
+from supervisor_tree.bench.harness import BenchError
 
 __all__ = ["PeerSockets", "ProcessPair", "open_socket", "with_deadline"]
 
@@ -63,7 +63,7 @@ def _peer_main(fn: Callable[..., None], parent: int, args: tuple[Any, ...]) -> N
     try:
         _die_with_parent(parent)
         fn(*args)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - cleanup, then re-raised or reported
         traceback.print_exc()
         sys.stderr.flush()
         code = 1

@@ -29,11 +29,19 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..client import Client
-from ..worker import Worker
-from ._tree import BenchTree, tree_toml, worker_toml
-from .harness import BenchContext, BenchError, Histogram, Measurement, Trial, measure_throughput, workload
-from .measurement import Role
+from supervisor_tree.bench._tree import BenchTree, tree_toml, worker_toml
+from supervisor_tree.bench.harness import (
+    BenchContext,
+    BenchError,
+    Histogram,
+    Measurement,
+    Trial,
+    measure_throughput,
+    workload,
+)
+from supervisor_tree.bench.measurement import Role
+from supervisor_tree.client import Client
+from supervisor_tree.worker.behaviour import Worker
 
 __all__ = ["Busy", "profile_overhead"]
 
@@ -105,8 +113,8 @@ def _round_none(client: Client, pid: int, seconds: float) -> tuple[Trial, int]:
 
 
 def _round_pyspy(client: Client, pid: int, seconds: float) -> tuple[Trial, int]:
-    from ..profiling.options import CaptureOptions
-    from ..profiling.pyspy import record
+    from supervisor_tree.profiling.options import CaptureOptions
+    from supervisor_tree.profiling.pyspy import record
 
     outcome: dict[str, object] = {}
 
@@ -114,7 +122,7 @@ def _round_pyspy(client: Client, pid: int, seconds: float) -> tuple[Trial, int]:
         try:
             options = CaptureOptions(duration_s=PYSPY_ATTACH_S + seconds + TAIL_S, rate_hz=RATE_HZ)
             outcome["profile"] = record(pid, options)
-        except Exception as exc:  # reported below, from the benchmark's thread
+        except Exception as exc:  # noqa: BLE001 - reported below, from the benchmark's thread
             outcome["error"] = exc
 
     sampler = threading.Thread(target=sample, name="bench-py-spy", daemon=True)

@@ -43,10 +43,17 @@ from typing import Any
 import multiprocess
 import zmq
 
-from .harness import BenchContext, BenchError, BenchProgress, Measurement, Trial, workload
-from .hist import Histogram
-from .measurement import Role, measure_latency, measure_throughput, run_repeats
-from .pair import PeerSockets, ProcessPair, with_deadline
+from supervisor_tree.bench.harness import (
+    BenchContext,
+    BenchError,
+    BenchProgress,
+    Measurement,
+    Trial,
+    workload,
+)
+from supervisor_tree.bench.hist import Histogram
+from supervisor_tree.bench.measurement import Role, measure_latency, measure_throughput, run_repeats
+from supervisor_tree.bench.pair import PeerSockets, ProcessPair, with_deadline
 
 __all__ = [
     "PICKLE_PROTOCOL",
@@ -174,7 +181,7 @@ def _ready_child(dir: str, t0: int, zygote: int, libc: Any, timeout_ms: int) -> 
         s.close()
         ctx.term()
         code = 0
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - cleanup, then re-raised or reported
         traceback.print_exc()
     finally:
         os._exit(code)

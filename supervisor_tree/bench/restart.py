@@ -39,11 +39,9 @@ from typing import Any
 
 import zmq
 
-from .. import rundir
-from ..client import Client, ControlRefused
-from . import raw
-from ._tree import BenchTree, tree_toml, worker_toml
-from .harness import (
+from supervisor_tree.bench import raw
+from supervisor_tree.bench._tree import BenchTree, tree_toml, worker_toml
+from supervisor_tree.bench.harness import (
     BenchContext,
     BenchError,
     Better,
@@ -55,7 +53,9 @@ from .harness import (
     measure_throughput,
     workload,
 )
-from .measurement import Role
+from supervisor_tree.bench.measurement import Role
+from supervisor_tree.client import Client, ControlRefused
+from supervisor_tree.wire import rundir
 
 __all__ = ["OTP_RESTART_US", "Counts", "restart_workload"]
 
@@ -66,7 +66,7 @@ CAST_MIN_RATIO = 0.5  # casts at least half of raw PUSH/PULL
 PAYLOAD = 64
 GROUP = 10
 # Between kills, not timed: crashes now and then, not a storm.  The fork server refills its
-# standbys once idle (launcher.py); a group restart uses ten of them.
+# standbys once idle (node/launchers/forkserver.py); a group restart uses ten of them.
 SETTLE_S, GROUP_SETTLE_S = 0.02, 0.1
 CALL_TIMEOUT = 10.0
 _now = time.perf_counter_ns  # CLOCK_MONOTONIC: os.kill and the reply are timed on the same clock
@@ -187,7 +187,7 @@ def _resolve_newer(client: Client, events: zmq.Socket[bytes], worker_id: str, ge
     """`client.resolve(worker_id, after_generation=generation)`, asked again after the node's
     next report while it answers "not running": a child stopped by a one_for_all restart is
     not_running until the restart starts it again, and resolve refuses instead of waiting
-    (control.py `_try_resolve`)."""
+    (node/control.py `_try_resolve`)."""
     while True:
         try:
             return client.resolve(worker_id, after_generation=generation,

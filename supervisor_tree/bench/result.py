@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .measurement import Measurement
+from supervisor_tree.bench.measurement import Measurement
 
 __all__ = ["SCHEMA", "BadResultFile", "Result", "WorkloadResult", "load_result", "save_json"]
 

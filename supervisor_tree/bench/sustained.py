@@ -53,13 +53,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import multiprocess
-import psutil
 
-from ._tree import BenchTree
-from .core_ops import CONFIG as CORE_OPS_CONFIG
-from .harness import BenchContext, BenchError, Better, Histogram, LatencySummary, Measurement, workload
-from .measurement import Role
-from .raw import raw_push_pull, raw_push_pull_roundtrip
+from supervisor_tree.bench._tree import BenchTree
+from supervisor_tree.bench.core_ops import CONFIG as CORE_OPS_CONFIG
+from supervisor_tree.bench.harness import (
+    BenchContext,
+    BenchError,
+    Better,
+    Histogram,
+    LatencySummary,
+    Measurement,
+    workload,
+)
+from supervisor_tree.bench.measurement import Role
+from supervisor_tree.bench.memory import MIB, RssSampler, fit_slope_mib_per_min
+from supervisor_tree.bench.raw import raw_push_pull, raw_push_pull_roundtrip
 
 __all__ = ["LOADERS", "TREE_CONFIG", "fit_slope_mib_per_min", "sustained_workload"]
 
@@ -77,7 +85,6 @@ CALL_TIMEOUT = 30.0
 TARGET_MSGS = 372_000.0  # the seed: "Sustained Load: 372K msg/s (60M ops/30min)"
 P99_TARGET_US = 5000.0
 MEMORY_TARGET = 1.0  # MiB/min
-MIB = 1024 * 1024
 KINDS = ("registry", "queue", "session", "pool")
 _now = time.perf_counter_ns  # CLOCK_MONOTONIC: comparable across processes
 
@@ -136,10 +143,10 @@ def _loader_main(conn: Any, index: int, parent: int) -> None:
         _, run_dir, end_ns = order
         try:
             conn.send(("report", _load(index, run_dir, end_ns)))
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - cleanup, then re-raised or reported
             conn.send(("error", traceback.format_exc()))
             code = 1
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - cleanup, then re-raised or reported
         code = 1
     finally:
         os._exit(code)
@@ -147,10 +154,10 @@ def _loader_main(conn: Any, index: int, parent: int) -> None:
 
 def _load(index: int, run_dir: str, end_ns: int) -> LoadReport:
     from supervisor_tree.client import Client
-    from workers.pool import PoolClient
-    from workers.queue import QueueClient
-    from workers.registry import Names
-    from workers.session import SessionClient
+    from supervisor_tree.workers.pool import PoolClient
+    from supervisor_tree.workers.queue import QueueClient
+    from supervisor_tree.workers.registry import Names
+    from supervisor_tree.workers.session import SessionClient
 
     rep = LoadReport(index)
     sink, queue_id = SINKS[index % len(SINKS)], QUEUES[index % len(QUEUES)]
@@ -292,91 +299,6 @@ class Loaders:
                 p.join(5.0)
         for c in self.conns:
             c.close()
-
-
-# ---------------------------------------------------------------------------
-# Memory
-
-
-def fit_slope_mib_per_min(points: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (seconds, bytes) points, in MiB/min; nan below 2 distinct times."""
-    n = len(points)
-    if n < 2:
-        return math.nan
-    mt = sum(t for t, _ in points) / n
-    mv = sum(v for _, v in points) / n
-    var = sum((t - mt) ** 2 for t, _ in points)
-    if var == 0:
-        return math.nan
-    cov = sum((t - mt) * (v - mv) for t, v in points)
-    return cov / var * 60.0 / MIB
-
-
-class RssSampler:
-    """RSS of the node and all its descendants, one sample per call."""
-
-    def __init__(self, node_pid: int) -> None:
-        self.node = psutil.Process(node_pid)
-        self.t0 = time.monotonic()
-        self.samples: list[tuple[float, dict[int, int]]] = []
-        self.labels: dict[int, str] = {}
-
-    def _label(self, p: psutil.Process) -> str:
-        if p.pid == self.node.pid:
-            return "node"
-        try:
-            return "fork_server" if p.ppid() == self.node.pid else "worker"
-        except psutil.Error:
-            return "?"
-
-    def name_workers(self, run_dir: str, ids: tuple[str, ...]) -> None:
-        """Label the processes of the workers `ids` by their id (asked of the node; best effort).
-        Called after the load processes have ended: this process may hold a ZeroMQ context then."""
-        from supervisor_tree.client import Client
-
-        try:
-            with Client(run_dir, timeout=5.0) as c:
-                for wid in ids:
-                    try:
-                        self.labels[int(c.resolve(wid, timeout=5.0).pid)] = wid
-                    except Exception:  # a worker gone or restarted: it keeps its generic label
-                        continue
-        except Exception:
-            return
-
-    def sample(self) -> None:
-        rss: dict[int, int] = {}
-        try:
-            procs = [self.node, *self.node.children(recursive=True)]
-        except psutil.Error:
-            procs = []
-        for p in procs:
-            try:
-                rss[p.pid] = int(p.memory_info().rss)
-            except psutil.Error:
-                continue
-            if p.pid not in self.labels:
-                self.labels[p.pid] = self._label(p)
-        self.samples.append((time.monotonic() - self.t0, rss))
-
-    def slopes(self, warmup_s: float) -> tuple[dict[str, float], float, int]:
-        """(slope per process label, slope of the sum, samples used) after `warmup_s`."""
-        kept = [(t, r) for t, r in self.samples if t >= warmup_s]
-        per: dict[int, list[tuple[float, float]]] = {}
-        for t, r in kept:
-            for pid, v in r.items():
-                per.setdefault(pid, []).append((t, float(v)))
-        slopes = {f"{pid} {self.labels.get(pid, '?')}": fit_slope_mib_per_min(pts)
-                  for pid, pts in per.items() if len(pts) >= 3}
-        total = fit_slope_mib_per_min([(t, float(sum(r.values()))) for t, r in kept])
-        return slopes, total, len(kept)
-
-    def to_extra(self) -> dict[str, object]:
-        return {
-            "t_s": [round(t, 2) for t, _ in self.samples],
-            "rss_mib": {f"{pid} {label}": [round(r.get(pid, 0) / MIB, 3) for _, r in self.samples]
-                        for pid, label in self.labels.items()},
-        }
 
 
 # ---------------------------------------------------------------------------

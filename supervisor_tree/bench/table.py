@@ -10,8 +10,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .measurement import Better, Measurement, Status
-from .result import Result
+from supervisor_tree.bench.measurement import Better, Measurement, Status
+from supervisor_tree.bench.result import Result
 
 __all__ = ["build_table", "default_console", "format_us", "format_value", "print_table"]
 

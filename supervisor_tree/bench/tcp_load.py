@@ -54,7 +54,7 @@ def raise_nofile(wanted: int) -> int:
 
 def request_line(i: int, size: int) -> bytes:
     """A JSON-RPC tools/call of `echo` exactly `size` bytes long, newline included."""
-    head = '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"' % i
+    head = '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"' % i  # noqa: UP031 - a template with literal braces
     tail = '"}}}\n'
     pad = max(0, size - len(head) - len(tail))
     return (head + "x" * pad + tail).encode()
@@ -155,7 +155,7 @@ class Load:
                         sock.setblocking(False)
                         await asyncio.wait_for(loop.sock_connect(sock, (host, port)), 30)
                         line = request_line(base + i, size)
-                        _, conn = await loop.create_connection(lambda: _Conn(self, line), sock=sock)
+                        _, conn = await loop.create_connection(lambda: _Conn(self, line), sock=sock)  # noqa: B023 - called within the iteration
                         self.conns.append(conn)
                         return
                     except (TimeoutError, OSError):

@@ -17,13 +17,31 @@ files), ``options``, ``report`` (rich tables for the CLI), ``errors``.
 """
 
 from supervisor_tree.profiling.capture import (
-    AllProfiles, Control, Format, Target, capture, capture_all, default_path, diff, load, write,
+    AllProfiles,
+    Control,
+    Format,
+    Target,
+    capture,
+    capture_all,
+    default_path,
+    diff,
+    load,
+    write,
 )
 from supervisor_tree.profiling.collapsed import (
-    Clock, Engine, Profile, ProfileMeta, Unit, format_collapsed, merge, parse_collapsed,
-    subtree_share, top_frames,
+    Clock,
+    Engine,
+    Profile,
+    ProfileMeta,
+    Unit,
+    format_collapsed,
+    merge,
+    parse_collapsed,
+    subtree_share,
+    top_frames,
 )
-from supervisor_tree.profiling.errors import ProfilerError, WorkerExited
+from supervisor_tree.profiling.errors import ProfilerError
+from supervisor_tree.profiling.exited import WorkerExited
 from supervisor_tree.profiling.flamegraph import render_diff_svg, render_svg
 from supervisor_tree.profiling.options import CaptureOptions
 from supervisor_tree.profiling.speedscope import to_speedscope

@@ -27,19 +27,27 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 import psutil
 
 from supervisor_tree.profiling import pyspy
 from supervisor_tree.profiling.collapsed import (
-    Clock, Engine, Profile, ProfileMeta, Unit, format_collapsed, merge, parse_collapsed,
+    Clock,
+    Engine,
+    Profile,
+    ProfileMeta,
+    Unit,
+    format_collapsed,
+    merge,
+    parse_collapsed,
 )
-from supervisor_tree.profiling.errors import ProfilerError, WorkerExited
+from supervisor_tree.profiling.errors import ProfilerError
+from supervisor_tree.profiling.exited import WorkerExited
 from supervisor_tree.profiling.flamegraph import profile_from_svg, render_diff_svg, render_svg
 from supervisor_tree.profiling.options import CaptureOptions
 from supervisor_tree.profiling.speedscope import to_speedscope
@@ -138,7 +146,7 @@ class _YappiCapture:
             if started is not None and not stopped and self._alive():
                 try:  # best effort: yappi must not stay on in a worker nobody profiles
                     self.control("profile_stop", {"formats": []}, START_TIMEOUT_S)
-                except Exception:
+                except Exception:  # noqa: BLE001 - cleanup, then re-raised or reported
                     pass
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -167,7 +175,7 @@ class _YappiCapture:
     def _call(self, op: str, args: Mapping[str, object], timeout: float) -> Mapping[str, object]:
         try:
             return self.control(op, args, timeout)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - cleanup, then re-raised or reported
             if not self._alive():
                 raise self._died() from None
             hint = ("; a worker busy inside one long call answers no control op "

@@ -23,8 +23,8 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Mapping
 
 from supervisor_tree.profiling.errors import ProfilerError
 

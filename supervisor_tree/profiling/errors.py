@@ -1,4 +1,4 @@
-"""The one error type of the profiling package, and its "worker died" variant.
+"""The one error type of the profiling package (its "worker died" variant is in `exited.py`).
 
 Owns nothing else: every engine and the orchestration raise these, so the CLI maps
 one type to one exit code.  Messages are one line: who, what happened, what to change.
@@ -9,27 +9,6 @@ one type to one exit code.  Messages are one line: who, what happened, what to c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from supervisor_tree.profiling.collapsed import Profile
-
 
 class ProfilerError(Exception):
     """A capture, render or write failed; ``str(error)`` is the whole story in one line."""
-
-
-class WorkerExited(ProfilerError):
-    """The worker exited while it was being profiled.
-
-    ``partial`` holds what was collected before it died (py-spy keeps its samples),
-    or None when nothing survived (yappi's data lived inside the dead process).
-    The CLI writes ``partial`` when there is one and prints the message either way.
-    """
-
-    def __init__(self, message: str, partial: Profile | None = None) -> None:
-        super().__init__(message)
-        self.partial = partial
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (str(self), self.partial))

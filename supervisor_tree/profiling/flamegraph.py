@@ -23,9 +23,7 @@ import xml.etree.ElementTree as ET
 import zlib
 from dataclasses import dataclass, field
 
-from supervisor_tree.profiling.collapsed import (
-    Profile, ProfileMeta, Unit, format_collapsed, parse_collapsed,
-)
+from supervisor_tree.profiling.collapsed import Profile, ProfileMeta, Unit, format_collapsed, parse_collapsed
 from supervisor_tree.profiling.errors import ProfilerError
 
 WIDTH = 1200

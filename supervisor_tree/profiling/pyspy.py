@@ -36,9 +36,16 @@ from pathlib import Path
 import psutil
 
 from supervisor_tree.profiling.collapsed import (
-    Clock, Engine, Profile, ProfileMeta, Unit, now_iso, parse_collapsed,
+    Clock,
+    Engine,
+    Profile,
+    ProfileMeta,
+    Unit,
+    now_iso,
+    parse_collapsed,
 )
-from supervisor_tree.profiling.errors import ProfilerError, WorkerExited
+from supervisor_tree.profiling.errors import ProfilerError
+from supervisor_tree.profiling.exited import WorkerExited
 from supervisor_tree.profiling.options import CaptureOptions
 
 GRACE_S = 10.0  # attaching, symbol lookup and writing the output, beyond the duration

@@ -19,22 +19,42 @@ heartbeat thread, waiting, would take a visible share of every graph.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 # From the module itself: the package's attribute `capture` is the function, not this module.
 from supervisor_tree.profiling.capture import (
-    SUFFIX, AllProfiles, Control, Format, Target, capture, capture_all, default_path, load, write,
+    SUFFIX,
+    AllProfiles,
+    Control,
+    Format,
+    Target,
+    capture,
+    capture_all,
+    default_path,
+    load,
+    write,
 )
 from supervisor_tree.profiling.capture import diff as _diff
 from supervisor_tree.profiling.collapsed import Engine, Profile
-from supervisor_tree.profiling.errors import ProfilerError, WorkerExited
+from supervisor_tree.profiling.errors import ProfilerError
+from supervisor_tree.profiling.exited import WorkerExited
 from supervisor_tree.profiling.options import CaptureOptions
 
 if TYPE_CHECKING:
     import threading
 
-    from supervisor_tree.client import Client
+
+class Client(Protocol):
+    """What profiling needs of a `supervisor_tree.client.Client` (which imports this module lazily)."""
+
+    def control(self, op: str, _wait: float | None = None, **args: object) -> Any: ...
+    def resolve(self, worker_id: str, *, after_generation: int = 0, timeout: float | None = None) -> Any: ...
+    def control_worker(self, worker_id: str, op: str, kwargs: dict[str, object], timeout: float = 10.0) -> Any: ...
+    def status(self) -> dict[str, Any]: ...
+    def clone(self) -> Client: ...
+    def close(self) -> None: ...
 
 DEFAULT_PROFILES_DIR = "profiles"
 YAPPI_ONLY = (Format.PSTATS, Format.CALLGRIND)
@@ -119,7 +139,7 @@ def profiles_dir_of(client: Client, profiles_dir: str | None = None) -> str:
         return profiles_dir
     try:
         configured = client.control("ping").get("profiles_dir")
-    except Exception:  # an old node, or one going away: the default still works
+    except Exception:  # noqa: BLE001 - an old node, or one going away: the default still works
         configured = None
     return str(configured) if configured else DEFAULT_PROFILES_DIR
 
@@ -229,13 +249,11 @@ def profile_all(client: Client, *, engine: str | Engine = "py-spy", duration: fl
         if missing:
             raise ProfilerError(f"not running workers of this tree: {', '.join(missing)}")
         targets = [t for t in targets if t.worker_id in workers]
-    from supervisor_tree.client import Client as _Client
-
     # One Client per capture thread (a Client is not thread-safe), sharing this one's context.
-    clients: list[_Client] = []
+    clients: list[Client] = []
 
     def control_for(target: Target) -> Control:
-        own = _Client(client.run_dir, context=client.ctx, timeout=client.timeout)
+        own = client.clone()
         clients.append(own)
         return control_of(own, target.worker_id)
 

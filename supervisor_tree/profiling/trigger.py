@@ -28,11 +28,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
 
-if TYPE_CHECKING:
-    from supervisor_tree.runtime import Node, WorkerRec
+from supervisor_tree.node.records import NodeState, WorkerRec
 
 logger = logging.getLogger("supervisor_tree")
 
@@ -86,7 +85,7 @@ class _Outcome:
 class TriggerWatcher:
     """The node extension; see the module docstring.  All methods run in the node thread."""
 
-    def __init__(self, node: Node, config: TriggerConfig, profiles_dir: str) -> None:
+    def __init__(self, node: NodeState, config: TriggerConfig, profiles_dir: str) -> None:
         self.node = node
         self.config = config
         self.profiles_dir = profiles_dir
@@ -96,7 +95,7 @@ class TriggerWatcher:
         self._closed = False
 
     @classmethod
-    def from_node(cls, node: Node) -> list[TriggerWatcher]:
+    def from_node(cls, node: NodeState) -> list[TriggerWatcher]:
         """``[watcher]`` when the node's config has ``[profile.trigger]``, else ``[]``."""
         profile = node.spec.extra.get("profile")
         if not isinstance(profile, Mapping) or not isinstance(profile.get("trigger"), Mapping):
@@ -160,7 +159,7 @@ class TriggerWatcher:
             self.node.set_timer(NODE, POLL_KEY, POLL_S)
 
     def close(self) -> None:
-        """Node stop: cancel every running capture and wait for it (bounded)."""
+        """NodeState stop: cancel every running capture and wait for it (bounded)."""
         self._closed = True
         jobs = list(self.jobs.values())
         for job in jobs:
@@ -208,7 +207,7 @@ class TriggerWatcher:
         try:
             written, taken = self._run(job)
             outcome = _Outcome(job, written, taken, None)
-        except Exception as exc:  # every outcome is reported, the thread never dies silently
+        except Exception as exc:  # noqa: BLE001 - every outcome is reported, the thread never dies silently
             path: str | None = getattr(exc, "path", None)
             partial = getattr(exc, "partial", None)
             samples = int(partial.meta.samples) if partial is not None and path else None
@@ -217,7 +216,7 @@ class TriggerWatcher:
 
     def _run(self, job: _Job) -> tuple[str, int]:
         from supervisor_tree.profiling.capture import Format, Target, capture, write
-        from supervisor_tree.profiling.errors import WorkerExited
+        from supervisor_tree.profiling.exited import WorkerExited
         from supervisor_tree.profiling.remote import capture_options, control_of, write_partial
 
         options, fmt = capture_options(engine=self.config.engine, duration=self.config.duration, fmt="svg")

@@ -11,8 +11,8 @@ import os
 from typing import Any
 
 from supervisor_tree import Worker
-from workers.queue import QueueClient
-from workers.registry import register_self
+from supervisor_tree.workers.queue import QueueClient
+from supervisor_tree.workers.registry import register_self
 
 _LOOP = ("mover", "loop")
 
@@ -40,8 +40,8 @@ class Mover(Worker):
         self.batch = batch
         self.held: list[Any] = []
         self.moved = 0
-        self.source = QueueClient(self._client(), source)  # type: ignore[arg-type]
-        self.sink = QueueClient(self._client(), sink)  # type: ignore[arg-type]
+        self.source = QueueClient(self.client, source)
+        self.sink = QueueClient(self.client, sink)
         self.running = running
         self.send_after(0, _LOOP)
 

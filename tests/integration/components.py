@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from workers.pool_tree import pool_toml
-
 from nodes import Tree, write_config
+
+from supervisor_tree.workers.pool_tree import pool_toml
 
 HEAD = """[node]
 heartbeat = { interval = 0.2, misses = 10 }
-preload = ["workers.registry", "workers.queue", "workers.session", "workers.pool", "workers.pool_member"]
+preload = ["supervisor_tree.workers.registry", "supervisor_tree.workers.queue", "supervisor_tree.workers.session", "supervisor_tree.workers.pool", "supervisor_tree.workers.pool_member"]
 
 [tree]
 strategy = "one_for_one"

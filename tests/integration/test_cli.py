@@ -8,7 +8,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from nodes import Tree, supervise, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(180)
@@ -117,10 +116,10 @@ def test_no_node_means_exit_3(tmp_path: Path) -> None:
     [
         ("[tree]\nstrategy = one_for_one\n", "line 2"),
         ('[tree]\nstrategy = "one_for_some"\n', "one_for_one"),
-        ('[tree]\n[[tree.children]]\nid = "a"\nstart = "workers.puppet:Puppet"\nrestrat = "permanent"\n', 'did you mean "restart"'),
-        ('[tree]\n[[tree.children]]\nid = "a"\nstart = "workers.puppet:Puppet"\nshutdown = -5\n', "-5"),
+        ('[tree]\n[[tree.children]]\nid = "a"\nstart = "supervisor_tree.workers.puppet:Puppet"\nrestrat = "permanent"\n', 'did you mean "restart"'),
+        ('[tree]\n[[tree.children]]\nid = "a"\nstart = "supervisor_tree.workers.puppet:Puppet"\nshutdown = -5\n', "-5"),
         ('[tree]\n[[tree.children]]\nid = "a"\nstart = "nosuchmodule:W"\n', "nosuchmodule"),
-        ('[tree]\n[[tree.children]]\nid = "a"\nstart = "workers.puppet:Puppet"\n[[tree.children]]\nid = "a"\nstart = "workers.puppet:Puppet"\n', "duplicate"),
+        ('[tree]\n[[tree.children]]\nid = "a"\nstart = "supervisor_tree.workers.puppet:Puppet"\n[[tree.children]]\nid = "a"\nstart = "supervisor_tree.workers.puppet:Puppet"\n', "duplicate"),
     ],
 )
 def test_bad_config_is_refused_with_one_line_per_problem_and_exit_2(tmp_path: Path, config: str, message: str) -> None:

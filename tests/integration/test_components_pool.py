@@ -6,11 +6,11 @@ import threading
 import time
 
 import pytest
-
 from components import pool, start_tree  # noqa: F401 - start_tree is a fixture
 from nodes import wait_for
+
 from supervisor_tree.client import Client
-from workers.pool import MemberExited, PoolClient, PoolTimeout, TaskFailed
+from supervisor_tree.workers.pool import MemberExited, PoolClient, PoolTimeout, TaskFailed
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,11 +6,11 @@ import threading
 import time
 
 import pytest
-
 from components import start_tree, worker  # noqa: F401 - start_tree is a fixture
 from nodes import wait_for
+
 from supervisor_tree.client import Client
-from workers.queue import QueueClient, QueueFull
+from supervisor_tree.workers.queue import QueueClient, QueueFull
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -18,7 +18,7 @@ MOVER = "tests.integration.component_workers:Mover"
 
 
 def queue(id: str = "jobs", capacity: int = 1000, **args: object) -> str:
-    return worker(id, "workers.queue:Queue", capacity=capacity, **args)
+    return worker(id, "supervisor_tree.workers.queue:Queue", capacity=capacity, **args)
 
 
 def test_fifo_order_and_acks(start_tree) -> None:  # type: ignore[no-untyped-def]

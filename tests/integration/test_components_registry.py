@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
 from components import start_tree, worker  # noqa: F401 - start_tree is a fixture
 from nodes import wait_for
-from workers.registry import AlreadyRegistered, Names, NotRegistered
+
+from supervisor_tree.workers.registry import AlreadyRegistered, Names, NotRegistered
 
 pytestmark = pytest.mark.timeout(120)
 
-REGISTRY = worker("registry", "workers.registry:Registry")
+REGISTRY = worker("registry", "supervisor_tree.workers.registry:Registry")
 NAMED = "tests.integration.component_workers:Named"
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
 from components import start_tree, worker  # noqa: F401 - start_tree is a fixture
 from nodes import wait_for
-from workers.session import SessionClient
+
+from supervisor_tree.workers.session import SessionClient
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def sessions(**args: object) -> str:
-    return worker("sessions", "workers.session:Session", **args)
+    return worker("sessions", "supervisor_tree.workers.session:Session", **args)
 
 
 def test_create_get_update_touch_delete_count(start_tree) -> None:  # type: ignore[no-untyped-def]

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from nodes import REPO, supervise, wait_for
 
-from supervisor_tree import rundir
-from supervisor_tree.default_tree import DEFAULT_PORT, EXAMPLE, PORT_ENV
+from supervisor_tree.config.default_tree import DEFAULT_PORT, EXAMPLE, PORT_ENV
+from supervisor_tree.wire import rundir
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -93,7 +93,7 @@ def test_the_default_tree_listens_on_7411_and_examples_says_the_same() -> None:
     assert (REPO / "examples" / "default.toml").read_text() == EXAMPLE.read_text()
     tree = tomllib.loads(EXAMPLE.read_text())["tree"]
     ports = {c["args"]["port"] for sup in tree["children"] for c in sup.get("children", ())
-             if c.get("start") == "workers.network:Network"}  # fmt: skip
+             if c.get("start") == "supervisor_tree.workers.network:Network"}  # fmt: skip
     assert ports == {DEFAULT_PORT}
     checked = supervise("check", str(EXAMPLE))
     assert checked.returncode == 0, checked.stderr

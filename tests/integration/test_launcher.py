@@ -17,29 +17,25 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import cloudpickle
 import psutil
 import pytest
 import zmq
 
-from supervisor_tree import IGNORE, Worker, channel
-from supervisor_tree.channel import Caller, RemoteCallError, Reply
-from supervisor_tree.launcher import (
-    LauncherError,
-    LocalLauncher,
-    Reaped,
-    Spawned,
-    SpawnRequest,
-    reason_from_status,
-)
+from supervisor_tree import IGNORE, Worker
+from supervisor_tree.node.launchers.base import LauncherError, Reaped, Spawned, reason_from_status
+from supervisor_tree.node.launchers.local import LocalLauncher
 from supervisor_tree.spec import KILLED, NORMAL, SHUTDOWN, ExitKind, ExitReason, error, shutdown_with
-from supervisor_tree.worker import exit_status
+from supervisor_tree.wire import channel
+from supervisor_tree.wire.channel import Caller, RemoteCallError, Reply
+from supervisor_tree.worker.exits import exit_status
+from supervisor_tree.worker.spawn import SpawnRequest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PUPPET = "workers.puppet:Puppet"
+PUPPET = "supervisor_tree.workers.puppet:Puppet"
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -107,7 +103,7 @@ class Started:
 class FakeNode:
     def __init__(self, run_dir: str, **launcher_options: object) -> None:
         self.run_dir = run_dir
-        self.launcher = LocalLauncher(run_dir, preload=["workers.puppet"], sys_path=[REPO], **launcher_options)
+        self.launcher = LocalLauncher(run_dir, preload=["supervisor_tree.workers.puppet"], sys_path=[REPO], **launcher_options)
         self.launcher.start()
         self.ctx = zmq.Context()
         self.inbound = channel.make_socket(self.ctx, zmq.PULL)
@@ -587,14 +583,16 @@ PARENT_SCRIPT = textwrap.dedent(
     """
     import os, sys, select
     sys.path.insert(0, {repo!r})
-    from supervisor_tree.launcher import LocalLauncher, SpawnRequest, Spawned
+    from supervisor_tree.node.launchers.base import Spawned
+    from supervisor_tree.node.launchers.local import LocalLauncher
+    from supervisor_tree.worker.spawn import SpawnRequest
     run = {run!r}
-    launcher = LocalLauncher(run, preload=["workers.puppet"])
+    launcher = LocalLauncher(run, preload=["supervisor_tree.workers.puppet"])
     launcher.start()
     pids = []
     for n in range(3):
         base = f"{{run}}/w/p{{n}}-1"
-        launcher.spawn(SpawnRequest(n, f"p{{n}}", 1, "workers.puppet:Puppet", {{}}, run, f"ipc://{{run}}/inbound",
+        launcher.spawn(SpawnRequest(n, f"p{{n}}", 1, "supervisor_tree.workers.puppet:Puppet", {{}}, run, f"ipc://{{run}}/inbound",
                                     f"ipc://{{base}}.mbx", f"ipc://{{base}}.ctl", 5.0))
     while len(pids) < 3:
         select.select([launcher.fileno()], [], [])

@@ -1,6 +1,6 @@
 """The network component over real TCP: a node from a config, JSON-RPC clients on loopback sockets.
 
-Each test speaks newline-delimited JSON-RPC 2.0 to a `workers.network:Network`
+Each test speaks newline-delimited JSON-RPC 2.0 to a `supervisor_tree.workers.network:Network`
 worker of a real node (session, pool manager + members, network), and checks
 what a client sees and what the tree holds.  Waits are on conditions or socket
 reads with deadlines.
@@ -18,9 +18,9 @@ from typing import Any
 
 import psutil
 import pytest
-
-from workers.pool_tree import pool_toml
 from nodes import Tree, wait_for, write_config
+
+from supervisor_tree.workers.pool_tree import pool_toml
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,7 +31,7 @@ def tree_config(max_connections: int = 5000, call_timeout: float = 3.0) -> str:
     return f"""
 [node]
 heartbeat = {{ interval = 0.2, misses = 10 }}
-preload = ["workers.session", "workers.pool", "workers.pool_member", "workers.network", "workers.net.tools"]
+preload = ["supervisor_tree.workers.session", "supervisor_tree.workers.pool", "supervisor_tree.workers.pool_member", "supervisor_tree.workers.network", "supervisor_tree.workers.net.tools"]
 
 [tree]
 strategy = "one_for_one"
@@ -40,12 +40,12 @@ period = 10
 
 [[tree.children]]
 id = "session"
-start = "workers.session:Session"
+start = "supervisor_tree.workers.session:Session"
 
 {pool_toml("pool", size=2, max_overflow=0, intensity=50, member_intensity=50, member_shutdown="brutal_kill", manager_shutdown="brutal_kill")}
 [[tree.children]]
 id = "network"
-start = "workers.network:Network"
+start = "supervisor_tree.workers.network:Network"
 args = {{ port = 0, max_line = {MAX_LINE}, max_connections = {max_connections}, call_timeout = {call_timeout} }}
 """
 
@@ -312,11 +312,11 @@ def test_shards_on_one_port_take_turns(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     shards = tree_config().replace(
-        'id = "network"\nstart = "workers.network:Network"\n'
+        'id = "network"\nstart = "supervisor_tree.workers.network:Network"\n'
         f'args = {{ port = 0, max_line = {MAX_LINE}, max_connections = 5000, call_timeout = 3.0 }}',
-        f'id = "net.a"\nstart = "workers.network:Network"\n'
+        f'id = "net.a"\nstart = "supervisor_tree.workers.network:Network"\n'
         f'args = {{ port = {port}, reuse_port = true, max_connections = 4, overflow = "net.b" }}\n\n'
-        f'[[tree.children]]\nid = "net.b"\nstart = "workers.network:Network"\n'
+        f'[[tree.children]]\nid = "net.b"\nstart = "supervisor_tree.workers.network:Network"\n'
         f'args = {{ port = {port}, reuse_port = true, max_connections = 4, standby = true }}')
     assert "net.b" in shards
     t = start_tree(tmp_path, shards)
@@ -403,7 +403,7 @@ def test_killing_the_pool_under_load_gives_errors_not_hangs_then_service_resumes
         running = asyncio.create_task(load(stop))
         try:
             await steps(stop, running)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - cleanup, then re-raised or reported
             running.cancel()
             raise AssertionError(f"outcomes {outcomes}; network {t.client.call('network', {'op': 'stats'})}") from None
 

@@ -15,13 +15,14 @@ import pstats
 import subprocess
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 import pytest
-
 from nodes import REPO, SUPERVISE, Tree, wait_for, write_config
+
 from supervisor_tree.client import Client, ClientError
 from supervisor_tree.profiling import Profile, load
 
@@ -82,7 +83,7 @@ start = "shopapp:Shop"
 
 [[tree.children]]
 id = "puppet"
-start = "workers.puppet:Puppet"
+start = "supervisor_tree.workers.puppet:Puppet"
 
 [profile]
 dir = "profiles"

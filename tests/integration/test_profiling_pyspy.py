@@ -10,17 +10,26 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import pytest
 
 from supervisor_tree.profiling import (
-    CaptureOptions, Engine, Format, ProfilerError, Target, WorkerExited, capture, capture_all,
-    subtree_share, top_frames, write,
+    CaptureOptions,
+    Engine,
+    Format,
+    ProfilerError,
+    Target,
+    WorkerExited,
+    capture,
+    capture_all,
+    pyspy,
+    subtree_share,
+    top_frames,
+    write,
 )
-from supervisor_tree.profiling import pyspy
 
 pytestmark = pytest.mark.timeout(120)
 

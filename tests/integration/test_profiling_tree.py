@@ -7,14 +7,22 @@ import os
 import pstats
 import signal
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import pytest
-
 from nodes import Tree, write_config
+
 from supervisor_tree.profiling import (
-    CaptureOptions, Control, Engine, Format, Target, WorkerExited, capture, subtree_share, write,
+    CaptureOptions,
+    Control,
+    Engine,
+    Format,
+    Target,
+    WorkerExited,
+    capture,
+    subtree_share,
+    write,
 )
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]

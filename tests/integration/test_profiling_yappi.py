@@ -13,14 +13,25 @@ import selectors
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import pytest
 
 from supervisor_tree.profiling import (
-    CaptureOptions, Clock, Engine, Format, ProfilerError, Target, Unit, WorkerExited, capture,
-    parse_collapsed, subtree_share, top_frames, write,
+    CaptureOptions,
+    Clock,
+    Engine,
+    Format,
+    ProfilerError,
+    Target,
+    Unit,
+    WorkerExited,
+    capture,
+    parse_collapsed,
+    subtree_share,
+    top_frames,
+    write,
 )
 
 pytestmark = pytest.mark.timeout(120)

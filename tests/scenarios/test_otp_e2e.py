@@ -14,15 +14,15 @@ from typing import Any
 
 import psutil
 import pytest
-
 from nodes import Tree, wait_for, write_config
+
 from supervisor_tree.client import CalleeExited, CallError
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def child(id: str, restart: str = "permanent", shutdown: object = 1000, **args: Any) -> str:
-    lines = ["[[tree.children]]", f'id = "{id}"', 'start = "workers.puppet:Puppet"', f'restart = "{restart}"']
+    lines = ["[[tree.children]]", f'id = "{id}"', 'start = "supervisor_tree.workers.puppet:Puppet"', f'restart = "{restart}"']
     lines.append(f"shutdown = {json.dumps(shutdown)}")
     if args:
         lines.append("args = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in args.items()) + " }")
@@ -168,9 +168,9 @@ def test_s16_child_supervisor_that_gives_up_is_restarted_by_its_parent(start_tre
     text = (
         '[tree]\nstrategy = "one_for_one"\nintensity = 1\nperiod = 5\n\n'
         '[[tree.children]]\nid = "mid"\ntype = "supervisor"\nstrategy = "one_for_one"\nintensity = 1\nperiod = 5\n\n'
-        '[[tree.children.children]]\nid = "w1"\nstart = "workers.puppet:Puppet"\nshutdown = 1000\n\n'
-        '[[tree.children.children]]\nid = "w2"\nstart = "workers.puppet:Puppet"\nshutdown = 1000\n\n'
-        '[[tree.children]]\nid = "x"\nstart = "workers.puppet:Puppet"\nshutdown = 1000\n'
+        '[[tree.children.children]]\nid = "w1"\nstart = "supervisor_tree.workers.puppet:Puppet"\nshutdown = 1000\n\n'
+        '[[tree.children.children]]\nid = "w2"\nstart = "supervisor_tree.workers.puppet:Puppet"\nshutdown = 1000\n\n'
+        '[[tree.children]]\nid = "x"\nstart = "supervisor_tree.workers.puppet:Puppet"\nshutdown = 1000\n'
     )
     t = start_tree(text)
     crash(t, "w1")
@@ -187,7 +187,7 @@ def test_s16_child_supervisor_that_gives_up_is_restarted_by_its_parent(start_tre
 
 def test_s19_stop_walks_children_newest_first(start_tree) -> None:  # type: ignore[no-untyped-def]
     t = start_tree(tree_toml(child("a"), child("b"), child("c"), child("d")))
-    r = t.client.start_child("root", spec={"id": "e", "start": "workers.puppet:Puppet", "shutdown": 1000})
+    r = t.client.start_child("root", spec={"id": "e", "start": "supervisor_tree.workers.puppet:Puppet", "shutdown": 1000})
     assert r["ok"], r
     result = t.cli("stop")
     assert result.returncode == 0, result.stderr
@@ -246,7 +246,7 @@ def test_s25_failed_restart_is_retried_until_it_starts(start_tree, tmp_path: Pat
 
 def test_s29_dynamic_api_results(start_tree) -> None:  # type: ignore[no-untyped-def]
     t = start_tree(tree_toml(child("a")))
-    spec = {"id": "b", "start": "workers.puppet:Puppet", "shutdown": 1000}
+    spec = {"id": "b", "start": "supervisor_tree.workers.puppet:Puppet", "shutdown": 1000}
     first = t.client.start_child("root", spec=spec)
     assert first["ok"]
     again = t.client.start_child("root", spec=spec)
@@ -281,7 +281,7 @@ def test_sigstopped_worker_is_detected_by_missed_heartbeats_and_restarted(start_
     t = start_tree(tree_toml(child("a")))
     os.kill(t.pid_of("a"), signal.SIGSTOP)
     t.wait_started("a", 2, timeout=30)
-    assert any(line.startswith("exited a#1 hung") or line.startswith("exited a#1 {hung") for line in t.trace()), t.trace()
+    assert any(line.startswith(("exited a#1 hung", "exited a#1 {hung")) for line in t.trace()), t.trace()
 
 
 def test_handler_that_raises_answers_the_caller_then_restarts(start_tree) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor_tree import supervisor as sv
+from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import (
     NORMAL,
     SHUTDOWN,

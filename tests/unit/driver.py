@@ -1,4 +1,4 @@
-"""A fake runtime for the pure supervisor: it plays runtime.py's part in tests.
+"""A fake runtime for the pure supervisor: it plays the node's part in tests.
 
 It keeps fake pids, answers Spawn (ready, or an injected failure or ignore, at once
 or after a simulated delay), answers AskStop the way each child is told to behave,
@@ -21,7 +21,7 @@ the n-th incarnation that came up, counted by name as the scenarios do; it is no
 the Spawn generation (failed attempts count there).  RESTARTING and AUTO_SHUTDOWN
 reports have no line (OTP logs neither); every action is kept in `actions`.
 
-After every decide the driver checks the invariants of supervisor_state.py
+After every decide the driver checks the invariants of otp/state.py
 (`check_invariants`), so every scenario also tests them.
 """
 
@@ -30,10 +30,11 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
-from supervisor_tree import supervisor as sv
+from supervisor_tree.otp import supervisor as sv
+from supervisor_tree.otp.state import AwaitStart, AwaitStop, AwaitStopAll
 from supervisor_tree.spec import (
     KILLED,
     SHUTDOWN,
@@ -48,8 +49,6 @@ from supervisor_tree.spec import (
     Strategy,
     SupervisorSpec,
 )
-from supervisor_tree.supervisor_state import AwaitStart, AwaitStop, AwaitStopAll
-
 
 # ---------------------------------------------------------------------- building trees
 
@@ -483,7 +482,7 @@ class FakeRuntime:
 
 
 def check_invariants(state: sv.SupervisorState) -> None:
-    """What must hold after every decide (supervisor_state.py's invariants)."""
+    """What must hold after every decide (otp/state.py's invariants)."""
     kids = state.children
     keys = [c.key for c in kids]
     assert len(set(keys)) == len(keys), f"duplicate keys {keys}"

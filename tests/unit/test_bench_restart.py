@@ -8,13 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from bench_trees import recorded_trees
+
 from supervisor_tree.bench import _tree, restart
-from supervisor_tree.bench.harness import BenchContext, BenchError, BenchProgress, Better, Measurement, registry
+from supervisor_tree.bench.harness import (
+    BenchContext,
+    BenchError,
+    BenchProgress,
+    Better,
+    Measurement,
+    registry,
+)
 from supervisor_tree.bench.hist import Histogram
 from supervisor_tree.bench.measurement import Role, Trial, measure_latency
-from supervisor_tree.config import parse_config
+from supervisor_tree.config.load import parse_config
 
 OURS = (
     "restart",
@@ -97,7 +104,7 @@ def test_generated_configs_are_valid_trees() -> None:
 
 def test_the_group_tree_gets_a_standby_per_worker() -> None:
     """The node keeps as many pre-forked standbys as one restart starts workers (runtime.standby_for)."""
-    from supervisor_tree.runtime import STANDBY_MIN, standby_for
+    from supervisor_tree.node.plan import STANDBY_MIN, standby_for
 
     single = parse_config(_tree.tree_toml(_tree.worker_toml("p")), check_imports=False)
     group = parse_config(_tree.tree_toml(groups={"grp": [_tree.worker_toml(f"g{i}") for i in range(10)]}),

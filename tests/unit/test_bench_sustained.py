@@ -10,12 +10,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from bench_trees import recorded_trees
+
 from supervisor_tree.bench import _tree, sustained
 from supervisor_tree.bench.harness import BenchContext, BenchProgress, Better, registry
 from supervisor_tree.bench.measurement import Role
-from supervisor_tree.config import parse_config
+from supervisor_tree.config.load import parse_config
 
 
 @pytest.fixture

@@ -11,12 +11,18 @@ import math
 import pickle
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from supervisor_tree.config import ConfigError, describe, load_config, node_spec_from_mapping, parse_config
+from supervisor_tree.config.describe import describe
+from supervisor_tree.config.load import (
+    ConfigError,
+    load_config,
+    node_spec_from_mapping,
+    parse_config,
+)
 from supervisor_tree.spec import (
     INFINITY,
     AutoShutdown,

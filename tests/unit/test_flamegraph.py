@@ -9,10 +9,15 @@ from dataclasses import dataclass
 import pytest
 
 from supervisor_tree.profiling.collapsed import Engine, Profile, ProfileMeta, Unit
-from supervisor_tree.profiling.flamegraph import (
-    SIDE, WIDTH, label, profile_from_svg, render_diff_svg, render_svg,
-)
 from supervisor_tree.profiling.errors import ProfilerError
+from supervisor_tree.profiling.flamegraph import (
+    SIDE,
+    WIDTH,
+    label,
+    profile_from_svg,
+    render_diff_svg,
+    render_svg,
+)
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 USABLE = WIDTH - 2 * SIDE

@@ -10,8 +10,22 @@ from pathlib import Path
 import pytest
 
 from supervisor_tree.profiling import (
-    CaptureOptions, Clock, Engine, Format, Profile, ProfileMeta, ProfilerError, Unit, diff,
-    format_collapsed, load, merge, parse_collapsed, subtree_share, to_speedscope, top_frames,
+    CaptureOptions,
+    Clock,
+    Engine,
+    Format,
+    Profile,
+    ProfileMeta,
+    ProfilerError,
+    Unit,
+    diff,
+    format_collapsed,
+    load,
+    merge,
+    parse_collapsed,
+    subtree_share,
+    to_speedscope,
+    top_frames,
     write,
 )
 from supervisor_tree.profiling.speedscope import SCHEMA

@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from workers.net import rpc
-from workers.net.config import NetworkSpec
-from workers.net.server import Connection, Server
-from workers.net.tools import TOOLS, run_tool
+from supervisor_tree.workers.net import rpc
+from supervisor_tree.workers.net.config import NetworkSpec
+from supervisor_tree.workers.net.server import Connection, Server
+from supervisor_tree.workers.net.tools import TOOLS, run_tool
 
 
 @pytest.mark.parametrize(
@@ -63,8 +63,8 @@ def test_tool_arguments_are_checked_against_the_schema() -> None:
 
 
 def test_run_tool_turns_a_raising_tool_into_its_own_error() -> None:
-    assert run_tool("workers.net.tools:fib", [10]) == [True, 55]
-    ok, why = run_tool("workers.net.tools:fib", ["x"])
+    assert run_tool("supervisor_tree.workers.net.tools:fib", [10]) == [True, 55]
+    ok, why = run_tool("supervisor_tree.workers.net.tools:fib", ["x"])
     assert ok is False and why.startswith("TypeError")
 
 

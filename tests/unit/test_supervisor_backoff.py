@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import tenacity
 
-from supervisor_tree import supervisor as sv
-from supervisor_tree.intensity import backoff_delay
+from supervisor_tree.otp import supervisor as sv
+from supervisor_tree.otp.intensity import backoff_delay
 from supervisor_tree.spec import SHUTDOWN, Backoff, Restart, Strategy, SupervisorSpec, error
 from tests.unit.driver import FakeRuntime, tree, worker
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor_tree import supervisor as sv
+from supervisor_tree.otp import supervisor as sv
+from supervisor_tree.otp.strategies import ExitOutcome, exit_outcome
 from supervisor_tree.spec import (
     KILLED,
     NORMAL,
@@ -20,7 +21,6 @@ from supervisor_tree.spec import (
     error,
     shutdown_with,
 )
-from supervisor_tree.strategies import ExitOutcome, exit_outcome
 from tests.unit.driver import FakeRuntime, fmt_reason, tree, worker
 
 REASONS = {

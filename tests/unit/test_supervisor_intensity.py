@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor_tree import supervisor as sv
-from supervisor_tree.intensity import add_restart
+from supervisor_tree.otp import supervisor as sv
+from supervisor_tree.otp.intensity import add_restart
 from supervisor_tree.spec import SHUTDOWN, Strategy, error
 from tests.unit.driver import FakeRuntime, tree, worker
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor_tree import supervisor as sv
+from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import NORMAL, SHUTDOWN, ChildSpec, Restart, Strategy, error, shutdown_with
 from tests.unit.driver import NEVER_EXITS, FakeRuntime, nested, tree, worker
 

@@ -1,7 +1,7 @@
 """Property-style: random trees under random event sequences never break an invariant.
 
 Seeded random.Random, so a failure names its seed and replays exactly.  After every
-decide the driver checks supervisor_state.py's invariants (children in start order,
+decide the driver checks otp/state.py's invariants (children in start order,
 at most one start or stop in flight, count_children consistent with
 which_children, ...) and that the machine never asks a process it knows is dead to
 stop.  At the end every API call has exactly one reply and a stopped supervisor
@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from supervisor_tree import supervisor as sv
+from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import (
     KILLED,
     NORMAL,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor_tree import supervisor as sv
+from supervisor_tree.otp import supervisor as sv
+from supervisor_tree.otp.state import AwaitStop
 from supervisor_tree.spec import (
     BRUTAL_KILL,
     KILLED,
@@ -20,7 +21,6 @@ from supervisor_tree.spec import (
     error,
     shutdown_with,
 )
-from supervisor_tree.supervisor_state import AwaitStop
 from tests.unit.driver import NEVER_EXITS, FakeRuntime, Traps, nested, tree, worker
 from tests.unit.test_supervisor_exits import REASONS
 

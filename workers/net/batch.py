@@ -12,7 +12,7 @@ up).  Turning a batch's answer into reply lines is the caller's `finish`.
 
 The pool request (workers/pool.py's positional form):
 
-    ("run_many", "workers.net.tools:run_tool", [[task, args], ...], pool_wait, tool.chunk)
+    ("run_many", "supervisor_tree.workers.net.tools:run_tool", [[task, args], ...], pool_wait, tool.chunk)
         -> [[True, value] | [False, "Type: message"], ...]   one per call, in order
 
 Invariant: `_in_flight[name]` counts the batches of tool `name` sent and not yet
@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .bridge import Upstream, UpstreamError
-from .tools import RUN_TOOL, TOOLS, Tool
+from supervisor_tree.workers.net.bridge import Upstream, UpstreamError
+from supervisor_tree.workers.net.tools import RUN_TOOL, TOOLS, Tool
 
 MAX_BATCH = 256  # tool calls in one pool request
 Item = tuple[Any, object, list[object], float]  # (connection, request id, positional args, queued at)

@@ -8,7 +8,7 @@ round trip to the node and so runs in one helper thread with its own Client.
 It never touches a TCP connection: callers hand it a callback.
 
     up = Upstream(loop, ctx, run_dir, timeout=5.0)
-    up.call("pool", {"op": "run", "task": "workers.net.tools:echo", "kwargs": {"text": "hi"}},
+    up.call("pool", {"op": "run", "task": "supervisor_tree.workers.net.tools:echo", "kwargs": {"text": "hi"}},
             lambda ok, value: print(ok, value))
 
 `on_reply(ok, value)` runs on the loop exactly once per call: ``(True, value)``
@@ -34,10 +34,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from supervisor_tree import channel
+from supervisor_tree.wire import channel
+
+if TYPE_CHECKING:
+    from supervisor_tree.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ class _Target:
     worker_id: str
     generation: int
     pid: int
-    sock: zmq.Socket
+    sock: zmq.Socket[bytes]
     pidfd: int | None
     refs: set[int] = field(default_factory=set)
 
@@ -75,7 +79,8 @@ class _Resolving:
 
 
 class Upstream:
-    def __init__(self, loop: asyncio.AbstractEventLoop, ctx: zmq.Context, run_dir: str, timeout: float = 5.0) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, ctx: zmq.Context[Any], run_dir: str,
+                 timeout: float = 5.0) -> None:  # fmt: skip
         self.loop = loop
         self.ctx = ctx
         self.run_dir = run_dir
@@ -83,7 +88,7 @@ class Upstream:
         self._reply_to = channel.check_endpoint(f"ipc://{run_dir}/w/n-{os.getpid()}-{next(_seq)}")
         self._pull = channel.make_socket(ctx, zmq.PULL, rcvhwm=0)
         self._pull.bind(self._reply_to)
-        self._fd = self._pull.getsockopt(zmq.FD)
+        self._fd = self._pull.fileno()  # ZMQ_FD: readable when the socket may have messages
         self._next_ref = 1
         self._pending: dict[int, tuple[OnReply, _Target]] = {}
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
@@ -91,7 +96,7 @@ class Upstream:
         self._last_gen: dict[str, int] = {}
         self._resolving: dict[str, _Resolving] = {}
         self._resolver = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="resolve")
-        self._client: object = None  # made in the resolver thread, used only there
+        self._client: Client | None = None  # made in the resolver thread, used only there
         self.counts = collections.Counter[str]()
         loop.add_reader(self._fd, self._on_readable)
         self._sweeper = loop.call_later(_SWEEP_S, self._sweep)
@@ -139,13 +144,16 @@ class Upstream:
             except zmq.Again:
                 return
             reply = decode(frame)
-            entry = pending.pop(getattr(reply, "ref", -1), None)
+            if not isinstance(reply, channel.Reply):
+                self.counts["late_replies"] += 1  # malformed: only replies are sent here
+                continue
+            entry = pending.pop(reply.ref, None)
             if entry is None:
-                self.counts["late_replies"] += 1  # timed out already, or malformed
+                self.counts["late_replies"] += 1  # timed out already
                 continue
             on_reply, target = entry
-            target.refs.discard(reply.ref)  # type: ignore[union-attr]
-            on_reply(reply.ok, reply.value)  # type: ignore[union-attr]
+            target.refs.discard(reply.ref)
+            on_reply(reply.ok, reply.value)
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -181,9 +189,10 @@ class Upstream:
     def _resolve_blocking(self, worker_id: str, after: int) -> tuple[int, int, str]:
         from supervisor_tree.client import Client
 
-        if self._client is None:
-            self._client = Client(self.run_dir, context=self.ctx)
-        t = self._client.resolve(worker_id, after_generation=after, timeout=self.timeout)  # type: ignore[attr-defined]
+        client = self._client
+        if client is None:
+            client = self._client = Client(self.run_dir, context=self.ctx)
+        t = client.resolve(worker_id, after_generation=after, timeout=self.timeout)
         return t.pid, t.generation, t.mailbox
 
     def _resolved(self, worker_id: str, fut: asyncio.Future[tuple[int, int, str]]) -> None:

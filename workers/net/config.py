@@ -1,7 +1,7 @@
 """The network worker's init args: one frozen record, checked before anything is bound.
 
 Owns the names, defaults and allowed values of the args a config gives
-`workers.network:Network`, and the one error that lists every problem (unknown
+`supervisor_tree.workers.network:Network`, and the one error that lists every problem (unknown
 keys get a "did you mean").  Nothing here binds, connects or starts.
 
     >>> NetworkSpec.from_args({"port": 7411, "max_line": 4096}).port
@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 NOFILE_MARGIN = 256  # descriptors besides connections: ZeroMQ sockets, pidfds, the listener, logs
 
@@ -60,7 +61,7 @@ class NetworkSpec:
                 problems.append(problem)
         if problems:
             raise ValueError("network args: " + "; ".join(problems))
-        return cls(**args)  # type: ignore[arg-type]
+        return cls(**cast("Mapping[str, Any]", args))  # every value checked against its field's type above
 
 
 def _check(key: str, kind: object, value: object) -> str | None:

@@ -35,7 +35,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from .config import NetworkSpec
+from supervisor_tree.workers.net.config import NetworkSpec
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ class Listener:
 
     def bind(self) -> int:
         """Bind the port (not listening yet); returns it (an ephemeral one when spec.port is 0)."""
+        self._bind()
+        return self.port
+
+    def _bind(self) -> socket.socket:
         family, kind, proto, _, address = socket.getaddrinfo(self.spec.host, self.port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         try:
@@ -75,7 +79,7 @@ class Listener:
             raise
         self.sock = sock
         self.port = sock.getsockname()[1]
-        return self.port
+        return sock
 
     # -- orders (loop thread; `from_any_thread` for the worker's main thread) --
 
@@ -141,9 +145,8 @@ class Listener:
 
     async def _serve(self) -> None:
         try:
-            if self.sock is None:
-                self.bind()
-            sock, self.sock = self.sock, None
+            sock = self.sock if self.sock is not None else self._bind()
+            self.sock = None
             self.server = await self.loop.create_server(self.factory, sock=sock, backlog=self.spec.backlog)
             self.counts["listens"] += 1
         except OSError:

@@ -17,8 +17,8 @@ same ops, see workers/session.py and workers/pool.py):
 
     session:  ("create", {...})                        -> "<session id>"
               ("delete", "<session id>")               -> bool
-    pool:     ("run_many", "workers.net.tools:run_tool",
-               [["workers.net.tools:echo", ["hi"]], ...], pool_wait, chunk)
+    pool:     ("run_many", "supervisor_tree.workers.net.tools:run_tool",
+               [["supervisor_tree.workers.net.tools:echo", ["hi"]], ...], pool_wait, chunk)
                                                        -> [[True, "hi"], ...]
 
 Tool calls are coalesced by `batch.Batcher` (one run_many per tool carries the
@@ -35,15 +35,14 @@ import collections
 import logging
 from typing import TYPE_CHECKING
 
-from supervisor_tree.channel import RemoteError
-
-from . import rpc
-from .batch import Batcher, Item
-from .bridge import Upstream, UpstreamError
-from .tools import TOOLS, Tool
+from supervisor_tree.client import RemoteError
+from supervisor_tree.workers.net import rpc
+from supervisor_tree.workers.net.batch import Batcher, Item
+from supervisor_tree.workers.net.bridge import Upstream, UpstreamError
+from supervisor_tree.workers.net.tools import TOOLS, Tool
 
 if TYPE_CHECKING:
-    from .server import Connection
+    from supervisor_tree.workers.net.server import Connection
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +138,7 @@ class Methods:
         params = _params(req)
         wanted = params.get("protocolVersion", PROTOCOL_VERSIONS[0])
         version = wanted if wanted in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
-        peer = conn.transport.get_extra_info("peername") if conn.transport else None  # type: ignore[union-attr]
+        peer = conn.transport.get_extra_info("peername") if conn.transport else None
         data = {"client": params.get("clientInfo"), "protocolVersion": version,
                 "peer": f"{peer[0]}:{peer[1]}" if peer else None}  # fmt: skip
         rid = req.id
@@ -169,10 +168,10 @@ class Methods:
             raise rpc.RpcError(rpc.INVALID_PARAMS, f"Unknown tool: {name!r}; tools: {', '.join(TOOLS)}", req.id)
         arguments = params.get("arguments", {})
         problem = tool.check(arguments)
-        if problem is not None:
+        if problem is not None or not isinstance(arguments, dict):  # checked: a dict when no problem
             raise rpc.RpcError(rpc.INVALID_PARAMS, f"Invalid params for tool {tool.name!r}: {problem}", req.id)
         conn.begin()
-        self.batcher.add(tool, conn, req.id, tool.positional(arguments))  # type: ignore[arg-type]
+        self.batcher.add(tool, conn, req.id, tool.positional(arguments))
 
     def _finish_batch(self, tool: Tool, batch: list[Item], ok: bool, value: object) -> None:
         """The pool's answer to a batch of tool calls, as one reply line per call."""

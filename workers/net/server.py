@@ -24,14 +24,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import resource
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, cast
 
-from . import rpc
-from .config import NetworkSpec
+from supervisor_tree.workers.net import rpc
+from supervisor_tree.workers.net.config import NetworkSpec
+from supervisor_tree.workers.net.listener import Listener
 
-if TYPE_CHECKING:
-    from .listener import Listener
-    from .mcp import Methods
+
+class Methods(Protocol):
+    """What the server hands each request line to (mcp.Methods), and tells of a session's end."""
+
+    def dispatch(self, conn: Connection, line: bytes) -> None: ...
+    def close_session(self, session: str) -> None: ...
+
+
+class StreamTransport(Protocol):
+    """What a connection does with its transport: asyncio's `Transport`, and uvloop's, which
+    share its methods without subclassing it (nor even `BaseTransport`)."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 
 def raise_nofile_limit(wanted: int) -> tuple[int, int]:
@@ -77,7 +94,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        self.transport: StreamTransport | None = None
         self.buf = b""
         self.discarding = False  # inside an oversized line: drop bytes up to its newline
         self.pending = 0
@@ -89,18 +106,19 @@ class Connection(asyncio.Protocol):
     # -- asyncio callbacks --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's are no asyncio.Transport subclasses
+        # A stream server's protocol gets a stream transport, whatever asyncio's signature says.
+        self.transport = stream = cast(StreamTransport, transport)
         server = self.server
         if len(server.conns) >= server.config.max_connections:
             server.counts["refused"] += 1
             self.closed = True
-            transport.write(rpc.error_line(None, rpc.OVERLOADED, f"too many connections (max_connections = "
-                                                                 f"{server.config.max_connections})"))
-            transport.close()
+            stream.write(rpc.error_line(None, rpc.OVERLOADED, f"too many connections (max_connections = "
+                                                              f"{server.config.max_connections})"))
+            stream.close()
             return
         server.conns.add(self)
         server.counts["accepted"] += 1
-        transport.set_write_buffer_limits(high=server.config.write_high_water)
+        stream.set_write_buffer_limits(high=server.config.write_high_water)
         if server.listener is not None:
             server.listener.admitted(len(server.conns))
 
@@ -175,8 +193,9 @@ class Connection(asyncio.Protocol):
 
     def reply(self, line: bytes) -> None:
         """Write a reply that was not counted in `pending` (answered at once)."""
-        if not self.closed:
-            self.transport.write(line)  # type: ignore[union-attr]
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.write(line)
 
     def begin(self) -> None:
         """A request goes upstream: it counts against max_pending until `end`."""
@@ -185,29 +204,32 @@ class Connection(asyncio.Protocol):
     def end(self, line: bytes) -> None:
         """The reply to a request counted by `begin`."""
         self.pending -= 1
-        if self.closed:
+        transport = self.transport
+        if transport is None or self.closed:
             self.server.counts["replies_to_closed"] += 1
             return
-        self.transport.write(line)  # type: ignore[union-attr]
+        transport.write(line)
         if self.read_paused:
             self._maybe_resume()
 
     # -- flow control --
 
     def _pause_reading(self) -> None:
-        if not self.read_paused and not self.closed:
+        transport = self.transport
+        if transport is not None and not self.read_paused and not self.closed:
             self.read_paused = True
             self.server.counts["read_pauses"] += 1
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            transport.pause_reading()
 
     def _maybe_resume(self) -> None:
         # Resume at half the cap, not at cap - 1: one wake-up per half window, not per reply.
-        if not self.read_paused or self.write_paused or self.closed:
+        transport = self.transport
+        if transport is None or not self.read_paused or self.write_paused or self.closed:
             return
         if self.pending > self.server.config.max_pending // 2:
             return
         self.read_paused = False
-        self.transport.resume_reading()  # type: ignore[union-attr]
+        transport.resume_reading()
         if self.buf:
             buf, self.buf = self.buf, b""
             self._consume(buf)

@@ -1,7 +1,7 @@
 """The network server's tools: task functions the pool runs, and what `tools/list` says of them.
 
 Owns the built-in tools (`echo`, and the CPU-bound `fib` and `sha256_loop`), each
-a plain function named ``"workers.net.tools:NAME"`` that a pooled worker imports
+a plain function named ``"supervisor_tree.workers.net.tools:NAME"`` that a pooled worker imports
 and calls with the tool's arguments (positional, in the schema's order), the
 wrapper `run_tool` that runs one call of a batch, and the small checks of the
 arguments (a -32602 before anything is sent to the pool).  Runs in pool members
@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 FIB_MAX = 32  # fib(32) is ~1 s of CPU in CPython: a tool call may not take longer
 SHA256_MAX_ROUNDS = 2_000_000
@@ -46,7 +47,7 @@ def sha256_loop(rounds: int, data: str = "") -> str:
 def run_tool(task: str, args: list[object]) -> list[object]:
     """One tool call of a batch (the pool's run_many runs this per call): [True, value] or
     [False, "Type: message"], so that a tool that raises fails its own call only."""
-    from workers.pool_member import find_task  # in the pool member, where it is loaded already
+    from supervisor_tree.workers.pool_member import find_task  # in the pool member, where it is loaded already
 
     try:
         return [True, find_task(task)(*args)]
@@ -54,7 +55,25 @@ def run_tool(task: str, args: list[object]) -> list[object]:
         return [False, f"{type(exc).__name__}: {exc}"]
 
 
-RUN_TOOL = "workers.net.tools:run_tool"
+RUN_TOOL = "supervisor_tree.workers.net.tools:run_tool"
+
+
+class PropertySchema(TypedDict, total=False):
+    """One argument's schema, in the subset of JSON Schema that `check_arguments` reads."""
+
+    type: str
+    minimum: int
+    maximum: int
+    description: str
+
+
+class InputSchema(TypedDict):
+    """A tool's `inputSchema`: an object whose properties are its arguments, in positional order."""
+
+    type: str
+    properties: NotRequired[dict[str, PropertySchema]]
+    required: NotRequired[list[str]]
+    additionalProperties: NotRequired[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +87,7 @@ class Tool:
     name: str
     task: str  # "module:function", called with the arguments in the schema's property order
     description: str
-    input_schema: Mapping[str, object]
+    input_schema: InputSchema
     chunk: int = 1
 
     def listing(self) -> dict[str, object]:
@@ -81,27 +100,27 @@ class Tool:
     def positional(self, arguments: Mapping[str, object]) -> list[object]:
         """The task's positional arguments: properties in schema order, up to the first one not given."""
         out = []
-        for key in self.input_schema.get("properties", {}):  # type: ignore[attr-defined]
+        for key in self.input_schema.get("properties", {}):
             if key not in arguments:
                 break
             out.append(arguments[key])
         return out
 
 
-def _int(minimum: int, maximum: int, description: str) -> dict[str, object]:
+def _int(minimum: int, maximum: int, description: str) -> PropertySchema:
     return {"type": "integer", "minimum": minimum, "maximum": maximum, "description": description}
 
 
 TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
-        Tool("echo", "workers.net.tools:echo", "Return the text it is given.",
+        Tool("echo", "supervisor_tree.workers.net.tools:echo", "Return the text it is given.",
              {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"],
               "additionalProperties": False}, chunk=64),
-        Tool("fib", "workers.net.tools:fib", f"The n-th Fibonacci number, recursively (CPU-bound; n <= {FIB_MAX}).",
+        Tool("fib", "supervisor_tree.workers.net.tools:fib", f"The n-th Fibonacci number, recursively (CPU-bound; n <= {FIB_MAX}).",
              {"type": "object", "properties": {"n": _int(0, FIB_MAX, "which Fibonacci number")}, "required": ["n"],
               "additionalProperties": False}),
-        Tool("sha256_loop", "workers.net.tools:sha256_loop", "Hash data repeatedly with SHA-256 (CPU-bound).",
+        Tool("sha256_loop", "supervisor_tree.workers.net.tools:sha256_loop", "Hash data repeatedly with SHA-256 (CPU-bound).",
              {"type": "object",
               "properties": {"rounds": _int(1, SHA256_MAX_ROUNDS, "how many times to hash"),
                              "data": {"type": "string"}},
@@ -113,12 +132,12 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,),
                                             "boolean": (bool,), "object": (dict,), "array": (list,)}  # fmt: skip
 
 
-def check_arguments(schema: Mapping[str, object], arguments: object) -> str | None:
+def check_arguments(schema: InputSchema, arguments: object) -> str | None:
     """The subset of JSON Schema the built-in tools use: object, properties, required, type, min/max."""
     if not isinstance(arguments, dict):
         return f'"arguments" must be an object; got {arguments!r}'
-    props: Mapping[str, Mapping[str, object]] = schema.get("properties", {})  # type: ignore[assignment]
-    for key in schema.get("required", ()):  # type: ignore[attr-defined]
+    props = schema.get("properties", {})
+    for key in schema.get("required", ()):
         if key not in arguments:
             return f'argument "{key}" is required'
     for key, value in arguments.items():
@@ -131,9 +150,11 @@ def check_arguments(schema: Mapping[str, object], arguments: object) -> str | No
         types = _JSON_TYPES.get(kind, (object,))
         if not isinstance(value, types) or (kind in ("integer", "number") and isinstance(value, bool)):
             return f'argument "{key}" must be {kind}; got {value!r}'
+        if not isinstance(value, (int, float)):
+            continue  # minimum and maximum bound numbers only (JSON Schema)
         low, high = prop.get("minimum"), prop.get("maximum")
-        if low is not None and value < low:  # type: ignore[operator]
+        if low is not None and value < low:
             return f'argument "{key}" must be >= {low}; got {value!r}'
-        if high is not None and value > high:  # type: ignore[operator]
+        if high is not None and value > high:
             return f'argument "{key}" must be <= {high}; got {value!r}'
     return None

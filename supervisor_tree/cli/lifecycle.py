@@ -1,0 +1,138 @@
+"""The node's life: `check`, `start` (foreground or --detach), `stop`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from supervisor_tree.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    Ctx,
+    config_option,
+    fail,
+    load_spec,
+    run_client,
+    run_dir_option,
+)
+from supervisor_tree.wire import rundir
+
+
+@click.command()
+@click.argument("config", required=False)
+def check(config: str | None) -> None:
+    """Validate CONFIG without starting anything (exit 2 on any problem)."""
+    from supervisor_tree.config.describe import describe
+
+    spec = load_spec(config)
+    click.echo(describe(spec))
+
+
+@click.command()
+@click.argument("config", required=False)
+@click.option("--detach", is_flag=True, help="Return once the tree is up (exit 0) or failed to start (exit 1).")
+@click.option("--timeout", default=120.0, show_default=True, help="With --detach: how long to wait for the tree.")
+@click.option("--notify-fd", type=int, default=None, hidden=True)
+@run_dir_option
+def start(config: str | None, detach: bool, timeout: float, notify_fd: int | None, run_dir: str | None) -> None:
+    """Start the tree of CONFIG (no CONFIG: the built-in default tree)."""
+    spec = load_spec(config)
+    directory = Path(run_dir or os.environ.get("SUPERVISE_RUN_DIR") or rundir.default_run_dir(config))
+    if rundir.is_locked(directory):
+        fail(f"a node is already running in {directory} (`supervise stop --run-dir {directory}` first)", EXIT_FAILED)
+    if detach:
+        sys.exit(_start_detached(config, directory, timeout))
+    _run_foreground(spec, directory, notify_fd)
+
+
+def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoReturn:
+    from supervisor_tree.node.node import Node
+    from supervisor_tree.spec import ExitKind
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    def on_started(ok: bool, reason: str) -> None:
+        if ok:
+            logging.getLogger("supervisor_tree").info(
+                "tree %r started; run dir %s; `supervise status --run-dir %s`; Ctrl-C stops it", spec.name, directory, directory
+            )
+        if notify_fd is not None:
+            os.write(notify_fd, ("started\n" if ok else f"failed: {reason}\n").encode())
+            os.close(notify_fd)
+
+    node = Node(spec, directory, on_started=on_started)
+    try:
+        reason = node.run()
+    except RuntimeError as exc:
+        fail(str(exc))
+    stopped_on_request = node.stopping and reason.kind in (ExitKind.SHUTDOWN, ExitKind.NORMAL)
+    if stopped_on_request:
+        logging.getLogger("supervisor_tree").info("node stopped: %s", reason)
+        sys.exit(EXIT_OK)
+    fail(f"the tree stopped: {reason}" + ("" if node.started else " (it never finished starting)"), EXIT_FAILED)
+
+
+def _start_detached(config: str | None, directory: Path, timeout: float) -> int:
+    rundir.ensure(directory)
+    read_fd, write_fd = os.pipe()
+    cmd = [sys.executable, "-m", "supervisor_tree.cli", "start", "--run-dir", str(directory), "--notify-fd", str(write_fd)]
+    if config:
+        cmd.insert(4, os.path.abspath(config))
+    log = open(directory / "node.log", "ab")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_fd,), start_new_session=True)
+    os.close(write_fd)
+    log.close()
+    deadline = time.monotonic() + timeout
+    with os.fdopen(read_fd) as pipe:
+        import select
+
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([pipe], [], [], 0.2)
+            if ready:
+                line = pipe.readline().strip()
+                if line == "started":
+                    click.echo(f"started (pid {proc.pid}); run dir {directory}")
+                    return EXIT_OK
+                tail = _log_tail(directory)
+                click.echo(f"supervise: the tree failed to start: {line.removeprefix('failed: ') or 'node exited'}", err=True)
+                if tail:
+                    click.echo(tail, err=True)
+                proc.wait(timeout=30)
+                return EXIT_FAILED
+        click.echo(f"supervise: the tree did not start within {timeout:g}s; see {directory / 'node.log'}", err=True)
+        return EXIT_TIMEOUT
+
+
+def _log_tail(directory: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join((directory / "node.log").read_text().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+
+
+@click.command()
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the tree to stop.")
+@run_dir_option
+@config_option
+def stop(timeout: float, run_dir: str | None, config: str | None) -> None:
+    """Stop the tree gracefully: reverse start order, honouring shutdown timeouts."""
+    ctx = Ctx(run_dir, config)
+    with ctx.client() as c:
+        value = run_client(lambda: c.stop(timeout))
+    deadline = time.monotonic() + 10
+    while rundir.is_locked(ctx.run_dir) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the node releases its lock a moment after answering
+    click.echo(f"stopped ({value.get('reason')})")
+
+
+COMMANDS = [check, start, stop]

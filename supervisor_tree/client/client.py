@@ -1,0 +1,352 @@
+"""Talk to a running node and its workers: calls, casts, names, the dynamic API.
+
+Owns name resolution (worker id -> the mailbox of its running incarnation, cached
+and invalidated when that incarnation dies) and the node's control requests.  The
+wire format belongs to wire/; retry policies to retry.py; the exceptions to errors.py.
+
+    >>> with Client("/tmp/supervise-0/default") as c:          # doctest: +SKIP
+    ...     c.call("counter", ("add", 1))
+    1
+
+A call to a worker that is restarting waits for the new incarnation (within the
+timeout).  A call whose callee dies before replying raises `CalleeExited` at once:
+the client watches the callee's pidfd while it waits.  Not thread-safe: use one
+Client per thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import select
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from supervisor_tree.client.errors import (
+    CalleeExited,
+    CallError,
+    CallTimeout,
+    ClientError,
+    ControlRefused,
+    NodeNotRunning,
+)
+from supervisor_tree.spec import RetryPolicy
+from supervisor_tree.wire import rundir
+from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply
+
+if TYPE_CHECKING:
+    from supervisor_tree.profiling.remote import AllResult, ProfileResult
+
+
+@dataclass
+class Target:
+    """A resolved incarnation: its pid, generation, endpoints, and a pidfd that tells when it died."""
+
+
+    worker_id: str
+    pid: int
+    generation: int
+    mailbox: str
+    control: str
+    retry: RetryPolicy | None
+    pidfd: int | None
+
+    def dead(self) -> bool:
+        if self.pidfd is None:
+            return True
+        readable, _, _ = select.select([self.pidfd], [], [], 0)
+        return bool(readable)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+class Client:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        context: zmq.Context[Any] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.timeout = timeout
+        self._own_ctx = context is None
+        self.ctx = context or zmq.Context()
+        self._ctl: zmq.Socket[bytes] | None = None
+        self._req_ids = itertools.count(1)
+        self._caller: Caller | None = None
+        self._targets: dict[str, Target] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for t in self._targets.values():
+            t.close()
+        self._targets.clear()
+        if self._caller is not None:
+            self._caller.close()
+            self._caller = None
+        if self._ctl is not None:
+            self._ctl.close(0)
+            self._ctl = None
+        if self._own_ctx:
+            self.ctx.term()
+
+    def node_running(self) -> bool:
+        return rundir.is_locked(self.run_dir)
+
+    # ------------------------------------------------------------------ control
+
+    def control(self, op: str, _wait: float | None = None, **args: object) -> Any:
+        """One control request; returns the node's answer or raises ControlRefused / CallTimeout."""
+        if self._ctl is None:
+            if not self.node_running():
+                raise NodeNotRunning(f"no node is running in {self.run_dir}")
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.connect(rundir.endpoint(self.run_dir, "control"))
+            self._ctl = sock
+        req_id = next(self._req_ids)
+        self._ctl.send(pickle.dumps((req_id, op, args)))
+        wait = self.timeout if _wait is None else _wait
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._ctl.poll(int(remaining * 1000) + 1):
+                if not self.node_running():
+                    raise NodeNotRunning(f"the node in {self.run_dir} stopped before answering {op!r}")
+                raise CallTimeout(f"the node did not answer {op!r} within {wait:g}s")
+            got_id, ok, value = pickle.loads(self._ctl.recv())
+            if got_id != req_id:
+                continue  # a late answer to an earlier request that timed out
+            if not ok:
+                raise ControlRefused(str(value))
+            return value
+
+    def status(self) -> dict[str, Any]:
+        return self.control("status")  # type: ignore[no-any-return]
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        self.control("wait_started", timeout + 1, timeout=timeout)
+
+    def which_children(self, supervisor: str = "root") -> list[dict[str, Any]]:
+        return self.control("which_children", supervisor=supervisor)  # type: ignore[no-any-return]
+
+    def count_children(self, supervisor: str = "root") -> dict[str, int]:
+        return self.control("count_children", supervisor=supervisor)  # type: ignore[no-any-return]
+
+    def start_child(self, supervisor: str, spec: object = None, args: dict[str, object] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        return self.control("start_child", timeout, supervisor=supervisor, spec=spec, args=args)  # type: ignore[no-any-return]
+
+    def terminate_child(self, target: str | int, supervisor: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
+        return self.control("terminate_child", timeout, target=target, supervisor=supervisor)  # type: ignore[no-any-return]
+
+    def restart_child(self, child: str, supervisor: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        return self.control("restart_child", timeout, target=child, supervisor=supervisor)  # type: ignore[no-any-return]
+
+    def delete_child(self, child: str, supervisor: str | None = None) -> dict[str, Any]:
+        return self.control("delete_child", target=child, supervisor=supervisor)  # type: ignore[no-any-return]
+
+    def kill(self, worker_id: str, sig: str = "KILL") -> dict[str, Any]:
+        return self.control("kill", id=worker_id, signal=sig)  # type: ignore[no-any-return]
+
+    def stop(self, timeout: float = 600.0) -> dict[str, Any]:
+        return self.control("stop", timeout)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ names
+
+    def resolve(self, worker_id: str, *, after_generation: int = 0, timeout: float | None = None) -> Target:
+        """The running incarnation of `worker_id` (newer than `after_generation`), waiting for it if it is restarting."""
+        t = self.timeout if timeout is None else timeout
+        cached = self._targets.get(worker_id)
+        if cached is not None and cached.generation > after_generation and not cached.dead():
+            return cached
+        info = self.control("resolve", t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
+        if cached is not None:
+            cached.close()
+        target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], info.get("retry"), _open_pidfd(info["pid"]))
+        self._targets[worker_id] = target
+        return target
+
+    def _live_target(self, worker_id: str, deadline: float) -> Target:
+        target = self._targets.get(worker_id)
+        if target is not None and target.pidfd is not None:
+            return target  # the send checks its pidfd (Caller._send with alive_fd)
+        after = target.generation if target is not None else 0
+        return self.resolve(worker_id, after_generation=after, timeout=max(0.001, deadline - time.monotonic()))
+
+    @property
+    def caller(self) -> Caller:
+        """This client's sender (one socket per peer mailbox): what typed clients send casts through."""
+        if self._caller is None:
+            self._caller = Caller(self.ctx, str(self.run_dir / "w"))
+        return self._caller
+
+    # ------------------------------------------------------------------ calls and casts
+
+    def call(self, worker_id: str, msg: object, timeout: float | None = None, retry: RetryPolicy | None = None) -> Any:
+        """Send `msg` to the worker's handle_call and return its reply.
+
+        `retry`: how to retry a callee that died or a timeout; default: the child's
+        `retry` from the config (known once this client has resolved the worker, i.e.
+        from its second call on), else no retry.
+        """
+        target = self._targets.get(worker_id)
+        policy = retry or (target.retry if target is not None else None)
+        if policy is None:
+            return self._call_once(worker_id, msg, timeout)
+        from supervisor_tree.client.retry import retrying
+
+        for attempt in retrying(policy):
+            with attempt:
+                return self._call_once(worker_id, msg, timeout)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _call_once(self, worker_id: str, msg: object, timeout: float | None) -> Any:
+        t = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + t
+        caller = self.caller
+        while True:
+            target = self._live_target(worker_id, deadline)
+            try:
+                ref = caller.send_call(target.mailbox, msg, alive_fd=target.pidfd)
+            except PeerBusy:
+                self._wait_room(caller, target, deadline, worker_id)
+                continue
+            except PeerUnavailable:
+                target.close()  # its socket is gone: the incarnation died; wait for the next
+                continue
+            fds = (target.pidfd,) if target.pidfd is not None else ()
+            try:
+                got = caller.wait_reply(ref, max(0.0, deadline - time.monotonic()), extra_poll_fds=fds)
+            except TimeoutError:
+                raise CallTimeout(f"call to worker {worker_id!r} timed out after {t:g}s") from None
+            if isinstance(got, Reply):
+                if got.ok:
+                    return got.value
+                raise CallError(worker_id, got.value)
+            self._targets.pop(worker_id, None)
+            target.close()
+            reason = self._last_exit(worker_id)
+            raise CalleeExited(worker_id, target.pid, target.generation, reason)
+
+    def _last_exit(self, worker_id: str) -> object:
+        # The node learns of the death a moment after the caller's pidfd does.
+        deadline = time.monotonic() + 1.0
+        reason = None
+        while time.monotonic() < deadline:
+            try:
+                reason = self.control("last_exit", 1.0, id=worker_id)
+            except ClientError:
+                return "unknown (node unreachable)"
+            if reason is not None:
+                return reason
+            self.control("ping", 1.0)  # one round trip lets the node process the exit
+        return reason or "unknown"
+
+    def cast(self, worker_id: str, msg: object, timeout: float | None = None) -> None:
+        """Send `msg` to the worker's handle_cast; returns once the message is queued for it."""
+        target = self._targets.get(worker_id)
+        if target is not None and self._caller is not None:
+            try:
+                self._caller.send_cast_unchecked(target.mailbox, msg)
+                return
+            except PeerUnavailable:
+                pass  # full, gone or not connected yet: the checked path below tells which
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        caller = self.caller
+        while True:
+            target = self._live_target(worker_id, deadline)
+            try:
+                caller.send_cast(target.mailbox, msg, alive_fd=target.pidfd)
+                return
+            except PeerBusy:
+                self._wait_room(caller, target, deadline, worker_id)
+            except PeerUnavailable:
+                target.close()
+
+    def _wait_room(self, caller: Caller, target: Target, deadline: float, worker_id: str) -> None:
+        """Backpressure: the worker is alive but its mailbox is full; wait for room within the timeout."""
+        left = deadline - time.monotonic()
+        if left <= 0 or not caller.wait_writable(target.mailbox, left, target.pidfd):
+            if target.dead():
+                target.close()
+                return  # it died meanwhile: the caller's loop resolves the next incarnation
+            raise CallTimeout(f"worker {worker_id!r}'s mailbox stayed full (backpressure) past the timeout")
+
+    def control_worker(self, worker_id: str, op: str, kwargs: dict[str, object], timeout: float = 10.0) -> Any:
+        """A control operation served by the worker itself (stats, profile_start, ...)."""
+        deadline = time.monotonic() + timeout
+        target = self._live_target(worker_id, deadline)
+        caller = self.caller
+        ref = caller.send_call(target.control, (op, kwargs))
+        fds = (target.pidfd,) if target.pidfd is not None else ()
+        try:
+            got = caller.wait_reply(ref, max(0.0, deadline - time.monotonic()), extra_poll_fds=fds)
+        except TimeoutError:
+            raise CallTimeout(f"worker {worker_id!r} did not answer control {op!r} within {timeout:g}s") from None
+        if isinstance(got, Reply):
+            if got.ok:
+                return got.value
+            raise CallError(worker_id, got.value)
+        raise CalleeExited(worker_id, target.pid, target.generation, self._last_exit(worker_id))
+
+    # ------------------------------------------------------------------ profiling
+
+    def clone(self) -> Client:
+        """A new Client of the same node, sharing this one's ZeroMQ context: one for another thread."""
+        return Client(self.run_dir, context=self.ctx, timeout=self.timeout)
+
+    def profile(self, worker_id: str, **kwargs: Any) -> ProfileResult:
+        """Profile a running worker, its code untouched: ``(path, profile)``; ``.stacks`` too.
+
+        ``engine="py-spy"|"yappi"``, ``duration=10``, ``rate=100``, ``fmt="svg"``,
+        ``output``, ``profiles_dir`` (default: the node's ``[profile].dir``), ``clock``,
+        ``native``/``idle``/``gil``: see ``supervisor_tree.profiling.remote.profile``.
+        """
+        from supervisor_tree.profiling.remote import profile
+
+        return profile(self, worker_id, **kwargs)
+
+    def profile_all(self, **kwargs: Any) -> AllResult:
+        """Every running worker at once: a file each plus a merged graph (``remote.profile_all``)."""
+        from supervisor_tree.profiling.remote import profile_all
+
+        return profile_all(self, **kwargs)
+
+
+def find_run_dir(run_dir: str | None, config: str | None = None) -> Path:
+    """--run-dir, else $SUPERVISE_RUN_DIR, else the config's default, else the only live node."""
+    if run_dir:
+        return Path(run_dir)
+    env = os.environ.get("SUPERVISE_RUN_DIR")
+    if env:
+        return Path(env)
+    if config:
+        return rundir.default_run_dir(config)
+    live = rundir.live_run_dirs()
+    if len(live) == 1:
+        return live[0]
+    return rundir.default_run_dir(None)

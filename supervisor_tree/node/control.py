@@ -1,0 +1,257 @@
+"""The node's control API: requests from the CLI and Python clients, served in the node loop.
+
+Owns the control protocol (one pickled frame each way over ROUTER/DEALER) and one
+handler per operation.  Handlers read the node's state or feed requests to a
+supervisor; they never fork or signal except through the node's launcher.
+
+Request:  (req_id, op, args: dict)        Reply: (req_id, ok: bool, value)
+
+Operations: ping, status, which_children, count_children, start_child,
+terminate_child, restart_child, delete_child, kill, stop, resolve, last_exit,
+wait_started.  A request that must wait (start_child, stop, resolve, ...)
+is answered later, when its supervisor answers or its condition holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pickle
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import zmq
+
+from supervisor_tree.node.records import NodeState, Phase, WorkerRec
+from supervisor_tree.otp import supervisor as sv
+from supervisor_tree.spec import ChildType
+
+logger = logging.getLogger("supervisor_tree")
+
+Handler = Callable[["ControlServer", bytes, int, dict[str, object]], object]
+DEFERRED = object()  # a handler's "I will answer later"
+
+
+class ControlError(Exception):
+    """A request the node refuses; the message is the one-line answer."""
+
+
+@dataclass
+class Waiter:
+    ident: bytes
+    req_id: int
+    deadline: float
+    args: dict[str, object]
+
+
+class ControlServer:
+    def __init__(self, node: NodeState, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str,
+                 handlers: Mapping[str, Handler]) -> None:
+        self.node = node
+        self.handlers = handlers  # op name -> handler (control_ops.OPS)
+        self.socket = ctx.socket(zmq.ROUTER)
+        self.socket.linger = 0
+        self.socket.bind(endpoint)
+        self._refs = itertools.count(1)
+        self.api_waiters: dict[int, tuple[bytes, int]] = {}
+        self.resolve_waiters: dict[str, list[Waiter]] = {}
+        self.stop_waiters: list[tuple[bytes, int]] = []
+        self.start_waiters: list[Waiter] = []
+        self.extensions: list[object] = []  # e.g. the profiler's trigger watcher
+
+    # ------------------------------------------------------------------ transport
+
+    def serve_pending(self) -> None:
+        while True:
+            try:
+                ident, frame = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue  # wrong frame count: not our client
+            try:
+                req_id, name, args = pickle.loads(frame)
+            except Exception as exc:  # noqa: BLE001 - cleanup, then re-raised or reported
+                self._send(ident, 0, False, f"malformed control request: {exc}")
+                continue
+            handler = self.handlers.get(name)
+            if handler is None:
+                self._send(ident, req_id, False, f"unknown operation {name!r}; known: {', '.join(sorted(self.handlers))}")
+                continue
+            try:
+                value = handler(self, ident, req_id, args)
+            except ControlError as exc:
+                self._send(ident, req_id, False, str(exc))
+                continue
+            except Exception as exc:  # a bug in a handler must not take the node down
+                logger.exception("control operation %s failed", name)
+                self._send(ident, req_id, False, f"internal error in {name}: {exc!r}")
+                continue
+            if value is not DEFERRED:
+                self._send(ident, req_id, True, value)
+
+    def _send(self, ident: bytes, req_id: int, ok: bool, value: object) -> None:
+        try:
+            self.socket.send_multipart([ident, pickle.dumps((req_id, ok, value))], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            logger.warning("control reply to a client that went away dropped (%s)", exc)
+
+    def close(self) -> None:
+        for ext in self.extensions:  # e.g. cancel and join the trigger's running captures
+            try:
+                getattr(ext, "close", lambda: None)()
+            except Exception:  # the node stops regardless
+                logger.exception("closing control extension %r failed", ext)
+        reason = str(self.node.exit_reason)
+        for ident, req_id in self.stop_waiters:
+            self._send(ident, req_id, True, {"stopped": True, "reason": reason})
+        for waiters in self.resolve_waiters.values():
+            for w in waiters:
+                self._send(w.ident, w.req_id, False, f"node stopped ({reason})")
+        for w in self.start_waiters:
+            self._send(w.ident, w.req_id, False, f"node stopped before the tree started ({reason})")
+        self.socket.close(linger=200)
+
+    # ------------------------------------------------------------------ hooks from the node
+
+    def api_reply(self, ref: int, result: object) -> None:
+        waiter = self.api_waiters.pop(ref, None)
+        if waiter is None:
+            return
+        ident, req_id = waiter
+        match result:
+            case sv.Ok(pid=pid):
+                self._send(ident, req_id, True, {"ok": True, "pid": pid_view(pid)})
+            case sv.ApiError(reason=reason, pid=pid, detail=detail):
+                value: dict[str, object] = {"ok": False, "error": reason, "pid": pid_view(pid)}
+                if detail is not None:
+                    value["detail"] = str(detail)
+                self._send(ident, req_id, True, value)
+
+    def after_pump(self) -> None:
+        """Answer waiters whose condition now holds."""
+        if self.start_waiters and self.node.started:
+            for w in self.start_waiters:
+                self._send(w.ident, w.req_id, True, {"started": True})
+            self.start_waiters.clear()
+        for worker_id in list(self.resolve_waiters):
+            self._settle_resolves(worker_id)
+
+    def on_stats(self, rec: WorkerRec) -> None:
+        for ext in self.extensions:
+            ext.on_stats(rec)  # type: ignore[attr-defined]
+
+    def on_inbound(self, kind: str, msg: tuple[object, ...]) -> bool:
+        return any(ext.on_inbound(kind, msg) for ext in self.extensions)  # type: ignore[attr-defined]
+
+    def on_timer(self, key: tuple[object, ...]) -> None:
+        if key[0] == "waiters":
+            self._expire_waiters()
+        for ext in self.extensions:
+            ext.on_timer(key)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ resolve
+
+    def _settle_resolves(self, worker_id: str) -> None:
+        waiters = self.resolve_waiters.get(worker_id, [])
+        keep = []
+        for w in waiters:
+            answer = self._try_resolve(worker_id, w.args)
+            if answer is None:
+                keep.append(w)
+            elif isinstance(answer, ControlError):
+                self._send(w.ident, w.req_id, False, str(answer))
+            else:
+                self._send(w.ident, w.req_id, True, answer)
+        if keep:
+            self.resolve_waiters[worker_id] = keep
+        else:
+            self.resolve_waiters.pop(worker_id, None)
+
+    def _try_resolve(self, worker_id: str, args: dict[str, object]) -> dict[str, object] | ControlError | None:
+        """The endpoint of a running incarnation; None to wait; a ControlError to give up."""
+
+        node = self.node
+        after = args.get("after_generation") or 0
+        rec = node.by_id.get(worker_id)
+        if rec is not None and rec.phase is Phase.RUNNING and rec.generation > after and rec.pid is not None:  # type: ignore[operator]
+            return {
+                "id": worker_id,
+                "pid": rec.pid,
+                "generation": rec.generation,
+                "mailbox": rec.mailbox,
+                "control": rec.control,
+                "retry": rec.spec.retry,
+            }
+        info = self.find_child(worker_id)
+        if info is None:
+            if rec is None:
+                return ControlError(f"no worker {worker_id!r} in this tree")
+            return ControlError(f"worker {worker_id!r} is gone (last exit: {rec.last_exit})")
+        run = node.sups.get(info[0])
+        if info[1].status is sv.ChildStatus.NOT_RUNNING and not (run is not None and run.state.busy):
+            # (a busy supervisor may be about to start it: a group restart in progress)
+            last = f" (last exit: {rec.last_exit})" if rec and rec.last_exit else ""
+            return ControlError(f"worker {worker_id!r} is not running{last}")
+        if info[1].type is ChildType.SUPERVISOR:
+            return ControlError(f"{worker_id!r} is a supervisor, not a worker")
+        return None
+
+    def _expire_waiters(self) -> None:
+        now = time.monotonic()
+        for worker_id, waiters in list(self.resolve_waiters.items()):
+            for w in [w for w in waiters if w.deadline <= now]:
+                waiters.remove(w)
+                rec = self.node.by_id.get(worker_id)
+                state = f"last exit: {rec.last_exit}" if rec and rec.last_exit else "not ready"
+                self._send(w.ident, w.req_id, False, f"timeout: worker {worker_id!r} not running after {w.args.get('timeout')}s ({state})")
+            if not waiters:
+                del self.resolve_waiters[worker_id]
+        for w in [w for w in self.start_waiters if w.deadline <= now]:
+            self.start_waiters.remove(w)
+            self._send(w.ident, w.req_id, False, "timeout: the tree has not finished starting")
+        if self.resolve_waiters or self.start_waiters:
+            self.node.set_timer("__node__", ("waiters",), 0.05)
+
+    def add_waiter(self, bucket: list[Waiter], w: Waiter) -> None:
+        bucket.append(w)
+        self.node.set_timer("__node__", ("waiters",), min(0.05, max(0.0, w.deadline - time.monotonic())))
+
+    # ------------------------------------------------------------------ lookups
+
+    def find_child(self, target: str | int, supervisor: str | None = None) -> tuple[str, sv.ChildInfo] | None:
+        """(supervisor path, child info) for a child id, or a pid of a worker."""
+        paths = [supervisor] if supervisor else list(self.node.sups)
+        for path in paths:
+            run = self.node.sups.get(path)
+            if run is None:
+                continue
+            for info in sv.which_children(run.state):
+                if info.key == target or (isinstance(target, int) and info.pid == target):
+                    return path, info
+        return None
+
+    def supervisor_path(self, name: object) -> str:
+        """A supervisor given as a path ("root/mid") or by its child id ("mid")."""
+        if not isinstance(name, str) or not name:
+            return "root"
+        if name in self.node.sups:
+            return name
+        for path in self.node.sups:
+            if path.rsplit("/", 1)[-1] == name:
+                return path
+        raise ControlError(f"no supervisor {name!r}; supervisors: {', '.join(sorted(self.node.sups))}")
+
+    def submit(self, path: str, ident: bytes, req_id: int, call: object) -> object:
+        ref = next(self._refs)
+        self.api_waiters[ref] = (ident, req_id)
+        self.node.feed(path, sv.ApiRequest(ref, call))  # type: ignore[arg-type]
+        return DEFERRED
+
+
+def pid_view(pid: object) -> object:
+    """A child's pid as a client sees it: an int, None, or the repr of a nested supervisor's handle."""
+    if pid is None or isinstance(pid, int):
+        return pid
+    return repr(pid)

@@ -1,0 +1,107 @@
+"""The Launcher protocol the node depends on, the events a launcher reports, and exit reasons.
+
+    launcher.start()
+    launcher.spawn(SpawnRequest(...))        # Spawned(token, pid) follows, or SpawnFailed
+    ...poll launcher.fileno(); launcher.read_events() -> [Spawned | SpawnFailed | Reaped]
+    launcher.kill(pid, signal.SIGTERM)
+    launcher.close()
+
+Invariants every launcher keeps: for a pid, `Spawned` precedes its `Reaped`; a pid
+is reported `Reaped` exactly once, with the reason mapped by `reason_from_status`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from dataclasses import dataclass
+from typing import Protocol
+
+from supervisor_tree.spec import KILLED, NORMAL, SHUTDOWN, ExitKind, ExitReason, error, shutdown_with
+from supervisor_tree.worker.spawn import SpawnRequest
+
+__all__ = ["Spawned", "SpawnFailed", "Reaped", "Event", "Launcher", "LauncherError", "LauncherGone",
+           "reason_from_status", "take_reason_file"]
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    token: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnFailed:
+    """The fork itself failed (e.g. EAGAIN: out of processes); no process exists for `token`."""
+
+    token: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    pid: int
+    reason: ExitReason
+
+
+Event = Spawned | SpawnFailed | Reaped
+
+
+class LauncherError(RuntimeError):
+    """The launcher could not start (or was used before start / after close)."""
+
+
+class LauncherGone(LauncherError):
+    """The fork server died: no more spawns or exit reports will come."""
+
+
+class Launcher(Protocol):
+    def start(self) -> None: ...
+    def spawn(self, req: SpawnRequest) -> None: ...
+    def fileno(self) -> int: ...
+    def read_events(self) -> list[Event]: ...
+    def kill(self, pid: int, sig: int) -> None: ...
+    def close(self) -> None: ...
+
+
+# Exit status -> reason
+
+_DEFAULT_REASONS = {80: SHUTDOWN, 81: shutdown_with("unknown"), 82: error("exit code 82 without a reason file")}
+
+
+def reason_from_status(status: int, reason_file: str | None) -> ExitReason:
+    """Map a wait status (and the worker's reason file, which is removed) to an ExitReason."""
+    written = take_reason_file(reason_file) if reason_file else None
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGKILL:
+            return KILLED
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return ExitReason(ExitKind.SIGNALLED, name)
+    code = os.WEXITSTATUS(status)
+    if code == 0:
+        return NORMAL
+    if code in _DEFAULT_REASONS:
+        return written if written is not None else _DEFAULT_REASONS[code]
+    return ExitReason(ExitKind.EXIT_CODE, str(code))
+
+
+def take_reason_file(path: str) -> ExitReason | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    try:
+        reason = pickle.loads(data)
+    except Exception:  # noqa: BLE001 - a torn or foreign file: fall back to the code's default
+        return None
+    return reason if isinstance(reason, ExitReason) else None

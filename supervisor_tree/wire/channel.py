@@ -1,0 +1,436 @@
+"""Channels: the sockets that carry frames, the worker's cached reply sockets, the client's call primitive.
+
+The byte layout of a frame is `frames.py`'s; this module re-exports its names so
+that `channel.encode_call(...)`, `channel.decode(...)` read as before at every call
+site.  Must not fork, signal or decide anything about supervision.
+
+    with Caller(ctx, run_dir + "/w") as caller:
+        value = caller.call("ipc:///run/w/counter-1.mbx", ("add", 1))
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import select
+import time
+from collections.abc import Iterable
+from typing import Any, cast
+
+import zmq
+
+from supervisor_tree.wire.frames import (
+    _CALL_HEAD,
+    CALL,
+    CAST,
+    INFO,
+    PROTOCOL,
+    REPLY,
+    Call,
+    Cast,
+    Frame,
+    Info,
+    Malformed,
+    PeerBusy,
+    PeerUnavailable,
+    RemoteCallError,
+    RemoteError,
+    Reply,
+    _dumps,
+    decode,
+    decode_notice,
+    encode_call,
+    encode_cast,
+    encode_info,
+    encode_notice,
+    encode_reply,
+    loads_payload,
+    reply_frame,
+    split_call,
+)
+
+log = logging.getLogger(__name__)
+
+IPC_PATH_MAX = 107  # Linux: sizeof(sockaddr_un.sun_path) - 1
+
+__all__ = [
+    "CALL",
+    "CAST",
+    "INFO",
+    "REPLY",
+    "Call",
+    "Cast",
+    "Frame",
+    "Info",
+    "Malformed",
+    "PROTOCOL",
+    "PeerBusy",
+    "PeerUnavailable",
+    "RemoteCallError",
+    "RemoteError",
+    "Reply",
+    "decode",
+    "decode_notice",
+    "encode_call",
+    "encode_cast",
+    "encode_info",
+    "encode_notice",
+    "encode_reply",
+    "loads_payload",
+    "reply_frame",
+    "split_call",
+    "IPC_PATH_MAX", "ipc_path", "check_endpoint", "make_socket", "bind", "connect", "move_bind", "unlink_ipc",
+    "ReplySender", "Caller",
+]
+
+
+# ---------------------------------------------------------------------------
+# Sockets
+
+
+def ipc_path(endpoint: str) -> str | None:
+    """The filesystem path of an ipc:// endpoint, None for other transports."""
+    return endpoint[len("ipc://") :] if endpoint.startswith("ipc://") else None
+
+
+def check_endpoint(endpoint: str) -> str:
+    """Return `endpoint`, or raise ValueError when its ipc path is longer than Linux allows."""
+    path = ipc_path(endpoint)
+    if path is not None and len(path.encode()) > IPC_PATH_MAX:
+        raise ValueError(
+            f"ipc path is {len(path.encode())} bytes, over Linux's limit of {IPC_PATH_MAX} for a "
+            f"unix socket: {path}; use a shorter --run-dir (e.g. under /tmp)"
+        )
+    return endpoint
+
+
+def make_socket(ctx: zmq.Context[Any], kind: int, **options: int) -> zmq.Socket[bytes]:
+    """A socket with linger 0 (closing never blocks) plus `options` (names of zmq constants)."""
+    sock: zmq.Socket[bytes] = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        sock.setsockopt(getattr(zmq, name.upper()), value)
+    return sock
+
+
+def bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
+    sock.bind(check_endpoint(endpoint))
+
+
+def connect(sock: zmq.Socket[bytes], endpoint: str) -> None:
+    sock.connect(check_endpoint(endpoint))
+
+
+def move_bind(bound: str, endpoint: str) -> bool:
+    """Make a socket bound at `bound` reachable at `endpoint` instead, without a new bind.
+
+    Works for ipc:// endpoints on one filesystem: a unix socket is found by the
+    name of its file, and rename(2) moves that name atomically (a standby binds
+    early under a name of its own and takes its worker's name when activated;
+    binding costs 0.1-0.3 ms on ext4).  False when it cannot be done: other
+    transports, or another filesystem; then bind the endpoint afresh.
+    """
+    src, dst = ipc_path(bound), ipc_path(endpoint)
+    if src is None or dst is None:
+        return False
+    check_endpoint(endpoint)
+    try:
+        os.rename(src, dst)
+    except OSError:
+        return False
+    return True
+
+
+def unlink_ipc(endpoint: str) -> None:
+    """Remove an ipc endpoint's socket file (libzmq 4.3 leaves it behind when the socket closes)."""
+    path = ipc_path(endpoint)
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------
+# Worker side: reply sockets
+
+
+class ReplySender:
+    """The worker's PUSH socket per reply address, LRU-bounded.
+
+    Never blocks the worker: a reply that cannot be queued (the caller is gone and
+    the queue is full) is dropped, counted in `dropped` and logged (the 1st, 10th,
+    100th, ... drop).  Not thread-safe: the worker's main thread owns it.
+    """
+
+    def __init__(self, ctx: zmq.Context[Any], max_sockets: int = 256, sndhwm: int = 100_000) -> None:
+        self._ctx = ctx
+        self._max = max_sockets
+        self._sndhwm = sndhwm
+        self._socks: collections.OrderedDict[bytes, zmq.Socket[bytes]] = collections.OrderedDict()
+        self.dropped = 0
+
+    def send(self, reply_to: bytes, frame: bytes) -> bool:
+        """Queue `frame` for `reply_to` (utf-8 endpoint); False when it was dropped."""
+        sock = self._socks.get(reply_to)
+        if sock is None:
+            sock = self._open(reply_to)
+            if sock is None:
+                return self._drop(reply_to, "its address is not a valid endpoint")
+        else:
+            self._socks.move_to_end(reply_to)
+        try:
+            sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return self._drop(reply_to, "its queue is full (is the caller gone?)")
+        return True
+
+    def _open(self, reply_to: bytes) -> zmq.Socket[bytes] | None:
+        try:
+            endpoint = reply_to.decode()
+            sock = make_socket(self._ctx, zmq.PUSH, sndhwm=self._sndhwm)
+        except (UnicodeDecodeError, zmq.ZMQError):
+            return None
+        try:
+            connect(sock, endpoint)
+        except (ValueError, zmq.ZMQError):
+            sock.close(0)
+            return None
+        if len(self._socks) >= self._max:
+            _, old = self._socks.popitem(last=False)
+            old.close(0)
+        self._socks[reply_to] = sock
+        return sock
+
+    def _drop(self, reply_to: bytes, why: str) -> bool:
+        self.dropped += 1
+        if _is_power_of_ten(self.dropped):
+            log.warning("dropped a reply to %r: %s (%d replies dropped so far)", reply_to, why, self.dropped)
+        return False
+
+    def close(self, linger: int = 0) -> None:
+        for sock in self._socks.values():
+            sock.close(linger)
+        self._socks.clear()
+
+
+def _is_power_of_ten(n: int) -> bool:
+    while n % 10 == 0:
+        n //= 10
+    return n == 1
+
+
+# ---------------------------------------------------------------------------
+# Client side: the call primitive
+
+_caller_seq = itertools.count()
+_DEATH_GRACE_MS = 20
+_EVENTS, _POLLOUT, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLOUT), int(zmq.NOBLOCK)  # plain ints: enum arithmetic costs µs per send  # see Caller.wait_reply
+
+
+class Caller:
+    """Send calls and casts to mailbox endpoints and wait for replies.
+
+    Owns one PULL socket bound at ``ipc://{directory}/c-{pid}-{n}`` (its reply
+    address) and one PUSH socket per destination endpoint, with ZMQ_IMMEDIATE so
+    that a send to a worker that died fails at once (`PeerUnavailable`) instead of
+    queueing for nobody.  Refs count up per Caller; a reply to another ref (a late
+    answer to a call that timed out) is discarded.
+
+    Not thread-safe: use one Caller per thread.
+
+        caller = Caller(ctx, "/run/tree")
+        reply = caller.call("ipc:///run/tree/w/counter-1.mbx", ("add", 2), timeout=1.0)
+    """
+
+    def __init__(self, ctx: zmq.Context[Any], directory: str, *, max_peers: int = 256,
+                 connect_timeout: float = 0.5) -> None:
+        self._ctx = ctx
+        self.reply_to = check_endpoint(f"ipc://{directory}/c-{os.getpid()}-{next(_caller_seq)}")
+        self._reply_to = self.reply_to.encode()
+        self._pull = make_socket(ctx, zmq.PULL, rcvhwm=100_000)
+        self._pull.bind(self.reply_to)
+        self._peers: collections.OrderedDict[str, zmq.Socket[bytes]] = collections.OrderedDict()
+        self._fresh: set[str] = set()  # peers not yet seen connected
+        self._max_peers = max_peers
+        self._connect_timeout = connect_timeout
+        self._next_ref = 1
+        self.discarded = 0  # late or malformed replies thrown away
+
+    # -- sending --
+
+    def send_call(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> int:
+        """Send a call; returns its ref.  Raises PeerUnavailable if the send would block.
+
+        `alive_fd`: the callee's pidfd.  When it is already readable (the callee
+        died) the call is not sent: PeerUnavailable.  Without it, a call sent in the
+        instant after the callee died can still go down its closing connection.
+        """
+        ref = self._next_ref
+        self._next_ref = ref + 1
+        rt = self._reply_to
+        self._send(endpoint, b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL), alive_fd, True)
+        return ref
+
+    def send_cast(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
+        """Send a cast.  Raises PeerUnavailable if the send would block (OTP drops such casts: callers may)."""
+        self._send(endpoint, b"S" + _dumps(payload, PROTOCOL), alive_fd)
+
+    def send_cast_unchecked(self, endpoint: str, payload: object) -> None:
+        """The cast hot path: no liveness check, no connect wait.  Raises PeerUnavailable
+        (without forgetting the socket) when the send would block; the caller then takes
+        the checked path (`send_cast` with `alive_fd`), which tells full from gone.  A cast
+        sent in the instant a worker dies may be lost, as a cast to a dying process is in OTP."""
+        sock = self._peers.get(endpoint)
+        if sock is None:
+            raise PeerUnavailable(endpoint)
+        try:
+            sock.send(b"S" + _dumps(payload, PROTOCOL), _NOBLOCK)
+        except zmq.Again:
+            raise PeerUnavailable(endpoint) from None
+
+    def send_info(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
+        self._send(endpoint, b"I" + _dumps(payload, PROTOCOL), alive_fd)
+
+    def _send(self, endpoint: str, frame: bytes, alive_fd: int | None = None, check_pipe: bool = False) -> None:
+        if alive_fd is not None and select.select([alive_fd], [], [], 0)[0]:
+            self.forget(endpoint)
+            raise PeerUnavailable(endpoint)
+        sock = self._peers.get(endpoint)
+        if sock is None:
+            sock = self._open(endpoint)
+        elif (check_pipe or alive_fd is None) and not cast(int, sock.getsockopt(_EVENTS)) & _POLLOUT:
+            # Reading ZMQ_EVENTS makes libzmq process its pending commands now (send()
+            # does so only about once a millisecond): a peer that died is seen here,
+            # instead of the message going down its dying pipe.
+            self.forget(endpoint)
+            raise PeerUnavailable(endpoint)
+        try:
+            sock.send(frame, zmq.NOBLOCK)
+            return
+        except zmq.Again:
+            pass
+        # A new connection is attached by the I/O thread shortly after connect();
+        # until then ZMQ_IMMEDIATE refuses to queue.  Wait for it once per peer.
+        if endpoint in self._fresh and sock.poll(int(self._connect_timeout * 1000), zmq.POLLOUT):
+            self._fresh.discard(endpoint)
+            try:
+                sock.send(frame, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+        if alive_fd is not None and not select.select([alive_fd], [], [], 0)[0]:
+            raise PeerBusy(endpoint)  # alive: its mailbox is full; keep the socket and what it queued
+        self.forget(endpoint)
+        raise PeerUnavailable(endpoint)
+
+    def wait_writable(self, endpoint: str, timeout: float, alive_fd: int | None = None) -> bool:
+        """Wait until `endpoint`'s mailbox has room (True) or the peer died / time ran out (False)."""
+        sock = self._peers.get(endpoint)
+        if sock is None:
+            return False
+        items: list[tuple[Any, int]] = [(sock, zmq.POLLOUT)]
+        if alive_fd is not None:
+            items.append((alive_fd, zmq.POLLIN))
+        ready = dict(zmq.zmq_poll(items, max(0, int(timeout * 1000))))
+        return sock in ready and not (alive_fd is not None and alive_fd in ready)
+
+    def _open(self, endpoint: str) -> zmq.Socket[bytes]:
+        sock = make_socket(self._ctx, zmq.PUSH, immediate=1, sndhwm=100_000)
+        try:
+            connect(sock, endpoint)
+        except BaseException:
+            sock.close(0)
+            raise
+        if len(self._peers) >= self._max_peers:
+            old_endpoint, old = self._peers.popitem(last=False)
+            self._fresh.discard(old_endpoint)
+            old.close(0)
+        self._peers[endpoint] = sock
+        self._fresh.add(endpoint)
+        return sock
+
+    def forget(self, endpoint: str) -> None:
+        """Close the socket to `endpoint` (its worker is gone)."""
+        sock = self._peers.pop(endpoint, None)
+        self._fresh.discard(endpoint)
+        if sock is not None:
+            sock.close(0)
+
+    # -- receiving --
+
+    def wait_reply(self, ref: int, timeout: float | None, extra_poll_fds: Iterable[int] = ()) -> Reply | int:
+        """The reply to `ref`, or the first fd of `extra_poll_fds` that became readable.
+
+        Raises TimeoutError after `timeout` seconds (None: wait forever).  Replies to
+        other refs are discarded.
+        """
+        pull = self._pull
+        items: list[tuple[Any, int]] = [(pull, zmq.POLLIN)]
+        items.extend((fd, zmq.POLLIN) for fd in extra_poll_fds)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is None:
+                wait_ms = -1
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no reply to call {ref} within {timeout} s")
+                wait_ms = max(1, int(left * 1000 + 0.999))
+            dead_fd: int | None = None
+            for sock, _ in zmq.zmq_poll(items, wait_ms):
+                if sock is pull:
+                    reply = self._drain(ref)
+                    if reply is not None:
+                        return reply
+                elif dead_fd is None and isinstance(sock, int):
+                    dead_fd = sock
+            if dead_fd is not None:
+                # The callee may have answered just before it exited: its last reply can
+                # still be on its way through our I/O thread.  Give it a moment.
+                if pull.poll(_DEATH_GRACE_MS, zmq.POLLIN):
+                    reply = self._drain(ref)
+                    if reply is not None:
+                        return reply
+                return dead_fd
+
+    def _drain(self, ref: int) -> Reply | None:
+        recv = self._pull.recv
+        while True:
+            try:
+                frame = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return None
+            reply = decode(frame)
+            if isinstance(reply, Reply) and reply.ref == ref:
+                return reply
+            self._discard(reply)
+
+    def _discard(self, frame: Frame) -> None:
+        self.discarded += 1
+        if isinstance(frame, Malformed):
+            log.warning("discarded a malformed frame at %s: %s", self.reply_to, frame.reason)
+
+    def call(self, endpoint: str, payload: object, timeout: float | None = 5.0) -> object:
+        """Send a call and wait: the value, or raise RemoteCallError / TimeoutError / PeerUnavailable."""
+        ref = self.send_call(endpoint, payload)
+        reply = self.wait_reply(ref, timeout)
+        assert isinstance(reply, Reply)
+        return reply.unwrap()
+
+    def close(self) -> None:
+        for sock in self._peers.values():
+            sock.close(0)
+        self._peers.clear()
+        self._fresh.clear()
+        if not self._pull.closed:
+            self._pull.close(0)
+            unlink_ipc(self.reply_to)
+
+    def __enter__(self) -> Caller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,235 @@
+"""Frames: the byte layout of every message, its decoding, and the errors a frame can carry.
+
+Owns the four frames of docs/internals.md (call, cast, info, reply) and payload
+serialization (pickle protocol 5, never cloudpickle on the message path).  No other
+module knows the byte layout of a frame.  Imports no socket library.
+
+    >>> frame = encode_call(7, "ipc:///run/c-1-0", ("add", 2))
+    >>> call = decode(frame)
+    >>> call.ref, call.reply_to, loads_payload(call.payload)
+    (7, 'ipc:///run/c-1-0', ('add', 2))
+    >>> decode(encode_reply(7, True, 3))
+    Reply(ref=7, ok=True, value=3)
+
+Frames, one ZeroMQ frame per message:
+
+* call:  ``b"C" + ref (u64 LE) + len(reply_to) (u16 LE) + reply_to (utf-8) + pickle(payload)``
+* cast:  ``b"S" + pickle(payload)``
+* info:  ``b"I" + pickle(payload)``
+* reply: ``b"R" + ref (u64 LE) + b"\\x00" ok | b"\\x01" error + pickle(value or RemoteError)``
+
+Notices a worker sends to the node's inbound socket (("ready", id, gen, pid),
+("hb", id, gen, pid, stats), ...) are a bare pickled tuple: `encode_notice` /
+`decode_notice` (no kind byte: that socket carries nothing else).
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import traceback
+from dataclasses import dataclass
+
+PROTOCOL = 5
+
+# First byte of each frame, as ints: frame[0] of a bytes object is an int.
+CALL, CAST, INFO, REPLY = b"CSIR"
+_CALL_HEAD = struct.Struct("<QH")  # ref, len(reply_to)
+_CALL_BODY = 1 + _CALL_HEAD.size  # offset of reply_to
+_REF = struct.Struct("<Q")
+_OK, _ERR = b"\x00", b"\x01"
+
+_dumps = pickle.dumps
+_loads = pickle.loads
+
+
+# ---------------------------------------------------------------------------
+# Decoded frames
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request that wants a reply.  `payload` stays pickled: see `loads_payload`."""
+
+    ref: int
+    reply_to: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    payload: object
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    payload: object
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer to call `ref`: `value` is the handler's result when `ok`, else a `RemoteError`."""
+
+    ref: int
+    ok: bool
+    value: object
+
+    def unwrap(self) -> object:
+        """The value, or raise `RemoteCallError` when the call failed."""
+        if self.ok:
+            return self.value
+        err = self.value
+        if not isinstance(err, RemoteError):
+            err = RemoteError("RemoteError", repr(err), "")
+        raise RemoteCallError(err)
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A frame that does not decode; `head` is its first bytes, for the log line."""
+
+    reason: str
+    head: bytes
+
+
+Frame = Call | Cast | Info | Reply | Malformed
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteError:
+    """Why a call failed on the other side, as a picklable record (never the exception itself)."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> RemoteError:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type(exc).__name__, str(exc), tb)
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+class RemoteCallError(Exception):
+    """Raised by `Reply.unwrap` / `Caller.call` when the callee answered with an error."""
+
+    def __init__(self, error: RemoteError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class PeerUnavailable(Exception):
+    """A send to `endpoint` would block: nobody is listening there (the worker is gone) or its queue is full."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(
+            f"cannot send to {endpoint} without blocking: the worker is gone or its mailbox is full"
+        )
+        self.endpoint = endpoint
+
+
+class PeerBusy(PeerUnavailable):
+    """The worker is alive (its pidfd says so) but its mailbox is full: wait for room, don't give up on it."""
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+
+
+def encode_call(ref: int, reply_to: str, payload: object) -> bytes:
+    rt = reply_to.encode()
+    return b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL)
+
+
+def encode_cast(payload: object) -> bytes:
+    return b"S" + _dumps(payload, PROTOCOL)
+
+
+def encode_info(payload: object) -> bytes:
+    return b"I" + _dumps(payload, PROTOCOL)
+
+
+def encode_notice(notice: tuple[object, ...]) -> bytes:
+    """A worker's notice to the node's inbound socket: ("ready", id, gen, pid), ("hb", ...), ..."""
+    return _dumps(notice, PROTOCOL)
+
+
+def decode_notice(frame: bytes) -> tuple[object, ...]:
+    """The notice in `frame`; raises ValueError when it is not a pickled tuple with a str kind."""
+    try:
+        notice = _loads(frame)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad frame
+        raise ValueError(f"undecodable notice of {len(frame)} bytes: {type(exc).__name__}: {exc}") from None
+    if not (isinstance(notice, tuple) and notice and isinstance(notice[0], str)):
+        raise ValueError(f"a notice must be a tuple starting with its kind; got {type(notice).__name__}")
+    return notice
+
+
+def encode_reply(ref: int, ok: bool, value: object) -> bytes:
+    return reply_frame(_REF.pack(ref), ok, value)
+
+
+def reply_frame(ref8: bytes, ok: bool, value: object) -> bytes:
+    """A reply to the call whose raw 8-byte ref is `ref8` (the worker's fast path, see `split_call`)."""
+    return b"R" + ref8 + (_OK if ok else _ERR) + _dumps(value, PROTOCOL)
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+
+
+def split_call(frame: bytes) -> tuple[bytes, bytes, memoryview]:
+    """(raw ref, reply_to as utf-8 bytes, pickled payload) of a call frame; ValueError if truncated.
+
+    The worker's hot path: no dataclass, no decode of the reply address.
+    """
+    if len(frame) < _CALL_BODY:
+        raise ValueError(f"call frame of {len(frame)} bytes is shorter than its header")
+    (n,) = struct.unpack_from("<H", frame, 9)
+    end = _CALL_BODY + n
+    if n == 0 or len(frame) < end:
+        raise ValueError("call frame without a complete reply address")
+    return frame[1:9], frame[_CALL_BODY:end], memoryview(frame)[end:]
+
+
+def loads_payload(payload: bytes | memoryview) -> object:
+    """Unpickle a call payload; raises whatever pickle raises on bad bytes."""
+    return _loads(payload)
+
+
+def decode(frame: bytes) -> Frame:
+    """Decode one frame.  Never raises: a frame that does not decode is `Malformed`.
+
+    A call keeps its payload pickled so that a payload which does not unpickle can
+    still be answered (its header is readable).
+    """
+    if not frame:
+        return Malformed("empty frame", b"")
+    kind = frame[0]
+    try:
+        if kind == CALL:
+            ref8, rt, payload = split_call(frame)
+            return Call(_REF.unpack(ref8)[0], rt.decode(), bytes(payload))
+        if kind == CAST:
+            return Cast(_loads(memoryview(frame)[1:]))
+        if kind == INFO:
+            return Info(_loads(memoryview(frame)[1:]))
+        if kind == REPLY:
+            return _decode_reply(frame)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a malformed frame
+        return Malformed(f"{chr(kind)!r} frame does not decode: {type(exc).__name__}: {exc}", frame[:32])
+    return Malformed(f"unknown frame kind {bytes([kind])!r}", frame[:32])
+
+
+def _decode_reply(frame: bytes) -> Frame:
+    if len(frame) < 10 or frame[9:10] not in (_OK, _ERR):
+        return Malformed("reply frame with a truncated header", frame[:32])
+    ref = _REF.unpack_from(frame, 1)[0]
+    ok = frame[9:10] == _OK
+    try:
+        value = _loads(memoryview(frame)[10:])
+    except Exception as exc:  # noqa: BLE001 - the caller still deserves an answer for its ref
+        return Reply(ref, False, RemoteError("MalformedReply", f"reply value does not unpickle: {exc!r}"))
+    return Reply(ref, ok, value)

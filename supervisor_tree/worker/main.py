@@ -1,0 +1,62 @@
+"""A worker process's entry points, called by the fork server in the child it forked.
+
+    run_worker(req)                        # a cold fork: prepare, then run one incarnation
+    prepared = prepare_standby(inbound, run_dir)
+    run_worker(req, prepared)              # a standby, once activated
+
+Never returns: the process exits with its incarnation's exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+from typing import NoReturn
+
+from supervisor_tree.spec import error
+from supervisor_tree.wire import channel
+from supervisor_tree.worker.exits import EXIT_ERROR, exit_status, write_reason
+from supervisor_tree.worker.incarnation import Incarnation
+from supervisor_tree.worker.spawn import SpawnRequest, load_target
+from supervisor_tree.worker.standby import Prepared, prepare
+
+__all__ = ["run_worker", "prepare_standby", "rehearse"]
+
+log = logging.getLogger("supervisor_tree.worker")
+
+
+def prepare_standby(inbound: str, run_dir: str) -> Prepared:
+    """A standby's preparation: sockets bound under its own names, then a rehearsed activation."""
+    return prepare(inbound, standby_in=run_dir, rehearse=rehearse)
+
+
+def rehearse(prepared: Prepared, run_dir: str) -> None:
+    req = SpawnRequest(0, ".standby", 0, "supervisor_tree.worker.behaviour:Worker", {}, run_dir, prepared.inbound_endpoint,
+                       prepared.mailbox_at, prepared.control_at, 1.0)
+    req = pickle.loads(pickle.dumps(req, protocol=channel.PROTOCOL))
+    rehearsal = Incarnation(req, prepared)
+    rehearsal.replies = channel.ReplySender(rehearsal.ctx)
+    rehearsal.worker = load_target(req.start)()  # type: ignore[operator]
+    rehearsal.stats(reset_window=True)
+    channel.encode_notice(("ready", req.worker_id, req.generation, rehearsal.pid))
+    channel.reply_frame(b"\0" * 8, True, None)
+    exit_status("normal")
+
+
+def run_worker(req: SpawnRequest, prepared: Prepared | None = None) -> NoReturn:
+    """Run one incarnation in this (freshly forked) process; never returns."""
+    code = EXIT_ERROR
+    try:
+        code = Incarnation(req, prepared).run()
+    except BaseException as exc:
+        log.error("worker %s#%s: internal error", req.worker_id, req.generation, exc_info=True)
+        write_reason(req.run_dir, error(f"internal: {type(exc).__name__}: {exc}"))
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - closed or broken stream; nothing to do
+                pass
+        os._exit(code)

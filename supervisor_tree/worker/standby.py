@@ -1,0 +1,93 @@
+"""What a worker process sets up before it knows its job: a context, a PUSH to the node, signals.
+
+A standby (pre-forked by the fork server) also binds its mailbox and control
+sockets under names of its own, renamed to its worker's endpoints when activated.
+
+    prepared = prepare("ipc://RUN/inbound", standby_in=None)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from supervisor_tree.wire import channel
+
+__all__ = ["Prepared", "prepare", "mailbox_socket", "control_socket", "INBOUND_RECONNECT_MS"]
+
+# A standby connects to the node's inbound socket before the node has bound it (the
+# launcher starts first); libzmq's default 100 ms retry would delay the first "ready".
+INBOUND_RECONNECT_MS = 10
+
+_sigterm_handler: Callable[[], None] | None = None  # set by the incarnation once it runs
+
+
+def on_sigterm(handler: Callable[[], None] | None) -> None:
+    """Route SIGTERM to `handler` (the running incarnation's), or ignore it until one is set."""
+    global _sigterm_handler
+    _sigterm_handler = handler
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    if _sigterm_handler is not None:
+        _sigterm_handler()
+
+
+@dataclass(slots=True)
+class Prepared:
+    """What a process sets up before it knows its job: a context, a PUSH to the node, signals.
+
+    A standby also creates its mailbox and control sockets, bound under names of
+    its own (`mailbox_at`, `control_at`) that it renames to its worker's endpoints
+    when activated (`channel.move_bind`).
+    """
+
+    context: zmq.Context[Any]
+    inbound: zmq.Socket[bytes]
+    inbound_endpoint: str
+    wake_r: int
+    wake_w: int
+    mailbox: zmq.Socket[bytes] | None = None
+    mailbox_at: str = ""
+    control: zmq.Socket[bytes] | None = None
+    control_at: str = ""
+
+
+def prepare(inbound: str, standby_in: str | None = None,
+            rehearse: Callable[[Prepared, str], None] | None = None) -> Prepared:
+    """Make the context, connect to the node's `inbound`, install the SIGTERM handler.
+
+    SIGTERM stays as the launcher left it (blocked) until the incarnation is ready
+    for it.  `standby_in`: the run directory of a standby, which also binds its
+    sockets there and rehearses an activation, touching (after the fork, copying)
+    the memory an activation uses while nobody waits.
+    """
+    ctx = zmq.Context()
+    sock = channel.make_socket(ctx, zmq.PUSH, reconnect_ivl=INBOUND_RECONNECT_MS)
+    channel.connect(sock, inbound)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    prepared = Prepared(ctx, sock, inbound, wake_r, wake_w)
+    if standby_in is not None:
+        base = f"ipc://{standby_in}/w/.standby-{os.getpid()}"
+        prepared.mailbox, prepared.mailbox_at = mailbox_socket(ctx), base + ".mbx"
+        channel.bind(prepared.mailbox, prepared.mailbox_at)
+        prepared.control, prepared.control_at = control_socket(ctx), base + ".ctl"
+        channel.bind(prepared.control, prepared.control_at)
+        if rehearse is not None:
+            rehearse(prepared, standby_in)
+    return prepared
+
+
+def mailbox_socket(ctx: zmq.Context[Any]) -> zmq.Socket[bytes]:
+    return channel.make_socket(ctx, zmq.PULL, rcvhwm=100_000)
+
+
+def control_socket(ctx: zmq.Context[Any]) -> zmq.Socket[bytes]:
+    return channel.make_socket(ctx, zmq.PULL)
