@@ -26,7 +26,7 @@ from supervisor_tree.cli.common import (
 from supervisor_tree.wire import rundir
 
 
-@click.command()
+@click.command(short_help="Validate a config; start nothing.")
 @click.argument("config", required=False)
 def check(config: str | None) -> None:
     """Validate CONFIG without starting anything (exit 2 on any problem)."""
@@ -36,7 +36,7 @@ def check(config: str | None) -> None:
     click.echo(describe(spec))
 
 
-@click.command()
+@click.command(short_help="Start a tree (default: the built-in one).")
 @click.argument("config", required=False)
 @click.option("--detach", is_flag=True, help="Return once the tree is up (exit 0) or failed to start (exit 1).")
 @click.option("--timeout", default=120.0, show_default=True, help="With --detach: how long to wait for the tree.")
@@ -120,7 +120,7 @@ def _log_tail(directory: Path, lines: int = 8) -> str:
 
 
 
-@click.command()
+@click.command(short_help="Stop the tree gracefully.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the tree to stop.")
 @run_dir_option
 @config_option

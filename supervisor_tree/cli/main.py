@@ -29,7 +29,7 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
     click.echo(f"supervise: warning: {message}", err=True)
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}, short_help="Run the benchmarks beside raw pyzmq.")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 def bench(argv: tuple[str, ...]) -> None:
     """Benchmarks beside raw pyzmq references: `supervise bench [WORKLOAD...] [--quick] [--list]` (--help for more)."""
