@@ -113,6 +113,15 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class LogLimits:
+    """How big RUN/node.log and RUN/events.jsonl may grow before they rotate, and how many old ones stay
+    (``events.jsonl.1`` is the newest of those; `supervise events` reads them all, oldest first)."""
+
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """A worker beats every `interval` s; `misses` beats in a row missed means it hung."""
 
@@ -177,6 +186,7 @@ class NodeSpec:
     config_dir: str | None = None  # put on workers' sys.path
     heartbeat: Heartbeat = Heartbeat()
     preload: tuple[str, ...] = ()  # modules the fork server imports before forking
+    logs: LogLimits = LogLimits()  # [node] logs: rotation of node.log and events.jsonl
     extra: Mapping[str, object] = field(default_factory=dict)  # other validated tables ([profile], ...)
 
 

@@ -16,6 +16,7 @@ from supervisor_tree.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TIMEOUT,
+    SECONDS,
     Ctx,
     config_option,
     fail,
@@ -39,7 +40,7 @@ def check(config: str | None) -> None:
 @click.command(short_help="Start a tree (default: the built-in one).")
 @click.argument("config", required=False)
 @click.option("--detach", is_flag=True, help="Return once the tree is up (exit 0) or failed to start (exit 1).")
-@click.option("--timeout", default=120.0, show_default=True, help="With --detach: how long to wait for the tree.")
+@click.option("--timeout", type=SECONDS, default=120.0, show_default=True, help="With --detach: how long to wait for the tree.")
 @click.option("--notify-fd", type=int, default=None, hidden=True)
 @run_dir_option
 def start(config: str | None, detach: bool, timeout: float, notify_fd: int | None, run_dir: str | None) -> None:
@@ -121,7 +122,7 @@ def _log_tail(directory: Path, lines: int = 8) -> str:
 
 
 @click.command(short_help="Stop the tree gracefully.")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the tree to stop.")
+@click.option("--timeout", type=SECONDS, default=600.0, show_default=True, help="Seconds to wait for the tree to stop.")
 @run_dir_option
 @config_option
 def stop(timeout: float, run_dir: str | None, config: str | None) -> None:

@@ -14,10 +14,20 @@ from typing import TextIO
 import click
 
 from supervisor_tree.cli import lifecycle, tree
+from supervisor_tree.cli.common import EXIT_USAGE, fail
 from supervisor_tree.cli.profile import profile_command
+from supervisor_tree.wire import rundir
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except rundir.RunDirError as exc:  # a run dir this user must not use: bad usage, one line
+            fail(str(exc), EXIT_USAGE)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Erlang/OTP supervision trees for Python workers."""
     warnings.showwarning = _one_line_warning

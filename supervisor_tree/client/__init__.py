@@ -16,6 +16,7 @@ from supervisor_tree.client.errors import (
     ClientError,
     ControlRefused,
     NodeNotRunning,
+    UntrustedRunDir,
 )
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, RemoteError
 
@@ -29,6 +30,7 @@ __all__ = [
     "find_run_dir",
     "ClientError",
     "NodeNotRunning",
+    "UntrustedRunDir",
     "ControlRefused",
     "CallTimeout",
     "CalleeExited",

@@ -33,10 +33,11 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from supervisor_tree.config.imports import current_name, module_problem, target_problem
+from supervisor_tree.config.imports import args_problem, current_name, module_problem, target_problem
 from supervisor_tree.config.schema import (
     BACKOFF_KEYS,
     HEARTBEAT_KEYS,
+    LOGS_KEYS,
     NODE_KEYS,
     PROFILE_ENGINES,
     PROFILE_KEYS,
@@ -66,6 +67,7 @@ from supervisor_tree.spec import (
     ChildSpec,
     ChildType,
     Heartbeat,
+    LogLimits,
     NodeSpec,
     Restart,
     RetryPolicy,
@@ -176,7 +178,7 @@ class _Reader:
         top = Table(data, "", self.report)
         top.reject_unknown(TOP_KEYS)
         node = self._table_at(top, "node")
-        name, preload, heartbeat = self._node(node) if node else (DEFAULT_NODE_NAME, (), Heartbeat())
+        name, preload, heartbeat, logs = self._node(node) if node else (DEFAULT_NODE_NAME, (), Heartbeat(), LogLimits())
         tree_table = self._table_at(top, "tree")
         if tree_table is None and "tree" not in data:
             self.report("", "[tree] is required: the root supervisor, with its children as [[tree.children]]")
@@ -185,7 +187,7 @@ class _Reader:
         if self.problems:
             raise ConfigError(self.problems)
         return NodeSpec(tree=tree, name=name, source=self.source, config_dir=self.config_dir,
-                        heartbeat=heartbeat, preload=preload, extra={"profile": profile})  # fmt: skip
+                        heartbeat=heartbeat, preload=preload, logs=logs, extra={"profile": profile})  # fmt: skip
 
     def _table_at(self, top: Table, key: str) -> Table | None:
         if key not in top.data:
@@ -200,7 +202,7 @@ class _Reader:
 
     # -- [node] ---------------------------------------------------------------
 
-    def _node(self, t: Table) -> tuple[str, tuple[str, ...], Heartbeat]:
+    def _node(self, t: Table) -> tuple[str, tuple[str, ...], Heartbeat, LogLimits]:
         t.reject_unknown(NODE_KEYS)
         name = t.get("name", check_name, str, DEFAULT_NODE_NAME)
         preload: tuple[str, ...] = t.get("preload", lambda v: check_string_list("preload", v), tuple, ())
@@ -209,7 +211,12 @@ class _Reader:
                 problem = module_problem(module, self.config_dir)
                 if problem:
                     t.report(f'preload[{i}] "{module}": {problem}')
-        return name, preload, self._heartbeat(t) or Heartbeat()
+        logs, d = t.sub_table("logs"), LogLimits()
+        if logs is not None:
+            logs.reject_unknown(LOGS_KEYS)
+            d = LogLimits(logs.integer("max_bytes", d.max_bytes, at_least=4096, unit="bytes"),
+                          logs.integer("backups", d.backups, at_least=1))  # fmt: skip
+        return name, preload, self._heartbeat(t) or Heartbeat(), d
 
     def _heartbeat(self, t: Table) -> Heartbeat | None:
         h = t.sub_table("heartbeat")
@@ -245,10 +252,11 @@ class _Reader:
             if not isinstance(raw, Mapping):
                 self.report("", f"{child_path} must be a table (a child spec); got {_got(raw)} ({type_name(raw)})")
                 continue
-            children.append(self._child(Table(raw, child_path, self.report), child_path, auto_shutdown, auto_known))
+            children.append(self._child(Table(raw, child_path, self.report), child_path, auto_shutdown, auto_known,
+                                        strategy is Strategy.SIMPLE_ONE_FOR_ONE))
         return SupervisorSpec(strategy, intensity, period, auto_shutdown, tuple(children))
 
-    def _child(self, t: Table, path: str, auto_shutdown: AutoShutdown, auto_known: bool) -> ChildSpec:
+    def _child(self, t: Table, path: str, auto_shutdown: AutoShutdown, auto_known: bool, template: bool) -> ChildSpec:
         child_id = self._child_id(t, path)
         kind = t.get("type", lambda v: check_enum("type", v, ChildType), ChildType, ChildType.WORKER)
         kind_known = "type" not in t.bad
@@ -280,6 +288,8 @@ class _Reader:
         start = self._start(t)
         args: dict[str, object] = t.get(
             "args", lambda v: check_table("args", v, " (keyword arguments for init)"), dict, {})
+        if isinstance(start, str) and self.check_imports and self._import_problems.get(start, "") is None:
+            self._report_if(t, args_problem(start, args, self.config_dir, template=template))
         return ChildSpec(id=child_id, start=start, args=args, restart=restart, shutdown=shutdown,
                          significant=significant, backoff=backoff,
                          start_timeout=t.number("start_timeout", 30.0, above=0), retry=self._retry(t),

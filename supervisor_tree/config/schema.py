@@ -24,7 +24,7 @@ from supervisor_tree.spec import _got, _is_int
 T = TypeVar("T")
 
 TOP_KEYS = ("node", "tree", "profile")
-NODE_KEYS = ("name", "preload", "heartbeat")
+NODE_KEYS = ("name", "preload", "heartbeat", "logs")
 FLAG_KEYS = ("strategy", "intensity", "period", "auto_shutdown")
 TREE_KEYS = (*FLAG_KEYS, "children")
 # A child's keys: shared by both types, then the ones only one type may have.
@@ -36,6 +36,7 @@ WORKER_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "significan
 SUPERVISOR_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff", *TREE_KEYS)
 ALL_CHILD_KEYS = (*WORKER_KEYS, *FLAG_KEYS, "children")
 HEARTBEAT_KEYS = ("interval", "misses")
+LOGS_KEYS = ("max_bytes", "backups")
 BACKOFF_KEYS = ("initial", "factor", "cap", "jitter", "reset_after")
 RETRY_KEYS = ("attempts", "wait", "initial", "max", "jitter")
 PROFILE_KEYS = ("dir", "trigger")
