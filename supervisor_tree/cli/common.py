@@ -61,6 +61,9 @@ class Ctx:
 
     def client(self, timeout: float = 10.0) -> Client:
         run_dir = self.run_dir
+        problem = rundir.check(run_dir) if run_dir.exists() else None
+        if problem:
+            fail(f"run dir {run_dir}: {problem}; choose another with --run-dir or SUPERVISE_RUN_DIR", EXIT_USAGE)
         if not rundir.is_locked(run_dir):
             fail(f"no node is running in {run_dir} (start one with `supervise start`, or pass --run-dir)", EXIT_NO_NODE)
         return Client(run_dir, timeout=timeout)

@@ -48,8 +48,8 @@ class Dropped:
         unlogged = int(entry[1])
         entry[0], entry[1] = now, 0
         more = f" ({unlogged} more from this peer since the last line)" if unlogged else ""
-        self._log.warning("%s: dropped a %s frame from %s: %s%s; %d dropped in all",
-                          self.where, kind, peer, why, more, self.total)
+        self._log.warning("%s: dropped a frame from %s (%s): %s%s; %d dropped in all",
+                          self.where, peer, kind, why, more, self.total)
 
     def summary(self) -> dict[str, int]:
         """{"total": n, kind: n, ...}: what `supervise status` shows."""
