@@ -20,11 +20,16 @@ from supervisor_tree.wire import rundir
 
 
 class _Group(click.Group):
+    """Bad usage is one line and exit 2: a run dir this user must not use, or what click refuses to parse."""
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except rundir.RunDirError as exc:  # a run dir this user must not use: bad usage, one line
+        except rundir.RunDirError as exc:
             fail(str(exc), EXIT_USAGE)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "supervise"
+            fail(f"{exc.format_message()} (see `{where} --help`)", EXIT_USAGE)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

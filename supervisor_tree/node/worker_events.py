@@ -107,7 +107,7 @@ class WorkerEvents:
             try:
                 msg = decode_notice(self.key, frame)
             except BadFrame as exc:
-                self.inbound_dropped.drop("a worker (inbound PULL)", exc.kind, exc.reason)
+                self.inbound_dropped.drop("a sender (inbound PULL)", exc.kind, exc.reason)
                 continue
             self._on_inbound(str(msg[0]), msg)
 
@@ -133,7 +133,7 @@ class WorkerEvents:
         if kind not in ("ready", "start_failed", "ignore"):
             assert self.control is not None
             if not self.control.on_inbound(kind, msg):
-                self.inbound_dropped.drop("a worker (inbound PULL)", MALFORMED, f"unknown notice kind {kind[:40]!r}")
+                self.inbound_dropped.drop("a sender (inbound PULL)", MALFORMED, f"unknown notice kind {kind[:40]!r}")
             return
         worker_id, gen, pid = cast(tuple[str, int, int], msg[1:4])  # their types are checked: frames.NOTICES
         rec = self._find(worker_id, gen, pid)

@@ -28,8 +28,8 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["TAG_SIZE", "KEY_FILE", "SMALL_BODY", "FrameKey", "RunKeyError", "create_key", "key_for", "read_key",
-           "forget_key"]
+__all__ = ["TAG_SIZE", "KEY_FILE", "SMALL_BODY", "FrameKey", "RunKeyError", "create_key", "key_for", "held_key",
+           "read_key", "forget_key"]
 
 TAG_SIZE = 16
 SECRET_SIZE = 32

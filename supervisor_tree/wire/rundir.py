@@ -68,8 +68,7 @@ def check(run_dir: Path) -> str | None:
     if st.st_uid != os.getuid():
         return f"owned by uid {st.st_uid}, not by you (uid {os.getuid()}); a run dir must be your own"
     if st.st_mode & 0o022:
-        return (f"mode {stat.S_IMODE(st.st_mode):04o} lets others write to it; a run dir must be yours alone "
-                "(remove it, or choose another)")  # fmt: skip
+        return f"mode {stat.S_IMODE(st.st_mode):04o} lets others write to it; a run dir must be yours alone"
     return None
 
 

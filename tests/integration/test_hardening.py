@@ -169,6 +169,17 @@ def test_a_pickle_that_would_run_code_runs_nothing(tree: Tree, tmp_path: Path, s
     assert tree.running() and tree.client.resolve("p").generation == 1
 
 
+def test_a_client_follows_the_new_key_of_a_restarted_node(tree: Tree) -> None:
+    client = tree.client
+    before = client.key.fingerprint
+    assert echo_works(tree)
+    assert tree.cli("stop").returncode == 0
+    assert not (tree.run_dir / "key").exists()  # the node takes its key with it
+    assert tree.start().returncode == 0
+    assert client.status()["tree"]["children"][0]["generation"] == 1  # read RUN/key again, once
+    assert client.key.fingerprint != before and echo_works(tree)
+
+
 # ---------------------------------------------------------------------------
 # Run dirs
 
