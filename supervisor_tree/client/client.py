@@ -160,7 +160,7 @@ class Client:
         return True
 
     def control(self, op: str, _wait: float | None = None, **args: object) -> Any:
-        """One control request; returns the node's answer or raises ControlRefused / CallTimeout."""
+        """One control request (`args` must make JSON); the node's answer, or raises ControlRefused / CallTimeout."""
         return self._control(op, self.timeout if _wait is None else _wait, args, retry=True)
 
     def _control(self, op: str, wait: float, args: dict[str, object], retry: bool) -> Any:
@@ -211,7 +211,10 @@ class Client:
     def count_children(self, supervisor: str = "root") -> dict[str, int]:
         return self.control("count_children", supervisor=supervisor)  # type: ignore[no-any-return]
 
-    def start_child(self, supervisor: str, spec: object = None, args: dict[str, object] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    def start_child(self, supervisor: str, spec: dict[str, object] | None = None, args: dict[str, object] | None = None,
+                    timeout: float = 60.0) -> dict[str, Any]:
+        """OTP's start_child: `spec` as the config writes a child ({"id": ..., "start": "mod:Class", ...}), or, for a
+        simple_one_for_one supervisor, `args` added to its template's (both JSON: the control protocol's)."""
         return self.control("start_child", timeout, supervisor=supervisor, spec=spec, args=args)  # type: ignore[no-any-return]
 
     def terminate_child(self, target: str | int, supervisor: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
