@@ -69,6 +69,8 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoRetu
             os.close(notify_fd)
 
     node = Node(spec, directory, on_started=on_started)
+    if notify_fd is None:  # the foreground: every worker's lines on stdout too, prefixed and coloured per worker
+        node.logs.echo_to(sys.stdout)
     try:
         reason = node.run()
     except RuntimeError as exc:

@@ -35,12 +35,15 @@ from supervisor_tree.node.control import ControlServer
 from supervisor_tree.node.eventlog import EventLog
 from supervisor_tree.node.launchers.base import Launcher
 from supervisor_tree.node.launchers.local import LocalLauncher
+from supervisor_tree.node.launchers.port import PortLauncher
 from supervisor_tree.node.plan import NODE, processes_first, standby_for
 from supervisor_tree.node.records import Phase, SupHandle, SupRun, WorkerRec
 from supervisor_tree.node.timers import Timers
 from supervisor_tree.node.worker_events import WorkerEvents
+from supervisor_tree.node.worker_logs import LogCollector
 from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import (
+    DEFAULT_MAX_CONCURRENCY,
     KILLED,
     SHUTDOWN,
     ChildSpec,
@@ -71,9 +74,11 @@ class Node(WorkerEvents):
         sys_path = (spec.config_dir,) if spec.config_dir else ()
         self.sys_path = tuple(str(p) for p in sys_path)
         # The fork server must exist before this process creates a ZeroMQ context.
-        self.launcher: Launcher = launcher or LocalLauncher(
+        inner = launcher or LocalLauncher(
             str(self.run_dir), preload=spec.preload, sys_path=self.sys_path, standby=standby_for(spec.tree)
         )
+        self.logs = LogCollector(self.run_dir, spec.extra.get("logs"))  # type: ignore[arg-type]  # RUN/logs/ID.log
+        self.launcher: Launcher = PortLauncher(inner, str(self.run_dir), self.logs)  # external programs (command)
         self.sups: dict[str, SupRun] = {}
         self.by_token: dict[int, WorkerRec] = {}
         self.by_pid: dict[int, WorkerRec] = {}
@@ -108,6 +113,7 @@ class Node(WorkerEvents):
             lock.release()
 
     def _open_sockets(self) -> None:
+        self.logs.start()  # a thread: only now that the fork server exists
         self.ctx = zmq.Context()
         self.inbound = self.ctx.socket(zmq.PULL)
         self.inbound.linger = 0
@@ -157,6 +163,7 @@ class Node(WorkerEvents):
             if self.launcher.fileno() in ready:
                 self._drain_inbound()  # a worker's last words arrive before its death is handled
                 for ev in self.launcher.read_events():
+                    self.logs.on_launcher_event(ev, self.by_pid, self.by_token)
                     self._on_launcher_event(ev)
             if self.inbound in ready:
                 self._drain_inbound()
@@ -205,6 +212,7 @@ class Node(WorkerEvents):
         try:
             self.launcher.close()
         finally:
+            self.logs.close()
             if self.events is not None:
                 self.events.emit("node_stop", supervisor="root", reason=self.exit_reason)
                 self.events.close()
@@ -288,7 +296,7 @@ class Node(WorkerEvents):
             pid=pid,
             generation=rep.generation,
             reason=rep.reason,
-            detail=dict(rep.detail) if rep.detail else None,
+            detail=self.logs.report_detail(rep.kind.name.lower(), rep.key, rep.generation, rep.detail),
         )
 
     def _start_supervisor(self, parent: SupRun, key: str, spec: ChildSpec, gen: int) -> None:
@@ -351,14 +359,13 @@ class Node(WorkerEvents):
             rec.last_exit = previous.last_exit
         self.by_token[token] = rec
         self.by_id[key] = rec
-        start = spec.start if isinstance(spec.start, str) else cloudpickle.dumps(spec.start)
-        assert start is not None
+        start = spec.start if isinstance(spec.start, str) or spec.start is None else cloudpickle.dumps(spec.start)
         self.launcher.spawn(
             SpawnRequest(
                 token=token,
                 worker_id=key,
                 generation=gen,
-                start=start,
+                start=start or "",
                 args=dict(args),  # type: ignore[call-overload]
                 run_dir=str(self.run_dir),
                 inbound=self.inbound_ep,
@@ -366,6 +373,9 @@ class Node(WorkerEvents):
                 control=rec.control,
                 heartbeat_interval=self.heartbeat_for(spec).interval,
                 sys_path=self.sys_path,
+                command=spec.command,
+                output=self.logs.open(key, gen),
+                max_concurrency=spec.max_concurrency or DEFAULT_MAX_CONCURRENCY,
             )
         )
         self.set_timer(NODE, ("start_timeout", token), spec.start_timeout)

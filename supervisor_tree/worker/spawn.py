@@ -13,12 +13,14 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from supervisor_tree.spec import DEFAULT_MAX_CONCURRENCY, Command
+
 __all__ = ["SpawnRequest", "load_target"]
 
 
 @dataclass(frozen=True, slots=True)
 class SpawnRequest:
-    """Everything a new incarnation needs; `start` is "module:Class" or cloudpickled bytes."""
+    """Everything a new incarnation needs; `start` is "module:Class" or cloudpickled bytes ("" for a command)."""
 
     token: int
     worker_id: str
@@ -31,6 +33,9 @@ class SpawnRequest:
     control: str
     heartbeat_interval: float
     sys_path: tuple[str, ...] = ()
+    command: Command | None = None  # an external program to execute instead of `start` (a port)
+    output: tuple[str, str] | None = None  # FIFOs the node reads: stdout, stderr (RUN/logs/ID.log)
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # an asyncio worker's calls in flight at most
 
 
 def load_target(start: str | bytes) -> object:
