@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from nodes import SUPERVISE, REPO, Tree, supervise, wait_for, write_config
+from nodes import REPO, SUPERVISE, Tree, supervise, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
