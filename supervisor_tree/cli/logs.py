@@ -84,7 +84,7 @@ def _show(line: LogLine, as_json: bool, width: int) -> None:
     if as_json:
         click.echo(json.dumps(line.to_json()))
         return
-    stamp = time.strftime("%H:%M:%S", time.localtime(line.ts)) + f".{int(line.ts % 1 * 1000):03d}"
+    stamp = datetime.fromtimestamp(line.ts).isoformat(timespec="milliseconds")[11:]
     who = f"{line.worker_id}#{line.generation}"
     prefix = f"{stamp} {who:<{width}} {line.stream:<3} |"
     click.echo(f"{click.style(prefix, fg=_STYLE.get(line.stream))} {line.text}")
@@ -141,7 +141,7 @@ class _Follower:
 @click.command(short_help="Print the workers' own logs (stdout, stderr, logging).")
 @click.argument("workers", nargs=-1)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines, across restarts, until the node stops.")
-@click.option("-n", "--lines", "count", type=int, default=None, help="Only the last N lines (of all the workers shown).")
+@click.option("-n", "--lines", "count", type=int, default=None, help="Only the last N lines (of all the workers shown; with -f, default 10).")
 @click.option("--since", default=None, help="Only lines since: 30s, 10m, 2h, 1d ago, or a time (14:05, 2025-06-01T14:05).")
 @run_dir_option
 @config_option
@@ -155,6 +155,8 @@ def logs(workers: tuple[str, ...], follow: bool, count: int | None, since: str |
     if not (directory / "logs").is_dir() and not rundir.is_locked(directory):
         fail(f"no worker logs in {directory}: no node has run there", EXIT_NO_NODE)
     start = parse_since(since) if since else None
+    if follow and count is None and start is None:
+        count = 10  # as tail -f: the last lines, then what comes
     names = _workers(directory, workers)
     lines = sorted((line for w in names for p in log_files(directory, w) for line in _read(p, start)),
                    key=lambda line: line.ts)

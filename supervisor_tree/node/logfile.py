@@ -18,7 +18,6 @@ spaces.  Rotated copies are ID.log.1 (newest) .. ID.log.N.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,12 +36,12 @@ class LogLine:
     text: str
 
     def to_json(self) -> dict[str, object]:
-        return {"ts": self.ts, "time": _iso(self.ts), "id": self.worker_id, "generation": self.generation,
+        return {"ts": round(self.ts, 3), "time": _iso(self.ts), "id": self.worker_id, "generation": self.generation,
                 "stream": self.stream, "line": self.text}
 
 
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+    return datetime.fromtimestamp(ts).isoformat(timespec="milliseconds")
 
 
 def format_line(ts: float, worker_id: str, generation: int, stream: str, text: str) -> str:

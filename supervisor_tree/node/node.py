@@ -296,7 +296,7 @@ class Node(WorkerEvents):
             pid=pid,
             generation=rep.generation,
             reason=rep.reason,
-            detail=self.logs.report_detail(rep.kind.name.lower(), rep.key, rep.generation, rep.detail),
+            detail=self.logs.report_detail(rep.kind.name.lower(), rep.key, rep.generation, rep.reason, rep.detail),
         )
 
     def _start_supervisor(self, parent: SupRun, key: str, spec: ChildSpec, gen: int) -> None:

@@ -224,14 +224,15 @@ class LogCollector:
         if rec is not None:
             self.finish(rec.worker_id, rec.generation, "hung" if rec.hung else getattr(ev, "reason", "spawn failed"))
 
-    def report_detail(self, event: str, child: object, generation: int | None,
+    def report_detail(self, event: str, child: object, generation: int | None, reason: object,
                       detail: Mapping[str, object] | None) -> dict[str, object] | None:
-        """A report's detail, with the stderr tail of the incarnation an `exited`/`start_error` is about."""
+        """A report's detail, with the stderr tail of the incarnation that an abnormal `exited` or a
+        `start_error` is about (a normal exit or a requested stop needs no explaining)."""
         out = dict(detail) if detail else None
         if event in ("exited", "start_error") and isinstance(child, str) and generation is not None:
             with self._lock:
                 tail = self._tails.pop((child, generation), None)
-            if tail:
+            if tail and not getattr(reason, "is_normal", False):
                 out = (out or {}) | {"tail": tail}
         return out
 
