@@ -16,6 +16,7 @@ from supervisor_tree.client.errors import (
     ClientError,
     ControlRefused,
     NodeNotRunning,
+    NotAWorker,
 )
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, RemoteError
 
@@ -33,4 +34,5 @@ __all__ = [
     "CallTimeout",
     "CalleeExited",
     "CallError",
+    "NotAWorker",
 ]

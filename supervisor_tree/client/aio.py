@@ -109,7 +109,7 @@ class AsyncClient:
         except ProcessLookupError:
             pidfd = None
         found = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"],
-                       info.get("retry"), pidfd)
+                       info.get("retry"), pidfd, info.get("command"))
         self._targets[worker_id] = found
         self._watch(found)
         return found
@@ -137,6 +137,7 @@ class AsyncClient:
                 if "timeout" in str(exc) or loop.time() >= deadline:
                     raise CallTimeout(f"call to worker {worker_id!r} timed out after {wait:g}s ({exc})") from None
                 raise
+            target.refuse_messages()
             try:
                 ref = caller.send_call(target.mailbox, msg, alive_fd=target.pidfd)
             except PeerBusy:
@@ -202,6 +203,7 @@ class AsyncClient:
         try:
             while queued:
                 target = await self._target(worker_id, deadline)
+                target.refuse_messages()
                 try:
                     self._caller_on_loop().send_cast(target.mailbox, queued[0], alive_fd=target.pidfd)
                     queued.popleft()

@@ -35,6 +35,7 @@ from supervisor_tree.client.errors import (
     ClientError,
     ControlRefused,
     NodeNotRunning,
+    NotAWorker,
 )
 from supervisor_tree.spec import RetryPolicy
 from supervisor_tree.wire import rundir
@@ -56,6 +57,13 @@ class Target:
     control: str
     retry: RetryPolicy | None
     pidfd: int | None
+    command: str | None = None  # an external program (a port): it has a pid, but no mailbox
+
+    def refuse_messages(self) -> None:
+        """Raise NotAWorker for an external program: only Python workers take calls and casts."""
+        if self.command is not None:
+            raise NotAWorker(f"worker {self.worker_id!r} runs a program ({self.command}): it takes no calls, "
+                             "casts or control requests; its pid, signals, events and logs are all there is")
 
     def dead(self) -> bool:
         if self.pidfd is None:
@@ -186,7 +194,8 @@ class Client:
         info = self.control("resolve", t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
         if cached is not None:
             cached.close()
-        target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], info.get("retry"), _open_pidfd(info["pid"]))
+        target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], info.get("retry"),
+                        _open_pidfd(info["pid"]), info.get("command"))
         self._targets[worker_id] = target
         return target
 
@@ -230,6 +239,7 @@ class Client:
         caller = self.caller
         while True:
             target = self._live_target(worker_id, deadline)
+            target.refuse_messages()
             try:
                 ref = caller.send_call(target.mailbox, msg, alive_fd=target.pidfd)
             except PeerBusy:
@@ -279,6 +289,7 @@ class Client:
         caller = self.caller
         while True:
             target = self._live_target(worker_id, deadline)
+            target.refuse_messages()
             try:
                 caller.send_cast(target.mailbox, msg, alive_fd=target.pidfd)
                 return
@@ -300,6 +311,7 @@ class Client:
         """A control operation served by the worker itself (stats, profile_start, ...)."""
         deadline = time.monotonic() + timeout
         target = self._live_target(worker_id, deadline)
+        target.refuse_messages()
         caller = self.caller
         ref = caller.send_call(target.control, (op, kwargs))
         fds = (target.pidfd,) if target.pidfd is not None else ()

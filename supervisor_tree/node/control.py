@@ -183,6 +183,7 @@ class ControlServer:
                 "mailbox": rec.mailbox,
                 "control": rec.control,
                 "retry": rec.spec.retry,
+                "command": None if rec.spec.command is None else str(rec.spec.command),  # a port: no mailbox
             }
         info = self.find_child(worker_id)
         if info is None:

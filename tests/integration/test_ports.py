@@ -183,3 +183,13 @@ def test_logs_show_the_programs_output_and_follow_it_across_a_restart(start_tree
     assert "ext#1 sys | --- exited: killed ---" in out
     assert "ext#2 sys | --- starting ---" in out
     assert f"ext#2 out | Serving HTTP on 127.0.0.1 port {port}" in out
+
+
+def test_env_and_cwd_reach_the_program_and_it_takes_no_calls(start_tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "var").mkdir()
+    extra = 'env = { GREETING = "hello from" }\ncwd = "var"\nready = { stdout = "hello from" }'
+    t = start_tree(tree_toml(program("greeter", ["sh", "-c", 'echo "$GREETING $(pwd)"; exec sleep 300'], extra=extra)))
+    assert f"greeter#1 out | hello from {tmp_path / 'var'}" in t.cli("logs", "greeter").stdout
+    refused = t.cli("call", "greeter", '"hi"')
+    assert refused.returncode == 1
+    assert "worker 'greeter' runs a program (sh -c" in refused.stderr and "it takes no calls" in refused.stderr
