@@ -338,6 +338,8 @@ class AioIncarnation(Incarnation):
                 return
             finally:
                 self.ordered.task_done()
+            if self._stopping.is_set() and not self.graceful:
+                return  # stop() from this cast, or a stop request: nothing after it runs
 
     async def _wind_down(self) -> object:
         """Stop reading; let the calls in flight finish (a trapped stop) or cancel them; the reason to exit with."""

@@ -54,6 +54,9 @@ class Sleeper(Worker):
         return ["unknown", msg]
 
     async def handle_cast(self, msg: object) -> None:
+        if msg == "stop":
+            self.stop("normal")
+            return
         await asyncio.sleep(random.random() / 1000)  # casts that await still run one at a time, in order
         self.order.append(msg)
 

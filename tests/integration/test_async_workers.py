@@ -141,3 +141,11 @@ def test_with_trap_exits_a_stop_lets_the_calls_in_flight_finish(start_tree) -> N
     exited = t.wait_event(lambda e: e["event"] == "exited" and e["child"] == "sleepy", what="sleepy's exit")
     assert exited["reason"] == "shutdown"
     assert "terminate: shutdown; finished 5, in flight 0" in (t.run_dir / "logs" / "sleepy.log").read_text()
+
+
+def test_stop_from_a_cast_ends_the_worker_with_its_reason(start_tree) -> None:  # type: ignore[no-untyped-def]
+    t = start_tree(tree_toml(child("sleepy", SLEEPER, extra='restart = "transient"')))
+    t.client.cast("sleepy", "stop")
+    exited = t.wait_event(lambda e: e["event"] == "exited" and e["child"] == "sleepy", what="sleepy's exit")
+    assert exited["reason"] == "normal" and "detail" not in exited  # a normal exit needs no stderr tail
+    assert t.children() == ["sleepy=not_running"]

@@ -157,6 +157,7 @@ def test_no_orphans_after_the_node_is_sigkilled(tmp_path: Path) -> None:
         assert node is not None
         os.kill(node, signal.SIGKILL)
         assert wait_for(lambda: _gone(doomed), timeout=20, what="every program and its children gone")
+        wait_for(lambda: not t.running(), 30, "nothing of the node holding its run dir")  # before t.stop() asks it
     finally:
         t.stop()
 
