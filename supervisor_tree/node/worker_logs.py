@@ -30,7 +30,7 @@ import os
 import selectors
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -121,10 +121,12 @@ class LogCollector:
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    def echo_to(self, stream: TextIO, colour: bool | None = None) -> None:
-        """Also print every line to `stream`, `id#gen |`-prefixed (coloured per worker on a terminal)."""
+    def echo_to(self, stream: TextIO, colour: bool | None = None, ids: Iterable[str] = ()) -> None:
+        """Also print every line to `stream`, `id#gen |`-prefixed (coloured per worker on a terminal);
+        the prefixes are as wide as the longest of `ids` (the tree's) needs, so the lines align."""
         self._echo = stream
         self._colour = stream.isatty() if colour is None else colour
+        self._width = max((len(i) + 2 for i in ids), default=0)
 
     # -- lifecycle --
 
