@@ -84,7 +84,8 @@ def diff(old: NodeSpec, new: NodeSpec, declared: frozenset[str] | None = None) -
     steps: list[Step] = []
     if old.preload != new.preload:
         steps.append(Step(StepKind.NODE, ROOT, changed=(f"preload {list(old.preload)} -> {list(new.preload)}",)))
-    steps += d.flags + d.removes + d.changes + d.adds + d.records
+    records = sorted(d.records, key=lambda s: -s.supervisor.count("/"))  # bottom-up; siblings in start order
+    steps += d.flags + d.removes + d.changes + d.adds + records
     notes = []
     if old.name != new.name:
         notes.append(f"[node] name {old.name!r} -> {new.name!r}: shown at once; the run directory keeps its name")
@@ -162,7 +163,7 @@ class _Differ:
             assert old.supervisor is not None and new.supervisor is not None
             self.walk(f"{path}/{new.id}", old.supervisor, new.supervisor)
             if old != new:
-                self.records.insert(0, Step(StepKind.RECORD, path, new.id, new, tuple(own) or ("children",)))
+                self.records.append(Step(StepKind.RECORD, path, new.id, new, tuple(own) or ("children",)))
             else:
                 self.unchanged.append((path, new.id))
             return

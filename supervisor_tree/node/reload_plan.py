@@ -149,7 +149,7 @@ def code_plan(workers: Sequence[WorkerCode], snapshots: Mapping[int, Mapping[str
                            "still run the old version; stop the node and start it again to run the new one" for f in stuck]
     steps: list[Step] = []
     held = snapshots.get(current_epoch, {})
-    stale = sorted({f for _, files in restarts for f in files if f in held})
+    stale = sorted({f for _, files in restarts for f in files if f in held and held[f] != hash_of(f)})
     if stale:
         targets = tuple(dict.fromkeys(_module_of(w.spec) for w, _ in restarts if _module_of(w.spec)))
         steps.append(Step(1, "refresh", ROOT, why=tuple(stale), preload=tuple(preload), also=targets))

@@ -8,8 +8,10 @@ the file's bytes.
 
 The fork server takes a snapshot once it has imported what it preloads
 (`remember`); every process it forks inherits that snapshot in memory
-(`INHERITED`), so a worker hashes only the files it imported itself (`own_files`,
-right after it said ready: usually none, its modules came with the fork).  Asked
+(`INHERITED`), and a wrapped import finder (`record_imports`) that hashes each
+project module as it is imported, so a worker knows the files it imported itself
+as they were when it loaded them (`own_files`: usually none in init, its modules
+came with the fork; a task module it imports later is one).  Asked
 for its code record (control op "code"), a worker names the files its code
 reaches (`closure`: from its start target and the worker machinery, following the
 modules and classes each module's globals refer to) and gives `record`: the
@@ -27,14 +29,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.machinery
 import os
 import sys
 import sysconfig
 import types
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = ["INHERITED", "MISSING", "code_roots", "counts", "loaded_files", "file_hash", "snapshot", "remember",
-           "remember_modules", "own_files", "closure", "record"]
+           "record_imports", "own_files", "closure", "record"]
 
 INHERITED: tuple[int, frozenset[str]] = (0, frozenset())
 """(epoch, files) of the fork server's snapshot this process was forked with; epoch 0: none."""
@@ -111,24 +115,48 @@ def remember(epoch: int, files: Iterable[str]) -> None:
     INHERITED = (epoch, frozenset(files))
 
 
-_inherited_names: frozenset[str] = frozenset()
+class _Recorder:
+    """sys.meta_path's PathFinder, wrapped: a project module found for import is hashed there and
+    then, so a worker's own imports (in init, or later: a task module) are known as they were loaded."""
+
+    def __init__(self, finder: Any, roots: Sequence[str]) -> None:
+        self.finder, self.roots, self.prefixes = finder, tuple(roots), tuple(roots)
+        self.files: dict[str, str] = {}
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        spec = self.finder.find_spec(name, path, target)
+        origin = getattr(spec, "origin", None)
+        if isinstance(origin, str) and origin.startswith(self.prefixes) and origin.endswith(".py") \
+                and counts(origin, self.roots):  # fmt: skip
+            self.files[origin] = file_hash(origin)
+        return spec
+
+    def invalidate_caches(self) -> None:
+        self.finder.invalidate_caches()
+
+    def __getattr__(self, name: str) -> Any:  # find_distributions (importlib.metadata), ...: the finder's own
+        return getattr(self.finder, name)
 
 
-def remember_modules() -> None:
-    """In the fork server, after `remember`: the module names its forks start with."""
-    global _inherited_names
-    _inherited_names = frozenset(sys.modules)
+_recorder: _Recorder | None = None
 
 
-def own_files(roots: Sequence[str]) -> dict[str, str]:
-    """{file: hash} of the project's modules imported since the fork (cheap: a set difference, then
-    usually nothing to hash).  Called right after ready, so the hashes are those of the code that runs."""
-    out = {}
-    for name in sys.modules.keys() - _inherited_names:
-        path = getattr(sys.modules.get(name), "__file__", None)
-        if isinstance(path, str) and path.endswith(".py") and counts(path, roots):
-            out[path] = file_hash(path)
-    return out
+def record_imports(roots: Sequence[str]) -> None:
+    """From now on, hash each project module this process (and what it forks) imports."""
+    global _recorder
+    if _recorder is None:
+        at = next((i for i, f in enumerate(sys.meta_path) if f is importlib.machinery.PathFinder), None)
+        if at is None:
+            return  # an exotic import system: own imports go unrecorded (the inherited ones still count)
+        _recorder = _Recorder(importlib.machinery.PathFinder, roots)
+        sys.meta_path[at] = _recorder
+    _recorder.roots = _recorder.prefixes = tuple(roots)
+    _recorder.files = {}
+
+
+def own_files() -> dict[str, str]:
+    """{file: hash} of the project's modules this process imported since `record_imports` (the fork)."""
+    return dict(_recorder.files) if _recorder is not None else {}
 
 
 MACHINERY = ("supervisor_tree.worker.main", "supervisor_tree.worker.incarnation")
@@ -167,9 +195,9 @@ def _modules_of(value: object) -> list[str]:
     return [name] if isinstance(name, str) else []
 
 
-def record(target: object, own: Mapping[str, str], roots: Sequence[str], generation: int) -> dict[str, object]:
+def record(target: object, roots: Sequence[str], generation: int) -> dict[str, object]:
     """A worker's code record: what `supervise reload --code` compares with the disk."""
     seeds = [*MACHINERY, *(c.__module__ for c in type(target).__mro__)]
-    reached = closure(seeds, roots) | set(own)
     epoch, inherited = INHERITED
-    return {"generation": generation, "epoch": epoch, "inherited": sorted(reached & inherited), "own": dict(own)}
+    own = own_files()
+    return {"generation": generation, "epoch": epoch, "inherited": sorted(closure(seeds, roots) & inherited), "own": own}

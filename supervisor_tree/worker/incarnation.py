@@ -88,7 +88,6 @@ class Incarnation:
         self.window_lat_i = 0
         self.started = time.monotonic()
         self.current: tuple[bytes, bytes] | None = None  # the call being handled (Worker.caller)
-        self.code_own: dict[str, str] = {}  # {file: hash} of the project's modules it imported itself (code.py)
         self.timers = Timers()
         self.heartbeat = Heartbeat(self.ctx, req.inbound, req.heartbeat_interval, self._beat, INBOUND_RECONNECT_MS)
 
@@ -115,7 +114,6 @@ class Incarnation:
                 self._notify(("start_failed", req.worker_id, req.generation, self.pid, repr(self.stop_reason)))
                 return self._finish(self.stop_reason, call_terminate=False)
             self._notify(("ready", req.worker_id, req.generation, self.pid))
-            self.code_own = code.own_files(code.code_roots(req.sys_path))  # what its own imports hash to now
             self.heartbeat.start()
             reason = self._serve()
         except _StopRequested:
@@ -393,7 +391,7 @@ class Incarnation:
         if op == "stats":
             return self.stats(reset_window=False)
         if op == "code":  # supervise reload --code: the files this worker's code reaches, as they were at its start
-            return code.record(self.worker, self.code_own, code.code_roots(self.req.sys_path), self.req.generation)
+            return code.record(self.worker, code.code_roots(self.req.sys_path), self.req.generation)
         if op in ("profile_start", "profile_stop"):
             from supervisor_tree.profiling import yappi_engine  # written beside this module; imported only when used
 

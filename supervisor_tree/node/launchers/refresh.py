@@ -70,5 +70,5 @@ def take_snapshot(sys_path: Sequence[str], epoch: int) -> tuple[dict[str, str], 
     roots = code.code_roots(sys_path)
     files: dict[str, str] = code.snapshot(roots)
     code.remember(epoch, files)
-    code.remember_modules()
+    code.record_imports(roots)  # what its forks import themselves, hashed as they import it
     return files, sorted(own_files(roots))
