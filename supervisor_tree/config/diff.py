@@ -32,7 +32,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 
 from supervisor_tree.spec import ChildSpec, Heartbeat, NodeSpec, Shutdown, Strategy, SupervisorSpec
 
-__all__ = ["StepKind", "Step", "Changes", "diff", "child_ids", "ROOT"]
+__all__ = ["StepKind", "Step", "Changes", "diff", "child_ids", "explicit_heartbeats", "ROOT"]
 
 ROOT = "root"
 
@@ -162,7 +162,7 @@ class _Differ:
         if _walked(old, new):
             assert old.supervisor is not None and new.supervisor is not None
             self.walk(f"{path}/{new.id}", old.supervisor, new.supervisor)
-            if old != new:
+            if _explicit(old, self.old_hb) != _explicit(new, self.new_hb):
                 self.records.append(Step(StepKind.RECORD, path, new.id, new, tuple(own) or ("children",)))
             else:
                 self.unchanged.append((path, new.id))
@@ -200,6 +200,20 @@ def _walked(old: ChildSpec, new: ChildSpec) -> bool:
         return False
     simple = Strategy.SIMPLE_ONE_FOR_ONE
     return (old.supervisor.strategy is simple) == (new.supervisor.strategy is simple)
+
+
+def explicit_heartbeats(spec: SupervisorSpec, node_default: Heartbeat) -> SupervisorSpec:
+    """`spec` with the node's default heartbeat written into every worker that has none.
+
+    A reload that changes the node's default hands the supervisors these specs: a worker it
+    starts then beats at the new interval even before the node's own settings change."""
+    return replace(spec, children=tuple(_explicit(c, node_default) for c in spec.children))
+
+
+def _explicit(child: ChildSpec, node_default: Heartbeat) -> ChildSpec:
+    if child.supervisor is not None:
+        return replace(child, supervisor=explicit_heartbeats(child.supervisor, node_default))
+    return child if child.heartbeat is not None else replace(child, heartbeat=node_default)
 
 
 def _beat(child: ChildSpec, node_default: Heartbeat) -> Heartbeat | None:

@@ -8,7 +8,7 @@ Request:  (req_id, op, args: dict)        Reply: (req_id, ok: bool, value)
 
 Operations: ping, status, which_children, count_children, start_child,
 terminate_child, restart_child, delete_child, kill, stop, resolve, last_exit,
-wait_started.  A request that must wait (start_child, stop, resolve, ...)
+wait_started; reload and reload_code (node/reload_ops.py).  A request that must wait (start_child, stop, resolve, ...)
 is answered later, when its supervisor answers or its condition holds.
 """
 

@@ -20,10 +20,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from supervisor_tree.config.default_tree import EXAMPLE, default_node_spec
-from supervisor_tree.config.diff import diff
+from supervisor_tree.config.diff import diff, explicit_heartbeats
 from supervisor_tree.config.load import ConfigError, load_config
 from supervisor_tree.node.control import DEFERRED, ControlError, ControlServer
 from supervisor_tree.node.control_ops import op
@@ -142,7 +143,10 @@ def _checked(service: ReloadService, source: str | None, dry_run: bool, answer: 
     except ConfigError as exc:
         return _refused(service, exc.problems)
     states = {path: run.state for path, run in node.sups.items()}
-    changes = diff(running_spec(states, node.spec), new, frozenset(service.declared))
+    target = new
+    if new.heartbeat != node.spec.heartbeat:  # the workers it starts beat at the new interval at once
+        target = replace(new, tree=explicit_heartbeats(new.tree, new.heartbeat))
+    changes = diff(running_spec(states, node.spec), target, frozenset(service.declared))
     if changes.problems:
         return _refused(service, list(changes.problems))
     steps = bind(changes, states, new.preload)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from supervisor_tree.config.diff import StepKind, diff
+from supervisor_tree.config.diff import StepKind, diff, explicit_heartbeats
 from supervisor_tree.config.load import parse_config
 from supervisor_tree.spec import NodeSpec
 
@@ -119,14 +119,20 @@ HB = "heartbeat {interval=0.5, misses=4} -> {interval=0.25, misses=4}"
 
 
 def test_the_node_heartbeat_changes_the_workers_that_use_it_and_no_supervisor() -> None:
-    changes = diff(spec(BASE), spec(BASE.replace("interval = 0.5", "interval = 0.25")))
+    new = spec(BASE.replace("interval = 0.5", "interval = 0.25"))
+    changes = diff(spec(BASE), replace(new, tree=explicit_heartbeats(new.tree, new.heartbeat)))
     assert [(s.kind.value, s.child, s.changed) for s in changes.steps] == [
+        ("flags", None, ("template member: " + HB,)),
         ("change", "registry", (HB,)),
         ("change", "session", (HB,)),
         ("change", "queue", (HB,)),
         ("instances", "member", (HB,)),
+        ("record", "core", ("children",)),
+        ("record", "pool_members", ("children",)),
     ]
-    assert ("root", "web") in changes.unchanged and ("root", "core") in changes.unchanged  # its own heartbeat; a supervisor
+    # the specs handed to the supervisors carry the new interval: what they start beats at it at once
+    assert all(s.spec.heartbeat == new.heartbeat for s in changes.steps if s.kind.value in ("change", "instances"))  # type: ignore[union-attr]
+    assert ("root", "web") in changes.unchanged  # it has a heartbeat of its own
 
 
 def test_a_new_template_restarts_the_instances_after_taking_the_flags() -> None:
