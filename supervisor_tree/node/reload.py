@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class ReloadService:
         self.hashes = HashCache()
         self.watchers: list[Callable[[], bool]] = []  # polled every 50 ms until they return True (reload_ops)
         self.pending: str | None = None  # a reload being checked before it starts (reload_ops)
+        self.checker: subprocess.Popen[bytes] | None = None  # that check (`supervise check`), while it runs
 
     # ------------------------------------------------------------------ control extension hooks
 
@@ -123,6 +125,9 @@ class ReloadService:
             self.node.set_timer(NODE, TIMER, POLL)
 
     def close(self) -> None:
+        if self.checker is not None and self.checker.poll() is None:
+            self.checker.kill()
+            self.checker.wait()
         job, self.job = self.job, None
         if job is not None and job.answer is not None:
             job.answer(False, f"the node stopped during the reload, at step {job.step.n} ({step_line(job.step)})")

@@ -102,13 +102,13 @@ def begin_config(service: ReloadService, path: str | None, dry_run: bool, checke
         proc = subprocess.Popen([sys.executable, "-m", "supervisor_tree.cli", "check", source],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
     deadline = time.monotonic() + CHECK_TIMEOUT
-    service.pending = f"supervise check {source}"
+    service.pending, service.checker = f"supervise check {source}", proc
 
     def watch() -> bool:
         code = proc.poll()
         if code is None and time.monotonic() < deadline:
             return False
-        service.pending = None
+        service.pending = service.checker = None
         if code is None:
             proc.kill()
             proc.wait()
