@@ -21,6 +21,7 @@ import os
 import pickle
 import select
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -324,6 +325,26 @@ class Client:
                 return got.value
             raise CallError(worker_id, got.value)
         raise CalleeExited(worker_id, target.pid, target.generation, self._last_exit(worker_id))
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self, config: str | None = None, *, dry_run: bool = False, checked: bool = False,
+               timeout: float = 600.0) -> dict[str, Any]:
+        """Apply `config` (None: the node's own) to the running tree, touching only what changed.
+
+        Returns the plan and, unless `dry_run`, the outcome (`{"ok": False, "problems": [...]}`
+        when the config has a problem: then nothing changed).  `checked`: the caller already
+        imported what the config names (else the node runs `supervise check` first)."""
+        return self.control("reload", timeout, path=config, dry_run=dry_run, checked=checked)  # type: ignore[no-any-return]
+
+    def reload_code(self, workers: Sequence[str] = (), *, dry_run: bool = False, timeout: float = 600.0) -> dict[str, Any]:
+        """Restart, one at a time, the running workers (ids or globs; none: all) whose code changed on disk."""
+        from supervisor_tree.client.reload import code_records
+
+        records, unmatched = code_records(self, workers)
+        if unmatched:
+            raise ControlRefused(f"no running worker matches {', '.join(map(repr, unmatched))}")
+        return self.control("reload_code", timeout, records=records, dry_run=dry_run)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ profiling
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import cloudpickle
 import zmq
 
-from supervisor_tree.node import control_ops
+from supervisor_tree.node import control_ops, reload_ops
 from supervisor_tree.node.control import ControlServer
 from supervisor_tree.node.eventlog import EventLog
 from supervisor_tree.node.launchers.base import Launcher
@@ -38,6 +38,7 @@ from supervisor_tree.node.launchers.local import LocalLauncher
 from supervisor_tree.node.launchers.port import PortLauncher
 from supervisor_tree.node.plan import NODE, processes_first, standby_for
 from supervisor_tree.node.records import Phase, SupHandle, SupRun, WorkerRec
+from supervisor_tree.node.reload import ReloadService
 from supervisor_tree.node.timers import Timers
 from supervisor_tree.node.worker_events import WorkerEvents
 from supervisor_tree.node.worker_logs import LogCollector
@@ -124,6 +125,8 @@ class Node(WorkerEvents):
         self.pub.bind(rundir.endpoint(self.run_dir, "events"))
         self.events = EventLog(self.run_dir / "events.jsonl", publish=self.pub.send)
         self.control = ControlServer(self, self.ctx, rundir.endpoint(self.run_dir, "control"), control_ops.OPS)
+        self.reloads = ReloadService(self)  # `supervise reload`, SIGHUP (reload_ops registers its ops in OPS)
+        self.control.extensions.append(self.reloads)
         if (self.spec.extra.get("profile") or {}).get("trigger"):  # type: ignore[attr-defined]  # [profile.trigger]
             from supervisor_tree.profiling.trigger import TriggerWatcher
             self.control.extensions += TriggerWatcher.from_node(self)
@@ -193,6 +196,9 @@ class Node(WorkerEvents):
     def _handle_signals(self) -> None:
         while self._signals:
             signum = self._signals.pop(0)
+            if signum == signal.SIGHUP:  # reload the config the node was started with
+                reload_ops.on_hup(self.reloads)
+                continue
             if self.stopping:
                 logger.warning("second %s: killing every worker now", signal.Signals(signum).name)
                 self._kill_all()

@@ -28,7 +28,7 @@ import zmq
 
 from supervisor_tree.spec import SHUTDOWN
 from supervisor_tree.wire import channel
-from supervisor_tree.worker import standby
+from supervisor_tree.worker import code, standby
 from supervisor_tree.worker.behaviour import IGNORE, NOREPLY, Worker
 from supervisor_tree.worker.exits import exit_status, write_reason
 from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
@@ -390,12 +390,14 @@ class Incarnation:
             return "pong"
         if op == "stats":
             return self.stats(reset_window=False)
+        if op == "code":  # supervise reload --code: the files this worker's code reaches, as they were at its start
+            return code.record(self.worker, code.code_roots(self.req.sys_path), self.req.generation)
         if op in ("profile_start", "profile_stop"):
             from supervisor_tree.profiling import yappi_engine  # written beside this module; imported only when used
 
             fn: Callable[..., object] = yappi_engine.start if op == "profile_start" else yappi_engine.stop
             return fn(**kwargs)
-        raise ValueError(f"unknown control op {op!r}; expected ping, stats, profile_start or profile_stop")
+        raise ValueError(f"unknown control op {op!r}; expected ping, stats, code, profile_start or profile_stop")
 
     # -- heartbeats and stats --
 

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import multiprocess
 
-from supervisor_tree.node.launchers.base import Event, LauncherError, LauncherGone
+from supervisor_tree.node.launchers.base import CodeSnapshots, Event, LauncherError, LauncherGone
 from supervisor_tree.node.launchers.forkserver import LEN as _LEN
 from supervisor_tree.node.launchers.forkserver import ServerConfig as _ServerConfig
 from supervisor_tree.node.launchers.forkserver import fork_server_main as _fork_server_main
@@ -67,6 +67,7 @@ class LocalLauncher:
         self._proc: multiprocess.Process | None = None
         self._standbys: collections.deque[tuple[int, int]] = collections.deque()  # (pid, activation socket fd)
         self._gone = False
+        self.code = CodeSnapshots()  # what the fork server holds of the project's code (reload --code)
 
     @property
     def pid(self) -> int | None:
@@ -123,6 +124,14 @@ class LocalLauncher:
             return
         self._send(("spawn", data))
 
+    def refresh(self, preload: Sequence[str], also: Sequence[str] = ()) -> None:
+        """Have the fork server import the project's modules again from disk (and `also`); its
+        standbys go.  Done when `code.epoch` grows (read_events); `code.problems` says what failed."""
+        while self._standbys:
+            os.close(self._standbys.popleft()[1])
+        self.code.refreshing += 1
+        self._send(("refresh", tuple(preload), tuple(also)))
+
     def fileno(self) -> int:
         return int(self._require_conn().fileno())
 
@@ -138,7 +147,12 @@ class LocalLauncher:
                 elif kind == "standby":  # the fd of its activation socket follows
                     _, fds, _, _ = socket.recv_fds(self._sock, 1, 1)  # type: ignore[arg-type]
                     os.set_inheritable(fds[0], False)
-                    self._standbys.append((payload, fds[0]))
+                    if self.code.refreshing:  # forked with the old code; the fork server has killed it
+                        os.close(fds[0])
+                    else:
+                        self._standbys.append((payload, fds[0]))
+                elif kind == "code":
+                    self.code.received(*payload)
             except (EOFError, OSError, ValueError, IndexError):
                 self._gone = True
         if self._gone and not events:
