@@ -18,6 +18,7 @@ worker and infinity for a supervisor.
 from __future__ import annotations
 
 import enum
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -83,6 +84,7 @@ class Shutdown:
 BRUTAL_KILL = Shutdown(ShutdownKind.BRUTAL_KILL)
 INFINITY = Shutdown(ShutdownKind.INFINITY)
 WORKER_SHUTDOWN_DEFAULT = Shutdown.timeout(5000)
+DEFAULT_MAX_CONCURRENCY = 1000  # an asyncio worker's calls in flight when its spec sets no max_concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +115,6 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class LogLimits:
-    """How big RUN/node.log and RUN/events.jsonl may grow before they rotate, and how many old ones stay
-    (``events.jsonl.1`` is the newest of those; `supervise events` reads them all, oldest first)."""
-
-    max_bytes: int = 10 * 1024 * 1024
-    backups: int = 3
-
-
-@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """A worker beats every `interval` s; `misses` beats in a row missed means it hung."""
 
@@ -135,6 +128,42 @@ class Heartbeat:
 
 # A start target: "package.module:Class", or the class / factory itself (shipped with cloudpickle).
 StartTarget = str | Callable[..., object]
+
+
+class ReadyKind(enum.Enum):
+    """How an external program (a port) says it is ready: at once, a TCP port accepting, or a line of output."""
+
+    EXEC = "exec"  # ready once the program has been executed (no `ready` given)
+    TCP = "tcp"  # ready once HOST:PORT accepts a connection
+    STDOUT = "stdout"  # ready once a line of its stdout (or stderr) contains the text
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    kind: ReadyKind = ReadyKind.EXEC
+    target: str = ""  # "127.0.0.1:6380" for tcp, the text to look for for stdout
+
+    def __str__(self) -> str:
+        return self.kind.value if self.kind is ReadyKind.EXEC else f"{self.kind.value} {self.target!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """An external program as a child (OTP's port): argv, environment, directory, how to stop it, readiness.
+
+    `env` is added to the node's environment; `cwd` None keeps the node's directory;
+    `stop_signal` (a signal name such as "TERM") goes to the program's whole process
+    group when its supervisor stops it.
+    """
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    stop_signal: str = "TERM"
+    ready: Ready = Ready()
+
+    def __str__(self) -> str:
+        return " ".join(self.argv)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +182,8 @@ class ChildSpec:
     retry: RetryPolicy | None = None
     heartbeat: Heartbeat | None = None  # None: the node's default
     start_timeout: float = 30.0  # seconds for init to say ready; then it is a start error
+    command: Command | None = None  # an external program instead of `start` (a port)
+    max_concurrency: int | None = None  # an asyncio worker's calls in flight at most (None: DEFAULT_MAX_CONCURRENCY)
 
     @property
     def effective_shutdown(self) -> Shutdown:
@@ -163,6 +194,11 @@ class ChildSpec:
     @property
     def is_supervisor(self) -> bool:
         return self.type is ChildType.SUPERVISOR
+
+    @property
+    def is_port(self) -> bool:
+        """An external program (`command`), not a Python worker."""
+        return self.command is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +222,6 @@ class NodeSpec:
     config_dir: str | None = None  # put on workers' sys.path
     heartbeat: Heartbeat = Heartbeat()
     preload: tuple[str, ...] = ()  # modules the fork server imports before forking
-    logs: LogLimits = LogLimits()  # [node] logs: rotation of node.log and events.jsonl
     extra: Mapping[str, object] = field(default_factory=dict)  # other validated tables ([profile], ...)
 
 
@@ -299,6 +334,33 @@ def check_start(value: object) -> str | None:
     return f'start must be "module:Class" (or a class); got {_got(value)}'
 
 
+def check_command(value: object) -> str | None:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value) and value[0]:
+        return None
+    return f'command must be a non-empty array of strings, the program first (["redis-server", "--port", "6380"]); got {_got(value)}'
+
+
+def check_signal(value: object) -> str | None:
+    """A signal name, with or without SIG: "TERM", "SIGINT", "QUIT", ..."""
+    if isinstance(value, str) and value:
+        name = value.upper() if value.upper().startswith("SIG") else "SIG" + value.upper()
+        if name in signal.Signals.__members__:
+            return None
+    return f'stop_signal must be a signal name such as "TERM", "INT" or "QUIT"; got {_got(value)}'
+
+
+def signal_number(name: str) -> int:
+    """The number of a signal name as `check_signal` accepts it."""
+    upper = name.upper()
+    return int(signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper])
+
+
+def check_max_concurrency(value: object) -> str | None:
+    if _is_int(value) and value >= 1:  # type: ignore[operator]
+        return None
+    return f"max_concurrency must be an integer >= 1 (calls in flight at once in an asyncio worker); got {_got(value)}"
+
+
 def check_significant(significant: bool, restart: Restart, auto_shutdown: AutoShutdown) -> str | None:
     """R12: significant only when auto_shutdown is not never and the child is not permanent."""
     if not significant:
@@ -344,7 +406,13 @@ def child_problems(child: ChildSpec, auto_shutdown: AutoShutdown = AutoShutdown.
             problems.append("a child of type supervisor needs its own children (a nested [supervisor] table)")
         else:
             problems.extend(spec_problems(child.supervisor))
+    elif child.command is not None:
+        if child.start is not None:
+            problems.append("a worker has either start (a Python class) or command (a program), not both")
+        problems.extend(p for p in (check_command(list(child.command.argv)), check_signal(child.command.stop_signal)) if p)
     elif (p := check_start(child.start)) is not None:
+        problems.append(p)
+    if child.max_concurrency is not None and (p := check_max_concurrency(child.max_concurrency)) is not None:
         problems.append(p)
     if child.shutdown is not None and child.shutdown.kind is ShutdownKind.TIMEOUT and child.shutdown.timeout_ms < 0:
         problems.append(check_shutdown(child.shutdown.timeout_ms) or "")

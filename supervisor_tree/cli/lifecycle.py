@@ -70,6 +70,8 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoRetu
             os.close(notify_fd)
 
     node = Node(spec, directory, on_started=on_started)
+    if notify_fd is None:  # the foreground: every worker's lines on stdout too, prefixed and coloured per worker
+        node.logs.echo_to(sys.stdout, ids=_child_ids(spec.tree))
     try:
         reason = node.run()
     except RuntimeError as exc:
@@ -79,6 +81,11 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoRetu
         logging.getLogger("supervisor_tree").info("node stopped: %s", reason)
         sys.exit(EXIT_OK)
     fail(f"the tree stopped: {reason}" + ("" if node.started else " (it never finished starting)"), EXIT_FAILED)
+
+
+def _child_ids(tree: Any) -> list[str]:
+    """Every child id of a supervisor spec, nested ones included."""
+    return [i for c in tree.children for i in [c.id, *(_child_ids(c.supervisor) if c.supervisor else [])]]
 
 
 def _start_detached(config: str | None, directory: Path, timeout: float) -> int:

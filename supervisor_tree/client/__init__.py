@@ -16,6 +16,7 @@ from supervisor_tree.client.errors import (
     ClientError,
     ControlRefused,
     NodeNotRunning,
+    NotAWorker,
     UntrustedRunDir,
 )
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, RemoteError
@@ -35,4 +36,5 @@ __all__ = [
     "CallTimeout",
     "CalleeExited",
     "CallError",
+    "NotAWorker",
 ]

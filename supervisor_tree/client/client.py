@@ -24,6 +24,7 @@ import itertools
 import os
 import select
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,7 @@ from supervisor_tree.client.errors import (
     ClientError,
     ControlRefused,
     NodeNotRunning,
+    NotAWorker,
     UntrustedRunDir,
 )
 from supervisor_tree.spec import RetryPolicy
@@ -62,6 +64,13 @@ class Target:
     control: str
     retry: RetryPolicy | None
     pidfd: int | None
+    command: str | None = None  # an external program (a port): it has a pid, but no mailbox
+
+    def refuse_messages(self) -> None:
+        """Raise NotAWorker for an external program: only Python workers take calls and casts."""
+        if self.command is not None:
+            raise NotAWorker(f"worker {self.worker_id!r} runs a program ({self.command}): it takes no calls, "
+                             "casts or control requests; its pid, signals, events and logs are all there is")
 
     def dead(self) -> bool:
         if self.pidfd is None:
@@ -243,9 +252,10 @@ class Client:
         info = self.control("resolve", t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
         if cached is not None:
             cached.close()
-        retry = info.get("retry")
+        retry = info.get("retry")  # the child's RetryPolicy, as JSON
         policy = RetryPolicy(**retry) if isinstance(retry, dict) else None
-        target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], policy, _open_pidfd(info["pid"]))
+        target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], policy,
+                        _open_pidfd(info["pid"]), info.get("command"))
         self._targets[worker_id] = target
         return target
 
@@ -289,6 +299,7 @@ class Client:
         caller = self.caller
         while True:
             target = self._live_target(worker_id, deadline)
+            target.refuse_messages()
             try:
                 ref = caller.send_call(target.mailbox, msg, alive_fd=target.pidfd)
             except PeerBusy:
@@ -338,6 +349,7 @@ class Client:
         caller = self.caller
         while True:
             target = self._live_target(worker_id, deadline)
+            target.refuse_messages()
             try:
                 caller.send_cast(target.mailbox, msg, alive_fd=target.pidfd)
                 return
@@ -359,6 +371,7 @@ class Client:
         """A control operation served by the worker itself (stats, profile_start, ...)."""
         deadline = time.monotonic() + timeout
         target = self._live_target(worker_id, deadline)
+        target.refuse_messages()
         caller = self.caller
         ref = caller.send_call(target.control, (op, kwargs))
         fds = (target.pidfd,) if target.pidfd is not None else ()
@@ -371,6 +384,26 @@ class Client:
                 return got.value
             raise CallError(worker_id, got.value)
         raise CalleeExited(worker_id, target.pid, target.generation, self._last_exit(worker_id))
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self, config: str | None = None, *, dry_run: bool = False, checked: bool = False,
+               timeout: float = 600.0) -> dict[str, Any]:
+        """Apply `config` (None: the node's own) to the running tree, touching only what changed.
+
+        Returns the plan and, unless `dry_run`, the outcome (`{"ok": False, "problems": [...]}`
+        when the config has a problem: then nothing changed).  `checked`: the caller already
+        imported what the config names (else the node runs `supervise check` first)."""
+        return self.control("reload", timeout, path=config, dry_run=dry_run, checked=checked)  # type: ignore[no-any-return]
+
+    def reload_code(self, workers: Sequence[str] = (), *, dry_run: bool = False, timeout: float = 600.0) -> dict[str, Any]:
+        """Restart, one at a time, the running workers (ids or globs; none: all) whose code changed on disk."""
+        from supervisor_tree.client.reload import code_records
+
+        records, unmatched = code_records(self, workers)
+        if unmatched:
+            raise ControlRefused(f"no running worker matches {', '.join(map(repr, unmatched))}")
+        return self.control("reload_code", timeout, records=records, dry_run=dry_run)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ profiling
 

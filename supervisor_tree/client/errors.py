@@ -6,6 +6,7 @@
     ├── ControlRefused          the node answered a control request with an error
     ├── CallTimeout             no reply within the timeout (also a TimeoutError)
     ├── CalleeExited            the callee's incarnation died before it replied
+    ├── NotAWorker              the child is an external program: no calls, casts or control
     └── CallError               the worker answered with an error (its handler raised,
                                 or it could not decode the message)
 
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 from supervisor_tree.wire.channel import RemoteError
 
-__all__ = ["ClientError", "NodeNotRunning", "UntrustedRunDir", "ControlRefused", "CallTimeout", "CalleeExited", "CallError"]
+__all__ = ["ClientError", "NodeNotRunning", "UntrustedRunDir", "ControlRefused", "CallTimeout", "CalleeExited", "CallError",
+           "NotAWorker"]
 
 
 class ClientError(Exception):
@@ -47,6 +49,10 @@ class CalleeExited(ClientError):
     def __init__(self, worker_id: str, pid: int, generation: int, reason: object) -> None:
         super().__init__(f"worker {worker_id!r} (pid {pid}, generation {generation}) exited before replying: {reason}")
         self.worker_id, self.pid, self.generation, self.reason = worker_id, pid, generation, reason
+
+
+class NotAWorker(ClientError):
+    """The child runs an external program (`command`): it has no mailbox to call or cast to."""
 
 
 class CallError(ClientError):

@@ -19,8 +19,8 @@ Must not start, fork or connect anything.
     ...     parse_config('[tree]\\n[[tree.children]]\\nid = "c"\\nrestrat = 1', source="config.toml")
     ... except ConfigError as exc:
     ...     print(exc)
-    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat
-    config.toml: tree.children[0] "c": start is required for a worker: "module:Class"
+    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, max_concurrency, command, env, cwd, stop_signal, ready
+    config.toml: tree.children[0] "c": start is required for a worker: "module:Class" (or command = [...] for a program)
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from supervisor_tree.config.imports import args_problem, current_name, module_problem, target_problem
+from supervisor_tree.config.ports import read_command
 from supervisor_tree.config.schema import (
     BACKOFF_KEYS,
     HEARTBEAT_KEYS,
     LOGS_KEYS,
     NODE_KEYS,
+    PORT_KEYS,
     PROFILE_ENGINES,
     PROFILE_KEYS,
     RETRY_KEYS,
@@ -67,7 +69,6 @@ from supervisor_tree.spec import (
     ChildSpec,
     ChildType,
     Heartbeat,
-    LogLimits,
     NodeSpec,
     Restart,
     RetryPolicy,
@@ -79,6 +80,7 @@ from supervisor_tree.spec import (
     check_enum,
     check_id,
     check_intensity,
+    check_max_concurrency,
     check_period,
     check_shutdown,
     check_significant,
@@ -178,7 +180,8 @@ class _Reader:
         top = Table(data, "", self.report)
         top.reject_unknown(TOP_KEYS)
         node = self._table_at(top, "node")
-        name, preload, heartbeat, logs = self._node(node) if node else (DEFAULT_NODE_NAME, (), Heartbeat(), LogLimits())
+        name, preload, heartbeat = self._node(node) if node else (DEFAULT_NODE_NAME, (), Heartbeat())
+        logs = self._logs(node)
         tree_table = self._table_at(top, "tree")
         if tree_table is None and "tree" not in data:
             self.report("", "[tree] is required: the root supervisor, with its children as [[tree.children]]")
@@ -187,7 +190,7 @@ class _Reader:
         if self.problems:
             raise ConfigError(self.problems)
         return NodeSpec(tree=tree, name=name, source=self.source, config_dir=self.config_dir,
-                        heartbeat=heartbeat, preload=preload, logs=logs, extra={"profile": profile})  # fmt: skip
+                        heartbeat=heartbeat, preload=preload, extra={"profile": profile, "logs": logs})  # fmt: skip
 
     def _table_at(self, top: Table, key: str) -> Table | None:
         if key not in top.data:
@@ -202,7 +205,7 @@ class _Reader:
 
     # -- [node] ---------------------------------------------------------------
 
-    def _node(self, t: Table) -> tuple[str, tuple[str, ...], Heartbeat, LogLimits]:
+    def _node(self, t: Table) -> tuple[str, tuple[str, ...], Heartbeat]:
         t.reject_unknown(NODE_KEYS)
         name = t.get("name", check_name, str, DEFAULT_NODE_NAME)
         preload: tuple[str, ...] = t.get("preload", lambda v: check_string_list("preload", v), tuple, ())
@@ -211,12 +214,18 @@ class _Reader:
                 problem = module_problem(module, self.config_dir)
                 if problem:
                     t.report(f'preload[{i}] "{module}": {problem}')
-        logs, d = t.sub_table("logs"), LogLimits()
-        if logs is not None:
-            logs.reject_unknown(LOGS_KEYS)
-            d = LogLimits(logs.integer("max_bytes", d.max_bytes, at_least=4096, unit="bytes"),
-                          logs.integer("backups", d.backups, at_least=1))  # fmt: skip
-        return name, preload, self._heartbeat(t) or Heartbeat(), d
+        return name, preload, self._heartbeat(t) or Heartbeat()
+
+    def _logs(self, node: Table | None) -> dict[str, int]:
+        """[node] logs = { max_bytes, backups }: when RUN/logs/ID.log, RUN/node.log and RUN/events.jsonl are
+        rotated, and how many old files stay."""
+        limits = {"max_bytes": 10 * 2**20, "backups": 3}
+        t = node.sub_table("logs") if node is not None else None
+        if t is not None:
+            t.reject_unknown(LOGS_KEYS)
+            limits = {"max_bytes": t.integer("max_bytes", limits["max_bytes"], at_least=1024, unit="bytes"),
+                      "backups": t.integer("backups", limits["backups"], at_least=0, unit="files")}  # fmt: skip
+        return limits
 
     def _heartbeat(self, t: Table) -> Heartbeat | None:
         h = t.sub_table("heartbeat")
@@ -285,7 +294,18 @@ class _Reader:
                              shutdown=shutdown, significant=significant, backoff=backoff)  # fmt: skip
         if child_id not in self.worker_ids:
             self.worker_ids.append(child_id)
-        start = self._start(t)
+        command = None
+        if "command" in t.data:
+            command = read_command(t, self.config_dir, self.check_imports)
+            for key in ("start", "args", "max_concurrency"):
+                if key in t.data:
+                    t.report(f"{key} is for a Python worker; this child runs a program (command)")
+            start = None
+        else:
+            for key in PORT_KEYS[1:]:
+                if key in t.data:
+                    t.report(f"{key} is only for a child that runs a program (command = [...]); this one has start")
+            start = self._start(t)
         args: dict[str, object] = t.get(
             "args", lambda v: check_table("args", v, " (keyword arguments for init)"), dict, {})
         if isinstance(start, str) and self.check_imports and self._import_problems.get(start, "") is None:
@@ -293,7 +313,8 @@ class _Reader:
         return ChildSpec(id=child_id, start=start, args=args, restart=restart, shutdown=shutdown,
                          significant=significant, backoff=backoff,
                          start_timeout=t.number("start_timeout", 30.0, above=0), retry=self._retry(t),
-                         heartbeat=self._heartbeat(t))  # fmt: skip
+                         heartbeat=self._heartbeat(t), command=command,
+                         max_concurrency=t.get("max_concurrency", check_max_concurrency, int, None))  # fmt: skip
 
     def _child_id(self, t: Table, path: str) -> str:
         """Check the id, claim it tree-wide, and name the child by it in later messages."""
@@ -318,7 +339,7 @@ class _Reader:
 
     def _start(self, t: Table) -> StartTarget | None:
         if "start" not in t.data:
-            t.report('start is required for a worker: "module:Class"')
+            t.report('start is required for a worker: "module:Class" (or command = [...] for a program)')
             return None
         start: StartTarget | None = t.get("start", check_start, lambda v: v, None)
         if isinstance(start, str):

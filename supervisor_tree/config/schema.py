@@ -29,10 +29,13 @@ FLAG_KEYS = ("strategy", "intensity", "period", "auto_shutdown")
 TREE_KEYS = (*FLAG_KEYS, "children")
 # A child's keys: shared by both types, then the ones only one type may have.
 COMMON_CHILD_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff")
-WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "heartbeat")
+PORT_KEYS = ("command", "env", "cwd", "stop_signal", "ready")  # an external program (a port) instead of start
+WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "heartbeat", "max_concurrency", *PORT_KEYS)
 SUPERVISOR_ONLY_KEYS = TREE_KEYS
 WORKER_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "significant",
-               "start_timeout", "backoff", "retry", "heartbeat")  # fmt: skip
+               "start_timeout", "backoff", "retry", "heartbeat", "max_concurrency", *PORT_KEYS)  # fmt: skip
+READY_KEYS = ("tcp", "stdout")
+LOGS_KEYS = ("max_bytes", "backups")
 SUPERVISOR_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff", *TREE_KEYS)
 ALL_CHILD_KEYS = (*WORKER_KEYS, *FLAG_KEYS, "children")
 HEARTBEAT_KEYS = ("interval", "misses")

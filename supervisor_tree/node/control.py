@@ -14,7 +14,7 @@ are counted (`dropped`) and logged at most once a second per client.
 
 Operations: ping, status, which_children, count_children, start_child,
 terminate_child, restart_child, delete_child, kill, stop, resolve, last_exit,
-wait_started.  A request that must wait (start_child, stop, resolve, ...)
+wait_started; reload and reload_code (node/reload_ops.py).  A request that must wait (start_child, stop, resolve, ...)
 is answered later, when its supervisor answers or its condition holds.
 """
 
@@ -90,6 +90,7 @@ class ControlServer:
         self.stop_waiters: list[tuple[bytes, int]] = []
         self.start_waiters: list[Waiter] = []
         self.extensions: list[object] = []  # e.g. the profiler's trigger watcher
+        self.reply_hooks: dict[int, Callable[[object], None]] = {}  # the node's own API calls (a reload's steps)
 
     # ------------------------------------------------------------------ transport
 
@@ -164,6 +165,10 @@ class ControlServer:
     # ------------------------------------------------------------------ hooks from the node
 
     def api_reply(self, ref: int, result: object) -> None:
+        hook = self.reply_hooks.pop(ref, None)
+        if hook is not None:
+            hook(result)
+            return
         waiter = self.api_waiters.pop(ref, None)
         if waiter is None:
             return
@@ -231,6 +236,7 @@ class ControlServer:
                 "mailbox": rec.mailbox,
                 "control": rec.control,
                 "retry": rec.spec.retry,
+                "command": None if rec.spec.command is None else str(rec.spec.command),  # a port: no mailbox
             }
         info = self.find_child(worker_id)
         if info is None:
@@ -296,6 +302,13 @@ class ControlServer:
         self.api_waiters[ref] = (ident, req_id)
         self.node.feed(path, sv.ApiRequest(ref, call))  # type: ignore[arg-type]
         return DEFERRED
+
+
+    def submit_own(self, path: str, call: object, on_reply: Callable[[object], None]) -> None:
+        """A dynamic-API call of the node's own: `on_reply(result)` once the supervisor answers."""
+        ref = next(self._refs)
+        self.reply_hooks[ref] = on_reply
+        self.node.feed(path, sv.ApiRequest(ref, call))  # type: ignore[arg-type]
 
 
 def pid_view(pid: object) -> object:

@@ -24,11 +24,11 @@ from supervisor_tree.node.records import SupHandle
 from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import ChildSpec, Strategy
 
-__all__ = ["OPS", "op", "child_view", "supervisor_view", "rss_of"]
+__all__ = ["OPS", "op", "child_view", "supervisor_view", "rss_of", "STR", "NAME", "NUMBER", "TABLE", "FLAG"]
 
 OPS: dict[str, Op] = {}
 _NONE = type(None)
-STR, NAME, NUMBER, TABLE = (str,), (str, _NONE), (int, float, _NONE), (dict, _NONE)
+STR, NAME, NUMBER, TABLE, FLAG = (str,), (str, _NONE), (int, float, _NONE), (dict, _NONE), (bool, _NONE)
 
 
 def op(name: str, **args: tuple[type, ...]) -> Callable[[Handler], Handler]:

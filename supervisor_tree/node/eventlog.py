@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from supervisor_tree.node.logfiles import generations, rotate
-from supervisor_tree.spec import LogLimits
+from supervisor_tree.node.logfiles import LogLimits, generations, rotate
 
 logger = logging.getLogger("supervisor_tree")
 
@@ -39,6 +38,7 @@ _WARNINGS = {
 }
 
 Record = dict[str, object]
+TAIL_SHOWN = 10  # of an exited worker's stderr tail (detail.tail), in the text form
 
 
 def format_text(rec: Record) -> str:
@@ -53,8 +53,13 @@ def format_text(rec: Record) -> str:
     pid = f" (pid {rec['pid']})" if rec.get("pid") else ""
     reason = f": {rec['reason']}" if rec.get("reason") is not None else ""
     detail = rec.get("detail")
+    tail: object = None
+    if isinstance(detail, dict) and "tail" in detail:  # a worker's last stderr lines: shown under the line
+        detail = {k: v for k, v in detail.items() if k != "tail"}
+        tail = rec["detail"]["tail"]  # type: ignore[index]
     extra = " " + " ".join(f"{k}={v}" for k, v in detail.items()) if isinstance(detail, dict) and detail else ""
-    return f"{ts}.{ms:03d} {who}{pid} {rec['event']}{reason}{extra}"
+    below = "".join(f"\n    | {line}" for line in tail[-TAIL_SHOWN:]) if isinstance(tail, list) else ""
+    return f"{ts}.{ms:03d} {who}{pid} {rec['event']}{reason}{extra}{below}"
 
 
 class EventLog:

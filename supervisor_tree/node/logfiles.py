@@ -1,4 +1,6 @@
-"""The run's files that grow, kept bounded: RUN/events.jsonl and RUN/node.log (`[node] logs`, `spec.LogLimits`).
+"""The run's files that grow, kept bounded: RUN/events.jsonl and RUN/node.log (`[node] logs`, as `LogLimits`).
+
+(Each worker's own RUN/logs/ID.log is rotated by `worker_logs`, under the same limits.)
 
 * events.jsonl has one writer, the node's `EventLog`, which rotates it by renaming
   (`rotate`): events.jsonl -> events.jsonl.1 -> .2 ... -> .N (the oldest falls off).
@@ -15,11 +17,25 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor_tree.spec import LogLimits
+__all__ = ["LogLimits", "rotate", "generations", "SharedLog"]
 
-__all__ = ["rotate", "generations", "SharedLog"]
+
+@dataclass(frozen=True, slots=True)
+class LogLimits:
+    """How big a log may grow before it rotates, and how many old copies stay (0: none, it is emptied)."""
+
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 3
+
+    @classmethod
+    def of(cls, table: Mapping[str, object] | None) -> LogLimits:
+        """From the config's validated `[node] logs` (spec.extra["logs"])."""
+        d, t = cls(), table or {}
+        return cls(int(t.get("max_bytes", d.max_bytes)), int(t.get("backups", d.backups)))  # type: ignore[call-overload]
 
 
 def _numbered(path: Path, n: int) -> Path:
@@ -35,7 +51,11 @@ def _shift(path: Path, backups: int) -> None:
 
 
 def rotate(path: Path, backups: int) -> None:
-    """Rename `path` to path.1, after shifting the older copies (its writer reopens it afterwards)."""
+    """Rename `path` to path.1, after shifting the older copies (its writer reopens it afterwards);
+    with no backups, remove it."""
+    if backups < 1:
+        path.unlink(missing_ok=True)
+        return
     _shift(path, backups)
     if path.exists():
         os.replace(path, _numbered(path, 1))
@@ -73,8 +93,9 @@ class SharedLog:
         try:
             if os.fstat(self.fd).st_size <= self.limits.max_bytes:
                 return False
-            _shift(self.path, self.limits.backups)
-            shutil.copyfile(self.path, _numbered(self.path, 1))
+            if self.limits.backups > 0:
+                _shift(self.path, self.limits.backups)
+                shutil.copyfile(self.path, _numbered(self.path, 1))
             os.ftruncate(self.fd, 0)
         except OSError:
             return False  # a full disk or a removed file: keep serving, try again at the next check

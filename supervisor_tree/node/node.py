@@ -30,18 +30,22 @@ from pathlib import Path
 import cloudpickle
 import zmq
 
-from supervisor_tree.node import control_ops
+from supervisor_tree.node import control_ops, reload_ops
 from supervisor_tree.node.control import ControlServer
 from supervisor_tree.node.eventlog import EventLog
 from supervisor_tree.node.launchers.base import Launcher
 from supervisor_tree.node.launchers.local import LocalLauncher
-from supervisor_tree.node.logfiles import SharedLog
+from supervisor_tree.node.launchers.port import PortLauncher
+from supervisor_tree.node.logfiles import LogLimits, SharedLog
 from supervisor_tree.node.plan import NODE, processes_first, standby_for
 from supervisor_tree.node.records import Phase, SupHandle, SupRun, WorkerRec
+from supervisor_tree.node.reload import ReloadService
 from supervisor_tree.node.timers import Timers
 from supervisor_tree.node.worker_events import WorkerEvents
+from supervisor_tree.node.worker_logs import LogCollector
 from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import (
+    DEFAULT_MAX_CONCURRENCY,
     KILLED,
     SHUTDOWN,
     ChildSpec,
@@ -73,9 +77,11 @@ class Node(WorkerEvents):
         sys_path = (spec.config_dir,) if spec.config_dir else ()
         self.sys_path = tuple(str(p) for p in sys_path)
         # The fork server must exist before this process creates a ZeroMQ context.
-        self.launcher: Launcher = launcher or LocalLauncher(
+        inner = launcher or LocalLauncher(
             str(self.run_dir), preload=spec.preload, sys_path=self.sys_path, standby=standby_for(spec.tree)
         )
+        self.logs = LogCollector(self.run_dir, spec.extra.get("logs"))  # type: ignore[arg-type]  # RUN/logs/ID.log
+        self.launcher: Launcher = PortLauncher(inner, str(self.run_dir), self.logs)  # external programs (command)
         self.sups: dict[str, SupRun] = {}
         self.by_token: dict[int, WorkerRec] = {}
         self.by_pid: dict[int, WorkerRec] = {}
@@ -113,6 +119,7 @@ class Node(WorkerEvents):
             lock.release()
 
     def _open_sockets(self) -> None:
+        self.logs.start()  # a thread: only now that the fork server exists
         self.ctx = zmq.Context()
         self.inbound = self.ctx.socket(zmq.PULL)
         self.inbound.linger = 0
@@ -121,9 +128,12 @@ class Node(WorkerEvents):
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.linger = 0
         self.pub.bind(rundir.endpoint(self.run_dir, "events"))
-        self.events = EventLog(self.run_dir / "events.jsonl", publish=self.pub.send, limits=self.spec.logs)
-        self.node_log = SharedLog.of_this_process(self.run_dir / "node.log", self.spec.logs)  # detached: our stderr
+        limits = LogLimits.of(self.spec.extra.get("logs"))  # type: ignore[arg-type]  # [node] logs
+        self.events = EventLog(self.run_dir / "events.jsonl", publish=self.pub.send, limits=limits)
+        self.node_log = SharedLog.of_this_process(self.run_dir / "node.log", limits)  # detached: our stderr
         self.control = ControlServer(self, self.ctx, rundir.endpoint(self.run_dir, "control"), control_ops.OPS, self.key)
+        self.reloads = ReloadService(self)  # `supervise reload`, SIGHUP (reload_ops registers its ops in OPS)
+        self.control.extensions.append(self.reloads)
         if (self.spec.extra.get("profile") or {}).get("trigger"):  # type: ignore[attr-defined]  # [profile.trigger]
             from supervisor_tree.profiling.trigger import TriggerWatcher
             self.control.extensions += TriggerWatcher.from_node(self)
@@ -163,6 +173,7 @@ class Node(WorkerEvents):
             if self.launcher.fileno() in ready:
                 self._drain_inbound()  # a worker's last words arrive before its death is handled
                 for ev in self.launcher.read_events():
+                    self.logs.on_launcher_event(ev, self.by_pid, self.by_token)
                     self._on_launcher_event(ev)
             if self.inbound in ready:
                 self._drain_inbound()
@@ -195,6 +206,9 @@ class Node(WorkerEvents):
     def _handle_signals(self) -> None:
         while self._signals:
             signum = self._signals.pop(0)
+            if signum == signal.SIGHUP:  # reload the config the node was started with
+                reload_ops.on_hup(self.reloads)
+                continue
             if self.stopping:
                 logger.warning("second %s: killing every worker now", signal.Signals(signum).name)
                 self._kill_all()
@@ -214,6 +228,7 @@ class Node(WorkerEvents):
         try:
             self.launcher.close()
         finally:
+            self.logs.close()
             if self.events is not None:
                 self.events.emit("node_stop", supervisor="root", reason=self.exit_reason)
                 self.events.close()
@@ -298,7 +313,7 @@ class Node(WorkerEvents):
             pid=pid,
             generation=rep.generation,
             reason=rep.reason,
-            detail=dict(rep.detail) if rep.detail else None,
+            detail=self.logs.report_detail(rep.kind.name.lower(), rep.key, rep.generation, rep.reason, rep.detail),
         )
 
     def _start_supervisor(self, parent: SupRun, key: str, spec: ChildSpec, gen: int) -> None:
@@ -361,14 +376,13 @@ class Node(WorkerEvents):
             rec.last_exit = previous.last_exit
         self.by_token[token] = rec
         self.by_id[key] = rec
-        start = spec.start if isinstance(spec.start, str) else cloudpickle.dumps(spec.start)
-        assert start is not None
+        start = spec.start if isinstance(spec.start, str) or spec.start is None else cloudpickle.dumps(spec.start)
         self.launcher.spawn(
             SpawnRequest(
                 token=token,
                 worker_id=key,
                 generation=gen,
-                start=start,
+                start=start or "",
                 args=dict(args),  # type: ignore[call-overload]
                 run_dir=str(self.run_dir),
                 inbound=self.inbound_ep,
@@ -376,6 +390,9 @@ class Node(WorkerEvents):
                 control=rec.control,
                 heartbeat_interval=self.heartbeat_for(spec).interval,
                 sys_path=self.sys_path,
+                command=spec.command,
+                output=self.logs.open(key, gen),
+                max_concurrency=spec.max_concurrency or DEFAULT_MAX_CONCURRENCY,
             )
         )
         self.set_timer(NODE, ("start_timeout", token), spec.start_timeout)

@@ -349,6 +349,11 @@ class Caller:
 
     # -- receiving --
 
+    @property
+    def reply_socket(self) -> zmq.Socket[bytes]:
+        """The PULL socket replies arrive on: for a caller that waits on its fd itself (asyncio)."""
+        return self._pull
+
     def wait_reply(self, ref: int, timeout: float | None, extra_poll_fds: Iterable[int] = ()) -> Reply | int:
         """The reply to `ref`, or the first fd of `extra_poll_fds` that became readable.
 

@@ -1,4 +1,4 @@
-"""A worker's control socket: the ops served beside its mailbox (ping, stats, profile_start, profile_stop).
+"""A worker's control socket: the ops served beside its mailbox (ping, stats, code, profile_start, profile_stop).
 
 Owns the serving of that socket inside the worker process.  A frame is acted on only
 when it carries the run's tag, is a call, and its payload is ``(op, kwargs)`` with op a
@@ -18,10 +18,12 @@ import zmq
 from supervisor_tree.wire import channel
 from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.shapes import MALFORMED, BadFrame, describe
+from supervisor_tree.worker import code
+from supervisor_tree.worker.spawn import SpawnRequest
 
 __all__ = ["serve_control", "OPS"]
 
-OPS = ("ping", "stats", "profile_start", "profile_stop")
+OPS = ("ping", "stats", "code", "profile_start", "profile_stop")
 
 
 class Host(Protocol):
@@ -30,6 +32,8 @@ class Host(Protocol):
     key: FrameKey
     control: zmq.Socket[bytes]
     replies: channel.ReplySender
+    req: SpawnRequest
+    worker: Any
 
     def stats(self, reset_window: bool) -> dict[str, object]: ...
     def drop(self, peer: str, kind: str, why: str) -> None: ...
@@ -75,6 +79,8 @@ def _run(host: Host, op: str, kwargs: dict[str, Any]) -> object:
         return "pong"
     if op == "stats":
         return host.stats(reset_window=False)
+    if op == "code":  # supervise reload --code: the files this worker's code reaches, as they were at its start
+        return code.record(host.worker, code.code_roots(host.req.sys_path), host.req.generation)
     if op in ("profile_start", "profile_stop"):
         from supervisor_tree.profiling import yappi_engine  # written beside this module; imported only when used
 

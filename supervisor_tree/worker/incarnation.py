@@ -275,7 +275,7 @@ class Incarnation:
                 timeout = self.timers.wait_ms(timeout)
             for sock, _ in poll(items, timeout):
                 if sock is control:
-                    serve_control(self)
+                    self._serve_control()
                 elif sock == wake:  # zmq_poll gives raw fds back as ints
                     _drain_fd(wake)
             if self.halt:
@@ -363,6 +363,9 @@ class Incarnation:
             self.errors += 1
             err = channel.RemoteError(type(exc).__name__, f"reply value does not pickle: {exc}")
             return channel.reply_frame(self.key, ref8, False, err)
+
+    def _serve_control(self) -> None:
+        serve_control(self)
 
     def drop(self, peer: str, kind: str, why: str) -> None:
         """A frame not acted on: counted in `malformed`, logged at most once a second per peer."""

@@ -14,6 +14,7 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from supervisor_tree.spec import DEFAULT_MAX_CONCURRENCY, Command
 from supervisor_tree.wire.shapes import describe, is_a
 
 __all__ = ["SpawnRequest", "load_target", "check_request"]
@@ -21,7 +22,7 @@ __all__ = ["SpawnRequest", "load_target", "check_request"]
 
 @dataclass(frozen=True, slots=True)
 class SpawnRequest:
-    """Everything a new incarnation needs; `start` is "module:Class" or cloudpickled bytes."""
+    """Everything a new incarnation needs; `start` is "module:Class" or cloudpickled bytes ("" for a command)."""
 
     token: int
     worker_id: str
@@ -34,11 +35,15 @@ class SpawnRequest:
     control: str
     heartbeat_interval: float
     sys_path: tuple[str, ...] = ()
+    command: Command | None = None  # an external program to execute instead of `start` (a port)
+    output: tuple[str, str] | None = None  # FIFOs the node reads: stdout, stderr (RUN/logs/ID.log)
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # an asyncio worker's calls in flight at most
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "token": int, "worker_id": str, "generation": int, "start": (str, bytes), "args": Mapping, "run_dir": str,
     "inbound": str, "mailbox": str, "control": str, "heartbeat_interval": (int, float), "sys_path": tuple,
+    "command": (Command, type(None)), "output": (tuple, type(None)), "max_concurrency": int,
 }
 
 

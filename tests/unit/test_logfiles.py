@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from supervisor_tree.node.eventlog import EventLog, follow_events, read_events
-from supervisor_tree.node.logfiles import SharedLog, generations, rotate
-from supervisor_tree.spec import LogLimits
+from supervisor_tree.node.logfiles import LogLimits, SharedLog, generations, rotate
 
 
 def test_rotate_keeps_the_newest_backups(tmp_path: Path) -> None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from supervisor_tree.spec import KILLED, NORMAL, SHUTDOWN, ExitKind, ExitReason, error, shutdown_with
 from supervisor_tree.worker.spawn import SpawnRequest
 
-__all__ = ["Spawned", "SpawnFailed", "Reaped", "Event", "Launcher", "LauncherError", "LauncherGone",
+__all__ = ["Spawned", "SpawnFailed", "Reaped", "Event", "Launcher", "LauncherError", "LauncherGone", "CodeSnapshots",
            "reason_from_status", "take_reason_file"]
 
 
@@ -54,6 +54,27 @@ class LauncherError(RuntimeError):
 
 class LauncherGone(LauncherError):
     """The fork server died: no more spawns or exit reports will come."""
+
+
+@dataclass
+class CodeSnapshots:
+    """What a fork server holds of the project's code (worker/code.py), one snapshot per epoch.
+
+    A worker forked in epoch e runs the files of `files[e]` with those hashes (and its
+    own imports).  `refreshing` counts refreshes asked for and not yet answered."""
+
+    files: dict[int, dict[str, str]] = field(default_factory=dict)
+    epoch: int = 0
+    problems: tuple[str, ...] = ()  # the latest refresh's import failures
+    refreshing: int = 0
+    own: frozenset[str] = frozenset()  # files the fork server itself runs: a refresh keeps them
+
+    def received(self, epoch: int, files: dict[str, str], problems: tuple[str, ...], own: tuple[str, ...] = ()) -> None:
+        self.files[epoch] = files
+        self.own = frozenset(own)
+        if epoch > self.epoch:
+            self.epoch, self.problems = epoch, problems
+            self.refreshing = max(0, self.refreshing - (1 if epoch > 1 else 0))
 
 
 class Launcher(Protocol):

@@ -28,11 +28,11 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from supervisor_tree.node.launchers import pipe
+from supervisor_tree.node.launchers import pipe, refresh
 from supervisor_tree.node.launchers.base import (
     Event,
     Reaped,
@@ -43,6 +43,7 @@ from supervisor_tree.node.launchers.base import (
 )
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.shapes import BadFrame
+from supervisor_tree.worker.code import code_roots
 from supervisor_tree.worker.spawn import SpawnRequest
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ def fork_server_main(conn: object, node_end: object, cfg: ServerConfig) -> NoRet
         gc.freeze()  # what we imported stays shared with the workers: their GC never touches it
         server = _ForkServer(conn, cfg)
         conn.send_bytes(pipe.encode(("ok", os.getpid())))  # type: ignore[attr-defined]
+        server.announce_code()
         server.serve()
     except BaseException:
         log.exception("fork server failed")
@@ -147,6 +149,9 @@ class _ForkServer:
         self.last_spawn = 0.0
         self.closing = False
         self.dropped = Dropped(log, "fork server")
+        self.preload = cfg.preload
+        self.code_epoch = 0  # the snapshot of the project's modules its forks inherit (refresh.py)
+        self.retired: set[int] = set()  # standbys killed by a refresh: reaped, never reported
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select via the wakeup fd
@@ -196,6 +201,8 @@ class _ForkServer:
                 self.activated(pid, pipe.decode_spawn_request(data))
             case ("discard", int(pid)):
                 self.dead_standbys.pop(pid, None)
+            case ("refresh", tuple(preload), tuple(also)):
+                self.refresh(pipe.names(preload), pipe.names(also))
             case ("close",):
                 self.closing = True
 
@@ -204,6 +211,25 @@ class _ForkServer:
             self.conn.send_bytes(pipe.encode(msg))  # type: ignore[attr-defined]
         except OSError:
             self.closing = True
+
+    # -- the project's code (supervise reload --code) --
+
+    def announce_code(self, problems: Sequence[str] = ()) -> None:
+        """A new snapshot of the project's modules held here (what forks inherit), sent to the node."""
+        self.code_epoch += 1
+        files, own = refresh.take_snapshot(self.cfg.sys_path, self.code_epoch)
+        self.send(("code", (self.code_epoch, files, tuple(problems), tuple(own))))
+
+    def refresh(self, preload: Sequence[str], also: Sequence[str]) -> None:
+        """Import the project's modules again from disk; the standbys forked with the old ones go."""
+        for pid in self.standbys:
+            os.kill(pid, signal.SIGKILL)
+        self.retired |= self.standbys
+        self.standbys = set()
+        self.preload = tuple(preload)
+        problems = refresh.reimport(code_roots(self.cfg.sys_path), self.preload, also)
+        gc.freeze()
+        self.announce_code(problems)
 
     # -- spawning --
 
@@ -303,6 +329,9 @@ class _ForkServer:
                 cleanup.append(req)
             elif pid in self.standbys:
                 self.standby_died(pid, status)
+            elif pid in self.retired:
+                self.retired.discard(pid)
+                _remove_standby_files(self.cfg.run_dir, pid)
         if events:
             self.send(("events", events))
         for req in cleanup:  # after the news: the node restarts while we tidy up

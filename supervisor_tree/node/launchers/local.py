@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import multiprocess
 
 from supervisor_tree.node.launchers import pipe
-from supervisor_tree.node.launchers.base import Event, LauncherError, LauncherGone
+from supervisor_tree.node.launchers.base import CodeSnapshots, Event, LauncherError, LauncherGone
 from supervisor_tree.node.launchers.forkserver import LEN as _LEN
 from supervisor_tree.node.launchers.forkserver import ServerConfig as _ServerConfig
 from supervisor_tree.node.launchers.forkserver import fork_server_main as _fork_server_main
@@ -72,6 +72,7 @@ class LocalLauncher:
         self._standbys: collections.deque[tuple[int, int]] = collections.deque()  # (pid, activation socket fd)
         self._gone = False
         self.dropped = Dropped(log, "launcher")  # fork-server reports not of their shape (pipe.REPORTS)
+        self.code = CodeSnapshots()  # what the fork server holds of the project's code (reload --code)
 
     @property
     def pid(self) -> int | None:
@@ -135,6 +136,14 @@ class LocalLauncher:
             return
         self._send(("spawn", data))
 
+    def refresh(self, preload: Sequence[str], also: Sequence[str] = ()) -> None:
+        """Have the fork server import the project's modules again from disk (and `also`); its
+        standbys go.  Done when `code.epoch` grows (read_events); `code.problems` says what failed."""
+        while self._standbys:
+            os.close(self._standbys.popleft()[1])
+        self.code.refreshing += 1
+        self._send(("refresh", tuple(preload), tuple(also)))
+
     def fileno(self) -> int:
         return int(self._require_conn().fileno())
 
@@ -150,7 +159,12 @@ class LocalLauncher:
                 elif report[0] == "standby":  # the fd of its activation socket follows
                     _, fds, _, _ = socket.recv_fds(self._sock, 1, 1)  # type: ignore[arg-type]
                     os.set_inheritable(fds[0], False)
-                    self._standbys.append((report[1], fds[0]))  # type: ignore[arg-type]
+                    if self.code.refreshing:  # forked with the old code; the fork server has killed it
+                        os.close(fds[0])
+                    else:
+                        self._standbys.append((report[1], fds[0]))  # type: ignore[arg-type]
+                elif report[0] == "code":
+                    self.code.received(*report[1])  # type: ignore[misc]  # checked: pipe.decode_report
                 else:
                     self.dropped.drop("the fork server (pipe)", "malformed", f"{report[0]!r} after the start")
             except BadFrame as exc:

@@ -9,8 +9,10 @@ are still checked for shape before anything acts on them (`decode_request`,
 on the other, never a crash.
 
     node -> fork server:  ("spawn", request)  ("activated", pid, request)  ("discard", pid)  ("close",)
+                          ("refresh", preload names, more names)      (supervise reload --code)
     fork server -> node:  ("ok", pid)  ("error", text)  ("events", [Spawned | SpawnFailed | Reaped, ...])
                           ("standby", pid)  (its activation socket's fd follows, SCM_RIGHTS)
+                          ("code", (epoch, {file: hash}, problems, own files))
 
 `request` is a pickled (or cloudpickled) `SpawnRequest`.
 """
@@ -24,10 +26,12 @@ from supervisor_tree.spec import ExitReason
 from supervisor_tree.wire.shapes import MALFORMED, BadFrame, Fields, check_message, describe, is_a
 from supervisor_tree.worker.spawn import SpawnRequest, check_request
 
-__all__ = ["REQUESTS", "REPORTS", "encode", "decode_request", "decode_report", "decode_spawn_request"]
+__all__ = ["REQUESTS", "REPORTS", "encode", "decode_request", "decode_report", "decode_spawn_request", "names"]
 
-REQUESTS: dict[str, Fields] = {"spawn": (bytes,), "activated": (int, bytes), "discard": (int,), "close": ()}
-REPORTS: dict[str, Fields] = {"ok": (int,), "error": (str,), "events": (list,), "standby": (int,)}
+REQUESTS: dict[str, Fields] = {"spawn": (bytes,), "activated": (int, bytes), "discard": (int,), "close": (),
+                               "refresh": (tuple, tuple)}
+REPORTS: dict[str, Fields] = {"ok": (int,), "error": (str,), "events": (list,), "standby": (int,), "code": (tuple,)}
+_CODE: dict[str, Fields] = {"code": (int, dict, tuple, tuple)}  # (epoch, {file: hash}, problems, own files)
 _EVENT_FIELDS: dict[type, tuple[tuple[str, type], ...]] = {
     Spawned: (("token", int), ("pid", int)),
     SpawnFailed: (("token", int), ("error", str)),
@@ -67,7 +71,17 @@ def decode_report(data: bytes) -> tuple[object, ...]:
     if msg[0] == "events":
         for ev in msg[1]:  # type: ignore[attr-defined]  # a list: checked above
             _check_event(ev)
+    elif msg[0] == "code":
+        check_message(("code", *msg[1]), _CODE, "code snapshot")  # type: ignore[misc]  # a tuple: checked above
     return msg
+
+
+def names(items: tuple[object, ...]) -> tuple[str, ...]:
+    """Module names, as a "refresh" request lists them; BadFrame when one is not a str."""
+    for item in items:
+        if not isinstance(item, str):
+            raise BadFrame(MALFORMED, f"a module name is a str; got {describe(item)}")
+    return items  # type: ignore[return-value]
 
 
 def _check_event(ev: object) -> Event:
