@@ -41,6 +41,7 @@ from supervisor_tree.node.launchers.base import (
     reason_from_status,
     take_reason_file,
 )
+from supervisor_tree.wire import auth
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.shapes import BadFrame
 from supervisor_tree.worker.code import code_roots
@@ -149,6 +150,9 @@ class _ForkServer:
         self.last_spawn = 0.0
         self.closing = False
         self.dropped = Dropped(log, "fork server")
+        # The run's key, inherited from the node.  Held here (and wire.auth so among the fork server's own
+        # modules, which a code refresh never drops), so every fork, before and after a refresh, inherits it.
+        self.key = auth.held_key(cfg.run_dir)
         self.preload = cfg.preload
         self.code_epoch = 0  # the snapshot of the project's modules its forks inherit (refresh.py)
         self.retired: set[int] = set()  # standbys killed by a refresh: reaped, never reported
