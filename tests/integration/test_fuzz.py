@@ -49,8 +49,8 @@ def sealed(how: str, key: auth.FrameKey, body: bytes) -> bytes:
 
 
 def harmless(obj: object) -> bool:
-    """Not a puppet command (a cast {"cmd": "exit"} would stop it, as asked)."""
-    return not (isinstance(obj, dict) and "cmd" in obj)
+    """Not a command a worker obeys (a cast {"cmd": "exit"} stops the puppet, "stop" the asyncio one, as asked)."""
+    return not (isinstance(obj, dict) and "cmd" in obj) and obj != "stop"
 
 
 # -- a running tree, shared by the module's tests ---------------------------------------
@@ -59,7 +59,8 @@ def harmless(obj: object) -> bool:
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     config = write_config(tmp_path_factory.mktemp("fuzz"), '[node]\nheartbeat = { interval = 0.2, misses = 10 }\n'
-                          '[tree]\n[[tree.children]]\nid = "p"\nstart = "supervisor_tree.workers.puppet:Puppet"\n')
+                          '[tree]\n[[tree.children]]\nid = "p"\nstart = "supervisor_tree.workers.puppet:Puppet"\n'
+                          '[[tree.children]]\nid = "a"\nstart = "tests.integration.aio_workers:Sleeper"\n')  # asyncio
     t = Tree(config)
     assert t.start().returncode == 0
     yield t
@@ -83,7 +84,8 @@ def send(ctx: zmq.Context, endpoint: str, frame: bytes) -> None:
 
 def alive(t: Tree) -> None:
     assert t.client.call("p", {"cmd": "echo", "value": 7}, timeout=10) == 7
-    assert t.client.resolve("p").generation == 1, "the worker restarted"
+    assert isinstance(t.client.call("a", "figures", timeout=10), dict)
+    assert t.client.resolve("p").generation == 1 and t.client.resolve("a").generation == 1, "a worker restarted"
 
 
 # -- the node's control socket (ROUTER, JSON) -----------------------------------------
@@ -165,10 +167,11 @@ mailbox_bodies = (
 )
 
 
+@pytest.mark.parametrize("worker", ["p", "a"])  # the plain loop, and the asyncio one
 @FUZZ
 @given(body=mailbox_bodies, how=seals, ours=st.booleans())
-def test_fuzz_worker_mailbox(tree: Tree, push: zmq.Context, body: bytes, how: str, ours: bool) -> None:
-    target = tree.client.resolve("p")
+def test_fuzz_worker_mailbox(tree: Tree, push: zmq.Context, worker: str, body: bytes, how: str, ours: bool) -> None:
+    target = tree.client.resolve(worker)
     if ours:  # our reply address around a payload that does not unpickle: answered with an error, or dropped
         body = _call(tree.client.caller.reply_to, b"\xff" + body)
     send(push, target.mailbox, sealed(how, tree.client.key, body))
@@ -182,13 +185,14 @@ control_payloads = (
 )
 
 
+@pytest.mark.parametrize("worker", ["p", "a"])
 @FUZZ
 @given(payload=control_payloads, how=seals)
-def test_fuzz_worker_control(tree: Tree, push: zmq.Context, payload: bytes, how: str) -> None:
-    target = tree.client.resolve("p")
+def test_fuzz_worker_control(tree: Tree, push: zmq.Context, worker: str, payload: bytes, how: str) -> None:
+    target = tree.client.resolve(worker)
     send(push, target.control, sealed(how, tree.client.key, _call(tree.client.caller.reply_to, payload)))
     alive(tree)
-    assert tree.client.control_worker("p", "ping", {}) == "pong"
+    assert tree.client.control_worker(worker, "ping", {}) == "pong"
 
 
 # -- the client's reply socket ----------------------------------------------------------
