@@ -117,7 +117,7 @@ def test_initialize_opens_a_session_that_ends_with_the_connection(tree: Tree, rp
     assert result["protocolVersion"] == "2025-06-18"
     assert result["serverInfo"]["name"] == "supervisor_tree"
     assert "tools" in result["capabilities"]
-    sid = result["sessionId"]
+    sid = result["_meta"]["supervisor-tree/sessionId"]
     data = tree.client.call("session", ("get", sid))
     assert data["client"] == {"name": "pytest", "version": "1"}
     assert data["peer"].startswith("127.0.0.1:")
@@ -186,7 +186,9 @@ def test_address_and_stats_are_published(tree: Tree) -> None:
     port = port_of(tree)
     assert port > 0
     stats = tree.client.call("network", {"op": "stats"})
-    assert stats["address"] == {"host": "127.0.0.1", "port": port}
+    http = stats["address"]["http_port"]
+    assert stats["address"] == {"host": "127.0.0.1", "port": port, "http_port": http,
+                                "url": f"http://127.0.0.1:{http}/mcp"}
 
     def heartbeat_stats() -> dict[str, Any] | None:
         status = tree.client.status()
@@ -298,7 +300,7 @@ def test_max_connections_refuses_with_an_error_line(private_tree: Tree) -> None:
             assert c.request("ping")["result"] == {}
         extra = Rpc(port)
         reply = extra.read()
-        assert reply["error"]["code"] == -32003 and "max_connections" in reply["error"]["message"]
+        assert reply["error"]["code"] == -32012 and "max_connections" in reply["error"]["message"]
         with pytest.raises(ConnectionError):
             extra.read()
         extra.close()
@@ -408,8 +410,8 @@ def test_killing_the_pool_under_load_gives_errors_not_hangs_then_service_resumes
             raise AssertionError(f"outcomes {outcomes}; network {t.client.call('network', {'op': 'stats'})}") from None
 
     asyncio.run(scenario())
-    assert set(outcomes) <= {"ok", "-32001", "-32002", "-32003"}, outcomes
-    assert outcomes.get("-32001", 0) >= 1, outcomes  # "exited": the manager, or MemberExited
+    assert set(outcomes) <= {"ok", "-32010", "-32011", "-32012"}, outcomes
+    assert outcomes.get("-32010", 0) >= 1, outcomes  # "exited": the manager, or MemberExited
     if victim == "manager":
         assert t.pid_of("pool") != manager
 
