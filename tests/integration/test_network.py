@@ -18,54 +18,16 @@ from typing import Any
 
 import psutil
 import pytest
-from nodes import Tree, wait_for, write_config
-
-from supervisor_tree.workers.pool_tree import pool_toml
+from network_trees import MAX_LINE, port_of, start_tree, tree_config
+from nodes import Tree, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-MAX_LINE = 64 * 1024
-
-
-def tree_config(max_connections: int = 5000, call_timeout: float = 3.0) -> str:
-    return f"""
-[node]
-heartbeat = {{ interval = 0.2, misses = 10 }}
-preload = ["supervisor_tree.workers.session", "supervisor_tree.workers.pool", "supervisor_tree.workers.pool_member", "supervisor_tree.workers.network", "supervisor_tree.workers.net.tools"]
-
-[tree]
-strategy = "one_for_one"
-intensity = 50
-period = 10
-
-[[tree.children]]
-id = "session"
-start = "supervisor_tree.workers.session:Session"
-
-{pool_toml("pool", size=2, max_overflow=0, intensity=50, member_intensity=50, member_shutdown="brutal_kill", manager_shutdown="brutal_kill")}
-[[tree.children]]
-id = "network"
-start = "supervisor_tree.workers.network:Network"
-args = {{ port = 0, max_line = {MAX_LINE}, max_connections = {max_connections}, call_timeout = {call_timeout} }}
-"""
-
-
-def start_tree(directory: Path, text: str) -> Tree:
-    t = Tree(write_config(directory, text))
-    started = t.start()
-    assert started.returncode == 0, started.stderr
-    return t
-
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     t = start_tree(tmp_path_factory.mktemp("net"), tree_config())
     yield t
     t.stop()
-
-
-def port_of(t: Tree) -> int:
-    return int(t.client.call("network", {"op": "address"})["port"])
 
 
 class Rpc:

@@ -46,20 +46,24 @@ REASONS = {100: "Continue", 200: "OK", 202: "Accepted", 400: "Bad Request", 403:
 Headers = tuple[tuple[bytes, bytes], ...]
 Handler = Callable[["Exchange"], None]
 
-_date = [0, b""]  # the Date header of the current second (RFC 9110: an origin server with a clock sends one)
+class _Date:
+    """The Date header of the current second (RFC 9110: an origin server with a clock sends one), made once a second."""
 
+    second = 0
+    header = b""
 
-def _date_header() -> bytes:
-    now = int(time.time())
-    if now != _date[0]:
-        _date[0], _date[1] = now, b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
-    return cast(bytes, _date[1])
+    @classmethod
+    def now(cls) -> bytes:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second, cls.header = now, b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return cls.header
 
 
 def response_head(status: int, content_type: bytes | None, length: int | None, headers: Headers = (),
                   close: bool = False) -> bytes:  # fmt: skip
     """Status line and headers of a response; `length` None: chunked (a stream)."""
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Status").encode()), _date_header()]
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Status").encode()), _Date.now()]
     if content_type is not None:
         parts.append(b"content-type: " + content_type + b"\r\n")
     if length is None:
