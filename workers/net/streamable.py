@@ -45,7 +45,8 @@ SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
 ALLOW = ((b"allow", b"GET, POST, DELETE"),)
 EVENT = b"event: message\ndata: "  # + one JSON line (it ends in "\n") + "\n": one SSE event
-_accepts_cache: dict[bytes | None, tuple[bool, bool]] = {}
+_accepts_cache: dict[bytes | None, tuple[bool, bool]] = {}  # clients send the same few headers again and again
+_loopback_cache: dict[bytes, bool] = {}
 
 
 def accepts(accept: bytes | None) -> tuple[bool, bool]:
@@ -68,6 +69,16 @@ def accepts(accept: bytes | None) -> tuple[bool, bool]:
 
 def is_loopback_host(host: bytes) -> bool:
     """Is `host` (a Host header or an origin's host, with or without port) a name of this machine's loopback?"""
+    known = _loopback_cache.get(host)
+    if known is None:
+        known = _is_loopback(host)
+        if len(_loopback_cache) > 256:
+            _loopback_cache.clear()
+        _loopback_cache[host] = known
+    return known
+
+
+def _is_loopback(host: bytes) -> bool:
     name = host.decode("latin-1").lower()
     if name.startswith("["):
         name = name[1:].partition("]")[0]
