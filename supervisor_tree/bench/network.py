@@ -149,6 +149,8 @@ class EchoServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 class LoadProcesses:
@@ -213,6 +215,8 @@ class LoadProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def _shard_pids(run_dir: Path, shards: int) -> list[int]:
