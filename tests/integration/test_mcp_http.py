@@ -16,6 +16,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import httptools
 import pytest
 from network_trees import MAX_LINE, http_port_of, start_tree, tree_config
 from nodes import Tree, wait_for
@@ -189,21 +190,36 @@ def test_the_get_stream_is_open_until_the_session_ends(tree: Tree) -> None:
         assert rest.endswith(b"0\r\n\r\n")
 
 
+class Responses:
+    """HTTP responses read off one socket with httptools' parser (pipelined answers may share a read)."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.bodies: list[bytes] = []
+        self._body = b""
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+
+    def on_message_complete(self) -> None:
+        self.bodies.append(self._body)
+        self._body = b""
+
+
 def test_pipelined_requests_are_answered_in_order(tree: Tree) -> None:
     sid, _ = initialize(tree)
     bodies = [rpc("tools/call", 1, name="fib", arguments={"n": 27}), rpc("ping", 2), rpc("tools/list", 3)]
     raw = b"".join(b"POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
                    b"accept: application/json\r\nmcp-session-id: %s\r\ncontent-length: %d\r\n\r\n%s"
                    % (sid.encode(), len(body), body) for body in (json.dumps(b).encode() for b in bodies))
+    answers = Responses()
     with socket.create_connection(("127.0.0.1", http_port_of(tree)), timeout=10) as s:
         s.sendall(raw)  # the slow tool call first: the quick answers wait behind it
-        conn = http.client.HTTPResponse(s)
-        ids = []
-        for _ in bodies:
-            conn.begin()
-            ids.append(json.loads(conn.read())["id"])
-            conn = http.client.HTTPResponse(s)
-    assert ids == [1, 2, 3]
+        while len(answers.bodies) < len(bodies):
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {len(answers.bodies)} answers"
+            answers.parser.feed_data(chunk)
+    assert [json.loads(body)["id"] for body in answers.bodies] == [1, 2, 3]
 
 
 def test_a_body_over_max_line_is_refused_and_the_connection_closed(tree: Tree) -> None:

@@ -237,7 +237,9 @@ class Methods:
         if ok:
             value = f"the pool answered {type(value).__name__} {value!r:.80} for {len(batch)} calls"
         for call in batch:
-            if not call.cancelled:
+            if call.cancelled:
+                counts["cancelled_answers_dropped"] += 1
+            else:
                 call.peer.end(pool_error(call.rid, value, tool.name), call)
 
     # -- sessions --
