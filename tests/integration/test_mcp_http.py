@@ -18,7 +18,7 @@ from typing import Any
 
 import httptools
 import pytest
-from network_trees import MAX_LINE, http_port_of, start_tree, tree_config
+from network_trees import MAX_LINE, http_port_of, port_of, start_tree, tree_config
 from nodes import Tree, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -242,3 +242,11 @@ def test_a_session_outlives_the_network_worker_that_opened_it(tree: Tree) -> Non
     mismatch = send(tree, body=rpc("ping"), headers=in_session(sid, "2025-11-25"))
     assert mismatch.status == 400  # its version came along
 
+
+
+def test_a_tcp_connections_session_is_not_an_http_session(tree: Tree) -> None:
+    with socket.create_connection(("127.0.0.1", port_of(tree)), timeout=10) as s:
+        s.sendall(json.dumps(rpc("initialize", protocolVersion="2025-11-25")).encode() + b"\n")
+        sid = json.loads(read_until(s, b"\n"))["result"]["_meta"]["supervisor-tree/sessionId"]
+        assert tree.client.call("session", ("get", sid))["transport"] == "tcp"
+        assert send(tree, body=rpc("ping"), headers=in_session(sid)).status == 404

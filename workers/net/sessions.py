@@ -5,8 +5,8 @@ the negotiated version, the tool calls in flight that `notifications/cancelled`
 may name, the open GET streams), kept in step with the session component, which
 holds the truth.  A session opened by `initialize` on another shard of the port
 (net/listener.py), or before this worker restarted, is asked of the component
-and adopted; one the component does not know (never opened, expired, deleted)
-is not found (the transport answers 404).  An entry idle for IDLE_S leaves the
+and adopted; one the component does not know (never opened, expired, deleted),
+or that a TCP connection opened, is not found (the transport answers 404).  An entry idle for IDLE_S leaves the
 table (the component keeps the session); a session in use, or with a stream
 open, is touched in the component at most once per TOUCH_S, so it expires there
 only when nobody uses it.  Open streams get a comment every KEEPALIVE_S, so
@@ -93,7 +93,8 @@ class HttpSessions:
         session: object = None
         if ok and sid in self.local:  # opened here meanwhile
             session = self.local[sid]
-        elif ok and isinstance(data, dict) and data.get("protocolVersion") in self.versions:
+        elif ok and isinstance(data, dict) and data.get("transport") == "http" and \
+                data.get("protocolVersion") in self.versions:  # a TCP connection's session is that connection's
             session = self.local[sid] = HttpSession(sid, data["protocolVersion"])
             self.counts["http_sessions_adopted"] += 1
         for found in waiting:
