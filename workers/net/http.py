@@ -60,12 +60,22 @@ class _Date:
         return cls.header
 
 
+_starts: dict[tuple[int, bytes | None], bytes] = {}  # (status, content type) -> the head's first lines, this second
+
+
 def response_head(status: int, content_type: bytes | None, length: int | None, headers: Headers = (),
                   close: bool = False) -> bytes:  # fmt: skip
     """Status line and headers of a response; `length` None: chunked (a stream)."""
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Status").encode()), _Date.now()]
-    if content_type is not None:
-        parts.append(b"content-type: " + content_type + b"\r\n")
+    date = _Date.now()
+    start = _starts.get((status, content_type))
+    if start is None or not start.endswith(date):
+        start = b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Status").encode())
+        if content_type is not None:
+            start += b"content-type: " + content_type + b"\r\n"
+        start = _starts[(status, content_type)] = start + date
+    if length is not None and not headers and not close:
+        return start + b"content-length: %d\r\n\r\n" % length  # the usual answer
+    parts = [start]
     if length is None:
         parts.append(b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n")
     else:
@@ -218,10 +228,15 @@ class HttpConnection(asyncio.Protocol):
         self._grow(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._grow(len(name) + len(value) + 4)
+        self._size += len(name) + len(value) + 4
+        if self._size > MAX_HEAD:
+            self._grow(0)
         key = name.lower()
-        old = self._headers.get(key)
-        self._headers[key] = value if old is None else old + b", " + value
+        headers = self._headers
+        if key in headers:
+            headers[key] += b", " + value
+        else:
+            headers[key] = value
 
     def on_headers_complete(self) -> None:
         length = self._headers.get(b"content-length")

@@ -171,7 +171,7 @@ class Streamable:
             return self._refuse(ex, 403, f"Forbidden: Origin {origin.decode('latin-1')!r} is not allowed "
                                          "(loopback origins are; others go in the network's allowed_origins)")
         host = h.get(b"host")
-        if self.loopback and host is not None and not is_loopback_host(host):
+        if self.loopback and host is not None and not _loopback_cache.get(host) and not is_loopback_host(host):
             return self._refuse(ex, 421, f"Misdirected Request: Host {host.decode('latin-1')!r} is not this "
                                          "loopback server (a DNS rebinding?)")
         if ex.path != self.path:
