@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import anyio
 import jsonschema
+import psutil
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_clients import DefaultTree, mcp_client, until
@@ -185,6 +186,8 @@ def test_a_session_survives_restarts_of_the_pool(tree: DefaultTree, transport: s
         async with mcp_client(tree, transport) as c:
             await call_until_it_works(c, "before")
             sid = session_id(c)
+            await until(lambda: tree.client.count_children("pool_members")["active"] == 4, 20,
+                        "overflow members of earlier tests to be reaped")  # so that `before` is the pool at its size
             before = tree.processes()
             for round_ in range(2):
                 manager = tree.client.resolve("pool").pid
@@ -197,7 +200,22 @@ def test_a_session_survives_restarts_of_the_pool(tree: DefaultTree, transport: s
                 assert tree.client.count_children("pool_members")["active"] == 4
             assert tree.client.call("session", ("get", sid)) is not None  # the same session, still there
             await c.session.send_ping()  # ping is in 2025-11-25 (the Client wrapper warns of 2026)
-            await until(lambda: len(tree.processes()) == len(before), 20,
-                        f"the tree to hold {len(before)} processes again (no member left behind)")
+            try:
+                await until(lambda: len(tree.processes()) == len(before), 30, "the tree's process count")
+            except AssertionError:
+                now = tree.processes()
+                raise AssertionError(f"the tree held {len(before)} processes before, {len(now)} now: gone "
+                                     f"{_described(before - now)}, new {_described(now - before)}") from None
 
     anyio.run(scenario)
+
+
+def _described(pids: set[int]) -> list[str]:
+    out = []
+    for pid in sorted(pids):
+        try:
+            p = psutil.Process(pid)
+            out.append(f"{pid} {p.status()} ppid {p.ppid()} {' '.join(p.cmdline())[:80]}")
+        except psutil.NoSuchProcess:
+            out.append(f"{pid} (gone)")
+    return out
