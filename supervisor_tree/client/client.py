@@ -145,8 +145,9 @@ class Client:
                 raise ControlRefused(str(value))
             return value
 
-    def status(self) -> dict[str, Any]:
-        return self.control("status")  # type: ignore[no-any-return]
+    def status(self, rss: bool = True) -> dict[str, Any]:
+        """The tree as the node sees it; `rss=False`: without each worker's RSS (cheaper for the node)."""
+        return self.control("status", rss=rss)  # type: ignore[no-any-return]
 
     def wait_started(self, timeout: float = 30.0) -> None:
         self.control("wait_started", timeout + 1, timeout=timeout)

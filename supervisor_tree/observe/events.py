@@ -1,0 +1,71 @@
+"""The node's supervisor reports, read as they are appended to RUN/events.jsonl.
+
+Owns `EventTail`: an offset into the file, new records on each `poll()`, and the
+restart count of each child since the node (re)started.  It only reads the file the
+node writes; it never imports the node and never blocks.
+
+    tail = EventTail(run_dir / "events.jsonl")
+    for rec in tail.poll():            # every record the first time, then only new ones
+        print(rec["event"], rec["child"])
+    tail.restarts["db"]                # "restarting" reports for db since node_started
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, deque
+from pathlib import Path
+
+__all__ = ["EventTail", "Record"]
+
+Record = dict[str, object]
+
+
+class EventTail:
+    """New records of an events.jsonl file since the last poll; keeps the last `keep` of them.
+
+    Invariant: `offset` is always at a line boundary: a line the node has only half
+    written is left for the next poll.
+    """
+
+    def __init__(self, path: Path, keep: int = 200) -> None:
+        self.path = path
+        self.offset = 0
+        self.inode: int | None = None
+        self.recent: deque[Record] = deque(maxlen=keep)
+        self.restarts: Counter[str] = Counter()
+
+    def poll(self, max_bytes: int = 4 << 20) -> list[Record]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if st.st_ino != self.inode or st.st_size < self.offset:  # a new file (a new run dir, or truncated)
+            self.inode, self.offset = st.st_ino, 0
+            self.restarts.clear()
+        if st.st_size == self.offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read(max_bytes)
+        end = chunk.rfind(b"\n") + 1
+        self.offset += end
+        out: list[Record] = []
+        for line in chunk[:end].splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # not ours to judge: `supervise events` shows the file as it is
+            if isinstance(rec, dict):
+                self._count(rec)
+                out.append(rec)
+        self.recent.extend(out)
+        return out
+
+    def _count(self, rec: Record) -> None:
+        event = rec.get("event")
+        if event == "node_started":
+            self.restarts.clear()
+        elif event == "restarting" and isinstance(rec.get("child"), str):
+            self.restarts[str(rec["child"])] += 1
