@@ -16,6 +16,7 @@ from supervisor_tree.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TIMEOUT,
+    EXIT_USAGE,
     Ctx,
     config_option,
     fail,
@@ -41,25 +42,64 @@ def check(config: str | None) -> None:
 @click.option("--detach", is_flag=True, help="Return once the tree is up (exit 0) or failed to start (exit 1).")
 @click.option("--timeout", default=120.0, show_default=True, help="With --detach: how long to wait for the tree.")
 @click.option("--notify-fd", type=int, default=None, hidden=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (overrides [metrics] port).")
 @run_dir_option
-def start(config: str | None, detach: bool, timeout: float, notify_fd: int | None, run_dir: str | None) -> None:
+def start(config: str | None, detach: bool, timeout: float, notify_fd: int | None, metrics_port: int | None,
+          run_dir: str | None) -> None:
     """Start the tree of CONFIG (no CONFIG: the built-in default tree)."""
     spec = load_spec(config)
     directory = Path(run_dir or os.environ.get("SUPERVISE_RUN_DIR") or rundir.default_run_dir(config))
     if rundir.is_locked(directory):
         fail(f"a node is already running in {directory} (`supervise stop --run-dir {directory}` first)", EXIT_FAILED)
+    port = metrics_port or (spec.extra.get("metrics") or {}).get("port")
+    if port:
+        _check_port_free(int(port))
     if detach:
-        sys.exit(_start_detached(config, directory, timeout))
-    _run_foreground(spec, directory, notify_fd)
+        code = _start_detached(config, directory, timeout, metrics_port)
+        if code == EXIT_OK and port:
+            click.echo(f"metrics on http://127.0.0.1:{port}/metrics")
+        sys.exit(code)
+    _run_foreground(spec, directory, notify_fd, port)
 
 
-def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoReturn:
+def _check_port_free(port: int) -> None:
+    """Fail before anything starts when the metrics port is taken (the exporter binds once the tree is up)."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            fail(f"metrics: cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another --metrics-port "
+                 f"or [metrics] port", EXIT_USAGE)
+
+
+def _serve_metrics(spec: Any, directory: Path, port: int) -> object:
+    """The Prometheus endpoint, in this (the node's) process; started once the tree is up, after the fork server."""
+    from supervisor_tree.observe.metrics import Exporter
+
+    exporter = Exporter(directory, port, int((spec.extra.get("metrics") or {}).get("max_workers") or 500))
+    try:
+        exporter.start()
+    except OSError as exc:
+        logging.getLogger("supervisor_tree").error("%s; the tree runs without metrics", exc)
+        return None
+    logging.getLogger("supervisor_tree").info("metrics on http://127.0.0.1:%d/metrics", port)
+    return exporter
+
+
+def _run_foreground(spec: Any, directory: Path, notify_fd: int | None, metrics_port: int | None = None) -> NoReturn:
     from supervisor_tree.node.node import Node
     from supervisor_tree.spec import ExitKind
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
+    exporters: list[object] = []
+
     def on_started(ok: bool, reason: str) -> None:
+        if ok and metrics_port:
+            exporters.append(_serve_metrics(spec, directory, metrics_port))
         if ok:
             logging.getLogger("supervisor_tree").info(
                 "tree %r started; run dir %s; `supervise status --run-dir %s`; Ctrl-C stops it", spec.name, directory, directory
@@ -73,6 +113,9 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoRetu
         reason = node.run()
     except RuntimeError as exc:
         fail(str(exc))
+    finally:
+        for exporter in exporters:
+            getattr(exporter, "close", lambda: None)()
     stopped_on_request = node.stopping and reason.kind in (ExitKind.SHUTDOWN, ExitKind.NORMAL)
     if stopped_on_request:
         logging.getLogger("supervisor_tree").info("node stopped: %s", reason)
@@ -80,10 +123,12 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoRetu
     fail(f"the tree stopped: {reason}" + ("" if node.started else " (it never finished starting)"), EXIT_FAILED)
 
 
-def _start_detached(config: str | None, directory: Path, timeout: float) -> int:
+def _start_detached(config: str | None, directory: Path, timeout: float, metrics_port: int | None = None) -> int:
     rundir.ensure(directory)
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "supervisor_tree.cli", "start", "--run-dir", str(directory), "--notify-fd", str(write_fd)]
+    if metrics_port:
+        cmd += ["--metrics-port", str(metrics_port)]
     if config:
         cmd.insert(4, os.path.abspath(config))
     log = open(directory / "node.log", "ab")

@@ -2,7 +2,7 @@
 
 One module per family of commands, each listing its click commands in COMMANDS:
 lifecycle (check, start, stop), tree (status, events, call, cast, kill, the dynamic
-API), observe (top, health, queues, memwatch), profile, and bench (below).  Exit codes are in `common`.
+API), observe (top, health, queues, memwatch), serve (metrics, dashboard, console), profile, and bench (below).  Exit codes are in `common`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TextIO
 
 import click
 
-from supervisor_tree.cli import lifecycle, observe, tree
+from supervisor_tree.cli import lifecycle, observe, serve, tree
 from supervisor_tree.cli.profile import profile_command
 
 
@@ -38,5 +38,5 @@ def bench(argv: tuple[str, ...]) -> None:
     sys.exit(bench_main(list(argv)))
 
 
-for command in [*lifecycle.COMMANDS, *tree.COMMANDS, *observe.COMMANDS, profile_command, bench]:
+for command in [*lifecycle.COMMANDS, *tree.COMMANDS, *observe.COMMANDS, *serve.COMMANDS, profile_command, bench]:
     main.add_command(command)

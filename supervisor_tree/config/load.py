@@ -37,6 +37,7 @@ from supervisor_tree.config.imports import current_name, module_problem, target_
 from supervisor_tree.config.schema import (
     BACKOFF_KEYS,
     HEARTBEAT_KEYS,
+    METRICS_KEYS,
     NODE_KEYS,
     PROFILE_ENGINES,
     PROFILE_KEYS,
@@ -182,10 +183,11 @@ class _Reader:
             self.report("", "[tree] is required: the root supervisor, with its children as [[tree.children]]")
         tree = self._supervisor(tree_table, "tree") if tree_table else SupervisorSpec()
         profile = self._profile(self._table_at(top, "profile"))
+        metrics = self._metrics(self._table_at(top, "metrics"))
         if self.problems:
             raise ConfigError(self.problems)
         return NodeSpec(tree=tree, name=name, source=self.source, config_dir=self.config_dir,
-                        heartbeat=heartbeat, preload=preload, extra={"profile": profile})  # fmt: skip
+                        heartbeat=heartbeat, preload=preload, extra={"profile": profile, "metrics": metrics})  # fmt: skip
 
     def _table_at(self, top: Table, key: str) -> Table | None:
         if key not in top.data:
@@ -370,6 +372,14 @@ class _Reader:
             directory = os.path.join(self.config_dir, directory)
         return {"dir": directory, "trigger": trigger}
 
+    def _metrics(self, t: Table | None) -> dict[str, object]:
+        """[metrics]: the Prometheus endpoint `supervise start` serves on 127.0.0.1 (port), its series cap."""
+        if t is None:
+            return {"port": None, "max_workers": 500}
+        t.reject_unknown(METRICS_KEYS)
+        port = t.get("port", _check_port, int, None)
+        return {"port": port, "max_workers": t.integer("max_workers", 500, at_least=1)}
+
     def _trigger(self, t: Table) -> dict[str, object]:
         t.reject_unknown(TRIGGER_KEYS)
         depth = t.get("mailbox_depth", lambda v: check_int("trigger.mailbox_depth", v, at_least=1), int, None)
@@ -393,3 +403,9 @@ class _Reader:
         close = difflib.get_close_matches(worker_id, self.worker_ids, n=1)
         hint = f' (did you mean "{close[0]}"?)' if close else ""
         return f"is not a worker id in the tree{hint}; workers: {', '.join(self.worker_ids) or '(none)'}"
+
+
+def _check_port(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return None
+    return f"metrics.port must be an integer 1..65535 (served on 127.0.0.1); got {value!r}"

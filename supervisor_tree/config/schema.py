@@ -23,7 +23,7 @@ from supervisor_tree.spec import _got, _is_int
 
 T = TypeVar("T")
 
-TOP_KEYS = ("node", "tree", "profile")
+TOP_KEYS = ("node", "tree", "profile", "metrics")
 NODE_KEYS = ("name", "preload", "heartbeat")
 FLAG_KEYS = ("strategy", "intensity", "period", "auto_shutdown")
 TREE_KEYS = (*FLAG_KEYS, "children")
@@ -40,6 +40,7 @@ BACKOFF_KEYS = ("initial", "factor", "cap", "jitter", "reset_after")
 RETRY_KEYS = ("attempts", "wait", "initial", "max", "jitter")
 PROFILE_KEYS = ("dir", "trigger")
 TRIGGER_KEYS = ("mailbox_depth", "call_p99_ms", "cooldown", "duration", "engine", "workers")
+METRICS_KEYS = ("port", "max_workers")
 RETRY_WAITS = ("fixed", "exponential")
 PROFILE_ENGINES = ("py-spy", "yappi")
 

@@ -8,6 +8,7 @@ node writes; it never imports the node and never blocks.
     for rec in tail.poll():            # every record the first time, then only new ones
         print(rec["event"], rec["child"])
     tail.restarts["db"]                # "restarting" reports for db since node_started
+    tail.escalations["root/core"]      # times that supervisor reached its restart intensity
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ Record = dict[str, object]
 
 
 class EventTail:
-    """New records of an events.jsonl file since the last poll; keeps the last `keep` of them.
+    """New records of an events.jsonl file since the last poll; keeps the last `keep` of this node run's.
 
     Invariant: `offset` is always at a line boundary: a line the node has only half
     written is left for the next poll.
@@ -34,7 +35,9 @@ class EventTail:
         self.offset = 0
         self.inode: int | None = None
         self.recent: deque[Record] = deque(maxlen=keep)
-        self.restarts: Counter[str] = Counter()
+        self.restarts: Counter[str] = Counter()  # child id -> "restarting" reports
+        self.escalations: Counter[str] = Counter()  # supervisor path -> reached_max_restart_intensity
+        self.kinds: Counter[str] = Counter()  # event name -> count
 
     def poll(self, max_bytes: int = 4 << 20) -> list[Record]:
         try:
@@ -44,6 +47,8 @@ class EventTail:
         if st.st_ino != self.inode or st.st_size < self.offset:  # a new file (a new run dir, or truncated)
             self.inode, self.offset = st.st_ino, 0
             self.restarts.clear()
+            self.escalations.clear()
+            self.kinds.clear()
         if st.st_size == self.offset:
             return []
         with open(self.path, "rb") as f:
@@ -60,12 +65,18 @@ class EventTail:
             if isinstance(rec, dict):
                 self._count(rec)
                 out.append(rec)
-        self.recent.extend(out)
+                self.recent.append(rec)
         return out
 
     def _count(self, rec: Record) -> None:
         event = rec.get("event")
-        if event == "node_started":
+        if event == "node_started":  # counts are per node run (events.jsonl is appended across runs)
+            self.recent.clear()
             self.restarts.clear()
-        elif event == "restarting" and isinstance(rec.get("child"), str):
+            self.escalations.clear()
+            self.kinds.clear()
+        self.kinds[str(event)] += 1
+        if event == "restarting" and isinstance(rec.get("child"), str):
             self.restarts[str(rec["child"])] += 1
+        elif event == "reached_max_restart_intensity" and isinstance(rec.get("supervisor"), str):
+            self.escalations[str(rec["supervisor"])] += 1

@@ -61,6 +61,7 @@ class WorkerRow:
     generation: int | None
     uptime: float | None
     cpu: float | None  # percent of one core since the previous sample
+    cpu_seconds: float | None  # user + system since the incarnation started
     rss: int | None  # bytes
     mailbox: int | None  # messages waiting in its mailbox (heartbeat figure)
     mailbox_limit: int | None
@@ -149,7 +150,7 @@ class Sampler:
     def _worker_row(self, sup: SupervisorRow, child: Mapping[str, Any], now: float, live: set[int]) -> WorkerRow:
         stats: Mapping[str, object] = child.get("stats") or {}
         pid = _int(child.get("pid")) if child.get("state") == "running" else None
-        cpu, rss = self._process(pid, live)
+        cpu, cpu_s, rss = self._process(pid, live)
         calls = _int(stats.get("calls"))
         key = (str(child["id"]), int(child.get("generation") or 0))
         rate = None
@@ -163,15 +164,15 @@ class Sampler:
         return WorkerRow(
             id=key[0], supervisor=sup.path, state=str(child.get("state")), restart=str(child.get("restart")),
             pid=pid, generation=_int(child.get("generation")), uptime=child.get("uptime"),
-            cpu=cpu, rss=rss, mailbox=_int(stats.get("mailbox_depth")), mailbox_limit=_int(stats.get("mailbox_limit")),
+            cpu=cpu, cpu_seconds=cpu_s, rss=rss, mailbox=_int(stats.get("mailbox_depth")), mailbox_limit=_int(stats.get("mailbox_limit")),
             calls=calls, call_rate=rate, p99_ms=None if not isinstance(p99, int) else p99 / 1000.0,
             restarts=self.events.restarts.get(key[0], 0), headroom=sup.headroom, stats=stats,
         )
 
-    def _process(self, pid: int | None, live: set[int]) -> tuple[float | None, int | None]:
-        """CPU % since this pid's previous sample (None the first time) and RSS, in one /proc read."""
+    def _process(self, pid: int | None, live: set[int]) -> tuple[float | None, float | None, int | None]:
+        """CPU % since this pid's previous sample (None the first time), CPU seconds and RSS: one /proc read."""
         if pid is None:
-            return None, None
+            return None, None, None
         proc = self._procs.get(pid)
         first = proc is None
         try:
@@ -179,12 +180,13 @@ class Sampler:
                 proc = self._procs[pid] = psutil.Process(pid)
             with proc.oneshot():
                 cpu = proc.cpu_percent(None)
+                times = proc.cpu_times()
                 rss = int(proc.memory_info().rss)
         except psutil.Error:
             self._procs.pop(pid, None)
-            return None, None
+            return None, None, None
         live.add(pid)
-        return (None if first else cpu), rss
+        return (None if first else cpu), times.user + times.system, rss
 
 
 def _sup_row(tree: Mapping[str, Any]) -> SupervisorRow:

@@ -278,7 +278,7 @@ class Incarnation:
                 timeout = 0
                 continue
             n = calls = casts = infos = 0
-            recv = box.recv if box.pending else sock_recv
+            recv = box.before_round(sock_recv)
             try:
                 if self.timers:
                     self._fire_timers(handle_info)

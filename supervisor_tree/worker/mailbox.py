@@ -1,11 +1,10 @@
 """A worker's view of its own mailbox: how deep it is, and what happens past its `mailbox_limit`.
 
 Owns `Backlog`: messages taken off the mailbox socket ahead of the loop.  ZeroMQ
-does not tell how many messages wait in a socket, so when the worker is behind (its
-last round was a full batch) the loop *probes*: it moves what waits into `pending`
-(up to `PROBE_CAP`), which gives the depth, and then serves `pending` first.  A worker
-that keeps up never probes and pays nothing; one that is behind probes at most every
-`PROBE_EVERY_S` (no limit configured) or every full round (a limit configured).
+does not tell how many messages wait in a socket, so before a round, at most every
+`PROBE_EVERY_S` (every round when a limit is configured), the loop *probes*: it moves
+what waits into `pending` (up to `PROBE_CAP`), which gives the depth, and then serves
+`pending` first.  An idle worker's probe is one recv that finds nothing.
 
 Overflow policies, applied by a probe when more than `limit` messages wait:
 - backpressure: the probe takes at most `limit`; the rest stay in ZeroMQ's queues,
@@ -18,11 +17,12 @@ Overflow policies, applied by a probe when more than `limit` messages wait:
 Must not dispatch anything: the loop (incarnation.py) does.
 
     box = Backlog(mailbox_sock, replies, "jobs#3", limit=1000, policy="reject")
-    recv = box.recv if box.pending else mailbox_sock.recv       # per round, then n messages
-    box.after_round(n == BATCH)                                 # probes when behind and due
+    recv = box.before_round(mailbox_sock.recv)      # probes when due; then up to BATCH messages
+    box.after_round(n == BATCH)
 
-The depth figure is a sampled gauge: what the last probe found, less what has been
-served since, while the worker stays behind; 0 once a round empties the mailbox.
+The depth figure: `pending` as it is served (live), or, once `pending` is empty while
+the worker is still behind (its rounds are full batches), what the last probe found;
+0 once a round empties the mailbox.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -71,13 +72,19 @@ class Backlog:
             return self.pending.popleft()
         return self._recv(flags)
 
-    def after_round(self, full: bool) -> None:
-        """The loop finished a round; `full`: it drained a whole batch, so it may be behind."""
-        self.behind = full
-        if full:
+    def before_round(self, sock_recv: Callable[[int], bytes]) -> Callable[[int], bytes]:
+        """Probe when due; the recv the round should use (ours while `pending` has messages)."""
+        if self.limit is not None:
+            self.probe(0.0)
+        else:
             now = time.monotonic()
-            if self.limit is not None or now >= self._next_probe:
+            if now >= self._next_probe:
                 self.probe(now)
+        return self.recv if self.pending else sock_recv
+
+    def after_round(self, full: bool) -> None:
+        """`full`: the round drained a whole batch, so more may wait."""
+        self.behind = full
 
     def probe(self, now: float) -> None:
         """Move what waits in the socket into `pending`, then apply the overflow policy."""
