@@ -408,4 +408,4 @@ class _Reader:
 def _check_port(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
         return None
-    return f"metrics.port must be an integer 1..65535 (served on 127.0.0.1); got {value!r}"
+    return f"port must be an integer 1..65535 (served on 127.0.0.1); got {value!r}"

@@ -68,7 +68,7 @@ class Dashboard:
         app.router.add_post("/api/kill/{worker}", self._kill)
         app.router.add_post("/api/profile/{worker}", self._profile)
         app.router.add_get("/profiles/{name}", self._graph)
-        app.router.add_get("/favicon.ico", lambda request: _no_content())
+        app.router.add_get("/favicon.ico", _no_content)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
@@ -235,7 +235,7 @@ class Dashboard:
         return web.FileResponse(path, headers={"Content-Type": "image/svg+xml", "Cache-Control": "no-store"})
 
 
-async def _no_content() -> web.Response:
+async def _no_content(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 

@@ -9,6 +9,7 @@ node writes; it never imports the node and never blocks.
         print(rec["event"], rec["child"])
     tail.restarts["db"]                # "restarting" reports for db since node_started
     tail.escalations["root/core"]      # times that supervisor reached its restart intensity
+    tail.restarts_since("db", time.time() - 60)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class EventTail:
         self.inode: int | None = None
         self.recent: deque[Record] = deque(maxlen=keep)
         self.restarts: Counter[str] = Counter()  # child id -> "restarting" reports
+        self.restart_times: dict[str, deque[float]] = {}  # child id -> wall-clock times of its last restarts
         self.escalations: Counter[str] = Counter()  # supervisor path -> reached_max_restart_intensity
         self.kinds: Counter[str] = Counter()  # event name -> count
 
@@ -47,6 +49,7 @@ class EventTail:
         if st.st_ino != self.inode or st.st_size < self.offset:  # a new file (a new run dir, or truncated)
             self.inode, self.offset = st.st_ino, 0
             self.restarts.clear()
+            self.restart_times.clear()
             self.escalations.clear()
             self.kinds.clear()
         if st.st_size == self.offset:
@@ -68,15 +71,23 @@ class EventTail:
                 self.recent.append(rec)
         return out
 
+    def restarts_since(self, child: str, since: float) -> int:
+        """Restarts of `child` at or after wall-clock time `since` (of its last 100)."""
+        return sum(1 for t in self.restart_times.get(child, ()) if t >= since)
+
     def _count(self, rec: Record) -> None:
         event = rec.get("event")
         if event == "node_started":  # counts are per node run (events.jsonl is appended across runs)
             self.recent.clear()
             self.restarts.clear()
+            self.restart_times.clear()
             self.escalations.clear()
             self.kinds.clear()
         self.kinds[str(event)] += 1
         if event == "restarting" and isinstance(rec.get("child"), str):
-            self.restarts[str(rec["child"])] += 1
+            child = str(rec["child"])
+            self.restarts[child] += 1
+            ts = rec.get("ts")
+            self.restart_times.setdefault(child, deque(maxlen=100)).append(float(ts) if isinstance(ts, (int, float)) else 0.0)
         elif event == "reached_max_restart_intensity" and isinstance(rec.get("supervisor"), str):
             self.escalations[str(rec["supervisor"])] += 1

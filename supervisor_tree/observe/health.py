@@ -8,7 +8,8 @@ slopes from `memwatch.Series` over a short window.  Prints nothing (the CLI does
     report.level, [c.line() for c in report.checks]
 
 Checks, each one line with the worker or supervisor it is about:
-- every permanent child is running (critical when not), none is restarting (warn);
+- every permanent child is running (critical when not), none is restarting or has
+  restarted in the last minute (warn: a crash loop can look "running" in one sample);
 - every supervisor has intensity headroom left (warn at 0: its next restart escalates);
 - call p99 under `p99_ms` (warn);
 - mailbox depth under the worker's `mailbox_limit` (critical over it, warn past 80%),
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from supervisor_tree.observe.memwatch import Series, Watch, over_gate, slopes_of
-from supervisor_tree.observe.snapshot import Sampler, Snapshot
+from supervisor_tree.observe.snapshot import RECENT_S, Sampler, Snapshot
 
 __all__ = ["Level", "Gates", "Check", "Report", "check", "evaluate", "GateError"]
 
@@ -111,6 +112,8 @@ def evaluate(snap: Snapshot, gates: Gates, series: Sequence[Series] = (), window
             out.append(Check(Level.WARN, "restarting", w.id, f"restarting under {w.supervisor} ({w.restarts} restarts so far)"))
         elif w.state != "running" and w.restart == "permanent":
             out.append(Check(Level.CRITICAL, "running", w.id, f"permanent child is {w.state} under {w.supervisor}"))
+        elif w.recent_restarts:
+            out.append(Check(Level.WARN, "restarting", w.id, f"restarted {w.recent_restarts} time(s) in the last {RECENT_S:.0f}s"))
         if w.p99_ms is not None and w.p99_ms > gates.p99_ms:
             out.append(Check(Level.WARN, "p99", w.id, f"call p99 {w.p99_ms:.2f} ms over the gate of {gates.p99_ms:g} ms"))
         out.extend(_mailbox(w.id, w.mailbox, w.mailbox_limit, gates))

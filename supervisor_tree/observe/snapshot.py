@@ -25,7 +25,9 @@ import psutil
 
 from supervisor_tree.observe.events import EventTail
 
-__all__ = ["WorkerRow", "SupervisorRow", "Snapshot", "Sampler", "StatusSource"]
+__all__ = ["WorkerRow", "SupervisorRow", "Snapshot", "Sampler", "StatusSource", "RECENT_S"]
+
+RECENT_S = 60.0  # what "restarted recently" means (health's crash-loop check)
 
 
 class StatusSource(Protocol):
@@ -69,6 +71,7 @@ class WorkerRow:
     call_rate: float | None  # calls/s since the previous sample
     p99_ms: float | None  # call latency p99 over the last heartbeat window
     restarts: int  # since the node started (from the event log)
+    recent_restarts: int  # within the last RECENT_S seconds
     headroom: int  # its supervisor's intensity headroom
     stats: Mapping[str, object] = field(default_factory=dict)
 
@@ -166,7 +169,8 @@ class Sampler:
             pid=pid, generation=_int(child.get("generation")), uptime=child.get("uptime"),
             cpu=cpu, cpu_seconds=cpu_s, rss=rss, mailbox=_int(stats.get("mailbox_depth")), mailbox_limit=_int(stats.get("mailbox_limit")),
             calls=calls, call_rate=rate, p99_ms=None if not isinstance(p99, int) else p99 / 1000.0,
-            restarts=self.events.restarts.get(key[0], 0), headroom=sup.headroom, stats=stats,
+            restarts=self.events.restarts.get(key[0], 0), recent_restarts=self.events.restarts_since(key[0], time.time() - RECENT_S),
+            headroom=sup.headroom, stats=stats,
         )
 
     def _process(self, pid: int | None, live: set[int]) -> tuple[float | None, float | None, int | None]:
