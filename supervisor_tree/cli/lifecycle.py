@@ -58,6 +58,8 @@ def start(config: str | None, detach: bool, timeout: float, notify_fd: int | Non
     if detach:
         code = _start_detached(config, directory, timeout, metrics_port)
         if code == EXIT_OK and port:
+            if not _wait_listening(int(port), 15.0):
+                fail(f"the tree started, but its metrics did not come up on 127.0.0.1:{port}; see {directory / 'node.log'}")
             click.echo(f"metrics on http://127.0.0.1:{port}/metrics")
         sys.exit(code)
     _run_foreground(spec, directory, notify_fd, port)
@@ -75,18 +77,30 @@ def _check_port_free(port: int) -> None:
                  f"or [metrics] port", EXIT_USAGE)
 
 
-def _serve_metrics(spec: Any, directory: Path, port: int) -> object:
-    """The Prometheus endpoint, in this (the node's) process; started once the tree is up, after the fork server."""
-    from supervisor_tree.observe.metrics import Exporter
+def _wait_listening(port: int, timeout: float) -> bool:
+    import socket
 
-    exporter = Exporter(directory, port, int((spec.extra.get("metrics") or {}).get("max_workers") or 500))
-    try:
-        exporter.start()
-    except OSError as exc:
-        logging.getLogger("supervisor_tree").error("%s; the tree runs without metrics", exc)
-        return None
-    logging.getLogger("supervisor_tree").info("metrics on http://127.0.0.1:%d/metrics", port)
-    return exporter
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return True
+        except OSError:
+            time.sleep(0.05)  # the companion is still starting: nothing to wait on but the port
+    return False
+
+
+def _spawn_metrics(spec: Any, directory: Path, port: int) -> subprocess.Popen[bytes]:
+    """The Prometheus endpoint: `supervise metrics` beside the node, started once the tree is up.
+
+    Its own process, so a scrape (psutil for every worker, the exposition text) costs the
+    node one `status` request and never its loop's time; it dies with the node
+    (PR_SET_PDEATHSIG) and leaves when the node's run directory is released.
+    """
+    max_workers = int((spec.extra.get("metrics") or {}).get("max_workers") or 500)
+    cmd = [sys.executable, "-m", "supervisor_tree.cli", "metrics", "--port", str(port), "--max-workers", str(max_workers),
+           "--run-dir", str(directory), "--parent-pid", str(os.getpid())]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
 
 def _run_foreground(spec: Any, directory: Path, notify_fd: int | None, metrics_port: int | None = None) -> NoReturn:
@@ -95,11 +109,11 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None, metrics_p
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
-    exporters: list[object] = []
+    companions: list[subprocess.Popen[bytes]] = []
 
     def on_started(ok: bool, reason: str) -> None:
         if ok and metrics_port:
-            exporters.append(_serve_metrics(spec, directory, metrics_port))
+            companions.append(_spawn_metrics(spec, directory, metrics_port))
         if ok:
             logging.getLogger("supervisor_tree").info(
                 "tree %r started; run dir %s; `supervise status --run-dir %s`; Ctrl-C stops it", spec.name, directory, directory
@@ -114,8 +128,12 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None, metrics_p
     except RuntimeError as exc:
         fail(str(exc))
     finally:
-        for exporter in exporters:
-            getattr(exporter, "close", lambda: None)()
+        for proc in companions:  # it leaves by itself once the run dir is released; this is the backstop
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     stopped_on_request = node.stopping and reason.kind in (ExitKind.SHUTDOWN, ExitKind.NORMAL)
     if stopped_on_request:
         logging.getLogger("supervisor_tree").info("node stopped: %s", reason)

@@ -22,15 +22,19 @@ def _live_run_dir(run_dir: str | None, config: str | None) -> Path:
 @click.option("--port", type=click.IntRange(0, 65535), default=9464, show_default=True, help="127.0.0.1 port (0: any free port).")
 @click.option("--max-workers", type=click.IntRange(min=1), default=500, show_default=True, help="Per-worker series cap; the rest sum into worker=\"_other\".")
 @click.option("--duration", type=float, default=None, hidden=True)
+@click.option("--parent-pid", type=int, default=None, hidden=True)  # started by `supervise start`: die with it
 @run_dir_option
 @config_option
-def metrics(port: int, max_workers: int, duration: float | None, run_dir: str | None, config: str | None) -> None:
+def metrics(port: int, max_workers: int, duration: float | None, parent_pid: int | None, run_dir: str | None,
+            config: str | None) -> None:
     """Serve Prometheus metrics of a running tree on 127.0.0.1:PORT/metrics until Ctrl-C or the node stops.
 
     (`supervise start --metrics-port PORT` or `[metrics] port` serves them from the node's own process.)
     """
-    from supervisor_tree.observe.metrics import Exporter
+    from supervisor_tree.observe.metrics import Exporter, die_with_parent
 
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     directory = _live_run_dir(run_dir, config)
     exporter = Exporter(directory, port, max_workers)
     try:

@@ -225,7 +225,7 @@ def _scrape(port: int) -> dict[str, float]:
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")}
 
 
-def test_metrics_from_the_node_process_count_restarts(tmp_path: Path) -> None:
+def test_metrics_beside_the_node_count_restarts(tmp_path: Path) -> None:
     port = _free_port()
     t = Tree(write_config(tmp_path, HEALTHY + f"\n[metrics]\nport = {port}\n"))
     try:
