@@ -35,6 +35,14 @@ class Restart(enum.Enum):
     TEMPORARY = "temporary"
 
 
+class Overflow(enum.Enum):
+    """What a worker's mailbox does past its `mailbox_limit` (worker/mailbox.py)."""
+
+    BACKPRESSURE = "backpressure"  # senders wait for room
+    REJECT = "reject"  # the newest past the limit are refused: a call gets a MailboxFull error
+    DROP_OLDEST = "drop_oldest"  # the oldest past the limit are dropped: a call gets a MailboxFull error
+
+
 class ChildType(enum.Enum):
     WORKER = "worker"
     SUPERVISOR = "supervisor"
@@ -144,6 +152,8 @@ class ChildSpec:
     retry: RetryPolicy | None = None
     heartbeat: Heartbeat | None = None  # None: the node's default
     start_timeout: float = 30.0  # seconds for init to say ready; then it is a start error
+    mailbox_limit: int | None = None  # messages waiting in the worker's mailbox; None: ZeroMQ's high-water marks
+    mailbox_overflow: Overflow = Overflow.BACKPRESSURE
 
     @property
     def effective_shutdown(self) -> Shutdown:

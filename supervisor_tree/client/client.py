@@ -188,6 +188,8 @@ class Client:
         if cached is not None:
             cached.close()
         target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], info.get("retry"), _open_pidfd(info["pid"]))
+        if info.get("mailbox_limit"):  # a bounded mailbox under backpressure: bound our send queue to it as well
+            self.caller.peer_hwm[target.mailbox] = int(info["mailbox_limit"])
         self._targets[worker_id] = target
         return target
 

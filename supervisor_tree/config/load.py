@@ -19,7 +19,7 @@ Must not start, fork or connect anything.
     ...     parse_config('[tree]\\n[[tree.children]]\\nid = "c"\\nrestrat = 1', source="config.toml")
     ... except ConfigError as exc:
     ...     print(exc)
-    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat
+    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, mailbox_limit, mailbox_overflow
     config.toml: tree.children[0] "c": start is required for a worker: "module:Class"
 """
 
@@ -68,6 +68,7 @@ from supervisor_tree.spec import (
     ChildType,
     Heartbeat,
     NodeSpec,
+    Overflow,
     Restart,
     RetryPolicy,
     Shutdown,
@@ -285,7 +286,9 @@ class _Reader:
         return ChildSpec(id=child_id, start=start, args=args, restart=restart, shutdown=shutdown,
                          significant=significant, backoff=backoff,
                          start_timeout=t.number("start_timeout", 30.0, above=0), retry=self._retry(t),
-                         heartbeat=self._heartbeat(t))  # fmt: skip
+                         heartbeat=self._heartbeat(t), mailbox_limit=t.get("mailbox_limit", _check_limit, int, None),
+                         mailbox_overflow=t.get("mailbox_overflow", lambda v: check_enum("mailbox_overflow", v, Overflow),
+                                                Overflow, Overflow.BACKPRESSURE))  # fmt: skip
 
     def _child_id(self, t: Table, path: str) -> str:
         """Check the id, claim it tree-wide, and name the child by it in later messages."""
@@ -409,3 +412,9 @@ def _check_port(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
         return None
     return f"port must be an integer 1..65535 (served on 127.0.0.1); got {value!r}"
+
+
+def _check_limit(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    return f"mailbox_limit must be an integer >= 1 (messages waiting in the worker); got {value!r}"

@@ -366,6 +366,8 @@ class Node(WorkerEvents):
                 control=rec.control,
                 heartbeat_interval=self.heartbeat_for(spec).interval,
                 sys_path=self.sys_path,
+                mailbox_limit=spec.mailbox_limit,
+                mailbox_overflow=spec.mailbox_overflow.value,
             )
         )
         self.set_timer(NODE, ("start_timeout", token), spec.start_timeout)

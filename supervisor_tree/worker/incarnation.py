@@ -127,7 +127,7 @@ class Incarnation:
         self.mailbox = self._adopt(pre.mailbox, pre.mailbox_at, req.mailbox, mailbox_socket)
         self.control = self._adopt(pre.control, pre.control_at, req.control, control_socket)
         self.replies = channel.ReplySender(self.ctx)
-        self.box = Backlog(self.mailbox, self.replies, f"{req.worker_id}#{req.generation}")
+        self.box = Backlog(self.mailbox, self.replies, f"{req.worker_id}#{req.generation}", req.mailbox_limit, req.mailbox_overflow)
 
     def _adopt(self, sock: zmq.Socket[bytes] | None, bound_at: str, endpoint: str,
                make: Callable[[zmq.Context[Any]], zmq.Socket[bytes]]) -> zmq.Socket[bytes]:

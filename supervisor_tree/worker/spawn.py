@@ -31,6 +31,8 @@ class SpawnRequest:
     control: str
     heartbeat_interval: float
     sys_path: tuple[str, ...] = ()
+    mailbox_limit: int | None = None  # worker/mailbox.py: None is ZeroMQ's high-water marks only
+    mailbox_overflow: str = "backpressure"  # spec.Overflow's value
 
 
 def load_target(start: str | bytes) -> object:

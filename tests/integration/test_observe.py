@@ -301,3 +301,42 @@ def _env() -> dict[str, str]:
     from nodes import REPO
 
     return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+BOUNDED = f"""
+[tree]
+strategy = "one_for_one"
+
+[[tree.children]]
+id = "bounded"
+start = "{PUPPET}"
+mailbox_limit = 10
+mailbox_overflow = "reject"
+"""
+
+
+def test_mailbox_limit_rejects_past_the_limit_and_queues_counts_it(tmp_path: Path) -> None:
+    from supervisor_tree.client import CallError
+
+    t = Tree(write_config(tmp_path, BOUNDED))
+    try:
+        assert t.start().returncode == 0
+        c = t.client
+        c.cast("bounded", {"cmd": "sleep", "seconds": 1.0})  # busy: what follows waits in its mailbox
+        for i in range(40):
+            c.cast("bounded", {"cmd": "count", "n": i})
+        with pytest.raises(CallError, match="MailboxFull.*mailbox_limit 10 reached"):
+            c.call("bounded", {"cmd": "echo", "value": 1}, timeout=10.0)  # the newest: rejected, answered at once
+        rows = until(lambda: _json(t.cli("queues", "--json")), lambda r: r and r[0]["lost"] >= 31, "rejections counted")
+        assert (rows[0]["worker"], rows[0]["limit"], rows[0]["policy"]) == ("bounded", 10, "reject")
+        assert c.call("bounded", {"cmd": "echo", "value": 2}) == 2  # below the limit again
+    finally:
+        t.stop()
+
+
+def test_mailbox_limit_is_validated(tmp_path: Path) -> None:
+    bad = BOUNDED.replace("mailbox_limit = 10", "mailbox_limit = 0").replace('"reject"', '"drop"')
+    result = supervise("check", str(write_config(tmp_path, bad)))
+    assert result.returncode == 2
+    assert "mailbox_limit must be an integer >= 1" in result.stderr
+    assert "mailbox_overflow must be one of backpressure, reject, drop_oldest" in result.stderr
