@@ -69,12 +69,18 @@ def _check_port_free(port: int) -> None:
     """Fail before anything starts when the metrics port is taken (the exporter binds once the tree is up)."""
     import socket
 
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as exc:
-            fail(f"metrics: cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another --metrics-port "
-                 f"or [metrics] port", EXIT_USAGE)
+    deadline = time.monotonic() + 2.0  # a node stopped a moment ago may still be letting its endpoint go
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server will (scrapes leave TIME_WAITs)
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    fail(f"metrics: cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another --metrics-port "
+                         f"or [metrics] port", EXIT_USAGE)
+        time.sleep(0.1)  # nothing tells when a port is let go
 
 
 def _wait_listening(port: int, timeout: float) -> bool:
@@ -128,7 +134,8 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None, metrics_p
     except RuntimeError as exc:
         fail(str(exc))
     finally:
-        for proc in companions:  # it leaves by itself once the run dir is released; this is the backstop
+        for proc in companions:  # the node is gone: so is its metrics endpoint
+            proc.terminate()
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -120,20 +120,22 @@ def health(gates: str | None, window: float, run_dir: str | None, config: str | 
 @config_option
 @json_option
 def queues(top_n: int, run_dir: str | None, config: str | None, as_json: bool) -> None:
-    """The deepest mailboxes and queue components, with limits, fill and what overflow lost."""
+    """The deepest mailboxes and queue components: depth, limit, fill, overflow policy, what it lost, high water.
+
+    LOST: messages a mailbox_limit refused (dropped or rejected), or puts a full queue refused.
+    HIGH: a queue's high-water mark; a mailbox's largest batch since the last heartbeat.
+    """
     with _sampler(run_dir, config) as (_, sampler):
         rows = deepest(run_client(sampler.sample), top_n)
     if as_json:
         emit([r.as_json() for r in rows], True)
         return
-    t = Table(title=f"deepest {top_n} queues (mailbox: messages waiting in a worker; queue: a queue component's items)",
-              title_justify="left")
-    for col in ("WORKER", "KIND", "DEPTH", "LIMIT", "FILL", "POLICY", "LOST", "HIGH", "CALLS/S"):
+    t = Table(title=f"deepest {len(rows)} queues", title_justify="left")
+    for col in ("WORKER", "KIND", "DEPTH", "LIMIT", "FILL", "POLICY", "LOST", "HIGH"):
         t.add_column(col, justify="left" if col in ("WORKER", "KIND", "POLICY") else "right")
     for r in rows:
         t.add_row(r.worker, r.kind, str(r.depth), str(r.limit or "-"), "-" if r.fill is None else f"{r.fill:.0%}",
-                  r.policy or "-", str(r.lost), "-" if r.high_water is None else str(r.high_water),
-                  "-" if r.rate is None else f"{r.rate:.0f}")
+                  r.policy or "-", str(r.lost), "-" if r.high_water is None else str(r.high_water))
     Console(width=max(120, Console().width)).print(t)
 
 

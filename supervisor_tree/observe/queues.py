@@ -27,7 +27,6 @@ class QueueRow:
     limit: int | None  # mailbox_limit, or the queue's capacity
     policy: str | None  # a mailbox's overflow policy
     lost: int  # messages dropped or rejected by the overflow policy; a queue's refused puts
-    rate: float | None  # the worker's calls/s
     high_water: int | None
 
     @property
@@ -52,11 +51,11 @@ def deepest(snap: Snapshot, top: int = 10) -> list[QueueRow]:
         if w.mailbox is not None:
             lost = (_int(st.get("mailbox_dropped")) or 0) + (_int(st.get("mailbox_rejected")) or 0)
             rows.append(QueueRow(w.id, "mailbox", w.mailbox, w.mailbox_limit, _str(st.get("mailbox_policy")), lost,
-                                 w.call_rate, _int(st.get("max_batch"))))
+                                 _int(st.get("max_batch"))))
         own = st.get("worker")
         if isinstance(own, dict) and _int(own.get("depth")) is not None and _int(own.get("capacity")) is not None:
             rows.append(QueueRow(w.id, "queue", int(own["depth"]), int(own["capacity"]), None,
-                                 _int(own.get("full_refusals")) or 0, w.call_rate, _int(own.get("high_water"))))
+                                 _int(own.get("full_refusals")) or 0, _int(own.get("high_water"))))
     rows.sort(key=lambda r: (-r.depth, -(r.fill or 0.0), r.worker, r.kind))
     return rows[:top]
 

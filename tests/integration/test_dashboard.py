@@ -149,7 +149,7 @@ def test_kill_from_the_page_and_see_the_worker_come_back(page: Any, tree: Tree) 
     page.wait_for_selector('li[data-worker="steady"][data-state="running"][data-generation="2"]')
     page.wait_for_selector('#events div[data-event="restarting"][data-child="steady"]')
     assert tree.pid_of("steady") != first
-    assert page.inner_text('tr[data-worker="steady"] td:nth-child(9)') == "1"  # restarts
+    page.wait_for_selector('tr[data-worker="steady"] [data-testid="restarts"]:text("1")')
 
 
 def test_profile_from_the_page_shows_the_flame_graph(page: Any, tree: Tree) -> None:
