@@ -108,8 +108,8 @@ def evaluate(snap: Snapshot, gates: Gates, series: Sequence[Series] = (), window
     """The checks for one snapshot (plus RSS series for the slopes); pure."""
     out: list[Check] = []
     for w in snap.workers:
-        if w.state == "restarting":
-            out.append(Check(Level.WARN, "restarting", w.id, f"restarting under {w.supervisor} ({w.restarts} restarts so far)"))
+        if w.state in ("restarting", "starting", "stopping"):  # on its way: a crash loop is caught in the act here
+            out.append(Check(Level.WARN, "restarting", w.id, f"{w.state} under {w.supervisor} ({w.restarts} restarts so far)"))
         elif w.state != "running" and w.restart == "permanent":
             out.append(Check(Level.CRITICAL, "running", w.id, f"permanent child is {w.state} under {w.supervisor}"))
         elif w.recent_restarts:

@@ -87,6 +87,7 @@ def test_health_levels() -> None:
         (row("a", state="not_running"), health.Level.CRITICAL, "running"),
         (row("a", state="not_running", restart="temporary"), health.Level.OK, "all"),
         (row("a", state="restarting"), health.Level.WARN, "restarting"),
+        (row("a", state="starting"), health.Level.WARN, "restarting"),
         (row("a", recent_restarts=3), health.Level.WARN, "restarting"),
         (row("a", p99_ms=7.5), health.Level.WARN, "p99"),
         (row("a", mailbox=1500), health.Level.WARN, "mailbox"),
