@@ -67,9 +67,22 @@ class Backlog:
             sock.setsockopt(zmq.RCVHWM, max(1, limit))  # connections made from now on; peers connect after ready
 
     def recv(self, flags: int = 0) -> bytes:
-        """The next message: from `pending` first, then the socket (raises zmq.Again when both are empty)."""
-        if self.pending:
-            return self.pending.popleft()
+        """The next message: `pending` first (raises zmq.Again when there is none to give).
+
+        With a limit, nothing bypasses the policy: once `pending` is served the round ends
+        and the next one probes.  Without, the round goes on from the socket, probing again
+        when due (a round of slow handlers can last long: its depth stays known).
+        """
+        pending = self.pending
+        if pending:
+            return pending.popleft()
+        if self.limit is not None:
+            raise zmq.Again()
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self.probe(now)
+            if pending:
+                return pending.popleft()
         return self._recv(flags)
 
     def before_round(self, sock_recv: Callable[[int], bytes]) -> Callable[[int], bytes]:

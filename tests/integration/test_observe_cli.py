@@ -340,3 +340,38 @@ def test_mailbox_limit_is_validated(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "mailbox_limit must be an integer >= 1" in result.stderr
     assert "mailbox_overflow must be one of backpressure, reject, drop_oldest" in result.stderr
+
+
+def test_top_live_in_a_terminal_sorts_by_key_and_quits(healthy: Tree) -> None:
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*supervise_argv(), "top", "--interval", "0.3", "--run-dir", str(healthy.run_dir)],
+                            stdin=slave, stdout=slave, stderr=subprocess.PIPE, env=_env() | {"COLUMNS": "160"})
+    os.close(slave)
+    screen = b""
+
+    def shows(text: str) -> bool:
+        nonlocal screen
+        while select.select([master], [], [], 0.1)[0]:
+            try:
+                screen += os.read(master, 65536)
+            except OSError:
+                break
+        return text.encode() in screen
+
+    try:
+        wait_for(lambda: shows("sort: cpu") and shows("steady"), what="top's first screen")
+        os.write(master, b"m")
+        wait_for(lambda: shows("sort: rss"), what="top sorted by memory after the key m")
+        os.write(master, b"q")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        assert proc.stderr is not None
+        proc.stderr.close()

@@ -243,3 +243,20 @@ def test_backpressure_takes_no_more_than_the_limit(mailbox: Any) -> None:
     _wait_queued(pull)
     box.before_round(pull.recv)
     assert len(box.pending) == 5 and box.figures()["mailbox_rejected"] == 0
+
+
+def test_a_long_round_probes_again_when_due(mailbox: Any) -> None:
+    pull, push, _, sender = mailbox
+    box = Backlog(pull, sender, "w#1")
+    _fill(push, 3, 0)
+    _wait_queued(pull)
+    recv = box.before_round(pull.recv)
+    for _ in range(3):
+        recv(zmq.NOBLOCK)
+    _fill(push, 7, 0)  # arrived while the round's handlers ran
+    _wait_queued(pull)
+    recv(zmq.NOBLOCK)  # not due yet: straight from the socket
+    assert box.depth() == 0
+    box._next_probe = 0.0  # PROBE_EVERY_S has passed (a slow handler)
+    recv(zmq.NOBLOCK)
+    assert box.depth() == 5  # the probe found 6; one is being served
