@@ -1,7 +1,7 @@
 """The built-in workloads: importing this module registers each of them with the harness.
 
     raw, core_ops_100k, tcp_sustained_10k, http_sustained_5k_1kib, sustained, restart,
-    reload, profile, async_calls
+    reload, profile, async_calls, observe, observe_crash_loop
 
 The harness imports none of them (it only keeps the registry), so a workload may
 import anything of the harness without a circle; this module is the one place
@@ -13,6 +13,7 @@ from supervisor_tree.bench import (
     core_ops,
     http_network,
     network,
+    observe_overhead,
     profile_overhead,
     raw,
     reload,
@@ -20,4 +21,4 @@ from supervisor_tree.bench import (
     sustained,
 )
 
-BUILT_IN = (core_ops, network, http_network, profile_overhead, raw, reload, restart, sustained, aio)
+BUILT_IN = (core_ops, network, http_network, profile_overhead, observe_overhead, raw, reload, restart, sustained, aio)

@@ -154,8 +154,9 @@ class Client:
                 raise ControlRefused(str(value))
             return value
 
-    def status(self) -> dict[str, Any]:
-        return self.control("status")  # type: ignore[no-any-return]
+    def status(self, rss: bool = True) -> dict[str, Any]:
+        """The tree as the node sees it; `rss=False`: without each worker's RSS (cheaper for the node)."""
+        return self.control("status", rss=rss)  # type: ignore[no-any-return]
 
     def wait_started(self, timeout: float = 30.0) -> None:
         self.control("wait_started", timeout + 1, timeout=timeout)
@@ -197,6 +198,8 @@ class Client:
             cached.close()
         target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], info.get("retry"),
                         _open_pidfd(info["pid"]), info.get("command"))
+        if info.get("mailbox_limit"):  # a bounded mailbox under backpressure: bound our send queue to it as well
+            self.caller.peer_hwm[target.mailbox] = int(info["mailbox_limit"])
         self._targets[worker_id] = target
         return target
 

@@ -32,6 +32,7 @@ from supervisor_tree.worker import code, standby
 from supervisor_tree.worker.behaviour import IGNORE, NOREPLY, Worker
 from supervisor_tree.worker.exits import exit_status, write_reason
 from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
+from supervisor_tree.worker.mailbox import Backlog
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
 from supervisor_tree.worker.standby import INBOUND_RECONNECT_MS, Prepared, control_socket, mailbox_socket, prepare
 from supervisor_tree.worker.timers import Timers
@@ -88,6 +89,7 @@ class Incarnation:
         self.window_lat_i = 0
         self.started = time.monotonic()
         self.current: tuple[bytes, bytes] | None = None  # the call being handled (Worker.caller)
+        self.box: Backlog | None = None  # the mailbox's depth and overflow policy (mailbox.py)
         self.timers = Timers()
         self.heartbeat = Heartbeat(self.ctx, req.inbound, req.heartbeat_interval, self._beat, INBOUND_RECONNECT_MS)
 
@@ -125,6 +127,7 @@ class Incarnation:
         self.mailbox = self._adopt(pre.mailbox, pre.mailbox_at, req.mailbox, mailbox_socket)
         self.control = self._adopt(pre.control, pre.control_at, req.control, control_socket)
         self.replies = channel.ReplySender(self.ctx)
+        self.box = Backlog(self.mailbox, self.replies, f"{req.worker_id}#{req.generation}", req.mailbox_limit, req.mailbox_overflow)
 
     def _adopt(self, sock: zmq.Socket[bytes] | None, bound_at: str, endpoint: str,
                make: Callable[[zmq.Context[Any]], zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
@@ -247,7 +250,9 @@ class Incarnation:
         assert worker is not None
         handle_call, handle_cast, handle_info = worker.handle_call, worker.handle_cast, worker.handle_info
         control, wake = self.control, self.wake_r
-        recv = self.mailbox.recv
+        box = self.box
+        assert box is not None
+        sock_recv = self.mailbox.recv
         send = self.replies.send
         items: list[tuple[Any, int]] = [(control, zmq.POLLIN), (self.mailbox, zmq.POLLIN), (wake, zmq.POLLIN)]
         poll = zmq.zmq_poll
@@ -273,6 +278,7 @@ class Incarnation:
                 timeout = 0
                 continue
             n = calls = casts = infos = 0
+            recv = box.before_round(sock_recv)
             try:
                 if self.timers:
                     self._fire_timers(handle_info)
@@ -333,7 +339,8 @@ class Incarnation:
                 self.lat_i = lat_i
                 if n > self.max_batch:
                     self.max_batch = n
-            timeout = 0 if n == BATCH else -1
+            box.after_round(n == BATCH)
+            timeout = 0 if n == BATCH or box.pending else -1
 
     def reply(self, token: tuple[bytes, bytes], value: object) -> None:
         ref8, reply_to = token
@@ -397,7 +404,10 @@ class Incarnation:
 
             fn: Callable[..., object] = yappi_engine.start if op == "profile_start" else yappi_engine.stop
             return fn(**kwargs)
-        raise ValueError(f"unknown control op {op!r}; expected ping, stats, code, profile_start or profile_stop")
+        if op == "tracemalloc":  # `supervise memwatch --snapshot`: top allocation sites (tracemem.py)
+            from supervisor_tree.worker.tracemem import tracemalloc_op
+            return tracemalloc_op(**kwargs)
+        raise ValueError(f"unknown control op {op!r}; expected ping, stats, code, profile_start, profile_stop or tracemalloc")
 
     # -- heartbeats and stats --
 
@@ -406,6 +416,9 @@ class Incarnation:
 
     def dropped_replies(self) -> int:
         return self.replies.dropped
+
+    def mailbox_figures(self) -> dict[str, object]:
+        return self.box.figures() if self.box is not None else {}
 
     def worker_statistics(self) -> dict[str, object] | None:
         if self.worker is None:
