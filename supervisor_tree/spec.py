@@ -36,6 +36,14 @@ class Restart(enum.Enum):
     TEMPORARY = "temporary"
 
 
+class Overflow(enum.Enum):
+    """What a worker's mailbox does past its `mailbox_limit` (worker/mailbox.py)."""
+
+    BACKPRESSURE = "backpressure"  # senders wait for room
+    REJECT = "reject"  # the newest past the limit are refused: a call gets a MailboxFull error
+    DROP_OLDEST = "drop_oldest"  # the oldest past the limit are dropped: a call gets a MailboxFull error
+
+
 class ChildType(enum.Enum):
     WORKER = "worker"
     SUPERVISOR = "supervisor"
@@ -184,6 +192,8 @@ class ChildSpec:
     start_timeout: float = 30.0  # seconds for init to say ready; then it is a start error
     command: Command | None = None  # an external program instead of `start` (a port)
     max_concurrency: int | None = None  # an asyncio worker's calls in flight at most (None: DEFAULT_MAX_CONCURRENCY)
+    mailbox_limit: int | None = None  # messages waiting in the worker's mailbox; None: ZeroMQ's high-water marks
+    mailbox_overflow: Overflow = Overflow.BACKPRESSURE
 
     @property
     def effective_shutdown(self) -> Shutdown:

@@ -16,6 +16,7 @@ from supervisor_tree.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TIMEOUT,
+    EXIT_USAGE,
     SECONDS,
     Ctx,
     config_option,
@@ -42,25 +43,84 @@ def check(config: str | None) -> None:
 @click.option("--detach", is_flag=True, help="Return once the tree is up (exit 0) or failed to start (exit 1).")
 @click.option("--timeout", type=SECONDS, default=120.0, show_default=True, help="With --detach: how long to wait for the tree.")
 @click.option("--notify-fd", type=int, default=None, hidden=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (overrides [metrics] port).")
 @run_dir_option
-def start(config: str | None, detach: bool, timeout: float, notify_fd: int | None, run_dir: str | None) -> None:
+def start(config: str | None, detach: bool, timeout: float, notify_fd: int | None, metrics_port: int | None,
+          run_dir: str | None) -> None:
     """Start the tree of CONFIG (no CONFIG: the built-in default tree)."""
     spec = load_spec(config)
     directory = Path(run_dir or os.environ.get("SUPERVISE_RUN_DIR") or rundir.default_run_dir(config))
     if rundir.is_locked(directory):
         fail(f"a node is already running in {directory} (`supervise stop --run-dir {directory}` first)", EXIT_FAILED)
+    port = metrics_port or (spec.extra.get("metrics") or {}).get("port")
+    if port:
+        _check_port_free(int(port))
     if detach:
-        sys.exit(_start_detached(config, directory, timeout))
-    _run_foreground(spec, directory, notify_fd)
+        code = _start_detached(config, directory, timeout, metrics_port)
+        if code == EXIT_OK and port:
+            if not _wait_listening(int(port), 15.0):
+                fail(f"the tree started, but its metrics did not come up on 127.0.0.1:{port}; see {directory / 'node.log'}")
+            click.echo(f"metrics on http://127.0.0.1:{port}/metrics")
+        sys.exit(code)
+    _run_foreground(spec, directory, notify_fd, port)
 
 
-def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoReturn:
+def _check_port_free(port: int) -> None:
+    """Fail before anything starts when the metrics port is taken (the exporter binds once the tree is up)."""
+    import socket
+
+    deadline = time.monotonic() + 2.0  # a node stopped a moment ago may still be letting its endpoint go
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server will (scrapes leave TIME_WAITs)
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    fail(f"metrics: cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another --metrics-port "
+                         f"or [metrics] port", EXIT_USAGE)
+        time.sleep(0.1)  # nothing tells when a port is let go
+
+
+def _wait_listening(port: int, timeout: float) -> bool:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return True
+        except OSError:
+            time.sleep(0.05)  # the companion is still starting: nothing to wait on but the port
+    return False
+
+
+def _spawn_metrics(spec: Any, directory: Path, port: int) -> subprocess.Popen[bytes]:
+    """The Prometheus endpoint: `supervise metrics` beside the node, started once the tree is up.
+
+    Its own process, so a scrape (psutil for every worker, the exposition text) costs the
+    node one `status` request and never its loop's time; it dies with the node
+    (PR_SET_PDEATHSIG) and leaves when the node's run directory is released.
+    """
+    max_workers = int((spec.extra.get("metrics") or {}).get("max_workers") or 500)
+    cmd = [sys.executable, "-m", "supervisor_tree.cli", "metrics", "--port", str(port), "--max-workers", str(max_workers),
+           "--run-dir", str(directory), "--parent-pid", str(os.getpid())]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+
+
+def _run_foreground(spec: Any, directory: Path, notify_fd: int | None, metrics_port: int | None = None) -> NoReturn:
     from supervisor_tree.node.node import Node
     from supervisor_tree.spec import ExitKind
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
+    companions: list[subprocess.Popen[bytes]] = []
+
     def on_started(ok: bool, reason: str) -> None:
+        if ok and metrics_port:
+            companions.append(_spawn_metrics(spec, directory, metrics_port))
         if ok:
             logging.getLogger("supervisor_tree").info(
                 "tree %r started; run dir %s; `supervise status --run-dir %s`; Ctrl-C stops it", spec.name, directory, directory
@@ -76,6 +136,14 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoRetu
         reason = node.run()
     except RuntimeError as exc:
         fail(str(exc))
+    finally:
+        for proc in companions:  # the node is gone: so is its metrics endpoint
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     stopped_on_request = node.stopping and reason.kind in (ExitKind.SHUTDOWN, ExitKind.NORMAL)
     if stopped_on_request:
         logging.getLogger("supervisor_tree").info("node stopped: %s", reason)
@@ -88,10 +156,12 @@ def _child_ids(tree: Any) -> list[str]:
     return [i for c in tree.children for i in [c.id, *(_child_ids(c.supervisor) if c.supervisor else [])]]
 
 
-def _start_detached(config: str | None, directory: Path, timeout: float) -> int:
+def _start_detached(config: str | None, directory: Path, timeout: float, metrics_port: int | None = None) -> int:
     rundir.ensure(directory)
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "supervisor_tree.cli", "start", "--run-dir", str(directory), "--notify-fd", str(write_fd)]
+    if metrics_port:
+        cmd += ["--metrics-port", str(metrics_port)]
     if config:
         cmd.insert(4, os.path.abspath(config))
     log = open(directory / "node.log", "ab")

@@ -2,7 +2,8 @@
 
 One module per family of commands, each listing its click commands in COMMANDS:
 lifecycle (check, start, stop), tree (status, events, call, cast, kill, the dynamic
-API), logs, reload, profile, and bench (below).  Exit codes are in `common`.
+API), logs, reload, observe (top, health, queues, memwatch), serve (metrics, dashboard, console), profile, and bench
+(below).  Exit codes are in `common`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TextIO
 
 import click
 
-from supervisor_tree.cli import lifecycle, logs, reload, tree
+from supervisor_tree.cli import lifecycle, logs, observe, reload, serve, tree
 from supervisor_tree.cli.common import EXIT_USAGE, fail
 from supervisor_tree.cli.profile import profile_command
 from supervisor_tree.wire import rundir
@@ -53,5 +54,6 @@ def bench(argv: tuple[str, ...]) -> None:
     sys.exit(bench_main(list(argv)))
 
 
-for command in [*lifecycle.COMMANDS, *tree.COMMANDS, *logs.COMMANDS, *reload.COMMANDS, profile_command, bench]:
+for command in [*lifecycle.COMMANDS, *tree.COMMANDS, *logs.COMMANDS, *reload.COMMANDS, *observe.COMMANDS, *serve.COMMANDS,
+                profile_command, bench]:
     main.add_command(command)

@@ -208,8 +208,9 @@ class Client:
                 raise ControlRefused(str(answer.value))
             return answer.value
 
-    def status(self) -> dict[str, Any]:
-        return self.control("status")  # type: ignore[no-any-return]
+    def status(self, rss: bool = True) -> dict[str, Any]:
+        """The tree as the node sees it; `rss=False`: without each worker's RSS (cheaper for the node)."""
+        return self.control("status", rss=rss)  # type: ignore[no-any-return]
 
     def wait_started(self, timeout: float = 30.0) -> None:
         self.control("wait_started", timeout + 1, timeout=timeout)
@@ -256,6 +257,8 @@ class Client:
         policy = RetryPolicy(**retry) if isinstance(retry, dict) else None
         target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], policy,
                         _open_pidfd(info["pid"]), info.get("command"))
+        if info.get("mailbox_limit"):  # a bounded mailbox under backpressure: bound our send queue to it as well
+            self.caller.peer_hwm[target.mailbox] = int(info["mailbox_limit"])
         self._targets[worker_id] = target
         return target
 

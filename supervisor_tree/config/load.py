@@ -19,7 +19,7 @@ Must not start, fork or connect anything.
     ...     parse_config('[tree]\\n[[tree.children]]\\nid = "c"\\nrestrat = 1', source="config.toml")
     ... except ConfigError as exc:
     ...     print(exc)
-    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, max_concurrency, command, env, cwd, stop_signal, ready
+    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, mailbox_limit, mailbox_overflow, max_concurrency, command, env, cwd, stop_signal, ready
     config.toml: tree.children[0] "c": start is required for a worker: "module:Class" (or command = [...] for a program)
 """
 
@@ -39,6 +39,7 @@ from supervisor_tree.config.schema import (
     BACKOFF_KEYS,
     HEARTBEAT_KEYS,
     LOGS_KEYS,
+    METRICS_KEYS,
     NODE_KEYS,
     PORT_KEYS,
     PROFILE_ENGINES,
@@ -70,6 +71,7 @@ from supervisor_tree.spec import (
     ChildType,
     Heartbeat,
     NodeSpec,
+    Overflow,
     Restart,
     RetryPolicy,
     Shutdown,
@@ -187,10 +189,12 @@ class _Reader:
             self.report("", "[tree] is required: the root supervisor, with its children as [[tree.children]]")
         tree = self._supervisor(tree_table, "tree") if tree_table else SupervisorSpec()
         profile = self._profile(self._table_at(top, "profile"))
+        metrics = self._metrics(self._table_at(top, "metrics"))
         if self.problems:
             raise ConfigError(self.problems)
         return NodeSpec(tree=tree, name=name, source=self.source, config_dir=self.config_dir,
-                        heartbeat=heartbeat, preload=preload, extra={"profile": profile, "logs": logs})  # fmt: skip
+                        heartbeat=heartbeat, preload=preload,
+                        extra={"profile": profile, "logs": logs, "metrics": metrics})  # fmt: skip
 
     def _table_at(self, top: Table, key: str) -> Table | None:
         if key not in top.data:
@@ -314,7 +318,10 @@ class _Reader:
                          significant=significant, backoff=backoff,
                          start_timeout=t.number("start_timeout", 30.0, above=0), retry=self._retry(t),
                          heartbeat=self._heartbeat(t), command=command,
-                         max_concurrency=t.get("max_concurrency", check_max_concurrency, int, None))  # fmt: skip
+                         max_concurrency=t.get("max_concurrency", check_max_concurrency, int, None),
+                         mailbox_limit=t.get("mailbox_limit", _check_limit, int, None),
+                         mailbox_overflow=t.get("mailbox_overflow", lambda v: check_enum("mailbox_overflow", v, Overflow),
+                                                Overflow, Overflow.BACKPRESSURE))  # fmt: skip
 
     def _child_id(self, t: Table, path: str) -> str:
         """Check the id, claim it tree-wide, and name the child by it in later messages."""
@@ -401,6 +408,14 @@ class _Reader:
             directory = os.path.join(self.config_dir, directory)
         return {"dir": directory, "trigger": trigger}
 
+    def _metrics(self, t: Table | None) -> dict[str, object]:
+        """[metrics]: the Prometheus endpoint `supervise start` serves on 127.0.0.1 (port), its series cap."""
+        if t is None:
+            return {"port": None, "max_workers": 500}
+        t.reject_unknown(METRICS_KEYS)
+        port = t.get("port", _check_port, int, None)
+        return {"port": port, "max_workers": t.integer("max_workers", 500, at_least=1)}
+
     def _trigger(self, t: Table) -> dict[str, object]:
         t.reject_unknown(TRIGGER_KEYS)
         depth = t.get("mailbox_depth", lambda v: check_int("trigger.mailbox_depth", v, at_least=1), int, None)
@@ -424,3 +439,15 @@ class _Reader:
         close = difflib.get_close_matches(worker_id, self.worker_ids, n=1)
         hint = f' (did you mean "{close[0]}"?)' if close else ""
         return f"is not a worker id in the tree{hint}; workers: {', '.join(self.worker_ids) or '(none)'}"
+
+
+def _check_port(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return None
+    return f"port must be an integer 1..65535 (served on 127.0.0.1); got {value!r}"
+
+
+def _check_limit(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    return f"mailbox_limit must be an integer >= 1 (messages waiting in the worker); got {value!r}"

@@ -23,17 +23,19 @@ from supervisor_tree.spec import _got, _is_int
 
 T = TypeVar("T")
 
-TOP_KEYS = ("node", "tree", "profile")
+TOP_KEYS = ("node", "tree", "profile", "metrics")
 NODE_KEYS = ("name", "preload", "heartbeat", "logs")
 FLAG_KEYS = ("strategy", "intensity", "period", "auto_shutdown")
 TREE_KEYS = (*FLAG_KEYS, "children")
 # A child's keys: shared by both types, then the ones only one type may have.
 COMMON_CHILD_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff")
 PORT_KEYS = ("command", "env", "cwd", "stop_signal", "ready")  # an external program (a port) instead of start
-WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "heartbeat", "max_concurrency", *PORT_KEYS)
+WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "heartbeat", "max_concurrency", "mailbox_limit",
+                    "mailbox_overflow", *PORT_KEYS)
 SUPERVISOR_ONLY_KEYS = TREE_KEYS
 WORKER_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "significant",
-               "start_timeout", "backoff", "retry", "heartbeat", "max_concurrency", *PORT_KEYS)  # fmt: skip
+               "start_timeout", "backoff", "retry", "heartbeat", "max_concurrency", "mailbox_limit",
+               "mailbox_overflow", *PORT_KEYS)  # fmt: skip
 READY_KEYS = ("tcp", "stdout")
 LOGS_KEYS = ("max_bytes", "backups")
 SUPERVISOR_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff", *TREE_KEYS)
@@ -44,6 +46,7 @@ BACKOFF_KEYS = ("initial", "factor", "cap", "jitter", "reset_after")
 RETRY_KEYS = ("attempts", "wait", "initial", "max", "jitter")
 PROFILE_KEYS = ("dir", "trigger")
 TRIGGER_KEYS = ("mailbox_depth", "call_p99_ms", "cooldown", "duration", "engine", "workers")
+METRICS_KEYS = ("port", "max_workers")
 RETRY_WAITS = ("fixed", "exponential")
 PROFILE_ENGINES = ("py-spy", "yappi")
 

@@ -30,7 +30,7 @@ import zmq
 
 from supervisor_tree.node.records import NodeState, Phase, WorkerRec
 from supervisor_tree.otp import supervisor as sv
-from supervisor_tree.spec import ChildType
+from supervisor_tree.spec import ChildType, Overflow
 from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.requests import decode_request, encode_answer, request_id_of
@@ -237,6 +237,8 @@ class ControlServer:
                 "control": rec.control,
                 "retry": rec.spec.retry,
                 "command": None if rec.spec.command is None else str(rec.spec.command),  # a port: no mailbox
+                # backpressure past mailbox_limit: the client's send queue to it is bounded too
+                "mailbox_limit": rec.spec.mailbox_limit if rec.spec.mailbox_overflow is Overflow.BACKPRESSURE else None,
             }
         info = self.find_child(worker_id)
         if info is None:

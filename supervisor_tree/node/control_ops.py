@@ -12,6 +12,7 @@ and stop waiters).
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -52,8 +53,8 @@ def rss_of(pid: int | None) -> int | None:
 # ---------------------------------------------------------------------- status
 
 
-def child_view(server: ControlServer, path: str, info: sv.ChildInfo) -> dict[str, object]:
-
+def child_view(server: ControlServer, path: str, info: sv.ChildInfo, rss: bool = True) -> dict[str, object]:
+    """One child as `status` shows it; `rss=False` leaves the psutil read to the caller (observe/ does its own)."""
     node = server.node
     view: dict[str, object] = {
         "id": info.id if info.id is not None else info.key,
@@ -70,12 +71,12 @@ def child_view(server: ControlServer, path: str, info: sv.ChildInfo) -> dict[str
         child_path = f"{path}/{info.key}"
         run = node.sups.get(child_path)
         if run is not None:
-            view["supervisor"] = supervisor_view(server, child_path)
+            view["supervisor"] = supervisor_view(server, child_path, rss)
         return view
     rec = node.by_id.get(info.key)
     if rec is not None and rec.generation == info.generation and rec.ready_at is not None:
         view["uptime"] = round(time.monotonic() - rec.ready_at, 3)
-        view["rss"] = rss_of(rec.pid)
+        view["rss"] = rss_of(rec.pid) if rss else None
         if rec.stats:
             view["stats"] = rec.stats
     if rec is not None and rec.last_exit is not None:
@@ -83,9 +84,11 @@ def child_view(server: ControlServer, path: str, info: sv.ChildInfo) -> dict[str
     return view
 
 
-def supervisor_view(server: ControlServer, path: str) -> dict[str, object]:
+def supervisor_view(server: ControlServer, path: str, rss: bool = True) -> dict[str, object]:
     run = server.node.sups[path]
     spec = run.state.spec
+    # The intensity window as supervisor.decide will see it: whole seconds newer than now - period.
+    since = math.floor(time.monotonic()) - spec.period
     children = list(reversed(sv.which_children(run.state)))  # start order reads best
     counts = sv.count_children(run.state)
     return {
@@ -95,8 +98,9 @@ def supervisor_view(server: ControlServer, path: str) -> dict[str, object]:
         "period": spec.period,
         "auto_shutdown": spec.auto_shutdown.value,
         "phase": run.state.phase.name.lower(),
+        "restarts": sum(1 for r in run.state.restarts if r >= since),
         "counts": {"specs": counts.specs, "active": counts.active, "supervisors": counts.supervisors, "workers": counts.workers},
-        "children": [child_view(server, path, info) for info in children],
+        "children": [child_view(server, path, info, rss) for info in children],
     }
 
 
@@ -111,10 +115,11 @@ def _ping(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) 
             "dropped_frames": {"control": s.dropped.summary(), "inbound": n.inbound_dropped.summary()}}
 
 
-@op("status")
+@op("status", rss=FLAG)
 def _status(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
+    """The tree; `rss=False` skips a psutil read per worker (a poller that reads its own figures)."""
     n = s.node
-    tree = supervisor_view(s, "root") if "root" in n.sups else None
+    tree = supervisor_view(s, "root", args.get("rss", True) is not False) if "root" in n.sups else None
     return {"node": _ping(s, ident, req_id, args), "tree": tree, "stopping": n.stopping}
 
 

@@ -393,6 +393,8 @@ class Node(WorkerEvents):
                 command=spec.command,
                 output=self.logs.open(key, gen),
                 max_concurrency=spec.max_concurrency or DEFAULT_MAX_CONCURRENCY,
+                mailbox_limit=spec.mailbox_limit,
+                mailbox_overflow=spec.mailbox_overflow.value,
             )
         )
         self.set_timer(NODE, ("start_timeout", token), spec.start_timeout)

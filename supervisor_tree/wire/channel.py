@@ -245,6 +245,7 @@ class Caller:
         self._next_ref = 1
         self.discarded = 0  # late replies thrown away
         self.dropped = Dropped(log, f"replies at {self.reply_to}")  # frames not acted on: no tag, bad layout
+        self.peer_hwm: dict[str, int] = {}  # endpoint -> send high-water mark, where not the default (a mailbox_limit)
 
     # -- sending --
 
@@ -326,7 +327,7 @@ class Caller:
         return sock in ready and not (alive_fd is not None and alive_fd in ready)
 
     def _open(self, endpoint: str) -> zmq.Socket[bytes]:
-        sock = make_socket(self._ctx, zmq.PUSH, immediate=1, sndhwm=100_000)
+        sock = make_socket(self._ctx, zmq.PUSH, immediate=1, sndhwm=self.peer_hwm.get(endpoint, 100_000))
         try:
             connect(sock, endpoint)
         except BaseException:
@@ -344,6 +345,7 @@ class Caller:
         """Close the socket to `endpoint` (its worker is gone)."""
         sock = self._peers.pop(endpoint, None)
         self._fresh.discard(endpoint)
+        self.peer_hwm.pop(endpoint, None)
         if sock is not None:
             sock.close(0)
 

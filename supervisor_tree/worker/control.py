@@ -1,4 +1,5 @@
-"""A worker's control socket: the ops served beside its mailbox (ping, stats, code, profile_start, profile_stop).
+"""A worker's control socket: the ops served beside its mailbox (ping, stats, code, profile_start, profile_stop,
+tracemalloc).
 
 Owns the serving of that socket inside the worker process.  A frame is acted on only
 when it carries the run's tag, is a call, and its payload is ``(op, kwargs)`` with op a
@@ -23,7 +24,7 @@ from supervisor_tree.worker.spawn import SpawnRequest
 
 __all__ = ["serve_control", "OPS"]
 
-OPS = ("ping", "stats", "code", "profile_start", "profile_stop")
+OPS = ("ping", "stats", "code", "profile_start", "profile_stop", "tracemalloc")
 
 
 class Host(Protocol):
@@ -86,4 +87,8 @@ def _run(host: Host, op: str, kwargs: dict[str, Any]) -> object:
 
         fn: Callable[..., object] = yappi_engine.start if op == "profile_start" else yappi_engine.stop
         return fn(**kwargs)
+    if op == "tracemalloc":  # `supervise memwatch --snapshot`: top allocation sites (tracemem.py)
+        from supervisor_tree.worker.tracemem import tracemalloc_op
+
+        return tracemalloc_op(**kwargs)
     raise ValueError(f"unknown control op {op[:40]!r}; expected {', '.join(OPS)}")

@@ -45,6 +45,7 @@ class Counters(Protocol):
     started: float
 
     def dropped_replies(self) -> int: ...
+    def mailbox_figures(self) -> dict[str, object]: ...
     def worker_statistics(self) -> dict[str, object] | None: ...
 
 
@@ -58,6 +59,7 @@ def stats_of(c: Counters, reset_window: bool) -> dict[str, object]:
         "call_p99_us": _p99_us(c.lat, c.window_lat_i, end),
         "max_batch": c.max_batch,
         "uptime_s": round(time.monotonic() - c.started, 3),
+        **c.mailbox_figures(),  # mailbox_depth, and the overflow policy's counts (worker/mailbox.py)
     }
     own = c.worker_statistics()
     if own:

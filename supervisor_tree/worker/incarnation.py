@@ -37,6 +37,7 @@ from supervisor_tree.worker.behaviour import IGNORE, NOREPLY, Worker
 from supervisor_tree.worker.control import serve_control
 from supervisor_tree.worker.exits import exit_status, write_reason
 from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
+from supervisor_tree.worker.mailbox import Backlog
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
 from supervisor_tree.worker.standby import INBOUND_RECONNECT_MS, Prepared, control_socket, mailbox_socket, prepare
 from supervisor_tree.worker.timers import Timers
@@ -95,6 +96,7 @@ class Incarnation:
         self.window_lat_i = 0
         self.started = time.monotonic()
         self.current: tuple[bytes, bytes] | None = None  # the call being handled (Worker.caller)
+        self.box: Backlog | None = None  # the mailbox's depth and overflow policy (mailbox.py)
         self.timers = Timers()
         self.heartbeat = Heartbeat(self.ctx, req.inbound, req.heartbeat_interval, self._beat, INBOUND_RECONNECT_MS)
 
@@ -132,6 +134,8 @@ class Incarnation:
         self.mailbox = self._adopt(pre.mailbox, pre.mailbox_at, req.mailbox, mailbox_socket)
         self.control = self._adopt(pre.control, pre.control_at, req.control, control_socket)
         self.replies = channel.ReplySender(self.ctx)
+        self.box = Backlog(self.mailbox, self.replies, f"{req.worker_id}#{req.generation}", self.key,
+                           req.mailbox_limit, req.mailbox_overflow)
 
     def _adopt(self, sock: zmq.Socket[bytes] | None, bound_at: str, endpoint: str,
                make: Callable[[zmq.Context[Any]], zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
@@ -254,7 +258,9 @@ class Incarnation:
         assert worker is not None
         handle_call, handle_cast, handle_info = worker.handle_call, worker.handle_cast, worker.handle_info
         control, wake = self.control, self.wake_r
-        recv = self.mailbox.recv
+        box = self.box
+        assert box is not None
+        sock_recv = self.mailbox.recv
         send = self.replies.send
         items: list[tuple[Any, int]] = [(control, zmq.POLLIN), (self.mailbox, zmq.POLLIN), (wake, zmq.POLLIN)]
         poll = zmq.zmq_poll
@@ -282,6 +288,7 @@ class Incarnation:
                 timeout = 0
                 continue
             n = calls = casts = infos = 0
+            recv = box.before_round(sock_recv)
             try:
                 if self.timers:
                     self._fire_timers(handle_info)
@@ -346,7 +353,8 @@ class Incarnation:
                 self.lat_i = lat_i
                 if n > self.max_batch:
                     self.max_batch = n
-            timeout = 0 if n == BATCH else -1
+            box.after_round(n == BATCH)
+            timeout = 0 if n == BATCH or box.pending else -1
 
     def reply(self, token: tuple[bytes, bytes], value: object) -> None:
         ref8, reply_to = token
@@ -393,6 +401,9 @@ class Incarnation:
 
     def dropped_replies(self) -> int:
         return self.replies.dropped
+
+    def mailbox_figures(self) -> dict[str, object]:
+        return self.box.figures() if self.box is not None else {}
 
     def worker_statistics(self) -> dict[str, object] | None:
         if self.worker is None:

@@ -38,6 +38,8 @@ class SpawnRequest:
     command: Command | None = None  # an external program to execute instead of `start` (a port)
     output: tuple[str, str] | None = None  # FIFOs the node reads: stdout, stderr (RUN/logs/ID.log)
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # an asyncio worker's calls in flight at most
+    mailbox_limit: int | None = None  # worker/mailbox.py: None is ZeroMQ's high-water marks only
+    mailbox_overflow: str = "backpressure"  # spec.Overflow's value
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {

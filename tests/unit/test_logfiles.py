@@ -65,3 +65,20 @@ def test_node_log_is_copied_and_truncated_under_its_writers(tmp_path: Path) -> N
     finally:
         os.close(fd)
     assert SharedLog.of_this_process(path, LogLimits()) is None  # pytest's stderr is not node.log
+
+
+def test_observe_reads_on_across_a_rotation_and_keeps_its_counts(tmp_path: Path) -> None:
+    from supervisor_tree.observe.events import EventTail
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path, limits=LogLimits(max_bytes=4096, backups=2))
+    tail = EventTail(path)
+    log.emit("node_started", supervisor="root")
+    seen = [r["seq"] for r in tail.poll()]
+    for n in range(30):  # about one rotation's worth, read in three polls
+        log.emit("restarting", supervisor="root", child="db")
+        if n % 10 == 9:
+            seen += [r["seq"] for r in tail.poll()]
+    log.close()
+    assert (tmp_path / "events.jsonl.1").exists()  # it did rotate in between
+    assert seen == list(range(1, 32)) and tail.restarts["db"] == 30  # nothing missed, nothing reset
