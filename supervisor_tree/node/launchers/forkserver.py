@@ -195,6 +195,8 @@ class _ForkServer:
                 self.handle(pipe.decode_request(data))
             except BadFrame as exc:
                 self.dropped.drop("the node (pipe)", exc.kind, exc.reason)
+            except Exception:  # a bug of ours, not the node's message: say so, and keep forking
+                log.exception("fork server: a request of %d bytes failed; serving on", len(data))
 
     def handle(self, msg: tuple[object, ...]) -> None:
         """One request, its shape checked (`pipe.REQUESTS`); raises BadFrame for a spawn request that is not one."""
