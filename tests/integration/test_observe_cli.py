@@ -166,7 +166,7 @@ def test_health_without_a_node_is_critical(tmp_path: Path) -> None:
 
 def test_queues_ranks_a_backlogged_mailbox_and_a_queue_component(healthy: Tree) -> None:
     assert healthy.client.call("jobs", {"op": "put_many", "items": list(range(30))}) == 30
-    for _ in range(60):
+    for _ in range(100):  # 5 s of work waiting: several heartbeats see the backlog
         healthy.client.cast("slow", {"cmd": "sleep", "seconds": 0.05})
 
     def backlog() -> list[dict[str, Any]] | None:
