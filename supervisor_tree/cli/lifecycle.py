@@ -17,6 +17,7 @@ from supervisor_tree.cli.common import (
     EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_USAGE,
+    SECONDS,
     Ctx,
     config_option,
     fail,
@@ -40,7 +41,7 @@ def check(config: str | None) -> None:
 @click.command(short_help="Start a tree (default: the built-in one).")
 @click.argument("config", required=False)
 @click.option("--detach", is_flag=True, help="Return once the tree is up (exit 0) or failed to start (exit 1).")
-@click.option("--timeout", default=120.0, show_default=True, help="With --detach: how long to wait for the tree.")
+@click.option("--timeout", type=SECONDS, default=120.0, show_default=True, help="With --detach: how long to wait for the tree.")
 @click.option("--notify-fd", type=int, default=None, hidden=True)
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (overrides [metrics] port).")
@@ -198,7 +199,7 @@ def _log_tail(directory: Path, lines: int = 8) -> str:
 
 
 @click.command(short_help="Stop the tree gracefully.")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the tree to stop.")
+@click.option("--timeout", type=SECONDS, default=600.0, show_default=True, help="Seconds to wait for the tree to stop.")
 @run_dir_option
 @config_option
 def stop(timeout: float, run_dir: str | None, config: str | None) -> None:

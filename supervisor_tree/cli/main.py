@@ -15,10 +15,25 @@ from typing import TextIO
 import click
 
 from supervisor_tree.cli import lifecycle, logs, observe, reload, serve, tree
+from supervisor_tree.cli.common import EXIT_USAGE, fail
 from supervisor_tree.cli.profile import profile_command
+from supervisor_tree.wire import rundir
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Bad usage is one line and exit 2: a run dir this user must not use, or what click refuses to parse."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except rundir.RunDirError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "supervise"
+            fail(f"{exc.format_message()} (see `{where} --help`)", EXIT_USAGE)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Erlang/OTP supervision trees for Python workers."""
     warnings.showwarning = _one_line_warning

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 
 import click
 
 from supervisor_tree.cli.common import (
     EXIT_NO_NODE,
     EXIT_USAGE,
+    SECONDS,
     Ctx,
     api_result,
     config_option,
@@ -20,9 +19,10 @@ from supervisor_tree.cli.common import (
     parse_json,
     run_client,
     run_dir_option,
+    signal_name,
     supervisor_option,
 )
-from supervisor_tree.node.eventlog import format_text, read_events
+from supervisor_tree.node.eventlog import follow_events, format_text, read_events
 from supervisor_tree.wire import rundir
 
 # ---------------------------------------------------------------------- status / events
@@ -56,24 +56,15 @@ def events(follow: bool, run_dir: str | None, config: str | None, as_json: bool)
     path = directory / "events.jsonl"
     if not path.exists() and not rundir.is_locked(directory):
         fail(f"no events in {directory}: no node has run there", EXIT_NO_NODE)
-    for rec in read_events(path):
+    for rec in read_events(path):  # events.jsonl.N ... .1, then events.jsonl
         click.echo(json.dumps(rec) if as_json else format_text(rec))
     if not follow:
         return
-    with open(path) as f:
-        f.seek(0, os.SEEK_END)
-        try:
-            while True:
-                line = f.readline()
-                if line:
-                    rec = json.loads(line)
-                    click.echo(json.dumps(rec) if as_json else format_text(rec))
-                    continue
-                if not rundir.is_locked(directory):
-                    return
-                time.sleep(0.1)  # tailing a file: nothing to wait on but time
-        except KeyboardInterrupt:
-            return
+    try:
+        for rec in follow_events(path, lambda: rundir.is_locked(directory)):
+            click.echo(json.dumps(rec) if as_json else format_text(rec))
+    except KeyboardInterrupt:
+        return
 
 
 # ---------------------------------------------------------------------- messages
@@ -82,7 +73,7 @@ def events(follow: bool, run_dir: str | None, config: str | None, as_json: bool)
 @click.command(short_help="Call a worker and print its reply.")
 @click.argument("worker")
 @click.argument("message")
-@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the reply.")
+@click.option("--timeout", type=SECONDS, default=5.0, show_default=True, help="Seconds to wait for the reply.")
 @run_dir_option
 @config_option
 @json_option
@@ -108,7 +99,8 @@ def cast(worker: str, message: str, run_dir: str | None, config: str | None) -> 
 
 @click.command(short_help="Send a signal to a worker's process.")
 @click.argument("worker")
-@click.option("--signal", "sig", default="KILL", show_default=True, help="KILL, TERM, STOP, CONT, INT, ...")
+@click.option("--signal", "sig", default="KILL", show_default=True, callback=signal_name,
+              help="KILL, TERM, STOP, CONT, INT, ...")
 @run_dir_option
 @config_option
 @json_option

@@ -17,6 +17,7 @@ from supervisor_tree.client.errors import (
     ControlRefused,
     NodeNotRunning,
     NotAWorker,
+    UntrustedRunDir,
 )
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, RemoteError
 
@@ -30,6 +31,7 @@ __all__ = [
     "find_run_dir",
     "ClientError",
     "NodeNotRunning",
+    "UntrustedRunDir",
     "ControlRefused",
     "CallTimeout",
     "CalleeExited",

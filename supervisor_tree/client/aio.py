@@ -27,7 +27,7 @@ import zmq
 
 from supervisor_tree.client.client import Client, Target
 from supervisor_tree.client.errors import CalleeExited, CallError, CallTimeout, ClientError
-from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply, decode
+from supervisor_tree.wire.channel import Caller, Malformed, PeerBusy, PeerUnavailable, Reply, decode
 
 __all__ = ["AsyncClient"]
 
@@ -88,7 +88,7 @@ class AsyncClient:
     def _caller_on_loop(self) -> Caller:
         if self._caller is None:
             self._loop = asyncio.get_running_loop()
-            self._caller = Caller(self._names.ctx, str(self.run_dir / "w"))
+            self._caller = Caller(self._names.ctx, str(self.run_dir / "w"), self._names.key)
             self._reply_fd = int(self._caller.reply_socket.getsockopt(zmq.FD))
             self._loop.add_reader(self._reply_fd, self._on_replies)
         return self._caller
@@ -170,8 +170,10 @@ class AsyncClient:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            reply = decode(frame)
-            if isinstance(reply, Reply):
+            reply = decode(caller.key, frame)
+            if isinstance(reply, Malformed):  # no tag (never read), or not a reply
+                caller.dropped.drop("an unnamed sender (PULL)", reply.kind, reply.reason)
+            elif isinstance(reply, Reply):
                 waiting = self._pending.get(reply.ref)
                 if waiting is not None and not waiting[0].done():
                     waiting[0].set_result(reply)

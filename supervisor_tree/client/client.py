@@ -12,13 +12,16 @@ A call to a worker that is restarting waits for the new incarnation (within the
 timeout).  A call whose callee dies before replying raises `CalleeExited` at once:
 the client watches the callee's pidfd while it waits.  Not thread-safe: use one
 Client per thread.
+
+Trust: the client reads the run's key from RUN/key (only when this user owns it and
+nobody else can read it: `wire.auth`), tags every frame it sends with it and acts on
+no frame without it.  Control requests are JSON (`wire.requests`), never pickle.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import pickle
 import select
 import time
 from collections.abc import Sequence
@@ -37,10 +40,13 @@ from supervisor_tree.client.errors import (
     ControlRefused,
     NodeNotRunning,
     NotAWorker,
+    UntrustedRunDir,
 )
 from supervisor_tree.spec import RetryPolicy
-from supervisor_tree.wire import rundir
+from supervisor_tree.wire import auth, rundir
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply
+from supervisor_tree.wire.requests import decode_answer, encode_request
+from supervisor_tree.wire.shapes import UNAUTHENTICATED, BadFrame
 
 if TYPE_CHECKING:
     from supervisor_tree.profiling.remote import AllResult, ProfileResult
@@ -101,6 +107,7 @@ class Client:
         self._req_ids = itertools.count(1)
         self._caller: Caller | None = None
         self._targets: dict[str, Target] = {}
+        self._key: auth.FrameKey | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,8 +135,44 @@ class Client:
 
     # ------------------------------------------------------------------ control
 
+    @property
+    def key(self) -> auth.FrameKey:
+        """The run's key (read once from RUN/key, or the one this process inherited); raises UntrustedRunDir."""
+        if self._key is None:
+            held = auth.held_key(self.run_dir)
+            if held is None:
+                problem = rundir.check(self.run_dir)
+                if problem:
+                    raise UntrustedRunDir(f"run dir {self.run_dir}: {problem}")
+                try:
+                    held = auth.read_key(self.run_dir)
+                except auth.RunKeyError as exc:
+                    raise UntrustedRunDir(str(exc)) from None
+            self._key = held
+        return self._key
+
+    def _reload_key(self) -> bool:
+        """Read RUN/key again (the node restarted with a new one?); True when it changed."""
+        try:
+            fresh = auth.read_key(self.run_dir)
+        except auth.RunKeyError:
+            return False
+        if self._key is not None and fresh.fingerprint == self._key.fingerprint:
+            return False
+        self._key = fresh
+        for t in self._targets.values():
+            t.close()
+        self._targets.clear()
+        if self._caller is not None:  # its frames carry the old key
+            self._caller.close()
+            self._caller = None
+        return True
+
     def control(self, op: str, _wait: float | None = None, **args: object) -> Any:
-        """One control request; returns the node's answer or raises ControlRefused / CallTimeout."""
+        """One control request (`args` must make JSON); the node's answer, or raises ControlRefused / CallTimeout."""
+        return self._control(op, self.timeout if _wait is None else _wait, args, retry=True)
+
+    def _control(self, op: str, wait: float, args: dict[str, object], retry: bool) -> Any:
         if self._ctl is None:
             if not self.node_running():
                 raise NodeNotRunning(f"no node is running in {self.run_dir}")
@@ -137,9 +180,14 @@ class Client:
             sock.linger = 0
             sock.connect(rundir.endpoint(self.run_dir, "control"))
             self._ctl = sock
+        key = self.key
         req_id = next(self._req_ids)
-        self._ctl.send(pickle.dumps((req_id, op, args)))
-        wait = self.timeout if _wait is None else _wait
+        try:
+            frame = encode_request(key, req_id, op, args)
+        except (TypeError, ValueError) as exc:
+            raise ClientError(f"control {op!r}: its arguments do not make JSON ({exc}); "
+                              "send ids, numbers, strings, lists and tables (a child spec as the config writes it)") from None
+        self._ctl.send(frame)
         deadline = time.monotonic() + wait
         while True:
             remaining = deadline - time.monotonic()
@@ -147,12 +195,18 @@ class Client:
                 if not self.node_running():
                     raise NodeNotRunning(f"the node in {self.run_dir} stopped before answering {op!r}")
                 raise CallTimeout(f"the node did not answer {op!r} within {wait:g}s")
-            got_id, ok, value = pickle.loads(self._ctl.recv())
-            if got_id != req_id:
+            try:
+                answer = decode_answer(key, self._ctl.recv())
+            except BadFrame as exc:
+                if exc.kind == UNAUTHENTICATED and retry and self._reload_key():
+                    return self._control(op, max(0.0, deadline - time.monotonic()), args, retry=False)
+                raise UntrustedRunDir(f"the node in {self.run_dir} answered {op!r} with a frame this client "
+                                      f"cannot trust: {exc.reason}") from None
+            if answer.req_id != req_id:
                 continue  # a late answer to an earlier request that timed out
-            if not ok:
-                raise ControlRefused(str(value))
-            return value
+            if not answer.ok:
+                raise ControlRefused(str(answer.value))
+            return answer.value
 
     def status(self, rss: bool = True) -> dict[str, Any]:
         """The tree as the node sees it; `rss=False`: without each worker's RSS (cheaper for the node)."""
@@ -167,7 +221,10 @@ class Client:
     def count_children(self, supervisor: str = "root") -> dict[str, int]:
         return self.control("count_children", supervisor=supervisor)  # type: ignore[no-any-return]
 
-    def start_child(self, supervisor: str, spec: object = None, args: dict[str, object] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    def start_child(self, supervisor: str, spec: dict[str, object] | None = None, args: dict[str, object] | None = None,
+                    timeout: float = 60.0) -> dict[str, Any]:
+        """OTP's start_child: `spec` as the config writes a child ({"id": ..., "start": "mod:Class", ...}), or, for a
+        simple_one_for_one supervisor, `args` added to its template's (both JSON: the control protocol's)."""
         return self.control("start_child", timeout, supervisor=supervisor, spec=spec, args=args)  # type: ignore[no-any-return]
 
     def terminate_child(self, target: str | int, supervisor: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
@@ -196,7 +253,9 @@ class Client:
         info = self.control("resolve", t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
         if cached is not None:
             cached.close()
-        target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], info.get("retry"),
+        retry = info.get("retry")  # the child's RetryPolicy, as JSON
+        policy = RetryPolicy(**retry) if isinstance(retry, dict) else None
+        target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], policy,
                         _open_pidfd(info["pid"]), info.get("command"))
         if info.get("mailbox_limit"):  # a bounded mailbox under backpressure: bound our send queue to it as well
             self.caller.peer_hwm[target.mailbox] = int(info["mailbox_limit"])
@@ -214,7 +273,7 @@ class Client:
     def caller(self) -> Caller:
         """This client's sender (one socket per peer mailbox): what typed clients send casts through."""
         if self._caller is None:
-            self._caller = Caller(self.ctx, str(self.run_dir / "w"))
+            self._caller = Caller(self.ctx, str(self.run_dir / "w"), self.key)
         return self._caller
 
     # ------------------------------------------------------------------ calls and casts

@@ -2,6 +2,7 @@
 
     ClientError                 base of everything below
     ├── NodeNotRunning          no node answers on the run dir's control socket
+    ├── UntrustedRunDir         the run's key cannot be read or trusted (another user's, readable by others)
     ├── ControlRefused          the node answered a control request with an error
     ├── CallTimeout             no reply within the timeout (also a TimeoutError)
     ├── CalleeExited            the callee's incarnation died before it replied
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 from supervisor_tree.wire.channel import RemoteError
 
-__all__ = ["ClientError", "NodeNotRunning", "ControlRefused", "CallTimeout", "CalleeExited", "CallError", "NotAWorker"]
+__all__ = ["ClientError", "NodeNotRunning", "UntrustedRunDir", "ControlRefused", "CallTimeout", "CalleeExited", "CallError",
+           "NotAWorker"]
 
 
 class ClientError(Exception):
@@ -29,6 +31,10 @@ class ClientError(Exception):
 
 class NodeNotRunning(ClientError):
     pass
+
+
+class UntrustedRunDir(ClientError):
+    """The run's key (RUN/key) is missing, not this user's, or open to others; or the node's answer lacks it."""
 
 
 class ControlRefused(ClientError):

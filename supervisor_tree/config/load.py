@@ -33,7 +33,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from supervisor_tree.config.imports import current_name, module_problem, target_problem
+from supervisor_tree.config.imports import args_problem, current_name, module_problem, target_problem
 from supervisor_tree.config.ports import read_command
 from supervisor_tree.config.schema import (
     BACKOFF_KEYS,
@@ -221,7 +221,8 @@ class _Reader:
         return name, preload, self._heartbeat(t) or Heartbeat()
 
     def _logs(self, node: Table | None) -> dict[str, int]:
-        """[node] logs = { max_bytes, backups }: when RUN/logs/ID.log is rotated, and how many old files stay."""
+        """[node] logs = { max_bytes, backups }: when RUN/logs/ID.log, RUN/node.log and RUN/events.jsonl are
+        rotated, and how many old files stay."""
         limits = {"max_bytes": 10 * 2**20, "backups": 3}
         t = node.sub_table("logs") if node is not None else None
         if t is not None:
@@ -264,10 +265,11 @@ class _Reader:
             if not isinstance(raw, Mapping):
                 self.report("", f"{child_path} must be a table (a child spec); got {_got(raw)} ({type_name(raw)})")
                 continue
-            children.append(self._child(Table(raw, child_path, self.report), child_path, auto_shutdown, auto_known))
+            children.append(self._child(Table(raw, child_path, self.report), child_path, auto_shutdown, auto_known,
+                                        strategy is Strategy.SIMPLE_ONE_FOR_ONE))
         return SupervisorSpec(strategy, intensity, period, auto_shutdown, tuple(children))
 
-    def _child(self, t: Table, path: str, auto_shutdown: AutoShutdown, auto_known: bool) -> ChildSpec:
+    def _child(self, t: Table, path: str, auto_shutdown: AutoShutdown, auto_known: bool, template: bool) -> ChildSpec:
         child_id = self._child_id(t, path)
         kind = t.get("type", lambda v: check_enum("type", v, ChildType), ChildType, ChildType.WORKER)
         kind_known = "type" not in t.bad
@@ -310,6 +312,8 @@ class _Reader:
             start = self._start(t)
         args: dict[str, object] = t.get(
             "args", lambda v: check_table("args", v, " (keyword arguments for init)"), dict, {})
+        if isinstance(start, str) and self.check_imports and self._import_problems.get(start, "") is None:
+            self._report_if(t, args_problem(start, args, self.config_dir, template=template))
         return ChildSpec(id=child_id, start=start, args=args, restart=restart, shutdown=shutdown,
                          significant=significant, backoff=backoff,
                          start_timeout=t.number("start_timeout", 30.0, above=0), retry=self._retry(t),

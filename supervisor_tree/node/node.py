@@ -36,6 +36,7 @@ from supervisor_tree.node.eventlog import EventLog
 from supervisor_tree.node.launchers.base import Launcher
 from supervisor_tree.node.launchers.local import LocalLauncher
 from supervisor_tree.node.launchers.port import PortLauncher
+from supervisor_tree.node.logfiles import LogLimits, SharedLog
 from supervisor_tree.node.plan import NODE, processes_first, standby_for
 from supervisor_tree.node.records import Phase, SupHandle, SupRun, WorkerRec
 from supervisor_tree.node.reload import ReloadService
@@ -51,7 +52,8 @@ from supervisor_tree.spec import (
     ExitReason,
     NodeSpec,
 )
-from supervisor_tree.wire import rundir
+from supervisor_tree.wire import auth, rundir
+from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.worker.spawn import SpawnRequest
 
 logger = logging.getLogger("supervisor_tree")
@@ -94,6 +96,7 @@ class Node(WorkerEvents):
         self._signals: list[int] = []
         self.control: ControlServer | None = None
         self.events: EventLog | None = None
+        self.inbound_dropped = Dropped(logger, "inbound socket")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -104,6 +107,8 @@ class Node(WorkerEvents):
             raise RuntimeError(f"a node is already running in {self.run_dir} (stop it, or use another --run-dir)")
         rundir.clean_stale(self.run_dir)
         try:
+            # A fresh key per run, made before the fork server so that it and every worker inherit it.
+            self.key = auth.create_key(self.run_dir)
             self.launcher.start()
             self._open_sockets()
             try:
@@ -123,8 +128,10 @@ class Node(WorkerEvents):
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.linger = 0
         self.pub.bind(rundir.endpoint(self.run_dir, "events"))
-        self.events = EventLog(self.run_dir / "events.jsonl", publish=self.pub.send)
-        self.control = ControlServer(self, self.ctx, rundir.endpoint(self.run_dir, "control"), control_ops.OPS)
+        limits = LogLimits.of(self.spec.extra.get("logs"))  # type: ignore[arg-type]  # [node] logs
+        self.events = EventLog(self.run_dir / "events.jsonl", publish=self.pub.send, limits=limits)
+        self.node_log = SharedLog.of_this_process(self.run_dir / "node.log", limits)  # detached: our stderr
+        self.control = ControlServer(self, self.ctx, rundir.endpoint(self.run_dir, "control"), control_ops.OPS, self.key)
         self.reloads = ReloadService(self)  # `supervise reload`, SIGHUP (reload_ops registers its ops in OPS)
         self.control.extensions.append(self.reloads)
         if (self.spec.extra.get("profile") or {}).get("trigger"):  # type: ignore[attr-defined]  # [profile.trigger]
@@ -156,7 +163,7 @@ class Node(WorkerEvents):
         self.sups["root"] = root
         self.feed("root", sv.InitRequested())
         self._pump()
-        next_hb_check = time.monotonic()
+        next_hb_check = next_log_check = time.monotonic()
         while self.exit_reason is None:
             timeout = self._poll_timeout()
             ready = dict(self.poller.poll(timeout))
@@ -178,6 +185,9 @@ class Node(WorkerEvents):
             if now >= next_hb_check:
                 self._check_heartbeats(now)
                 next_hb_check = now + 0.1
+            if now >= next_log_check and self.node_log is not None:
+                self.node_log.check()
+                next_log_check = now + 1.0
             self._pump()
         return self.exit_reason
 
@@ -230,6 +240,7 @@ class Node(WorkerEvents):
                 self.ctx.term()
                 signal.set_wakeup_fd(-1)
             (self.run_dir / "node.json").unlink(missing_ok=True)
+            auth.forget_key(self.run_dir, remove_file=True)
 
     def _kill_all(self) -> None:
         for rec in list(self.by_pid.values()):

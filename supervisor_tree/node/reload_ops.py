@@ -27,7 +27,7 @@ from supervisor_tree.config.default_tree import EXAMPLE, default_node_spec
 from supervisor_tree.config.diff import diff, explicit_heartbeats
 from supervisor_tree.config.load import ConfigError, load_config
 from supervisor_tree.node.control import DEFERRED, ControlError, ControlServer
-from supervisor_tree.node.control_ops import op
+from supervisor_tree.node.control_ops import FLAG, NAME, TABLE, op
 from supervisor_tree.node.reload import Answer, Job, ReloadService
 from supervisor_tree.node.reload_plan import WorkerCode, bind, code_plan, running_spec, step_json
 from supervisor_tree.otp import supervisor as sv
@@ -50,7 +50,7 @@ def _answer(s: ControlServer, ident: bytes, req_id: int) -> Answer:
     return lambda ok, value: s._send(ident, req_id, ok, value)
 
 
-@op("reload")
+@op("reload", path=NAME, dry_run=FLAG, checked=FLAG)
 def _reload(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     service = _service(s)
     why = service.busy()
@@ -62,7 +62,7 @@ def _reload(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]
     return begin_config(service, path, bool(args.get("dry_run")), bool(args.get("checked")), _answer(s, ident, req_id))
 
 
-@op("reload_code")
+@op("reload_code", records=TABLE, dry_run=FLAG)
 def _reload_code(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     service = _service(s)
     why = service.busy()

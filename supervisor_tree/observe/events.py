@@ -46,15 +46,27 @@ class EventTail:
             st = os.stat(self.path)
         except FileNotFoundError:
             return []
-        if st.st_ino != self.inode or st.st_size < self.offset:  # a new file (a new run dir, or truncated)
+        out: list[Record] = []
+        if st.st_ino != self.inode or st.st_size < self.offset:
+            rotated = self.path.with_name(self.path.name + ".1")
+            try:
+                was_rotated = self.inode is not None and os.stat(rotated).st_ino == self.inode
+            except FileNotFoundError:
+                was_rotated = False
+            if was_rotated:  # the node rotated the file ([node] logs): read what we had not, then the new one
+                out += self._read(rotated, max_bytes)
+            else:  # a new file (a new run dir, or truncated)
+                self.restarts.clear()
+                self.restart_times.clear()
+                self.escalations.clear()
+                self.kinds.clear()
             self.inode, self.offset = st.st_ino, 0
-            self.restarts.clear()
-            self.restart_times.clear()
-            self.escalations.clear()
-            self.kinds.clear()
         if st.st_size == self.offset:
-            return []
-        with open(self.path, "rb") as f:
+            return out
+        return out + self._read(self.path, max_bytes)
+
+    def _read(self, path: Path, max_bytes: int) -> list[Record]:
+        with open(path, "rb") as f:
             f.seek(self.offset)
             chunk = f.read(max_bytes)
         end = chunk.rfind(b"\n") + 1

@@ -48,6 +48,7 @@ import zmq
 
 from supervisor_tree.spec import SHUTDOWN
 from supervisor_tree.wire import channel
+from supervisor_tree.wire.shapes import UNAUTHENTICATED
 from supervisor_tree.worker.behaviour import IGNORE, NOREPLY
 from supervisor_tree.worker.exits import exit_status
 from supervisor_tree.worker.heartbeat import LAT_MASK
@@ -270,26 +271,30 @@ class AioIncarnation(Incarnation):
         # At max_concurrency: a call that finishes reads on (`_call_done`).
 
     def _dispatch(self, frame: bytes) -> None:
+        end = self.key.verify(frame)
+        if end < 0:  # not tagged with the run's key: not one byte of it is read
+            self.drop("a sender (mailbox PULL)", UNAUTHENTICATED, f"frame of {len(frame)} bytes without the run's tag")
+            return
         kind = frame[0]
         if kind == channel.CALL:
             try:
-                ref8, reply_to, payload = channel.split_call(frame)
+                ref8, reply_to, payload = channel.split_call(frame, end)
                 msg = pickle.loads(payload)
             except Exception as exc:  # noqa: BLE001
-                self._malformed(frame, exc)
+                self._malformed(frame, end, exc)
                 return
             task = self.loop.create_task(self._call(ref8, reply_to, msg))
             self.calls_in_flight.add(task)
             task.add_done_callback(self._call_done)
         elif kind in (channel.CAST, channel.INFO):
             try:
-                msg = pickle.loads(memoryview(frame)[1:])
+                msg = pickle.loads(memoryview(frame)[1:end])
             except Exception as exc:  # noqa: BLE001
-                self._malformed(frame, exc)
+                self._malformed(frame, end, exc)
                 return
             self.ordered.put_nowait((kind == channel.CAST, msg))
         else:
-            self._malformed(frame, ValueError(f"unknown frame kind {frame[:1]!r}"))
+            self._malformed(frame, end, ValueError(f"unknown frame kind {frame[:1]!r}"))
 
     async def _call(self, ref8: bytes, reply_to: bytes, msg: object) -> None:
         assert self.worker is not None
@@ -302,10 +307,10 @@ class AioIncarnation(Incarnation):
         except asyncio.CancelledError:
             why = "it crashed" if self.crashed else f"it stopped: {exit_status(self.stop_reason)[1]}"
             error = channel.RemoteError("Cancelled", f"worker {self.req.worker_id!r} cancelled this call: {why}")
-            self.replies.send(reply_to, channel.reply_frame(ref8, False, error))
+            self.replies.send(reply_to, channel.reply_frame(self.key, ref8, False, error))
             raise
         except Exception as exc:  # noqa: BLE001 - answered with the error, then the worker crashes
-            self.replies.send(reply_to, channel.reply_frame(ref8, False, channel.RemoteError.from_exception(exc)))
+            self.replies.send(reply_to, channel.reply_frame(self.key, ref8, False, channel.RemoteError.from_exception(exc)))
             self._crash(exc)
             return
         self.lat[self.lat_i & LAT_MASK] = time.perf_counter_ns() - t0
@@ -386,7 +391,7 @@ class AioIncarnation(Incarnation):
         if self.exiting:
             return
         try:
-            self.inbound.send(channel.encode_notice(self._beat()), zmq.NOBLOCK)
+            self.inbound.send(self._beat(), zmq.NOBLOCK)  # an encoded, tagged notice
         except zmq.Again:
             pass  # the node is not reading: it will see the misses itself
         self._beat_soon()

@@ -14,13 +14,14 @@ Overflow policies, applied by a probe when more than `limit` messages wait:
 - backpressure: the probe takes at most `limit`; the rest stay in ZeroMQ's queues,
   whose high-water marks are set to the limit, so senders wait (the default);
 - reject: the newest messages past the limit are refused: a call gets an error
-  reply (`MailboxFull`), a cast or info is dropped; counted in `rejected`;
+  reply (`MailboxFull`; only an authentic one: its reply address is read only when the
+  frame carries the run's tag), a cast or info is dropped; counted in `rejected`;
 - drop_oldest: the oldest messages past the limit are dropped the same way; counted
   in `dropped`.
 
 Must not dispatch anything: the loop (incarnation.py) does.
 
-    box = Backlog(mailbox_sock, replies, "jobs#3", limit=1000, policy="reject")
+    box = Backlog(mailbox_sock, replies, "jobs#3", key, limit=1000, policy="reject")
     recv = box.before_round(mailbox_sock.recv)      # probes when due; then up to BATCH messages
     box.after_round(n == BATCH)
 
@@ -40,6 +41,7 @@ from typing import Any
 import zmq
 
 from supervisor_tree.wire import channel
+from supervisor_tree.wire.auth import FrameKey
 
 log = logging.getLogger("supervisor_tree.worker")
 
@@ -53,10 +55,11 @@ PROBE_EVERY_S = 0.5
 class Backlog:
     """Invariant: `pending` holds frames in arrival order, all older than anything still in the socket."""
 
-    def __init__(self, sock: zmq.Socket[bytes], replies: channel.ReplySender, who: str,
+    def __init__(self, sock: zmq.Socket[bytes], replies: channel.ReplySender, who: str, key: FrameKey,
                  limit: int | None = None, policy: str = "backpressure") -> None:
         self._recv = sock.recv
         self._replies = replies
+        self._key = key
         self.who = who
         self.limit = limit
         self.policy = policy
@@ -134,13 +137,15 @@ class Backlog:
 
     def _refuse(self, frame: bytes, why: str) -> None:
         """A call gets `MailboxFull` as its error reply; anything else is dropped (logged at 1, 10, 100, ...)."""
-        if frame and frame[0] == channel.CALL:
+        end = self._key.verify(frame)  # no tag: its reply address is no more to be trusted than the rest
+        if end > 0 and frame[0] == channel.CALL:
             try:
-                ref8, reply_to, _ = channel.split_call(frame)
+                ref8, reply_to, _ = channel.split_call(frame, end)
             except ValueError:
                 pass
             else:
-                self._replies.send(reply_to, channel.reply_frame(ref8, False, channel.RemoteError("MailboxFull", why)))
+                error = channel.RemoteError("MailboxFull", why)
+                self._replies.send(reply_to, channel.reply_frame(self._key, ref8, False, error))
                 return
         lost = self.dropped + self.rejected
         if str(lost).rstrip("0") == "1":

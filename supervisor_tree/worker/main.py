@@ -43,8 +43,8 @@ def rehearse(prepared: Prepared, run_dir: str) -> None:
     rehearsal.replies = channel.ReplySender(rehearsal.ctx)
     rehearsal.worker = load_target(req.start)()  # type: ignore[operator]
     rehearsal.stats(reset_window=True)
-    channel.encode_notice(("ready", req.worker_id, req.generation, rehearsal.pid))
-    channel.reply_frame(b"\0" * 8, True, None)
+    channel.encode_notice(rehearsal.key, ("ready", req.worker_id, req.generation, rehearsal.pid))
+    rehearsal.key.verify(channel.reply_frame(rehearsal.key, b"\0" * 8, True, None))
     exit_status("normal")
 
 

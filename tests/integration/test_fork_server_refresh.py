@@ -6,6 +6,7 @@ socket workers report on, a `channel.Caller` to talk to them.
 
 from __future__ import annotations
 
+import os
 import select
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ import pytest
 import zmq
 
 from supervisor_tree.node.launchers.local import LocalLauncher
-from supervisor_tree.wire import channel
+from supervisor_tree.wire import auth, channel
 from supervisor_tree.wire.channel import Caller
 from supervisor_tree.worker.spawn import SpawnRequest
 
@@ -44,7 +45,8 @@ class Harness:
         self.ctx = zmq.Context()
         self.inbound = channel.make_socket(self.ctx, zmq.PULL)
         self.inbound.bind(f"ipc://{run_dir}/inbound")
-        self.caller = Caller(self.ctx, run_dir)
+        self.key = auth.key_for(run_dir)  # made by the launcher's start(), as a node would before it
+        self.caller = Caller(self.ctx, run_dir, self.key)
         self.gen = 0
         self.pump_until(lambda: self.launcher.code.epoch >= 1 and self.launcher.standbys_at_hand >= 2, "the first snapshot")
 
@@ -68,7 +70,7 @@ class Harness:
         deadline = time.monotonic() + 10
         while True:
             assert self.inbound.poll(int(max(0.0, deadline - time.monotonic()) * 1000) + 1), "no ready notice"
-            notice = channel.decode_notice(self.inbound.recv())
+            notice = channel.decode_notice(self.key, self.inbound.recv())
             if notice[0] == "ready" and notice[2] == self.gen:
                 return req.mailbox, int(notice[3])  # type: ignore[call-overload]
 
@@ -99,6 +101,7 @@ def test_after_a_refresh_new_workers_run_the_new_code_and_running_ones_keep_thei
     module = str(tmp_path / "zmod.py")
     assert module in h.launcher.code.files[1]
     assert any(f.endswith("node/launchers/forkserver.py") for f in h.launcher.code.own)  # what it keeps
+    assert any(f.endswith("wire/auth.py") for f in h.launcher.code.own)  # and with it the run's key, in memory
     old, old_pid = h.start()
     assert h.caller.call(old, "?", 5.0) == "v1"
     h.pump_until(lambda: h.launcher.standbys_at_hand >= 2, "the standbys")
@@ -106,6 +109,7 @@ def test_after_a_refresh_new_workers_run_the_new_code_and_running_ones_keep_thei
     assert len(old_standbys) == 2
     (tmp_path / "zmod.py").write_text(MODULE.replace('"v1"', '"v2-new"'))  # another size: its cached bytecode is stale
 
+    os.unlink(f"{h.run_dir}/key")  # workers forked after the refresh must still hold the key: inherited, not read
     h.refresh()
     assert h.launcher.code.problems == () and h.launcher.code.files[2][module] != h.launcher.code.files[1][module]
     h.pump_until(lambda: h.launcher.standbys_at_hand >= 2, "new standbys")

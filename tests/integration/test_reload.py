@@ -159,9 +159,10 @@ def test_a_config_with_problems_changes_nothing_and_exits_2(tree: Tree) -> None:
     result = t.cli("reload", str(t.config.parent / "bad.toml"))
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.splitlines()
-    assert len(lines) == 2 and all(line.startswith(f"supervise: {t.config.parent / 'bad.toml'}: tree") for line in lines)
+    assert len(lines) == 3 and all(line.startswith(f"supervise: {t.config.parent / 'bad.toml'}: tree") for line in lines)
     assert "intensity must be an integer >= 0; got -1" in lines[0]
-    assert 'module relapp has no attribute "Nope"' in lines[1]
+    assert 'args: init of relapp:Echo takes no "bogus"' in lines[1]  # check knows init's signature
+    assert 'module relapp has no attribute "Nope"' in lines[2]
     assert shape(t) == before
     assert not [e for e in t.events() if e["event"].startswith("reload_")]
 

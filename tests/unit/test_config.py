@@ -464,7 +464,7 @@ def write_module(directory: Path, name: str, source: str) -> None:
 
 @pytest.mark.usefixtures("fresh_modules")
 def test_start_imports_from_the_config_directory_and_restores_sys_path(tmp_path: Path) -> None:
-    write_module(tmp_path, "cfgt_good", "class Worker:\n    pass\n")
+    write_module(tmp_path, "cfgt_good", "from supervisor_tree import Worker as Base\nclass Worker(Base):\n    pass\n")
     (tmp_path / "config.toml").write_text(one_child('id = "w"\nstart = "cfgt_good:Worker"'))
     path_before = list(sys.path)
     spec = load_config(tmp_path / "config.toml")

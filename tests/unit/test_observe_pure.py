@@ -17,6 +17,7 @@ from supervisor_tree.observe.metrics import OTHER, _bounded, _worker_families
 from supervisor_tree.observe.queues import deepest
 from supervisor_tree.observe.snapshot import Snapshot, SupervisorRow, WorkerRow
 from supervisor_tree.wire import channel
+from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.channel import ReplySender
 from supervisor_tree.worker.mailbox import Backlog
 
@@ -161,6 +162,8 @@ def test_event_tail_reads_whole_lines_and_counts_per_node_run(tmp_path: Path) ->
 
 # ---------------------------------------------------------------------- the worker's mailbox (real sockets)
 
+KEY = FrameKey(bytes(32))  # the run's key, as the worker holds it
+
 
 @pytest.fixture
 def mailbox() -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes], ReplySender]]:
@@ -179,9 +182,9 @@ def mailbox() -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket
 
 def _fill(push: zmq.Socket[bytes], casts: int, calls: int) -> None:
     for i in range(casts):
-        push.send(channel.encode_cast(("cast", i)))
+        push.send(channel.encode_cast(KEY, ("cast", i)))
     for i in range(calls):
-        push.send(channel.encode_call(i + 1, "inproc://replies", ("call", i)))
+        push.send(channel.encode_call(KEY, i + 1, "inproc://replies", ("call", i)))
 
 
 def _drain(box: Backlog, sock: zmq.Socket[bytes]) -> list[object]:
@@ -196,7 +199,7 @@ def _drain(box: Backlog, sock: zmq.Socket[bytes]) -> list[object]:
 
 
 def _payload(frame: bytes) -> object:
-    msg = channel.decode(frame)
+    msg = channel.decode(KEY, frame)
     return channel.loads_payload(msg.payload) if isinstance(msg, channel.Call) else msg.payload  # type: ignore[union-attr]
 
 
@@ -206,7 +209,7 @@ def _wait_queued(sock: zmq.Socket[bytes]) -> None:
 
 def test_probe_measures_the_depth_and_serves_in_order(mailbox: Any) -> None:
     pull, push, _, sender = mailbox
-    box = Backlog(pull, sender, "w#1")
+    box = Backlog(pull, sender, "w#1", KEY)
     assert box.figures() == {"mailbox_depth": 0}
     _fill(push, 50, 0)
     _wait_queued(pull)
@@ -219,7 +222,7 @@ def test_probe_measures_the_depth_and_serves_in_order(mailbox: Any) -> None:
 @pytest.mark.parametrize("policy, kept", [("reject", list(range(10))), ("drop_oldest", list(range(20, 30)))])
 def test_overflow_policies_keep_the_limit_and_answer_refused_calls(mailbox: Any, policy: str, kept: list[int]) -> None:
     pull, push, replies_in, sender = mailbox
-    box = Backlog(pull, sender, "w#1", limit=10, policy=policy)
+    box = Backlog(pull, sender, "w#1", KEY, limit=10, policy=policy)
     _fill(push, 25, 5)  # 30 messages: the casts 0..24, then the calls 0..4 (inproc: queued when sent)
     _wait_queued(pull)
     got = _drain(box, pull)
@@ -229,7 +232,7 @@ def test_overflow_policies_keep_the_limit_and_answer_refused_calls(mailbox: Any,
     assert fig["mailbox_limit"] == 10 and fig["mailbox_policy"] == policy
     assert fig["mailbox_dropped" if policy == "drop_oldest" else "mailbox_rejected"] == 20
     if policy == "reject":  # the five calls were among the newest: each got MailboxFull
-        errors = [channel.decode(replies_in.recv()) for _ in range(5)]
+        errors = [channel.decode(KEY, replies_in.recv()) for _ in range(5)]
         assert all(isinstance(e, channel.Reply) and not e.ok for e in errors)
         assert "MailboxFull" in str(errors[0].value)  # type: ignore[union-attr]
     else:
@@ -238,7 +241,7 @@ def test_overflow_policies_keep_the_limit_and_answer_refused_calls(mailbox: Any,
 
 def test_backpressure_takes_no_more_than_the_limit(mailbox: Any) -> None:
     pull, push, _, sender = mailbox
-    box = Backlog(pull, sender, "w#1", limit=5, policy="backpressure")
+    box = Backlog(pull, sender, "w#1", KEY, limit=5, policy="backpressure")
     _fill(push, 12, 0)
     _wait_queued(pull)
     box.before_round(pull.recv)
@@ -247,7 +250,7 @@ def test_backpressure_takes_no_more_than_the_limit(mailbox: Any) -> None:
 
 def test_a_long_round_probes_again_when_due(mailbox: Any) -> None:
     pull, push, _, sender = mailbox
-    box = Backlog(pull, sender, "w#1")
+    box = Backlog(pull, sender, "w#1", KEY)
     _fill(push, 3, 0)
     _wait_queued(pull)
     recv = box.before_round(pull.recv)

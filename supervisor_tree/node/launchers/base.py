@@ -12,8 +12,8 @@ is reported `Reaped` exactly once, with the reason mapped by `reason_from_status
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import signal
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -114,7 +114,7 @@ def reason_from_status(status: int, reason_file: str | None) -> ExitReason:
 def take_reason_file(path: str) -> ExitReason | None:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(65536)  # a reason is a line; anything longer is not one of ours
     except OSError:
         return None
     try:
@@ -122,7 +122,8 @@ def take_reason_file(path: str) -> ExitReason | None:
     except OSError:
         pass
     try:
-        reason = pickle.loads(data)
-    except Exception:  # noqa: BLE001 - a torn or foreign file: fall back to the code's default
+        record = json.loads(data)
+        reason = ExitReason(ExitKind(record["kind"]), record["detail"])
+    except (ValueError, TypeError, KeyError):  # a torn or foreign file: fall back to the code's default
         return None
-    return reason if isinstance(reason, ExitReason) else None
+    return reason if reason.detail is None or isinstance(reason.detail, str) else None

@@ -9,6 +9,10 @@ reported over the pipe to the node.
 
 No orphans: the fork server, the standbys and every worker set
 PR_SET_PDEATHSIG=SIGKILL, so the death of the node (even by SIGKILL) kills them.
+
+The messages on the pipe are `pipe.py`'s; one that is not of their shape is dropped
+(counted, logged at most once a second) and the fork server keeps serving.  It forks
+after the node made the run's key (`wire.auth`): its children inherit it in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import gc
 import importlib
 import logging
 import os
-import pickle
 import select
 import signal
 import socket
@@ -29,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from supervisor_tree.node.launchers import refresh
+from supervisor_tree.node.launchers import pipe, refresh
 from supervisor_tree.node.launchers.base import (
     Event,
     Reaped,
@@ -38,6 +41,9 @@ from supervisor_tree.node.launchers.base import (
     reason_from_status,
     take_reason_file,
 )
+from supervisor_tree.wire import auth
+from supervisor_tree.wire.dropped import Dropped
+from supervisor_tree.wire.shapes import BadFrame
 from supervisor_tree.worker.code import code_roots
 from supervisor_tree.worker.spawn import SpawnRequest
 
@@ -102,11 +108,11 @@ def fork_server_main(conn: object, node_end: object, cfg: ServerConfig) -> NoRet
             importlib.import_module("zmq")
             importlib.import_module("supervisor_tree.worker.main")
         except BaseException as exc:  # noqa: BLE001 - reported to the node, which raises it from start()
-            conn.send_bytes(pickle.dumps(("error", f"preloading failed: {type(exc).__name__}: {exc}")))  # type: ignore[attr-defined]
+            conn.send_bytes(pipe.encode(("error", f"preloading failed: {type(exc).__name__}: {exc}")))  # type: ignore[attr-defined]
             os._exit(1)
         gc.freeze()  # what we imported stays shared with the workers: their GC never touches it
         server = _ForkServer(conn, cfg)
-        conn.send_bytes(pickle.dumps(("ok", os.getpid())))  # type: ignore[attr-defined]
+        conn.send_bytes(pipe.encode(("ok", os.getpid())))  # type: ignore[attr-defined]
         server.announce_code()
         server.serve()
     except BaseException:
@@ -143,6 +149,10 @@ class _ForkServer:
         self.standby_early_deaths = 0
         self.last_spawn = 0.0
         self.closing = False
+        self.dropped = Dropped(log, "fork server")
+        # The run's key, inherited from the node.  Held here (and wire.auth so among the fork server's own
+        # modules, which a code refresh never drops), so every fork, before and after a refresh, inherits it.
+        self.key = auth.held_key(cfg.run_dir)
         self.preload = cfg.preload
         self.code_epoch = 0  # the snapshot of the project's modules its forks inherit (refresh.py)
         self.retired: set[int] = set()  # standbys killed by a refresh: reaped, never reported
@@ -177,27 +187,32 @@ class _ForkServer:
         conn = self.conn
         while not self.closing and conn.poll(0):  # type: ignore[attr-defined]
             try:
-                msg = pickle.loads(conn.recv_bytes())  # type: ignore[attr-defined]
+                data = conn.recv_bytes()  # type: ignore[attr-defined]
             except (EOFError, OSError):
                 self.closing = True  # the node is gone
                 return
-            kind = msg[0]
-            if kind == "spawn":
-                self.spawn(pickle.loads(msg[1]))
-            elif kind == "activated":
-                self.activated(msg[1], pickle.loads(msg[2]))
-            elif kind == "discard":
-                self.dead_standbys.pop(msg[1], None)
-            elif kind == "refresh":
-                self.refresh(msg[1], msg[2])
-            elif kind == "close":
+            try:
+                self.handle(pipe.decode_request(data))
+            except BadFrame as exc:
+                self.dropped.drop("the node (pipe)", exc.kind, exc.reason)
+
+    def handle(self, msg: tuple[object, ...]) -> None:
+        """One request, its shape checked (`pipe.REQUESTS`); raises BadFrame for a spawn request that is not one."""
+        match msg:
+            case ("spawn", bytes(data)):
+                self.spawn(pipe.decode_spawn_request(data))
+            case ("activated", int(pid), bytes(data)):
+                self.activated(pid, pipe.decode_spawn_request(data))
+            case ("discard", int(pid)):
+                self.dead_standbys.pop(pid, None)
+            case ("refresh", tuple(preload), tuple(also)):
+                self.refresh(pipe.names(preload), pipe.names(also))
+            case ("close",):
                 self.closing = True
-            else:
-                log.warning("fork server: unknown request %r; ignored", kind)
 
     def send(self, msg: tuple[object, ...]) -> None:
         try:
-            self.conn.send_bytes(pickle.dumps(msg, protocol=5))  # type: ignore[attr-defined]
+            self.conn.send_bytes(pipe.encode(msg))  # type: ignore[attr-defined]
         except OSError:
             self.closing = True
 
@@ -384,7 +399,11 @@ def _standby_main(r: int, w: int, inbound: str, run_dir: str) -> NoReturn:
     os.close(r)
     if data is None:
         os._exit(0)
-    req: SpawnRequest = pickle.loads(data)
+    try:
+        req = pipe.decode_spawn_request(data)
+    except BadFrame as exc:  # only the node writes here; a bug, not an attack: say so and go
+        log.error("standby %d: activated with a bad request (%s); exiting", os.getpid(), exc.reason)
+        os._exit(1)
     sys.path[:0] = list(req.sys_path)
     worker.run_worker(req, prepared)
 

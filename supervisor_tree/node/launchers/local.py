@@ -34,10 +34,14 @@ from collections.abc import Sequence
 
 import multiprocess
 
+from supervisor_tree.node.launchers import pipe
 from supervisor_tree.node.launchers.base import CodeSnapshots, Event, LauncherError, LauncherGone
 from supervisor_tree.node.launchers.forkserver import LEN as _LEN
 from supervisor_tree.node.launchers.forkserver import ServerConfig as _ServerConfig
 from supervisor_tree.node.launchers.forkserver import fork_server_main as _fork_server_main
+from supervisor_tree.wire import auth
+from supervisor_tree.wire.dropped import Dropped
+from supervisor_tree.wire.shapes import BadFrame
 from supervisor_tree.worker.spawn import SpawnRequest
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class LocalLauncher:
         self._proc: multiprocess.Process | None = None
         self._standbys: collections.deque[tuple[int, int]] = collections.deque()  # (pid, activation socket fd)
         self._gone = False
+        self.dropped = Dropped(log, "launcher")  # fork-server reports not of their shape (pipe.REPORTS)
         self.code = CodeSnapshots()  # what the fork server holds of the project's code (reload --code)
 
     @property
@@ -80,9 +85,13 @@ class LocalLauncher:
         return len(self._standbys)
 
     def start(self, timeout: float = 60.0) -> None:
+        """Fork the fork server.  The run's key must be in memory first (the node made it; else
+        one is made here): the fork server and its workers inherit it and never read RUN/key."""
         if self._proc is not None:
             raise LauncherError("LocalLauncher.start() was already called")
         _assert_no_zmq_context()
+        if auth.held_key(self.run_dir) is None:
+            auth.create_key(self.run_dir)
         mp = multiprocess.get_context("fork")
         ours, theirs = mp.Pipe(duplex=True)
         cfg = _ServerConfig(os.getpid(), self.run_dir, self.preload, self.sys_path, self.standby, self.inbound)
@@ -96,10 +105,13 @@ class LocalLauncher:
             self.close()
             raise LauncherError(f"the fork server did not start within {timeout} s")
         try:
-            hello = pickle.loads(ours.recv_bytes())
+            hello = pipe.decode_report(ours.recv_bytes())
         except EOFError:
             self.close()
             raise LauncherError("the fork server died while starting (see its stderr)") from None
+        except BadFrame as exc:
+            self.close()
+            raise LauncherError(f"the fork server said something unexpected while starting: {exc.reason}") from None
         if hello[0] != "ok":
             self.close()
             raise LauncherError(f"the fork server could not start: {hello[1]}")
@@ -141,18 +153,22 @@ class LocalLauncher:
         events: list[Event] = []
         while not self._gone and conn.poll(0):
             try:
-                kind, payload = pickle.loads(conn.recv_bytes())
-                if kind == "events":
-                    events.extend(payload)
-                elif kind == "standby":  # the fd of its activation socket follows
+                report = pipe.decode_report(conn.recv_bytes())
+                if report[0] == "events":
+                    events.extend(report[1])  # type: ignore[arg-type]  # checked: pipe.decode_report
+                elif report[0] == "standby":  # the fd of its activation socket follows
                     _, fds, _, _ = socket.recv_fds(self._sock, 1, 1)  # type: ignore[arg-type]
                     os.set_inheritable(fds[0], False)
                     if self.code.refreshing:  # forked with the old code; the fork server has killed it
                         os.close(fds[0])
                     else:
-                        self._standbys.append((payload, fds[0]))
-                elif kind == "code":
-                    self.code.received(*payload)
+                        self._standbys.append((report[1], fds[0]))  # type: ignore[arg-type]
+                elif report[0] == "code":
+                    self.code.received(*report[1])  # type: ignore[misc]  # checked: pipe.decode_report
+                else:
+                    self.dropped.drop("the fork server (pipe)", "malformed", f"{report[0]!r} after the start")
+            except BadFrame as exc:
+                self.dropped.drop("the fork server (pipe)", exc.kind, exc.reason)
             except (EOFError, OSError, ValueError, IndexError):
                 self._gone = True
         if self._gone and not events:
@@ -172,7 +188,7 @@ class LocalLauncher:
         while self._standbys:
             os.close(self._standbys.popleft()[1])  # a standby that reads EOF exits
         try:
-            self._conn.send_bytes(pickle.dumps(("close",)))
+            self._conn.send_bytes(pipe.encode(("close",)))
         except OSError:
             pass
         self._proc.join(timeout)
@@ -187,7 +203,7 @@ class LocalLauncher:
 
     def _send(self, msg: tuple[object, ...]) -> None:
         try:
-            self._require_conn().send_bytes(pickle.dumps(msg, protocol=5))
+            self._require_conn().send_bytes(pipe.encode(msg))
         except OSError as exc:
             self._gone = True
             raise LauncherGone(f"the fork server is gone: {exc}") from None

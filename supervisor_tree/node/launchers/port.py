@@ -46,7 +46,7 @@ import zmq
 
 from supervisor_tree.node.launchers.base import Event, Launcher, Reaped, Spawned, SpawnFailed
 from supervisor_tree.spec import SHUTDOWN, Command, ExitKind, ExitReason, ReadyKind, signal_number
-from supervisor_tree.wire import channel
+from supervisor_tree.wire import auth, channel
 from supervisor_tree.worker.command import exec_fifo
 from supervisor_tree.worker.spawn import SpawnRequest
 
@@ -93,6 +93,7 @@ class PortLauncher:
         self._by_token: dict[int, _Port] = {}
         self._by_pid: dict[int, _Port] = {}
         self._wake = threading.Event()
+        self._key: auth.FrameKey | None = None  # read by the shim thread when it starts
         self._closing = False
         self._gone: list[_Port] = []  # for the shim to close
         self._shim: threading.Thread | None = None
@@ -220,6 +221,7 @@ class PortLauncher:
         ctx: zmq.Context[Any] = zmq.Context()
         sock = channel.make_socket(ctx, zmq.PUSH)
         channel.connect(sock, self.inbound)
+        self._key = auth.key_for(self.run_dir)  # the node's: its notices carry the run's tag like a worker's
         try:
             while not self._closing:
                 with self._lock:
@@ -245,13 +247,13 @@ class PortLauncher:
             if not (port.executed or _executed(port)) or not _is_ready(port):
                 return not port.failed
             port.ready, port.ready_at, port.next_beat = True, now, now + req.heartbeat_interval
-            _notify(sock, ("ready", req.worker_id, req.generation, port.pid))
+            _notify(sock, self._key, ("ready", req.worker_id, req.generation, port.pid))
             return False
         if now >= port.next_beat:
             port.next_beat = now + req.heartbeat_interval
             if not _stopped(port.pid):
                 stats = {"uptime_s": round(now - port.ready_at, 3), "command": list(port.command.argv)}
-                _notify(sock, ("hb", req.worker_id, req.generation, port.pid, stats))
+                _notify(sock, self._key, ("hb", req.worker_id, req.generation, port.pid, stats))
         return False
 
 
@@ -323,9 +325,10 @@ def _stopped(pid: int) -> bool:
         return False
 
 
-def _notify(sock: zmq.Socket[bytes], notice: tuple[object, ...]) -> None:
+def _notify(sock: zmq.Socket[bytes], key: auth.FrameKey | None, notice: tuple[object, ...]) -> None:
+    assert key is not None  # set by the shim thread before it tends a port
     with contextlib.suppress(zmq.Again):
-        sock.send(channel.encode_notice(notice), zmq.NOBLOCK)
+        sock.send(channel.encode_notice(key, notice), zmq.NOBLOCK)
 
 
 def _signal_group(pid: int, sig: int) -> None:
