@@ -46,6 +46,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "token": int, "worker_id": str, "generation": int, "start": (str, bytes), "args": Mapping, "run_dir": str,
     "inbound": str, "mailbox": str, "control": str, "heartbeat_interval": (int, float), "sys_path": tuple,
     "command": (Command, type(None)), "output": (tuple, type(None)), "max_concurrency": int,
+    "mailbox_limit": (int, type(None)), "mailbox_overflow": str,
 }
 
 
