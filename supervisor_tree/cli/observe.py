@@ -46,7 +46,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
 # ---------------------------------------------------------------------- top
 
 
-@click.command()
+@click.command(short_help="Show workers by CPU, memory and load.")
 @click.option("--sort", type=click.Choice(sorted(SORTS)), default="cpu", show_default=True, help="Order of the rows (keys switch it live).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=None, help="Show this many rows.")
 @click.option("--interval", default=1.0, show_default=True, callback=_positive, help="Seconds between refreshes.")
@@ -77,7 +77,7 @@ def top(sort: str, limit: int | None, interval: float, once: bool, duration: flo
 # ---------------------------------------------------------------------- health
 
 
-@click.command()
+@click.command(short_help="Check the tree's health (exit 0, 1, 2).")
 @click.option("--gates", default=None, help="Override gates: p99_ms=5,mailbox=1000,slope=1 (MiB/min).")
 @click.option("--window", default=5.0, show_default=True, help="Seconds of RSS samples for the memory slope (0: skip it).")
 @run_dir_option
@@ -114,7 +114,7 @@ def health(gates: str | None, window: float, run_dir: str | None, config: str | 
 # ---------------------------------------------------------------------- queues
 
 
-@click.command()
+@click.command(short_help="Show the deepest mailboxes and queues.")
 @click.option("--top", "top_n", type=click.IntRange(min=1), default=10, show_default=True, help="How many queues.")
 @run_dir_option
 @config_option
@@ -142,7 +142,7 @@ def queues(top_n: int, run_dir: str | None, config: str | None, as_json: bool) -
 # ---------------------------------------------------------------------- memwatch
 
 
-@click.command()
+@click.command(short_help="Watch each worker's memory for leaks.")
 @click.option("--interval", default=5.0, show_default=True, callback=_positive, help="Seconds between samples.")
 @click.option("--duration", type=float, default=None, callback=_positive, help="Stop after this many seconds (default: Ctrl-C).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True), default=None, help="Write every sample: time, elapsed_s, worker, generation, pid, rss_mib.")

@@ -18,7 +18,7 @@ def _live_run_dir(run_dir: str | None, config: str | None) -> Path:
     return directory
 
 
-@click.command()
+@click.command(short_help="Serve Prometheus metrics of the tree.")
 @click.option("--port", type=click.IntRange(0, 65535), default=9464, show_default=True, help="127.0.0.1 port (0: any free port).")
 @click.option("--max-workers", type=click.IntRange(min=1), default=500, show_default=True, help="Per-worker series cap; the rest sum into worker=\"_other\".")
 @click.option("--duration", type=float, default=None, hidden=True)
@@ -52,7 +52,7 @@ def metrics(port: int, max_workers: int, duration: float | None, parent_pid: int
         exporter.close()
 
 
-@click.command()
+@click.command(short_help="Serve a live web page of the tree.")
 @click.option("--port", type=click.IntRange(0, 65535), default=7420, show_default=True, help="127.0.0.1 port (0: any free port).")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between samples of the tree.")
 @click.option("--profiles-dir", type=click.Path(file_okay=False), default=None, help="Where the page's flame graphs go (default: the node's [profile].dir).")
@@ -95,7 +95,7 @@ def dashboard(port: int, interval: float, profiles_dir: str | None, run_dir: str
         pass
 
 
-@click.command()
+@click.command(short_help="Open a Python REPL attached to the tree.")
 @click.option("--plain", is_flag=True, help="The standard library's REPL even when IPython is installed.")
 @run_dir_option
 @config_option

@@ -30,9 +30,10 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
+from supervisor_tree.config.errors import ConfigError
 from supervisor_tree.config.imports import args_problem, current_name, module_problem, target_problem
 from supervisor_tree.config.ports import read_command
 from supervisor_tree.config.schema import (
@@ -55,8 +56,10 @@ from supervisor_tree.config.schema import (
     WORKER_ONLY_KEYS,
     Table,
     check_int,
+    check_limit,
     check_name,
     check_number,
+    check_port,
     check_string,
     check_string_list,
     check_table,
@@ -93,24 +96,6 @@ __all__ = ["ConfigError", "load_config", "parse_config", "node_spec_from_mapping
 
 ROOT_ID = "root"
 DEFAULT_NODE_NAME = NodeSpec(tree=SupervisorSpec()).name
-
-
-class ConfigError(Exception):
-    """Everything wrong with a config, one line per problem.
-
-    Each line names the file, the key path, the value and what is allowed:
-    ``config.toml: tree.children[2] "db": shutdown must be milliseconds >= 0,
-    "brutal_kill" or "infinity"; got -5``.
-    """
-
-    problems: list[str]
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__(self.problems)
-
-    def __str__(self) -> str:
-        return "\n".join(self.problems)
 
 
 def load_config(path: str | os.PathLike[str], *, check_imports: bool = True) -> NodeSpec:
@@ -319,7 +304,7 @@ class _Reader:
                          start_timeout=t.number("start_timeout", 30.0, above=0), retry=self._retry(t),
                          heartbeat=self._heartbeat(t), command=command,
                          max_concurrency=t.get("max_concurrency", check_max_concurrency, int, None),
-                         mailbox_limit=t.get("mailbox_limit", _check_limit, int, None),
+                         mailbox_limit=t.get("mailbox_limit", check_limit, int, None),
                          mailbox_overflow=t.get("mailbox_overflow", lambda v: check_enum("mailbox_overflow", v, Overflow),
                                                 Overflow, Overflow.BACKPRESSURE))  # fmt: skip
 
@@ -413,7 +398,7 @@ class _Reader:
         if t is None:
             return {"port": None, "max_workers": 500}
         t.reject_unknown(METRICS_KEYS)
-        port = t.get("port", _check_port, int, None)
+        port = t.get("port", check_port, int, None)
         return {"port": port, "max_workers": t.integer("max_workers", 500, at_least=1)}
 
     def _trigger(self, t: Table) -> dict[str, object]:
@@ -439,15 +424,3 @@ class _Reader:
         close = difflib.get_close_matches(worker_id, self.worker_ids, n=1)
         hint = f' (did you mean "{close[0]}"?)' if close else ""
         return f"is not a worker id in the tree{hint}; workers: {', '.join(self.worker_ids) or '(none)'}"
-
-
-def _check_port(value: object) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
-        return None
-    return f"port must be an integer 1..65535 (served on 127.0.0.1); got {value!r}"
-
-
-def _check_limit(value: object) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return None
-    return f"mailbox_limit must be an integer >= 1 (messages waiting in the worker); got {value!r}"

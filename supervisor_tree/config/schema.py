@@ -211,3 +211,15 @@ class Table:
             return None
         assert isinstance(value, Mapping)
         return Table(value, self.where, self._report, prefix=f"{self.name(key)}.")
+
+
+def check_port(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return None
+    return f"port must be an integer 1..65535 (served on 127.0.0.1); got {value!r}"
+
+
+def check_limit(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    return f"mailbox_limit must be an integer >= 1 (messages waiting in the worker); got {value!r}"

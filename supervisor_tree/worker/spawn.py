@@ -47,7 +47,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "inbound": str, "mailbox": str, "control": str, "heartbeat_interval": (int, float), "sys_path": tuple,
     "command": (Command, type(None)), "output": (tuple, type(None)), "max_concurrency": int,
     "mailbox_limit": (int, type(None)), "mailbox_overflow": str,
-}  # a field not listed here is not checked (tests/unit/test_trust.py keeps the table whole)
+}  # a field not listed here is not checked (tests/unit/test_architecture.py keeps the table whole)
 
 
 def check_request(req: object) -> str | None:

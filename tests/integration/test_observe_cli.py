@@ -166,7 +166,7 @@ def test_health_without_a_node_is_critical(tmp_path: Path) -> None:
 
 def test_queues_ranks_a_backlogged_mailbox_and_a_queue_component(healthy: Tree) -> None:
     assert healthy.client.call("jobs", {"op": "put_many", "items": list(range(30))}) == 30
-    for _ in range(60):
+    for _ in range(100):  # 5 s of work waiting: several heartbeats see the backlog
         healthy.client.cast("slow", {"cmd": "sleep", "seconds": 0.05})
 
     def backlog() -> list[dict[str, Any]] | None:
@@ -327,7 +327,8 @@ def test_mailbox_limit_rejects_past_the_limit_and_queues_counts_it(tmp_path: Pat
             c.cast("bounded", {"cmd": "count", "n": i})
         with pytest.raises(CallError, match="MailboxFull.*mailbox_limit 10 reached"):
             c.call("bounded", {"cmd": "echo", "value": 1}, timeout=10.0)  # the newest: rejected, answered at once
-        rows = until(lambda: _json(t.cli("queues", "--json")), lambda r: r and r[0]["lost"] >= 31, "rejections counted")
+        # 42 messages in all; each probe lets at most 10 through (how many depends on arrival): >= 20 refused
+        rows = until(lambda: _json(t.cli("queues", "--json")), lambda r: r and r[0]["lost"] >= 20, "rejections counted")
         assert (rows[0]["worker"], rows[0]["limit"], rows[0]["policy"]) == ("bounded", 10, "reject")
         assert c.call("bounded", {"cmd": "echo", "value": 2}) == 2  # below the limit again
     finally:

@@ -200,11 +200,3 @@ def test_ensure_tightens_an_existing_run_dir_of_ours_and_refuses_one_open_to_oth
     (tmp_path / "file").write_text("")
     with pytest.raises(rundir.RunDirError, match="not a directory"):
         rundir.ensure(tmp_path / "file")
-
-
-def test_the_spawn_request_check_knows_every_field() -> None:
-    import dataclasses
-
-    from supervisor_tree.worker import spawn
-
-    assert {f.name for f in dataclasses.fields(spawn.SpawnRequest)} == set(spawn._FIELD_TYPES)
