@@ -101,15 +101,60 @@ class Backoff:
     reset_after: float = 30.0
 
 
+class RetryWait(enum.StrEnum):
+    """How long a client waits between attempts (tenacity's wait strategies, see client/retry.py)."""
+
+    FIXED = "fixed"  # `initial` every time
+    EXPONENTIAL = "exponential"  # initial * multiplier**(n-1), capped at `max`
+    RANDOM_EXPONENTIAL = "random_exponential"  # uniform in [0, that]: AWS's "full jitter"
+    DECORRELATED = "decorrelated"  # uniform in [initial, 3 * previous], capped: AWS's "decorrelated jitter"
+
+
+class RetryOn(enum.StrEnum):
+    """The failures a retry may cure; anything else comes back to the caller at once."""
+
+    TIMEOUT = "timeout"  # no reply within the attempt's timeout
+    EXITED = "exited"  # the callee's incarnation died before it replied
+    UNAVAILABLE = "unavailable"  # no running incarnation to send to (restarting, not started)
+    BUSY = "busy"  # the callee's mailbox stayed full (backpressure) for the whole attempt
+    ERROR = "error"  # the handler raised (the worker crashed): only for handlers that fail transiently
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How a client retries a call to this child (tenacity, see retry.py)."""
+    """How a client retries a call (tenacity, see client/retry.py): attempts, waits, deadlines.
+
+    A call is retried only when its handler is idempotent (the worker declares it, or the
+    caller says so), only for the failures in `retry_on`, and only while the callee's
+    retry budget (`RetryBudget`) allows.  `deadline` bounds all attempts and waits
+    together; `per_attempt_timeout` bounds one attempt (default: the call's timeout).
+    `jitter` adds a random wait in [0, initial] to the fixed and exponential waits (the
+    random ones are jittered by construction).
+    """
 
     attempts: int = 3
-    wait: str = "exponential"  # "fixed" | "exponential"
+    wait: RetryWait = RetryWait.EXPONENTIAL
     initial: float = 0.05
     max: float = 2.0
     jitter: bool = True
+    multiplier: float = 2.0
+    deadline: float | None = None
+    per_attempt_timeout: float | None = None
+    retry_on: tuple[RetryOn, ...] = (RetryOn.TIMEOUT, RetryOn.EXITED, RetryOn.UNAVAILABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """A callee's retry budget, shared by every caller in the tree (Finagle's, Envoy's).
+
+    Retries to the callee may be at most `ratio` of its first attempts over the last
+    `window` seconds, plus `min_per_s` retries a second (so a quiet callee can still be
+    retried): at 100 % failure the callee sees at most (1 + ratio) x its normal load.
+    """
+
+    ratio: float = 0.2
+    window: float = 10.0
+    min_per_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +186,9 @@ class ChildSpec:
     significant: bool = False
     supervisor: SupervisorSpec | None = None  # the nested tree, for type supervisor
     backoff: Backoff | None = None
-    retry: RetryPolicy | None = None
+    retry: RetryPolicy | None = None  # how callers retry calls to this child (callee side)
+    retry_budget: RetryBudget | None = None  # None: RetryBudget()'s defaults
+    retry_calls: Mapping[str, RetryPolicy] = field(default_factory=dict)  # callee id -> this child's own policy for it
     heartbeat: Heartbeat | None = None  # None: the node's default
     start_timeout: float = 30.0  # seconds for init to say ready; then it is a start error
 

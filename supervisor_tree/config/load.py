@@ -19,7 +19,7 @@ Must not start, fork or connect anything.
     ...     parse_config('[tree]\\n[[tree.children]]\\nid = "c"\\nrestrat = 1', source="config.toml")
     ... except ConfigError as exc:
     ...     print(exc)
-    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat
+    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, retry_budget, retry_calls, heartbeat
     config.toml: tree.children[0] "c": start is required for a worker: "module:Class"
 """
 
@@ -34,14 +34,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from supervisor_tree.config.imports import current_name, module_problem, target_problem
+from supervisor_tree.config.retry import read_budget, read_retry, read_retry_calls, unknown_callee
 from supervisor_tree.config.schema import (
     BACKOFF_KEYS,
     HEARTBEAT_KEYS,
     NODE_KEYS,
     PROFILE_ENGINES,
     PROFILE_KEYS,
-    RETRY_KEYS,
-    RETRY_WAITS,
     SUPERVISOR_KEYS,
     SUPERVISOR_ONLY_KEYS,
     TOP_KEYS,
@@ -168,6 +167,7 @@ class _Reader:
         self.ids: dict[str, str] = {ROOT_ID: "tree"}
         self.worker_ids: list[str] = []
         self._import_problems: dict[str, str | None] = {}
+        self.callees: list[tuple[Table, str]] = []  # (child table, callee id) from retry_calls
 
     def report(self, where: str, message: str) -> None:
         self.problems.append(f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}")
@@ -182,6 +182,8 @@ class _Reader:
             self.report("", "[tree] is required: the root supervisor, with its children as [[tree.children]]")
         tree = self._supervisor(tree_table, "tree") if tree_table else SupervisorSpec()
         profile = self._profile(self._table_at(top, "profile"))
+        for t, callee in self.callees:
+            self._report_if(t, unknown_callee(callee, self.worker_ids))
         if self.problems:
             raise ConfigError(self.problems)
         return NodeSpec(tree=tree, name=name, source=self.source, config_dir=self.config_dir,
@@ -282,8 +284,14 @@ class _Reader:
             "args", lambda v: check_table("args", v, " (keyword arguments for init)"), dict, {})
         return ChildSpec(id=child_id, start=start, args=args, restart=restart, shutdown=shutdown,
                          significant=significant, backoff=backoff,
-                         start_timeout=t.number("start_timeout", 30.0, above=0), retry=self._retry(t),
+                         start_timeout=t.number("start_timeout", 30.0, above=0), retry=read_retry(t),
+                         retry_budget=read_budget(t), retry_calls=self._retry_calls(t),
                          heartbeat=self._heartbeat(t))  # fmt: skip
+
+    def _retry_calls(self, t: Table) -> dict[str, RetryPolicy]:
+        calls = read_retry_calls(t)
+        self.callees += [(t, callee) for callee in calls]  # checked once every worker id is known
+        return calls
 
     def _child_id(self, t: Table, path: str) -> str:
         """Check the id, claim it tree-wide, and name the child by it in later messages."""
@@ -339,20 +347,6 @@ class _Reader:
         if not {"initial", "cap"} & b.bad and cap < initial:
             b.report(f"backoff.cap must be >= backoff.initial ({initial:g}); got {cap:g}")
         return Backoff(initial, factor, cap, b.flag("jitter", d.jitter), b.number("reset_after", d.reset_after, above=0))
-
-    def _retry(self, t: Table) -> RetryPolicy | None:
-        r = t.sub_table("retry")
-        if r is None:
-            return None
-        r.reject_unknown(RETRY_KEYS)
-        d = RetryPolicy()
-        attempts = r.integer("attempts", d.attempts, at_least=1)
-        wait = r.choice("wait", RETRY_WAITS, d.wait)
-        initial = r.number("initial", d.initial, at_least=0)
-        most = r.number("max", d.max, above=0)
-        if not {"initial", "max"} & r.bad and most < initial:
-            r.report(f"retry.max must be >= retry.initial ({initial:g}); got {most:g}")
-        return RetryPolicy(attempts, wait, initial, most, r.flag("jitter", d.jitter))
 
     # -- [profile] --------------------------------------------------------------
 

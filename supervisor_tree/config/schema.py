@@ -29,18 +29,16 @@ FLAG_KEYS = ("strategy", "intensity", "period", "auto_shutdown")
 TREE_KEYS = (*FLAG_KEYS, "children")
 # A child's keys: shared by both types, then the ones only one type may have.
 COMMON_CHILD_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff")
-WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "heartbeat")
+WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "retry_budget", "retry_calls", "heartbeat")
 SUPERVISOR_ONLY_KEYS = TREE_KEYS
 WORKER_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "significant",
-               "start_timeout", "backoff", "retry", "heartbeat")  # fmt: skip
+               "start_timeout", "backoff", "retry", "retry_budget", "retry_calls", "heartbeat")  # fmt: skip
 SUPERVISOR_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff", *TREE_KEYS)
 ALL_CHILD_KEYS = (*WORKER_KEYS, *FLAG_KEYS, "children")
 HEARTBEAT_KEYS = ("interval", "misses")
 BACKOFF_KEYS = ("initial", "factor", "cap", "jitter", "reset_after")
-RETRY_KEYS = ("attempts", "wait", "initial", "max", "jitter")
 PROFILE_KEYS = ("dir", "trigger")
 TRIGGER_KEYS = ("mailbox_depth", "call_p99_ms", "cooldown", "duration", "engine", "workers")
-RETRY_WAITS = ("fixed", "exponential")
 PROFILE_ENGINES = ("py-spy", "yappi")
 
 
