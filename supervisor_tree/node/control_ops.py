@@ -109,7 +109,12 @@ def _ping(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) 
 def _status(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     n = s.node
     tree = supervisor_view(s, "root") if "root" in n.sups else None
-    return {"node": _ping(s, ident, req_id, args), "tree": tree, "stopping": n.stopping}
+    value = {"node": _ping(s, ident, req_id, args), "tree": tree, "stopping": n.stopping}
+    for ext in s.extensions:  # e.g. the retry table: its per-pair figures under "retries"
+        part = getattr(ext, "status_part", None)
+        if part is not None:
+            value.update(part())
+    return value
 
 
 @op("which_children")
