@@ -10,12 +10,15 @@ Imports the wire and the vocabulary, never the node: a client runs in any proces
 
 from supervisor_tree.client.client import Client, Target, find_run_dir
 from supervisor_tree.client.errors import (
+    CalleeBusy,
     CalleeExited,
+    CalleeUnavailable,
     CallError,
     CallTimeout,
     ClientError,
     ControlRefused,
     NodeNotRunning,
+    RetryRefused,
 )
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, RemoteError
 
@@ -33,4 +36,7 @@ __all__ = [
     "CallTimeout",
     "CalleeExited",
     "CallError",
+    "CalleeBusy",
+    "CalleeUnavailable",
+    "RetryRefused",
 ]

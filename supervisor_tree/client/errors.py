@@ -3,10 +3,13 @@
     ClientError                 base of everything below
     ├── NodeNotRunning          no node answers on the run dir's control socket
     ├── ControlRefused          the node answered a control request with an error
+    │   └── CalleeUnavailable   no running incarnation to call (restarting, stopped, gone)
     ├── CallTimeout             no reply within the timeout (also a TimeoutError)
+    │   └── CalleeBusy          the callee's mailbox stayed full for the whole timeout
     ├── CalleeExited            the callee's incarnation died before it replied
-    └── CallError               the worker answered with an error (its handler raised,
-                                or it could not decode the message)
+    ├── CallError               the worker answered with an error (its handler raised,
+    │                           or it could not decode the message)
+    └── RetryRefused            a retry the callee's retry budget did not allow (`.cause`)
 
 Owns nothing but these types: the client, the profiler and the components raise and
 catch them, so this module imports only the wire's error record.
@@ -19,7 +22,8 @@ from __future__ import annotations
 
 from supervisor_tree.wire.channel import RemoteError
 
-__all__ = ["ClientError", "NodeNotRunning", "ControlRefused", "CallTimeout", "CalleeExited", "CallError"]
+__all__ = ["ClientError", "NodeNotRunning", "ControlRefused", "CalleeUnavailable", "CallTimeout", "CalleeBusy",
+           "CalleeExited", "CallError", "RetryRefused"]
 
 
 class ClientError(Exception):
@@ -34,8 +38,16 @@ class ControlRefused(ClientError):
     """The node answered a control request with an error (the message says why)."""
 
 
+class CalleeUnavailable(ControlRefused):
+    """The worker has no running incarnation to call (it is restarting, stopped or gone)."""
+
+
 class CallTimeout(ClientError, TimeoutError):
     pass
+
+
+class CalleeBusy(CallTimeout):
+    """The callee is alive but its mailbox stayed full (backpressure) for the whole timeout."""
 
 
 class CalleeExited(ClientError):
@@ -55,3 +67,15 @@ class CallError(ClientError):
         else:
             text = str(error)
         super().__init__(f"worker {worker_id!r} answered with an error: {text}")
+
+
+class RetryRefused(ClientError):
+    """A call failed and its retry was refused by the callee's retry budget (shared by every caller).
+
+    `cause` is the failure that would have been retried.
+    """
+
+    def __init__(self, worker_id: str, cause: BaseException, budget: str) -> None:
+        super().__init__(f"call to worker {worker_id!r} failed ({type(cause).__name__}: {cause}) and was not retried: "
+                         f"the retry budget of {worker_id!r} is spent ({budget})")
+        self.worker_id, self.cause = worker_id, cause

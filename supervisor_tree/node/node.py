@@ -30,13 +30,14 @@ from pathlib import Path
 import cloudpickle
 import zmq
 
-from supervisor_tree.node import control_ops
+from supervisor_tree.node import control_ops, retry_ops  # noqa: F401  (importing registers their ops)
 from supervisor_tree.node.control import ControlServer
 from supervisor_tree.node.eventlog import EventLog
 from supervisor_tree.node.launchers.base import Launcher
 from supervisor_tree.node.launchers.local import LocalLauncher
 from supervisor_tree.node.plan import NODE, processes_first, standby_for
 from supervisor_tree.node.records import Phase, SupHandle, SupRun, WorkerRec
+from supervisor_tree.node.retries import RetryTable
 from supervisor_tree.node.timers import Timers
 from supervisor_tree.node.worker_events import WorkerEvents
 from supervisor_tree.otp import supervisor as sv
@@ -118,6 +119,7 @@ class Node(WorkerEvents):
         self.pub.bind(rundir.endpoint(self.run_dir, "events"))
         self.events = EventLog(self.run_dir / "events.jsonl", publish=self.pub.send)
         self.control = ControlServer(self, self.ctx, rundir.endpoint(self.run_dir, "control"), control_ops.OPS)
+        self.control.extensions.append(RetryTable(self))  # policies, shared retry budgets, per-pair figures
         if (self.spec.extra.get("profile") or {}).get("trigger"):  # type: ignore[attr-defined]  # [profile.trigger]
             from supervisor_tree.profiling.trigger import TriggerWatcher
             self.control.extensions += TriggerWatcher.from_node(self)
