@@ -28,7 +28,7 @@ import zmq
 
 from supervisor_tree.spec import SHUTDOWN
 from supervisor_tree.wire import channel
-from supervisor_tree.worker import standby
+from supervisor_tree.worker import faults, idempotency, standby
 from supervisor_tree.worker.behaviour import IGNORE, NOREPLY, Worker
 from supervisor_tree.worker.exits import exit_status, write_reason
 from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
@@ -99,6 +99,7 @@ class Incarnation:
             self._open_sockets()
             worker = self._instantiate()
             self._install_signals()
+            faults.before_init(req.run_dir, req.worker_id)  # a chaos run's slow or failing start, if any
             result = worker.init(**dict(req.args))
         except _StopRequested:
             return self._finish(SHUTDOWN, call_terminate=False)
@@ -113,6 +114,9 @@ class Incarnation:
             if self.stop_reason is not None:  # stop() inside init: OTP's {stop, Reason}
                 self._notify(("start_failed", req.worker_id, req.generation, self.pid, repr(self.stop_reason)))
                 return self._finish(self.stop_reason, call_terminate=False)
+            declared = idempotency.declared(worker)
+            if declared:  # before "ready": callers learn which calls they may retry (node/retries.py)
+                self._notify(("declare", req.worker_id, req.generation, self.pid, {"idempotent": declared}))
             self._notify(("ready", req.worker_id, req.generation, self.pid))
             self.heartbeat.start()
             reason = self._serve()
@@ -266,7 +270,8 @@ class Incarnation:
                 timeout = self.timers.wait_ms(timeout)
             for sock, _ in poll(items, timeout):
                 if sock is control:
-                    self._serve_control()
+                    self._serve_control()  # may arm a fault, which wraps the handlers: read them again
+                    handle_call, handle_cast, handle_info = worker.handle_call, worker.handle_cast, worker.handle_info
                 elif sock == wake:  # zmq_poll gives raw fds back as ints
                     _drain_fd(wake)
             if self.halt:
@@ -390,12 +395,14 @@ class Incarnation:
             return "pong"
         if op == "stats":
             return self.stats(reset_window=False)
+        if op == "fault":  # a chaos run's fault (worker/faults.py)
+            return faults.control(self.worker, **kwargs)  # type: ignore[arg-type]
         if op in ("profile_start", "profile_stop"):
             from supervisor_tree.profiling import yappi_engine  # written beside this module; imported only when used
 
             fn: Callable[..., object] = yappi_engine.start if op == "profile_start" else yappi_engine.stop
             return fn(**kwargs)
-        raise ValueError(f"unknown control op {op!r}; expected ping, stats, profile_start or profile_stop")
+        raise ValueError(f"unknown control op {op!r}; expected ping, stats, fault, profile_start or profile_stop")
 
     # -- heartbeats and stats --
 
