@@ -90,6 +90,8 @@ def supervisor_view(server: ControlServer, path: str) -> dict[str, object]:
         "period": spec.period,
         "auto_shutdown": spec.auto_shutdown.value,
         "phase": run.state.phase.name.lower(),
+        "restarts": list(run.state.restarts),  # the intensity window: whole seconds of the node's monotonic clock
+        "clock": int(time.monotonic()),  # that clock's second now (chaos predicts escalations from both)
         "counts": {"specs": counts.specs, "active": counts.active, "supervisors": counts.supervisors, "workers": counts.workers},
         "children": [child_view(server, path, info) for info in children],
     }
