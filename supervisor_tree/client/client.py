@@ -91,6 +91,7 @@ class Client:
     ) -> None:
         self.run_dir = Path(run_dir)
         self.retries = RetryBook(caller or default_caller())  # policies, budget, per-pair figures
+        self.last_attempts = 0  # how many attempts the last call made (1 when it was not retried)
         self.timeout = timeout
         self._own_ctx = context is None
         self.ctx = context or zmq.Context()
@@ -235,12 +236,18 @@ class Client:
         view = book.known.get(worker_id) or book.view(self, worker_id)
         book.count(self, worker_id)
         policy = retry if retry is not None else view.policy
+        self.last_attempts = 1
         if policy is None:
             return self._call_once(worker_id, msg, t)
         safe = is_idempotent(view.idempotent, msg) if idempotent is None else idempotent
-        return call_with_retry(lambda left: self._call_once(worker_id, msg, left), worker_id, policy, t,
-                               idempotent=safe, budget=NodeBudget(book, self), figures=book.pair(worker_id),
-                               crashed=lambda: self._crashed(worker_id))
+        self.last_attempts = 0
+
+        def attempt(left: float) -> Any:
+            self.last_attempts += 1
+            return self._call_once(worker_id, msg, left)
+
+        return call_with_retry(attempt, worker_id, policy, t, idempotent=safe, budget=NodeBudget(book, self),
+                               figures=book.pair(worker_id), crashed=lambda: self._crashed(worker_id))
 
     def _crashed(self, worker_id: str) -> bool:
         """Whether the worker that just answered with an error dies of it (its handler raised)."""
