@@ -13,7 +13,7 @@ from typing import TextIO
 
 import click
 
-from supervisor_tree.cli import lifecycle, retry, tree
+from supervisor_tree.cli import chaos, lifecycle, retry, tree
 from supervisor_tree.cli.profile import profile_command
 
 
@@ -38,5 +38,5 @@ def bench(argv: tuple[str, ...]) -> None:
     sys.exit(bench_main(list(argv)))
 
 
-for command in [*lifecycle.COMMANDS, *tree.COMMANDS, *retry.COMMANDS, profile_command, bench]:
+for command in [*lifecycle.COMMANDS, *tree.COMMANDS, *retry.COMMANDS, *chaos.COMMANDS, profile_command, bench]:
     main.add_command(command)
