@@ -116,6 +116,19 @@ class ChaosReport:
         steady = self.steady_after is not None and self.steady_after.ok
         return steady and self.survived and not self.mismatches and all(g.ok for g in self.gates)
 
+    def summary(self) -> str:
+        """A few lines for an assertion message: the verdict and what made it."""
+        lines = [f"chaos seed {self.seed}: {'passed' if self.passed else 'FAILED'}; tree survived: {self.survived}"]
+        after = self.steady_after
+        if after is None or not after.ok:
+            lines.append("steady state after: " + ("not checked" if after is None else "; ".join(after.problems)))
+        lines += [f"blast radius mismatch #{o.i} {o.fault} {o.target}: {o.blast_detail}" for o in self.mismatches]
+        lines += [f"gate {g.gate} missed: {g.value:g} (limit {g.limit:g})" for g in self.gates if not g.ok]
+        ld = self.load
+        lines.append(f"requests: sent {ld.sent}, succeeded {ld.succeeded}, failed {ld.failed}, lost {ld.lost}, "
+                     f"duplicated {ld.duplicated}")
+        return "\n".join(lines)
+
     def by_kind(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for kind in sorted({o.fault for o in self.outcomes}):

@@ -107,7 +107,8 @@ class _Run:
         self.outcomes: list[FaultOutcome] = []
         self.futures: list[Future[FaultOutcome]] = []
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="chaos-settle")
-        self.clients = threading.local()
+        self.clients = threading.local()  # one Client per settle thread (a Client is not thread-safe)
+        self.clones: list[Client] = []
 
     def others(self, me: Flight) -> list[tuple[float, set[str]]]:
         """The faults whose reports `me` must leave alone: those in flight when it was injected (their
@@ -120,6 +121,8 @@ class _Run:
         c = getattr(self.clients, "c", None)
         if c is None:
             c = self.clients.c = self.client.clone()
+            with self.lock:
+                self.clones.append(c)
         try:
             return settle(flight, self.watch, c, lambda: self.others(flight))
         finally:
@@ -179,6 +182,8 @@ class _Run:
         for fut in self.futures:
             self.outcomes.append(fut.result())
         self.pool.shutdown(wait=True)
+        for c in self.clones:
+            c.close()  # they share the run's context, which cannot end while they hold sockets
         return sorted(self.outcomes, key=lambda o: o.i)
 
 
@@ -188,12 +193,16 @@ def _schedule(options: ChaosOptions, workers: list[str], seed: int) -> Schedule:
     kinds, params = parse_faults(options.faults)
     targets = match_targets(options.targets, workers)
     if not targets:
-        raise ChaosAborted(f"--targets {options.targets!r} matches no worker of the tree; workers: {', '.join(sorted(workers))}")
+        raise ValueError(f"--targets {options.targets!r} matches no worker of the tree; workers: {', '.join(sorted(workers))}")
     return plan(seed, options.rate, options.duration, kinds, targets, params)
 
 
 def run_chaos(options: ChaosOptions, console: Console) -> ChaosReport:
-    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**32)
+    if options.replay is None:
+        parse_faults(options.faults)  # bad options fail before any tree is started
+        seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**32)
+    else:
+        seed = read_log(options.replay).seed
     console.print(f"chaos: seed {seed}" + (f" (replaying {options.replay})" if options.replay else ""))
     with ChaosTree(options.config, options.run_dir) as tree, tree.client() as client:
         status = client.status()

@@ -139,7 +139,7 @@ def plan(seed: int, rate: float, duration: float, kinds: Sequence[FaultKind], ta
             break
         kind = kinds[rng.randrange(len(kinds))]
         target = targets[rng.randrange(len(targets))]
-        decisions.append(Decision(len(decisions), at, kind, target, dict(chosen.get(kind, {}))))
+        decisions.append(Decision(len(decisions), round(at, 6), kind, target, dict(chosen.get(kind, {}))))
     return Schedule(seed, rate, duration, tuple(kinds), tuple(targets), tuple(decisions))
 
 
