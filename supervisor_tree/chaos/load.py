@@ -192,8 +192,9 @@ def ops_for(load: str, workers: list[str], status: dict[str, Any], targets: tupl
 class Load:
     """`threads` loaders, each a closed loop paced to `rate`/threads requests a second."""
 
-    def __init__(self, run_dir: Path, ops: list[Op], threads: int = 4, rate: float = 400.0) -> None:
-        self.run_dir, self.ops, self.rate = run_dir, ops, rate
+    def __init__(self, run_dir: Path, ops: list[Op], threads: int = 4, rate: float = 400.0,
+                 caller: str = "chaos-load") -> None:
+        self.run_dir, self.ops, self.rate, self.caller = run_dir, ops, rate, caller
         self.n = threads if ops else 0
         self._stop = threading.Event()
         self._figures = [LoadFigures() for _ in range(self.n)]
@@ -231,7 +232,7 @@ class Load:
         period = self.n / self.rate if self.rate > 0 else 0.0
         next_at = time.monotonic()
         seq = 0
-        with Client(self.run_dir, caller=f"chaos-load-{i}", timeout=CALL_TIMEOUT) as client:
+        with Client(self.run_dir, caller=f"{self.caller}-{i}", timeout=CALL_TIMEOUT) as client:
             while not self._stop.is_set():
                 if period:
                     next_at += period

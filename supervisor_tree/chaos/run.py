@@ -52,7 +52,7 @@ from supervisor_tree.chaos.tree import ChaosTree
 from supervisor_tree.chaos.watch import EventWatch
 from supervisor_tree.client import Client, ClientError
 
-__all__ = ["ChaosOptions", "run_chaos", "ChaosAborted"]
+__all__ = ["ChaosOptions", "run_chaos", "ChaosAborted", "Injections", "follow_schedule"]
 
 HEAL_S = 60.0  # s for the tree to be steady again after the last fault
 
@@ -95,7 +95,7 @@ def _predict(model: blast.TreeModel, d: Decision) -> list[blast.Prediction]:
     return blast.predictions(model, d.target, abnormal=_abnormal(d.fault), failing_starts=fails, delays=range(late + 1))
 
 
-class _Run:
+class Injections:
     """The state of one run's injection phase (the in-flight faults and the verdicts)."""
 
     def __init__(self, options: ChaosOptions, tree: ChaosTree, client: Client, watch: EventWatch) -> None:
@@ -132,6 +132,8 @@ class _Run:
     def _holds(self, model: blast.TreeModel, d: Decision, predictions: list[blast.Prediction]) -> set[str]:
         """What this fault locks: what it restarts, and a supervisor's window when the outcome depends on
         how the charges of faults in flight and its own add up (an escalation, or no headroom to spare)."""
+        if not d.fault.restarts:
+            return set()  # a slow or a drop restarts nothing: other faults may hit its worker meanwhile
         holds = {d.target}.union(*(p.core() for p in predictions))
         pending: dict[str, int] = {}
         for f in self.flights.values():
@@ -160,7 +162,8 @@ class _Run:
             return self.skip(d, "tree: the root would give up (its intensity); --allow-tree-death to inject it")
         with self.lock:
             holds = self._holds(model, d, predictions)
-            busy = next((i for i, f in self.flights.items() if holds & f.region() or f.holds & touches), None)
+            busy = next((i for i, f in self.flights.items()
+                         if (f.decision.fault.restarts and holds & f.region()) or f.holds & touches), None)
             in_flight_down = set().union(*(f.down() for f in self.flights.values()))
         if busy is not None:
             return self.skip(d, f"busy: its blast radius overlaps fault #{busy}, still settling")
@@ -241,10 +244,10 @@ def _inject_under_load(options: ChaosOptions, schedule: Schedule, tree: ChaosTre
     started = time.monotonic()
     with EventWatch(tree.run_dir) as watch:
         mark = watch.mark()
-        run = _Run(options, tree, client, watch)
+        run = Injections(options, tree, client, watch)
         load.start()
         try:
-            _loop(run, schedule, len(workers), options.progress, console)
+            follow_schedule(run, schedule, len(workers), options.progress, console)
         except KeyboardInterrupt:
             report.interrupted = True
             console.print("chaos: interrupted: no more faults; healing the tree")
@@ -260,7 +263,7 @@ def _inject_under_load(options: ChaosOptions, schedule: Schedule, tree: ChaosTre
     report.gates = options.gates.judge(report)
 
 
-def _loop(run: _Run, schedule: Schedule, n_workers: int, show: bool, console: Console) -> None:
+def follow_schedule(run: Injections, schedule: Schedule, n_workers: int, show: bool, console: Console) -> None:
     t0 = time.monotonic()
     with Progress(TextColumn("chaos"), BarColumn(), TextColumn("{task.fields[note]}"), TimeRemainingColumn(),
                   console=console, disable=not show, transient=True) as progress:

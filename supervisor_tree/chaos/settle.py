@@ -181,6 +181,8 @@ def _no_restart(flight: Flight, watch: EventWatch, outcome: FaultOutcome, others
     if pause > 0:
         time.sleep(pause)  # the fault is in effect for its duration: nothing to wait on but that
     died = watch.wait(_exit_of(d.target, flight.injected.generation), 0, flight.mark)
+    if died is not None and any(float(died["ts"]) >= at and d.target in region for at, region in others()):
+        died = None  # another fault (a kill under this drop) ended it: that fault's business
     outcome.blast_ok = died is None
     outcome.blast_detail = "" if died is None else f"{d.target} exited ({died.get('reason')}) under a {d.fault.value} fault"
     return outcome

@@ -102,4 +102,60 @@ def chaos(config: str | None, duration: float, rate: float, targets: str, faults
         sys.exit(EXIT_FAILED)
 
 
-COMMANDS = [chaos]
+@click.command("tune-retry")
+@click.argument("worker")
+@click.argument("config", required=False)
+@click.option("--faults", default="kill", show_default=True, help="As chaos's --faults (e.g. kill,drop:0.05).")
+@click.option("--fault-rate", type=float, default=1.0, show_default=True, help="Faults per second on WORKER.")
+@click.option("--grid", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A TOML table of arrays: attempts, wait, initial, max, multiplier, jitter, deadline, "
+                   "per_attempt_timeout, retry_on, budget (default: a 32-policy grid).")
+@click.option("--budget", type=float, default=120.0, show_default=True, help="Seconds for the whole sweep.")
+@click.option("--target", default="success>=99.9%,p99<=50ms", show_default=True,
+              help="What a policy must meet: success, p50, p99, amplification, recovery with >= or <=.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The fault schedule's seed (the same for every policy).")
+@click.option("--load", "load", default=None, help="components | echo | module:function (default: WORKER's own workload).")
+@click.option("--load-rate", type=float, default=200.0, show_default=True)
+@click.option("--apply", is_flag=True, help="Set the recommended policy on the running tree.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write every measured point as JSON here.")
+@run_dir_option
+def tune_retry(worker: str, config: str | None, faults: str, fault_rate: float, grid: Path | None, budget: float,
+               target: str, seed: int, load: str | None, load_rate: float, apply: bool, report_path: Path | None,
+               run_dir: str | None) -> None:
+    """Sweep retry policies for WORKER under injected faults and recommend the cheapest that meets --target.
+
+    Every policy is measured with real calls to the real worker while the same seeded
+    faults hit it; prints the frontier, the TOML to paste, and (with --apply) sets it live.
+    Exit 1 when no policy meets the target.
+    """
+    from supervisor_tree.chaos.tree import TreeError
+    from supervisor_tree.chaos.tuning import TuneOptions, parse_target, render, tune
+
+    try:
+        parse_target(target)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if budget <= 0 or fault_rate < 0 or load_rate <= 0:
+        fail("--budget and --load-rate must be > 0, --fault-rate >= 0", EXIT_USAGE)
+    options = TuneOptions(worker=worker, config=config, run_dir=run_dir, faults=faults, fault_rate=fault_rate,
+                          grid=grid, budget=budget, target=target, seed=seed, load=load, load_rate=load_rate, apply=apply)
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    try:
+        result = tune(options, console)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except (TreeError, ClientError) as exc:
+        fail(f"tune-retry: {exc}", EXIT_FAILED)
+    render(result, options, console)
+    if report_path is not None:
+        report_path.write_text(json.dumps({
+            "worker": worker, "target": target, "sampled": result.sampled, "full_failure": result.full_failure,
+            "recommended": result.recommended.fields if result.recommended else None, "toml": result.toml,
+            "points": [{"policy": p.fields, **p.measures(), "requests": p.requests, "refused": p.refused,
+                        "frontier": p in result.frontier} for p in result.points]}, indent=2) + "\n")
+    if result.recommended is None:
+        sys.exit(EXIT_FAILED)
+
+
+COMMANDS = [chaos, tune_retry]

@@ -116,7 +116,7 @@ class RetryTable:
     # -- effective settings --
 
     def effective(self, caller: str, callee: str) -> Effective:
-        if (caller, callee) in self.live:
+        if caller != EVERYONE and (caller, callee) in self.live:
             return Effective(self.live[(caller, callee)], f"live, for caller {caller}")
         caller_spec = self.spec_of(caller)
         if caller_spec is not None and callee in caller_spec.retry_calls:
@@ -163,8 +163,9 @@ class RetryTable:
         self.version += 1
 
     def set_budget(self, callee: str, budget: RetryBudget) -> None:
+        """A live budget starts a fresh window (what the callee saw under the old one does not count)."""
         self.live_budgets[callee] = budget
-        self.budget(callee).budget = budget
+        self.budgets[callee] = WindowBudget(budget)
         self.version += 1
 
     def reset(self, caller: str | None, callee: str) -> None:

@@ -101,11 +101,15 @@ def test_at_full_failure_the_budget_keeps_retries_within_its_ratio(tree: Tree) -
 
 def test_concurrent_callers_are_counted_exactly(tree: Tree) -> None:
     calls, threads = 40, 4
+    gave_up = [0] * threads
 
     def caller(i: int) -> None:
         with Client(tree.run_dir, caller=f"crowd-{i}") as c:
             for _ in range(calls):
-                assert c.call("p", ECHO) == 7
+                try:
+                    assert c.call("p", ECHO) == 7
+                except CallTimeout:  # three drops in a row: rare, and counted below
+                    gave_up[i] += 1
 
     tree.client.control_worker("p", "fault", {"kind": "drop", "probability": 0.1, "duration": 60, "seed": 3})
     workers = [threading.Thread(target=caller, args=(i,)) for i in range(threads)]
@@ -117,7 +121,8 @@ def test_concurrent_callers_are_counted_exactly(tree: Tree) -> None:
     rows = [pair(tree, f"crowd-{i}", "p") for i in range(threads)]
     assert [r["requests"] for r in rows] == [calls] * threads
     assert all(r["attempts"] == r["requests"] + r["retries"] for r in rows)
-    assert sum(r["recovered"] for r in rows) >= 1 and sum(r["gave_up"] for r in rows) == 0
+    assert [r["gave_up"] for r in rows] == gave_up
+    assert sum(r["recovered"] for r in rows) >= 1
 
 
 def test_retry_set_changes_a_running_tree_and_is_an_event(tree: Tree) -> None:
