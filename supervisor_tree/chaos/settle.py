@@ -43,6 +43,9 @@ class Flight:
     holds: set[str]  # what no other fault may touch while this one is in flight
 
     def region(self) -> set[str]:
+        """What its reports may be about: none for a slow or a drop (they restart nothing)."""
+        if not self.decision.fault.restarts:
+            return set()
         out: set[str] = {self.decision.target}
         for p in self.predictions:
             out |= p.region()
@@ -183,6 +186,8 @@ def _no_restart(flight: Flight, watch: EventWatch, outcome: FaultOutcome, others
     died = watch.wait(_exit_of(d.target, flight.injected.generation), 0, flight.mark)
     if died is not None and any(float(died["ts"]) >= at and d.target in region for at, region in others()):
         died = None  # another fault (a kill under this drop) ended it: that fault's business
+    if died is not None and str(died.get("reason", "")).startswith(("shutdown", "{shutdown")):
+        died = None  # asked to stop (a pool letting a member go): not something a slow or a drop does
     outcome.blast_ok = died is None
     outcome.blast_detail = "" if died is None else f"{d.target} exited ({died.get('reason')}) under a {d.fault.value} fault"
     return outcome

@@ -179,6 +179,8 @@ def call_with_retry(attempt: Callable[[float], T], worker_id: str, policy: Retry
     """
     run = _Run()
     start = time.monotonic()
+    if not idempotent:  # one attempt, whatever the policy: its timeouts are for attempts that can be repeated
+        policy = RetryPolicy(attempts=1, retry_on=policy.retry_on)
     per_attempt = policy.per_attempt_timeout or timeout
 
     def one_attempt() -> T:
