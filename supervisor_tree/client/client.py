@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
-import select
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from supervisor_tree.client.errors import (
 from supervisor_tree.client.retry import call_with_retry, died_soon, is_idempotent
 from supervisor_tree.spec import RetryPolicy
 from supervisor_tree.wire import rundir
-from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply
+from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply, readable
 
 if TYPE_CHECKING:
     from supervisor_tree.profiling.remote import AllResult, ProfileResult
@@ -64,8 +63,7 @@ class Target:
     def dead(self) -> bool:
         if self.pidfd is None:
             return True
-        readable, _, _ = select.select([self.pidfd], [], [], 0)
-        return bool(readable)
+        return readable(self.pidfd)
 
     def close(self) -> None:
         if self.pidfd is not None:
@@ -200,10 +198,17 @@ class Client:
                 raise CalleeUnavailable(str(exc)) from None
             raise
         if cached is not None:
-            cached.close()
+            self._let_go(cached)
         target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], info.get("retry"), _open_pidfd(info["pid"]))
         self._targets[worker_id] = target
         return target
+
+    def _let_go(self, target: Target) -> None:
+        """A dead incarnation: its pidfd, and the sockets to its endpoints (each restart has new ones)."""
+        target.close()
+        if self._caller is not None:
+            self._caller.forget(target.mailbox)
+            self._caller.forget(target.control)
 
     def _live_target(self, worker_id: str, deadline: float) -> Target:
         target = self._targets.get(worker_id)
@@ -278,7 +283,7 @@ class Client:
                     return got.value
                 raise CallError(worker_id, got.value)
             self._targets.pop(worker_id, None)
-            target.close()
+            self._let_go(target)
             reason = self._last_exit(worker_id)
             raise CalleeExited(worker_id, target.pid, target.generation, reason)
 

@@ -22,7 +22,6 @@ as it was raised, with a note saying how many attempts were made.
 from __future__ import annotations
 
 import random
-import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -39,6 +38,7 @@ from supervisor_tree.client.errors import (
     RetryRefused,
 )
 from supervisor_tree.spec import RetryOn, RetryPolicy, RetryWait
+from supervisor_tree.wire.channel import readable
 
 __all__ = ["Budget", "Figures", "failure_kind", "op_name", "is_idempotent", "wait_strategy", "call_with_retry",
            "Idempotency"]
@@ -158,8 +158,7 @@ def died_soon(pidfd: int | None, grace: float = 0.1) -> bool:
     """Whether the process behind `pidfd` exits within `grace` s (a handler that raised takes its worker down)."""
     if pidfd is None:
         return True
-    readable, _, _ = select.select([pidfd], [], [], grace)
-    return bool(readable)
+    return readable(pidfd, grace)
 
 
 @dataclass(slots=True)
