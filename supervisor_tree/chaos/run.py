@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,8 +108,6 @@ class Injections:
         self.outcomes: list[FaultOutcome] = []
         self.futures: list[Future[FaultOutcome]] = []
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="chaos-settle")
-        self.clients = threading.local()  # one Client per settle thread (a Client is not thread-safe)
-        self.clones: list[Client] = []
 
     def others(self, me: Flight) -> list[tuple[float, set[str]]]:
         """The faults whose reports `me` must leave alone: those in flight when it was injected (their
@@ -118,14 +117,15 @@ class Injections:
         return later + [(0.0, region) for region in me.beside]
 
     def _follow(self, flight: Flight) -> FaultOutcome:
-        c = getattr(self.clients, "c", None)
-        if c is None:
-            c = self.clients.c = self.client.clone()
-            with self.lock:
-                self.clones.append(c)
+        c = self.client.clone()  # one per fault: a Client is not thread-safe, and keeps a socket per incarnation
         try:
             return settle(flight, self.watch, c, lambda: self.others(flight))
+        except Exception as exc:  # noqa: BLE001 - a bug in the check: reported as a failed check, the run goes on
+            d = flight.decision
+            return FaultOutcome(d.i, d.fault.value, d.target, d.at, "injected", blast_ok=False,
+                                blast_detail=f"chaos could not check this fault: {_where(exc)}")
         finally:
+            c.close()
             with self.lock:
                 self.flights.pop(flight.decision.i, None)
 
@@ -185,9 +185,14 @@ class Injections:
         for fut in self.futures:
             self.outcomes.append(fut.result())
         self.pool.shutdown(wait=True)
-        for c in self.clones:
-            c.close()  # they share the run's context, which cannot end while they hold sockets
         return sorted(self.outcomes, key=lambda o: o.i)
+
+
+def _where(exc: BaseException) -> str:
+    """`ValueError: ... (settle.py:123)`: enough to find the bug from a report."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    last = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{last}"
 
 
 def _schedule(options: ChaosOptions, workers: list[str], seed: int) -> Schedule:
@@ -251,10 +256,13 @@ def _inject_under_load(options: ChaosOptions, schedule: Schedule, tree: ChaosTre
         except KeyboardInterrupt:
             report.interrupted = True
             console.print("chaos: interrupted: no more faults; healing the tree")
-        report.outcomes = run.finish()
-        report.healed = run.injector.heal(workers)
-        report.steady_after = wait_steady(client, HEAL_S)
-        report.load = load.stop()
+        finally:  # whatever happened: the faults in flight judged, the tree healed, the load stopped
+            try:
+                report.outcomes = run.finish()
+                report.healed = run.injector.heal(workers)
+                report.steady_after = wait_steady(client, HEAL_S)
+            finally:
+                report.load = load.stop()
         report.supervisors = {sup: dict(c) for sup, c in watch.counts(mark).items()}
     report.survived = tree.running() and report.steady_after is not None and not any(
         "root supervisor has exited" in p for p in report.steady_after.problems)
@@ -272,7 +280,12 @@ def follow_schedule(run: Injections, schedule: Schedule, n_workers: int, show: b
             while (pause := t0 + d.at - time.monotonic()) > 0:
                 time.sleep(min(pause, 0.25))  # the schedule's clock: each decision has its time
                 progress.update(task, completed=min(schedule.duration, time.monotonic() - t0))
-            run.one(d, n_workers)
+            try:
+                run.one(d, n_workers)
+            except ClientError as exc:
+                run.skip(d, f"node: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a bug in the prediction: reported, the run goes on
+                run.skip(d, f"chaos could not prepare this fault: {_where(exc)}")
             injected = len(run.futures)
             progress.update(task, completed=min(schedule.duration, time.monotonic() - t0),
                             note=f"{injected} injected, {len(run.outcomes)} skipped")

@@ -61,7 +61,7 @@ class Ctx:
         run_dir = self.run_dir
         if not rundir.is_locked(run_dir):
             fail(f"no node is running in {run_dir} (start one with `supervise start`, or pass --run-dir)", EXIT_NO_NODE)
-        return Client(run_dir, timeout=timeout)
+        return Client(run_dir, timeout=timeout, caller="cli")  # one caller in the node's retry figures
 
 
 def run_client(fn: Any) -> Any:
