@@ -7,7 +7,7 @@ same faults at the same moments), and measures success rate, p50/p99 latency, lo
 amplification (attempts per request, from the node's retry figures) and recovery
 time after a crash.  It keeps the Pareto frontier (success up, p99 down, amplification
 down), recommends the cheapest frontier policy that meets `--target` (least
-amplification, then fewest attempts, then lowest p99), checks it once more at 100 %
+amplification to 0.01, then fewest attempts, then lowest p99), checks it once more at 100 %
 failure (every message dropped: the budget must hold amplification to 1 + ratio, plus
 its floor), prints it as the TOML to paste, and sets it live with `--apply` (else the
 worker's policy goes back to what it was).  A grid larger than the budget allows is
@@ -227,8 +227,10 @@ def tune(options: TuneOptions, console: Console) -> TuneResult:
                 console.print(f"  {n + 1:>3}/{len(points)} {point.label():<62} success {point.success:7.3f}% "
                               f"p99 {point.p99} ms  amp {point.amplification:.3f}")
             result.frontier = _frontier(result.points)
+            # cheapest: the least amplification measured (to 0.01: below that it is noise), then the
+            # fewest attempts (the most it can cost when everything fails), then the lowest p99
             fits = sorted((p for p in result.frontier if meets(p, target)),
-                          key=lambda p: (p.amplification, int(p.fields["attempts"]), p.p99 or 0.0))  # type: ignore[call-overload]
+                          key=lambda p: (round(p.amplification, 2), int(p.fields["attempts"]), p.p99 or 0.0))  # type: ignore[call-overload]
             result.recommended = best = fits[0] if fits else None
             if best is not None:
                 result.full_failure = _full_failure(options, tree, client, best, len(points), console)
@@ -243,15 +245,15 @@ def _full_failure(options: TuneOptions, tree: ChaosTree, client: Client, best: P
     """The recommended policy with every message dropped: what the budget lets through.
 
     The budget (set afresh, so its window holds only this phase) allows retries up to
-    ratio x requests + min_per_s x the time elapsed (capped at its window): that bound, as
-    attempts per request, is `allowed`.
+    ratio x requests + min_per_s x its window (the floor is there from the start): that
+    bound, as attempts per request, is `allowed`.
     """
     seconds = 2 * MIN_SLICE
     drop = [Decision(0, 0.0, FaultKind.DROP, options.worker, {"probability": 1.0, "duration": seconds})]
     worst = _measure(options, tree, client, best.fields, n, seconds, drop, console, threads=8)
     budget = RetryBudget(ratio=float(best.fields["budget"]))  # type: ignore[arg-type]
     requests = max(1, worst.requests)
-    allowed = 1 + (budget.ratio * requests + budget.min_per_s * min(budget.window, seconds)) / requests
+    allowed = 1 + (budget.ratio * requests + budget.min_per_s * budget.window) / requests
     return {"amplification": worst.amplification, "allowed": round(allowed, 4), "budget_ratio": budget.ratio,
             "requests": worst.requests, "refused": worst.refused,
             "within": float(worst.amplification <= allowed + 0.01)}
