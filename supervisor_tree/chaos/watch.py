@@ -37,7 +37,8 @@ Event = dict[str, Any]
 class EventWatch:
     def __init__(self, run_dir: Path, context: zmq.Context[Any] | None = None) -> None:
         self.run_dir = Path(run_dir)
-        self._ctx = context or zmq.Context.instance()
+        self._own_ctx = context is None  # a context of its own, ended at close: nothing left behind in the process
+        self._ctx = context or zmq.Context()
         self._events: list[Event] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -59,6 +60,8 @@ class EventWatch:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5.0)
+        if self._own_ctx and not self._thread.is_alive():
+            self._ctx.term()
 
     def _run(self) -> None:
         sub = self._ctx.socket(zmq.SUB)
