@@ -117,7 +117,8 @@ def test_a_crash_looping_worker_escalates_as_otp_says_and_the_report_shows_where
 
     decision["params"] = {"fails": 40}  # past root's intensity too: the whole tree would stop
     log.write_text(json.dumps(header) + "\n" + json.dumps(decision) + "\n")
-    done = tree.cli("chaos", "--replay", str(log), "--load", "none", "--report", str(tmp_path / "r2.json"), timeout=150)
+    done = tree.cli("chaos", "--replay", str(log), "--load", "none", "--report", str(tmp_path / "r2.json"),
+                    "--log", str(tmp_path / "again2.jsonl"), timeout=150)
     (outcome,) = report_of(tmp_path / "r2.json")["outcomes"]
     assert outcome["status"] == "skipped" and outcome["reason"].startswith("tree: the root would give up")
     assert done.returncode == 0 and tree.running()
