@@ -15,8 +15,9 @@ from supervisor_tree.spec import *  # noqa: F403 - the public vocabulary: specs,
 from supervisor_tree.worker.behaviour import IGNORE as IGNORE  # "as": explicit re-exports
 from supervisor_tree.worker.behaviour import NOREPLY as NOREPLY
 from supervisor_tree.worker.behaviour import Worker as Worker
+from supervisor_tree.worker.idempotency import idempotent as idempotent
 
-__all__ = ["Worker", "IGNORE", "NOREPLY"] + sorted(
+__all__ = ["Worker", "IGNORE", "NOREPLY", "idempotent"] + sorted(
     name
     for name, value in vars(_spec).items()
     if not name.startswith("_")

@@ -22,6 +22,12 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+# the retry vocabulary, re-exported: a child's retry, retry_budget and retry_calls use it
+from supervisor_tree.retry_spec import RetryBudget as RetryBudget
+from supervisor_tree.retry_spec import RetryOn as RetryOn
+from supervisor_tree.retry_spec import RetryPolicy as RetryPolicy
+from supervisor_tree.retry_spec import RetryWait as RetryWait
+
 
 class Strategy(enum.Enum):
     ONE_FOR_ONE = "one_for_one"
@@ -112,17 +118,6 @@ class Backoff:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How a client retries a call to this child (tenacity, see retry.py)."""
-
-    attempts: int = 3
-    wait: str = "exponential"  # "fixed" | "exponential"
-    initial: float = 0.05
-    max: float = 2.0
-    jitter: bool = True
-
-
-@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """A worker beats every `interval` s; `misses` beats in a row missed means it hung."""
 
@@ -187,7 +182,9 @@ class ChildSpec:
     significant: bool = False
     supervisor: SupervisorSpec | None = None  # the nested tree, for type supervisor
     backoff: Backoff | None = None
-    retry: RetryPolicy | None = None
+    retry: RetryPolicy | None = None  # how callers retry calls to this child (callee side)
+    retry_budget: RetryBudget | None = None  # None: RetryBudget()'s defaults
+    retry_calls: Mapping[str, RetryPolicy] = field(default_factory=dict)  # callee id -> this child's own policy for it
     heartbeat: Heartbeat | None = None  # None: the node's default
     start_timeout: float = 30.0  # seconds for init to say ready; then it is a start error
     command: Command | None = None  # an external program instead of `start` (a port)

@@ -124,6 +124,8 @@ class PoolManager(Component):
     member_args (extra args for each member), events_poll (s, 0.02).
     """
 
+    idempotent_calls = frozenset({"stats"})  # a task may not be: `call(..., idempotent=True)` for one that is
+
     def init(self, members: str = "pool_members", size: int = 10, max_overflow: int = 5, overflow_ttl: float = 1.0,
              member_args: dict[str, Any] | None = None, events_poll: float = 0.02) -> None:
         if size < 1 or max_overflow < 0:

@@ -77,6 +77,8 @@ def _reason(value: object) -> object:
 
 
 class Puppet(Worker):
+    idempotent_calls = frozenset({"echo", "info", "count", "sleep"})  # reads: a caller may retry them
+
     def init(  # named args where the base takes **args
         self, start_delay: float = 0, fail_starts: int = 0, counter_file: str | None = None,
         ignore_start: bool = False, on_shutdown: str = "die", **extra: object,

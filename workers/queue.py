@@ -102,6 +102,8 @@ class Queue(Component):
     watch_interval (s, 0.05): how often consumers' deaths are looked for.
     """
 
+    idempotent_calls = frozenset({"depth", "high_water", "stats"})  # put and get are not: a retry may move an item twice
+
     def init(self, capacity: int = 1000, visibility_timeout: float | None = 30.0, watch_interval: float = 0.05) -> None:
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be an integer >= 1; got {capacity!r}")

@@ -94,6 +94,8 @@ class Registry(Component):
     between requests (every request reads them first anyway).
     """
 
+    idempotent_calls = frozenset({"whereis", "list", "stats"})  # reads: a caller may retry them
+
     def init(self, events_poll: float = 0.05) -> None:
         self.names: dict[str, tuple[str, int, int]] = {}  # name -> (worker id, generation, pid)
         self.by_worker: dict[str, set[str]] = {}  # worker id -> its names

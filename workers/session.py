@@ -48,6 +48,9 @@ class Session(Component):
     session; true: get does too), sweep_interval (s, default 1.0).
     """
 
+    # Reads, and writes that leave the same state when repeated (update merges the same data again).
+    idempotent_calls = frozenset({"get", "touch", "update", "count", "stats"})
+
     def init(self, ttl: float = 1800.0, sliding: bool = False, sweep_interval: float = 1.0) -> None:
         if not ttl > 0 or not sweep_interval > 0:
             raise ValueError(f"ttl and sweep_interval must be > 0 seconds; got ttl={ttl!r}, sweep_interval={sweep_interval!r}")

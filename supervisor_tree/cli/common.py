@@ -66,7 +66,7 @@ class Ctx:
             fail(f"run dir {run_dir}: {problem}; choose another with --run-dir or SUPERVISE_RUN_DIR", EXIT_USAGE)
         if not rundir.is_locked(run_dir):
             fail(f"no node is running in {run_dir} (start one with `supervise start`, or pass --run-dir)", EXIT_NO_NODE)
-        return Client(run_dir, timeout=timeout)
+        return Client(run_dir, timeout=timeout, caller="cli")  # one caller in the node's retry figures
 
 
 def run_client(fn: Any) -> Any:

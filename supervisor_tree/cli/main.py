@@ -14,7 +14,7 @@ from typing import TextIO
 
 import click
 
-from supervisor_tree.cli import lifecycle, logs, observe, reload, serve, tree
+from supervisor_tree.cli import chaos, lifecycle, logs, observe, reload, retry, serve, tree
 from supervisor_tree.cli.common import EXIT_USAGE, fail
 from supervisor_tree.cli.profile import profile_command
 from supervisor_tree.wire import rundir
@@ -55,5 +55,5 @@ def bench(argv: tuple[str, ...]) -> None:
 
 
 for command in [*lifecycle.COMMANDS, *tree.COMMANDS, *logs.COMMANDS, *reload.COMMANDS, *observe.COMMANDS, *serve.COMMANDS,
-                profile_command, bench]:
+                *retry.COMMANDS, *chaos.COMMANDS, profile_command, bench]:
     main.add_command(command)

@@ -8,17 +8,21 @@
 Imports the wire and the vocabulary, never the node: a client runs in any process.
 """
 
-from supervisor_tree.client.client import Client, Target, find_run_dir
+from supervisor_tree.client.client import Client, find_run_dir
 from supervisor_tree.client.errors import (
+    CalleeBusy,
     CalleeExited,
+    CalleeUnavailable,
     CallError,
     CallTimeout,
     ClientError,
     ControlRefused,
     NodeNotRunning,
     NotAWorker,
+    RetryRefused,
     UntrustedRunDir,
 )
+from supervisor_tree.client.target import Target
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, RemoteError
 
 __all__ = [
@@ -37,4 +41,7 @@ __all__ = [
     "CalleeExited",
     "CallError",
     "NotAWorker",
+    "CalleeBusy",
+    "CalleeUnavailable",
+    "RetryRefused",
 ]

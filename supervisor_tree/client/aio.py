@@ -25,8 +25,9 @@ from typing import Any, cast
 
 import zmq
 
-from supervisor_tree.client.client import Client, Target
+from supervisor_tree.client.client import Client
 from supervisor_tree.client.errors import CalleeExited, CallError, CallTimeout, ClientError
+from supervisor_tree.client.target import Target
 from supervisor_tree.wire.channel import Caller, Malformed, PeerBusy, PeerUnavailable, Reply, decode
 
 __all__ = ["AsyncClient"]
@@ -104,12 +105,7 @@ class AsyncClient:
         left = max(0.001, deadline - loop.time())
         info = await loop.run_in_executor(self._thread, lambda: self._names.control(
             "resolve", left + 0.5, id=worker_id, after_generation=after, timeout=left))
-        try:
-            pidfd: int | None = os.pidfd_open(info["pid"])
-        except ProcessLookupError:
-            pidfd = None
-        found = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"],
-                       info.get("retry"), pidfd, info.get("command"))
+        found = Target.of_answer(worker_id, info)  # the policy rebuilt from JSON, its pidfd opened
         self._targets[worker_id] = found
         self._watch(found)
         return found

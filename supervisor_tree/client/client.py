@@ -22,26 +22,28 @@ from __future__ import annotations
 
 import itertools
 import os
-import select
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from supervisor_tree.client.book import NodeBudget, RetryBook, default_caller
 from supervisor_tree.client.errors import (
+    CalleeBusy,
     CalleeExited,
+    CalleeUnavailable,
     CallError,
     CallTimeout,
     ClientError,
     ControlRefused,
     NodeNotRunning,
-    NotAWorker,
     UntrustedRunDir,
 )
+from supervisor_tree.client.retry import call_with_retry, died_soon, is_idempotent
+from supervisor_tree.client.target import Target
 from supervisor_tree.spec import RetryPolicy
 from supervisor_tree.wire import auth, rundir
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply
@@ -52,45 +54,6 @@ if TYPE_CHECKING:
     from supervisor_tree.profiling.remote import AllResult, ProfileResult
 
 
-@dataclass
-class Target:
-    """A resolved incarnation: its pid, generation, endpoints, and a pidfd that tells when it died."""
-
-
-    worker_id: str
-    pid: int
-    generation: int
-    mailbox: str
-    control: str
-    retry: RetryPolicy | None
-    pidfd: int | None
-    command: str | None = None  # an external program (a port): it has a pid, but no mailbox
-
-    def refuse_messages(self) -> None:
-        """Raise NotAWorker for an external program: only Python workers take calls and casts."""
-        if self.command is not None:
-            raise NotAWorker(f"worker {self.worker_id!r} runs a program ({self.command}): it takes no calls, "
-                             "casts or control requests; its pid, signals, events and logs are all there is")
-
-    def dead(self) -> bool:
-        if self.pidfd is None:
-            return True
-        readable, _, _ = select.select([self.pidfd], [], [], 0)
-        return bool(readable)
-
-    def close(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-
-
-def _open_pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None
-
-
 class Client:
     def __init__(
         self,
@@ -98,8 +61,11 @@ class Client:
         *,
         context: zmq.Context[Any] | None = None,
         timeout: float = 5.0,
+        caller: str | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.retries = RetryBook(caller or default_caller())  # policies, budget, per-pair figures
+        self.last_attempts = 0  # how many attempts the last call made (1 when it was not retried)
         self.timeout = timeout
         self._own_ctx = context is None
         self.ctx = context or zmq.Context()
@@ -118,6 +84,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        if any(self.retries.figures.values()) and self._ctl is not None and self.node_running():
+            self.retries.flush(self, wait=0.5)  # the last figures, for the node's per-pair report
         for t in self._targets.values():
             t.close()
         self._targets.clear()
@@ -250,17 +218,27 @@ class Client:
         cached = self._targets.get(worker_id)
         if cached is not None and cached.generation > after_generation and not cached.dead():
             return cached
-        info = self.control("resolve", t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
+        try:
+            info = self.control("resolve", t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
+        except ControlRefused as exc:
+            # control._try_resolve's refusals: "not running", "is gone", "timeout: ... not running after"
+            if "not running" in str(exc) or "is gone" in str(exc):
+                raise CalleeUnavailable(str(exc)) from None
+            raise
         if cached is not None:
-            cached.close()
-        retry = info.get("retry")  # the child's RetryPolicy, as JSON
-        policy = RetryPolicy(**retry) if isinstance(retry, dict) else None
-        target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], policy,
-                        _open_pidfd(info["pid"]), info.get("command"))
+            self._let_go(cached)
+        target = Target.of_answer(worker_id, info)
         if info.get("mailbox_limit"):  # a bounded mailbox under backpressure: bound our send queue to it as well
             self.caller.peer_hwm[target.mailbox] = int(info["mailbox_limit"])
         self._targets[worker_id] = target
         return target
+
+    def _let_go(self, target: Target) -> None:
+        """A dead incarnation: its pidfd, and the sockets to its endpoints (each restart has new ones)."""
+        target.close()
+        if self._caller is not None:
+            self._caller.forget(target.mailbox)
+            self._caller.forget(target.control)
 
     def _live_target(self, worker_id: str, deadline: float) -> Target:
         target = self._targets.get(worker_id)
@@ -278,23 +256,38 @@ class Client:
 
     # ------------------------------------------------------------------ calls and casts
 
-    def call(self, worker_id: str, msg: object, timeout: float | None = None, retry: RetryPolicy | None = None) -> Any:
+    def call(self, worker_id: str, msg: object, timeout: float | None = None, retry: RetryPolicy | None = None,
+             idempotent: bool | None = None) -> Any:
         """Send `msg` to the worker's handle_call and return its reply.
 
-        `retry`: how to retry a callee that died or a timeout; default: the child's
-        `retry` from the config (known once this client has resolved the worker, i.e.
-        from its second call on), else no retry.
+        `retry`: how to retry a failure a new attempt may cure (retry.py); default: the
+        node's effective policy for this caller and callee (the caller's `retry_calls`,
+        else the callee's `retry`, else none; changed live by `supervise retry set`).
+        A call is retried only when `idempotent` (default: as the worker declares its
+        handlers) and while the callee's shared retry budget allows.
         """
-        target = self._targets.get(worker_id)
-        policy = retry or (target.retry if target is not None else None)
+        t = self.timeout if timeout is None else timeout
+        book = self.retries
+        view = book.known.get(worker_id) or book.view(self, worker_id)
+        book.count(self, worker_id)
+        policy = retry if retry is not None else view.policy
+        self.last_attempts = 1
         if policy is None:
-            return self._call_once(worker_id, msg, timeout)
-        from supervisor_tree.client.retry import retrying
+            return self._call_once(worker_id, msg, t)
+        safe = is_idempotent(view.idempotent, msg) if idempotent is None else idempotent
+        self.last_attempts = 0
 
-        for attempt in retrying(policy):
-            with attempt:
-                return self._call_once(worker_id, msg, timeout)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        def attempt(left: float) -> Any:
+            self.last_attempts += 1
+            return self._call_once(worker_id, msg, left)
+
+        return call_with_retry(attempt, worker_id, policy, t, idempotent=safe, budget=NodeBudget(book, self),
+                               figures=book.pair(worker_id), crashed=lambda: self._crashed(worker_id))
+
+    def _crashed(self, worker_id: str) -> bool:
+        """Whether the worker that just answered with an error dies of it (its handler raised)."""
+        target = self._targets.get(worker_id)
+        return target is not None and died_soon(target.pidfd)
 
     def _call_once(self, worker_id: str, msg: object, timeout: float | None) -> Any:
         t = self.timeout if timeout is None else timeout
@@ -321,7 +314,7 @@ class Client:
                     return got.value
                 raise CallError(worker_id, got.value)
             self._targets.pop(worker_id, None)
-            target.close()
+            self._let_go(target)
             reason = self._last_exit(worker_id)
             raise CalleeExited(worker_id, target.pid, target.generation, reason)
 
@@ -368,15 +361,22 @@ class Client:
             if target.dead():
                 target.close()
                 return  # it died meanwhile: the caller's loop resolves the next incarnation
-            raise CallTimeout(f"worker {worker_id!r}'s mailbox stayed full (backpressure) past the timeout")
+            raise CalleeBusy(f"worker {worker_id!r}'s mailbox stayed full (backpressure) past the timeout")
 
     def control_worker(self, worker_id: str, op: str, kwargs: dict[str, object], timeout: float = 10.0) -> Any:
         """A control operation served by the worker itself (stats, profile_start, ...)."""
         deadline = time.monotonic() + timeout
-        target = self._live_target(worker_id, deadline)
-        target.refuse_messages()
         caller = self.caller
-        ref = caller.send_call(target.control, (op, kwargs))
+        while True:
+            target = self._live_target(worker_id, deadline)
+            target.refuse_messages()
+            try:
+                ref = caller.send_call(target.control, (op, kwargs), alive_fd=target.pidfd)
+                break
+            except PeerUnavailable:
+                target.close()  # that incarnation died: the next one answers (within the timeout)
+            except PeerBusy:
+                raise CallTimeout(f"worker {worker_id!r}'s control socket is full") from None
         fds = (target.pidfd,) if target.pidfd is not None else ()
         try:
             got = caller.wait_reply(ref, max(0.0, deadline - time.monotonic()), extra_poll_fds=fds)
@@ -412,7 +412,7 @@ class Client:
 
     def clone(self) -> Client:
         """A new Client of the same node, sharing this one's ZeroMQ context: one for another thread."""
-        return Client(self.run_dir, context=self.ctx, timeout=self.timeout)
+        return Client(self.run_dir, context=self.ctx, timeout=self.timeout, caller=self.retries.caller)
 
     def profile(self, worker_id: str, **kwargs: Any) -> ProfileResult:
         """Profile a running worker, its code untouched: ``(path, profile)``; ``.stacks`` too.

@@ -4,11 +4,14 @@
     ├── NodeNotRunning          no node answers on the run dir's control socket
     ├── UntrustedRunDir         the run's key cannot be read or trusted (another user's, readable by others)
     ├── ControlRefused          the node answered a control request with an error
+    │   └── CalleeUnavailable   no running incarnation to call (restarting, stopped, gone)
     ├── CallTimeout             no reply within the timeout (also a TimeoutError)
+    │   └── CalleeBusy          the callee's mailbox stayed full for the whole timeout
     ├── CalleeExited            the callee's incarnation died before it replied
     ├── NotAWorker              the child is an external program: no calls, casts or control
-    └── CallError               the worker answered with an error (its handler raised,
-                                or it could not decode the message)
+    ├── CallError               the worker answered with an error (its handler raised,
+    │                           or it could not decode the message)
+    └── RetryRefused            a retry the callee's retry budget did not allow (`.cause`)
 
 Owns nothing but these types: the client, the profiler and the components raise and
 catch them, so this module imports only the wire's error record.
@@ -21,8 +24,8 @@ from __future__ import annotations
 
 from supervisor_tree.wire.channel import RemoteError
 
-__all__ = ["ClientError", "NodeNotRunning", "UntrustedRunDir", "ControlRefused", "CallTimeout", "CalleeExited", "CallError",
-           "NotAWorker"]
+__all__ = ["ClientError", "NodeNotRunning", "UntrustedRunDir", "ControlRefused", "CalleeUnavailable", "CallTimeout",
+           "CalleeBusy", "CalleeExited", "CallError", "NotAWorker", "RetryRefused"]
 
 
 class ClientError(Exception):
@@ -41,8 +44,16 @@ class ControlRefused(ClientError):
     """The node answered a control request with an error (the message says why)."""
 
 
+class CalleeUnavailable(ControlRefused):
+    """The worker has no running incarnation to call (it is restarting, stopped or gone)."""
+
+
 class CallTimeout(ClientError, TimeoutError):
     pass
+
+
+class CalleeBusy(CallTimeout):
+    """The callee is alive but its mailbox stayed full (backpressure) for the whole timeout."""
 
 
 class CalleeExited(ClientError):
@@ -66,3 +77,15 @@ class CallError(ClientError):
         else:
             text = str(error)
         super().__init__(f"worker {worker_id!r} answered with an error: {text}")
+
+
+class RetryRefused(ClientError):
+    """A call failed and its retry was refused by the callee's retry budget (shared by every caller).
+
+    `cause` is the failure that would have been retried.
+    """
+
+    def __init__(self, worker_id: str, cause: BaseException, budget: str) -> None:
+        super().__init__(f"call to worker {worker_id!r} failed ({type(cause).__name__}: {cause}) and was not retried: "
+                         f"the retry budget of {worker_id!r} is spent ({budget})")
+        self.worker_id, self.cause = worker_id, cause

@@ -19,7 +19,7 @@ Must not start, fork or connect anything.
     ...     parse_config('[tree]\\n[[tree.children]]\\nid = "c"\\nrestrat = 1', source="config.toml")
     ... except ConfigError as exc:
     ...     print(exc)
-    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, mailbox_limit, mailbox_overflow, max_concurrency, command, env, cwd, stop_signal, ready
+    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, retry_budget, retry_calls, heartbeat, max_concurrency, mailbox_limit, mailbox_overflow, command, env, cwd, stop_signal, ready
     config.toml: tree.children[0] "c": start is required for a worker: "module:Class" (or command = [...] for a program)
 """
 
@@ -36,6 +36,7 @@ from pathlib import Path
 from supervisor_tree.config.errors import ConfigError
 from supervisor_tree.config.imports import args_problem, current_name, module_problem, target_problem
 from supervisor_tree.config.ports import read_command
+from supervisor_tree.config.retry import read_budget, read_retry, read_retry_calls, unknown_callee
 from supervisor_tree.config.schema import (
     BACKOFF_KEYS,
     HEARTBEAT_KEYS,
@@ -45,8 +46,6 @@ from supervisor_tree.config.schema import (
     PORT_KEYS,
     PROFILE_ENGINES,
     PROFILE_KEYS,
-    RETRY_KEYS,
-    RETRY_WAITS,
     SUPERVISOR_KEYS,
     SUPERVISOR_ONLY_KEYS,
     TOP_KEYS,
@@ -159,6 +158,7 @@ class _Reader:
         self.ids: dict[str, str] = {ROOT_ID: "tree"}
         self.worker_ids: list[str] = []
         self._import_problems: dict[str, str | None] = {}
+        self.callees: list[tuple[Table, str]] = []  # (child table, callee id) from retry_calls
 
     def report(self, where: str, message: str) -> None:
         self.problems.append(f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}")
@@ -175,6 +175,8 @@ class _Reader:
         tree = self._supervisor(tree_table, "tree") if tree_table else SupervisorSpec()
         profile = self._profile(self._table_at(top, "profile"))
         metrics = self._metrics(self._table_at(top, "metrics"))
+        for t, callee in self.callees:
+            self._report_if(t, unknown_callee(callee, self.worker_ids))
         if self.problems:
             raise ConfigError(self.problems)
         return NodeSpec(tree=tree, name=name, source=self.source, config_dir=self.config_dir,
@@ -301,12 +303,18 @@ class _Reader:
             self._report_if(t, args_problem(start, args, self.config_dir, template=template))
         return ChildSpec(id=child_id, start=start, args=args, restart=restart, shutdown=shutdown,
                          significant=significant, backoff=backoff,
-                         start_timeout=t.number("start_timeout", 30.0, above=0), retry=self._retry(t),
+                         start_timeout=t.number("start_timeout", 30.0, above=0), retry=read_retry(t),
+                         retry_budget=read_budget(t), retry_calls=self._retry_calls(t),
                          heartbeat=self._heartbeat(t), command=command,
                          max_concurrency=t.get("max_concurrency", check_max_concurrency, int, None),
                          mailbox_limit=t.get("mailbox_limit", check_limit, int, None),
                          mailbox_overflow=t.get("mailbox_overflow", lambda v: check_enum("mailbox_overflow", v, Overflow),
                                                 Overflow, Overflow.BACKPRESSURE))  # fmt: skip
+
+    def _retry_calls(self, t: Table) -> dict[str, RetryPolicy]:
+        calls = read_retry_calls(t)
+        self.callees += [(t, callee) for callee in calls]  # checked once every worker id is known
+        return calls
 
     def _child_id(self, t: Table, path: str) -> str:
         """Check the id, claim it tree-wide, and name the child by it in later messages."""
@@ -362,20 +370,6 @@ class _Reader:
         if not {"initial", "cap"} & b.bad and cap < initial:
             b.report(f"backoff.cap must be >= backoff.initial ({initial:g}); got {cap:g}")
         return Backoff(initial, factor, cap, b.flag("jitter", d.jitter), b.number("reset_after", d.reset_after, above=0))
-
-    def _retry(self, t: Table) -> RetryPolicy | None:
-        r = t.sub_table("retry")
-        if r is None:
-            return None
-        r.reject_unknown(RETRY_KEYS)
-        d = RetryPolicy()
-        attempts = r.integer("attempts", d.attempts, at_least=1)
-        wait = r.choice("wait", RETRY_WAITS, d.wait)
-        initial = r.number("initial", d.initial, at_least=0)
-        most = r.number("max", d.max, above=0)
-        if not {"initial", "max"} & r.bad and most < initial:
-            r.report(f"retry.max must be >= retry.initial ({initial:g}); got {most:g}")
-        return RetryPolicy(attempts, wait, initial, most, r.flag("jitter", d.jitter))
 
     # -- [profile] --------------------------------------------------------------
 

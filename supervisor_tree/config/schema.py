@@ -30,24 +30,21 @@ TREE_KEYS = (*FLAG_KEYS, "children")
 # A child's keys: shared by both types, then the ones only one type may have.
 COMMON_CHILD_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff")
 PORT_KEYS = ("command", "env", "cwd", "stop_signal", "ready")  # an external program (a port) instead of start
-WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "heartbeat", "max_concurrency", "mailbox_limit",
-                    "mailbox_overflow", *PORT_KEYS)
+WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "retry_budget", "retry_calls", "heartbeat",
+                    "max_concurrency", "mailbox_limit", "mailbox_overflow", *PORT_KEYS)
 SUPERVISOR_ONLY_KEYS = TREE_KEYS
 WORKER_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "significant",
-               "start_timeout", "backoff", "retry", "heartbeat", "max_concurrency", "mailbox_limit",
-               "mailbox_overflow", *PORT_KEYS)  # fmt: skip
+               "start_timeout", "backoff", "retry", "retry_budget", "retry_calls", "heartbeat", "max_concurrency",
+               "mailbox_limit", "mailbox_overflow", *PORT_KEYS)  # fmt: skip
 READY_KEYS = ("tcp", "stdout")
-LOGS_KEYS = ("max_bytes", "backups")
 SUPERVISOR_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff", *TREE_KEYS)
 ALL_CHILD_KEYS = (*WORKER_KEYS, *FLAG_KEYS, "children")
 HEARTBEAT_KEYS = ("interval", "misses")
 LOGS_KEYS = ("max_bytes", "backups")
 BACKOFF_KEYS = ("initial", "factor", "cap", "jitter", "reset_after")
-RETRY_KEYS = ("attempts", "wait", "initial", "max", "jitter")
 PROFILE_KEYS = ("dir", "trigger")
 TRIGGER_KEYS = ("mailbox_depth", "call_p99_ms", "cooldown", "duration", "engine", "workers")
 METRICS_KEYS = ("port", "max_workers")
-RETRY_WAITS = ("fixed", "exponential")
 PROFILE_ENGINES = ("py-spy", "yappi")
 
 

@@ -235,7 +235,7 @@ class ControlServer:
                 "generation": rec.generation,
                 "mailbox": rec.mailbox,
                 "control": rec.control,
-                "retry": rec.spec.retry,
+                "retry": None if rec.spec.retry is None else rec.spec.retry.to_json(),  # RetryPolicy.from_json
                 "command": None if rec.spec.command is None else str(rec.spec.command),  # a port: no mailbox
                 # backpressure past mailbox_limit: the client's send queue to it is bounded too
                 "mailbox_limit": rec.spec.mailbox_limit if rec.spec.mailbox_overflow is Overflow.BACKPRESSURE else None,

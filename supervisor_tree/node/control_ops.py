@@ -99,6 +99,8 @@ def supervisor_view(server: ControlServer, path: str, rss: bool = True) -> dict[
         "auto_shutdown": spec.auto_shutdown.value,
         "phase": run.state.phase.name.lower(),
         "restarts": sum(1 for r in run.state.restarts if r >= since),
+        "intensity_window": list(run.state.restarts),  # whole seconds of the node's monotonic clock
+        "clock": int(time.monotonic()),  # that clock's second now (chaos predicts escalations from both)
         "counts": {"specs": counts.specs, "active": counts.active, "supervisors": counts.supervisors, "workers": counts.workers},
         "children": [child_view(server, path, info, rss) for info in children],
     }
@@ -120,7 +122,12 @@ def _status(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]
     """The tree; `rss=False` skips a psutil read per worker (a poller that reads its own figures)."""
     n = s.node
     tree = supervisor_view(s, "root", args.get("rss", True) is not False) if "root" in n.sups else None
-    return {"node": _ping(s, ident, req_id, args), "tree": tree, "stopping": n.stopping}
+    value = {"node": _ping(s, ident, req_id, args), "tree": tree, "stopping": n.stopping}
+    for ext in s.extensions:  # e.g. the retry table: its per-pair figures under "retries"
+        part = getattr(ext, "status_part", None)
+        if part is not None:
+            value.update(part())
+    return value
 
 
 @op("which_children", supervisor=NAME)

@@ -30,7 +30,7 @@ from pathlib import Path
 import cloudpickle
 import zmq
 
-from supervisor_tree.node import control_ops, reload_ops
+from supervisor_tree.node import control_ops, reload_ops, retry_ops  # noqa: F401  (retry_ops: importing registers its ops)
 from supervisor_tree.node.control import ControlServer
 from supervisor_tree.node.eventlog import EventLog
 from supervisor_tree.node.launchers.base import Launcher
@@ -40,6 +40,7 @@ from supervisor_tree.node.logfiles import LogLimits, SharedLog
 from supervisor_tree.node.plan import NODE, processes_first, standby_for
 from supervisor_tree.node.records import Phase, SupHandle, SupRun, WorkerRec
 from supervisor_tree.node.reload import ReloadService
+from supervisor_tree.node.retries import RetryTable
 from supervisor_tree.node.timers import Timers
 from supervisor_tree.node.worker_events import WorkerEvents
 from supervisor_tree.node.worker_logs import LogCollector
@@ -134,6 +135,7 @@ class Node(WorkerEvents):
         self.control = ControlServer(self, self.ctx, rundir.endpoint(self.run_dir, "control"), control_ops.OPS, self.key)
         self.reloads = ReloadService(self)  # `supervise reload`, SIGHUP (reload_ops registers its ops in OPS)
         self.control.extensions.append(self.reloads)
+        self.control.extensions.append(RetryTable(self))  # policies, shared retry budgets, per-pair figures
         if (self.spec.extra.get("profile") or {}).get("trigger"):  # type: ignore[attr-defined]  # [profile.trigger]
             from supervisor_tree.profiling.trigger import TriggerWatcher
             self.control.extensions += TriggerWatcher.from_node(self)

@@ -64,13 +64,23 @@ __all__ = [
     "PeerBusy", "PeerUnavailable", "RemoteCallError", "RemoteError", "BadFrame", "FrameKey",
     "decode", "decode_notice", "encode_call", "encode_cast", "encode_info", "encode_notice", "encode_reply",
     "loads_payload", "reply_frame", "split_call",
-    "IPC_PATH_MAX", "ipc_path", "check_endpoint", "make_socket", "bind", "connect", "move_bind", "unlink_ipc",
+    "IPC_PATH_MAX", "readable", "ipc_path", "check_endpoint", "make_socket", "bind", "connect", "move_bind", "unlink_ipc",
     "ReplySender", "Caller",
 ]
 
 
 # ---------------------------------------------------------------------------
 # Sockets
+
+
+def readable(fd: int, timeout: float = 0.0) -> bool:
+    """Whether `fd` (a pidfd: its process died) is readable within `timeout` s.
+
+    poll, not select: select refuses descriptors past 1023, which a busy process
+    (a server holding thousands of connections) has."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(int(timeout * 1000)))
 
 
 def ipc_path(endpoint: str) -> str | None:
@@ -284,7 +294,7 @@ class Caller:
         self._send(endpoint, self._seal(b"I" + _dumps(payload, PROTOCOL)), alive_fd)
 
     def _send(self, endpoint: str, frame: bytes, alive_fd: int | None = None, check_pipe: bool = False) -> None:
-        if alive_fd is not None and select.select([alive_fd], [], [], 0)[0]:
+        if alive_fd is not None and readable(alive_fd):
             self.forget(endpoint)
             raise PeerUnavailable(endpoint)
         sock = self._peers.get(endpoint)
@@ -310,7 +320,7 @@ class Caller:
                 return
             except zmq.Again:
                 pass
-        if alive_fd is not None and not select.select([alive_fd], [], [], 0)[0]:
+        if alive_fd is not None and not readable(alive_fd):
             raise PeerBusy(endpoint)  # alive: its mailbox is full; keep the socket and what it queued
         self.forget(endpoint)
         raise PeerUnavailable(endpoint)

@@ -54,6 +54,7 @@ NOTICES: dict[str, Fields] = {
     "ignore": (str, int, int),
     "start_failed": (str, int, int, str),
     "hb": (str, int, int, dict),
+    "declare": (str, int, int, dict),  # {"idempotent": bool | frozenset}: node/retries.py
 }
 
 _dumps = pickle.dumps

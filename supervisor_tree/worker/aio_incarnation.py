@@ -49,6 +49,7 @@ import zmq
 from supervisor_tree.spec import SHUTDOWN
 from supervisor_tree.wire import channel
 from supervisor_tree.wire.shapes import UNAUTHENTICATED
+from supervisor_tree.worker import faults, idempotency
 from supervisor_tree.worker.behaviour import IGNORE, NOREPLY
 from supervisor_tree.worker.exits import exit_status
 from supervisor_tree.worker.heartbeat import LAT_MASK
@@ -142,6 +143,7 @@ class AioIncarnation(Incarnation):
             worker = self._instantiate()
             self.loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            faults.before_init(req.run_dir, req.worker_id)  # a chaos run's slow or failing start, if any
             self._init_task = asyncio.ensure_future(_settle(worker.init(**dict(req.args))))
             result = await self._init_task
         except asyncio.CancelledError:  # a stop request while init awaited
@@ -157,6 +159,9 @@ class AioIncarnation(Incarnation):
             if self.stop_reason is not SHUTDOWN:
                 self._notify(("start_failed", req.worker_id, req.generation, self.pid, repr(self.stop_reason)))
             return await self._finish_aio(self.stop_reason, call_terminate=False)
+        declared = idempotency.declared(worker)
+        if declared:  # before "ready": callers learn which calls they may retry (node/retries.py)
+            self._notify(("declare", req.worker_id, req.generation, self.pid, {"idempotent": declared}))
         self._notify(("ready", req.worker_id, req.generation, self.pid))
         self._beat_soon()
         reason = await self._serve_aio()

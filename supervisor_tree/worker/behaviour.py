@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import zmq
 
@@ -86,6 +86,8 @@ class Worker:
     """
 
     trap_exits: bool = False
+    idempotent_calls: ClassVar[bool | frozenset[str] | set[str]] = False
+    """Calls a caller may retry: True (all), or op names; `@idempotent` marks ops too (idempotency.py)."""
     id: str = ""
     generation: int = 0
     run_dir: str = ""
@@ -187,7 +189,7 @@ class Worker:
         if self._st_client is None:
             from supervisor_tree.client import Client
 
-            self._st_client = Client(self.run_dir, context=self._ctx)
+            self._st_client = Client(self.run_dir, context=self._ctx, caller=self.id)
         return self._st_client
 
     def call(self, worker_id: str, msg: object, timeout: float = 5.0) -> Any:

@@ -1,5 +1,5 @@
-"""A worker's control socket: the ops served beside its mailbox (ping, stats, code, profile_start, profile_stop,
-tracemalloc).
+"""A worker's control socket: the ops served beside its mailbox (ping, stats, code, fault, profile_start,
+profile_stop, tracemalloc).
 
 Owns the serving of that socket inside the worker process.  A frame is acted on only
 when it carries the run's tag, is a call, and its payload is ``(op, kwargs)`` with op a
@@ -19,12 +19,12 @@ import zmq
 from supervisor_tree.wire import channel
 from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.shapes import MALFORMED, BadFrame, describe
-from supervisor_tree.worker import code
+from supervisor_tree.worker import code, faults
 from supervisor_tree.worker.spawn import SpawnRequest
 
 __all__ = ["serve_control", "OPS"]
 
-OPS = ("ping", "stats", "code", "profile_start", "profile_stop", "tracemalloc")
+OPS = ("ping", "stats", "code", "fault", "profile_start", "profile_stop", "tracemalloc")
 
 
 class Host(Protocol):
@@ -82,6 +82,8 @@ def _run(host: Host, op: str, kwargs: dict[str, Any]) -> object:
         return host.stats(reset_window=False)
     if op == "code":  # supervise reload --code: the files this worker's code reaches, as they were at its start
         return code.record(host.worker, code.code_roots(host.req.sys_path), host.req.generation)
+    if op == "fault":  # a chaos run's fault (worker/faults.py); the serving loop re-reads the handlers after this
+        return faults.control(host.worker, **faults.fault_args(kwargs))
     if op in ("profile_start", "profile_stop"):
         from supervisor_tree.profiling import yappi_engine  # written beside this module; imported only when used
 

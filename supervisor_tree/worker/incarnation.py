@@ -32,7 +32,7 @@ from supervisor_tree.spec import SHUTDOWN
 from supervisor_tree.wire import auth, channel
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.shapes import MALFORMED, UNAUTHENTICATED
-from supervisor_tree.worker import standby
+from supervisor_tree.worker import faults, idempotency, standby
 from supervisor_tree.worker.behaviour import IGNORE, NOREPLY, Worker
 from supervisor_tree.worker.control import serve_control
 from supervisor_tree.worker.exits import exit_status, write_reason
@@ -108,6 +108,7 @@ class Incarnation:
             self._open_sockets()
             worker = self._instantiate()
             self._install_signals()
+            faults.before_init(req.run_dir, req.worker_id)  # a chaos run's slow or failing start, if any
             result = worker.init(**dict(req.args))
         except _StopRequested:
             return self._finish(SHUTDOWN, call_terminate=False)
@@ -122,6 +123,9 @@ class Incarnation:
             if self.stop_reason is not None:  # stop() inside init: OTP's {stop, Reason}
                 self._notify(("start_failed", req.worker_id, req.generation, self.pid, repr(self.stop_reason)))
                 return self._finish(self.stop_reason, call_terminate=False)
+            declared = idempotency.declared(worker)
+            if declared:  # before "ready": callers learn which calls they may retry (node/retries.py)
+                self._notify(("declare", req.worker_id, req.generation, self.pid, {"idempotent": declared}))
             self._notify(("ready", req.worker_id, req.generation, self.pid))
             self.heartbeat.start()
             reason = self._serve()
@@ -281,7 +285,8 @@ class Incarnation:
                 timeout = self.timers.wait_ms(timeout)
             for sock, _ in poll(items, timeout):
                 if sock is control:
-                    self._serve_control()
+                    self._serve_control()  # may arm a fault, which wraps the handlers: read them again
+                    handle_call, handle_cast, handle_info = worker.handle_call, worker.handle_cast, worker.handle_info
                 elif sock == wake:  # zmq_poll gives raw fds back as ints
                     _drain_fd(wake)
             if self.halt:

@@ -322,6 +322,9 @@ def test_mailbox_limit_rejects_past_the_limit_and_queues_counts_it(tmp_path: Pat
     try:
         assert t.start().returncode == 0
         c = t.client
+        # resolved, and its retry view learned (a control round trip on a client's first call to a worker):
+        # the casts and the call below go out back to back, before the worker's next probe
+        assert c.call("bounded", {"cmd": "echo", "value": 0}) == 0
         c.cast("bounded", {"cmd": "sleep", "seconds": 1.0})  # busy: what follows waits in its mailbox
         for i in range(40):
             c.cast("bounded", {"cmd": "count", "n": i})

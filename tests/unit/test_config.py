@@ -30,7 +30,10 @@ from supervisor_tree.spec import (
     ChildType,
     Heartbeat,
     Restart,
+    RetryBudget,
+    RetryOn,
     RetryPolicy,
+    RetryWait,
     Shutdown,
     Strategy,
 )
@@ -91,6 +94,9 @@ auto_shutdown = "any_significant"
 id = "w1"
 start = "myapp:W"
 backoff = true
+retry = { attempts = 4, wait = "decorrelated", initial = 0.01, max = 0.5, deadline = 3, per_attempt_timeout = 1, retry_on = ["exited", "busy"] }
+retry_budget = { ratio = 0.1, window = 5, min_per_s = 1 }
+retry_calls = { counter = { attempts = 2, wait = "random_exponential", multiplier = 3 } }
 
 [[tree.children.children]]
 id = "leaf"
@@ -131,6 +137,11 @@ def test_a_good_config_maps_onto_the_specs() -> None:
     assert (mid.supervisor.strategy, mid.supervisor.auto_shutdown) == (Strategy.ONE_FOR_ALL, AutoShutdown.ANY_SIGNIFICANT)
     w1, leaf = mid.supervisor.children
     assert w1.backoff == Backoff()  # `backoff = true`: the defaults
+    assert w1.retry == RetryPolicy(attempts=4, wait=RetryWait.DECORRELATED, initial=0.01, max=0.5, deadline=3.0,
+                                   per_attempt_timeout=1.0, retry_on=(RetryOn.EXITED, RetryOn.BUSY))
+    assert w1.retry_budget == RetryBudget(ratio=0.1, window=5.0, min_per_s=1.0)
+    assert w1.retry_calls == {"counter": RetryPolicy(attempts=2, wait=RetryWait.RANDOM_EXPONENTIAL, multiplier=3.0)}
+    assert counter.retry_budget is None and counter.retry_calls == {}
     assert leaf.significant and leaf.restart is Restart.TRANSIENT
     assert leaf.supervisor is not None and [c.id for c in leaf.supervisor.children] == ["w2"]
 
@@ -195,8 +206,8 @@ def test_a_syntax_error_names_line_and_column() -> None:
 def test_an_unknown_key_suggests_the_close_one_and_lists_the_allowed() -> None:
     assert problems(one_child('id = "counter"\nstart = "m:C"\nrestrat = "permanent"')) == [
         'config.toml: tree.children[0] "counter": unknown key "restrat" (did you mean "restart"?); allowed: '
-        "id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, "
-        "max_concurrency, mailbox_limit, mailbox_overflow, command, env, cwd, stop_signal, ready"
+        "id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, retry_budget, "
+        "retry_calls, heartbeat, max_concurrency, mailbox_limit, mailbox_overflow, command, env, cwd, stop_signal, ready"
     ]
 
 
@@ -256,7 +267,25 @@ def test_bad_supervisor_flags(flags: str, expected: str) -> None:
         ("backoff = { initial = 1.0, cap = 0.5 }", "backoff.cap must be >= backoff.initial (1); got 0.5"),
         ("backoff = { reset_after = inf }", "backoff.reset_after must be a number > 0 (seconds); got inf"),
         ("retry = { attempts = 0 }", "retry.attempts must be an integer >= 1; got 0"),
-        ('retry = { wait = "linear" }', "retry.wait must be one of fixed, exponential; got 'linear'"),
+        ('retry = { wait = "linear" }',
+         "retry.wait must be one of fixed, exponential, random_exponential, decorrelated; got 'linear'"),
+        ("retry = { multiplier = 0.5 }", "retry.multiplier must be a number >= 1; got 0.5"),
+        ("retry = { deadline = 0 }", "retry.deadline must be a number > 0 (seconds); got 0"),
+        ("retry = { deadline = 1.0, per_attempt_timeout = 2.0 }",
+         "retry.per_attempt_timeout must be <= retry.deadline (1); got 2"),
+        ('retry = { retry_on = ["timeout", "exitted"] }',
+         "retry.retry_on has an unknown failure 'exitted' (did you mean \"exited\"?); "
+         "allowed: timeout, exited, unavailable, busy, error"),
+        ('retry = { retry_on = "timeout" }',
+         "retry.retry_on must be an array of timeout, exited, unavailable, busy, error; got 'timeout'"),
+        ("retry_budget = { ratio = -0.1 }", "retry_budget.ratio must be a number >= 0 (a fraction of requests); got -0.1"),
+        ("retry_budget = { window = 0 }", "retry_budget.window must be a number > 0 (seconds); got 0"),
+        ("retry_budget = { ratoi = 0.1 }",
+         'unknown key "retry_budget.ratoi" (did you mean "retry_budget.ratio"?); allowed: ratio, window, min_per_s'),
+        ("retry_calls = { elsewhere = { attempts = 2 } }",
+         "retry_calls names 'elsewhere', which is not a worker id in the tree"),
+        ("retry_calls = { db = 3 }", "retry_calls.db must be a table; got 3 (integer)"),
+        ("retry_calls = { db = { attempts = 0 } }", "retry_calls.db.attempts must be an integer >= 1; got 0"),
         ('start = "nocolon"', "start must be \"module:Class\" (or a class); got 'nocolon'"),
         ("id = 5", "id must be a non-empty string of letters, digits, '_', '-' or '.'; got 5"),
         ('type = "thing"', "type must be one of worker, supervisor; got 'thing'"),
