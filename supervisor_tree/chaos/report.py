@@ -51,6 +51,7 @@ class FaultOutcome:
     predicted: str = ""
     blast_ok: bool | None = None
     blast_detail: str = ""
+    evidence: list[str] = field(default_factory=list)  # for a mismatch: the reports it was judged on
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}

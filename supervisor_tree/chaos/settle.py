@@ -99,7 +99,20 @@ def settle(flight: Flight, watch: EventWatch, client: Client, others: Others) ->
     if recovered is None and not dies and must:
         outcome.blast_ok = False
         outcome.blast_detail = f"not recovered within {SETTLE_S:g}s; " + outcome.blast_detail
+    if not outcome.blast_ok:
+        outcome.evidence = _evidence(watch.since(flight.mark), flight.injected.at)
     return outcome
+
+
+def _evidence(events: list[Event], since: float) -> list[str]:
+    """The supervisor reports a mismatch was judged on, one line each (the report carries them)."""
+    out = []
+    for e in events:
+        if e["event"] in ("exited", "started", "restarting", "reached_max_restart_intensity", "start_error", "hung",
+                          "supervisor_exited") and float(e.get("ts") or 0) >= since - 0.5:
+            who = f"{e.get('supervisor')}/{e.get('child')}#{e.get('generation')}" if e.get("child") else e.get("supervisor")
+            out.append(f"{float(e['ts']) - since:+.3f}s {e['event']} {who} {e.get('reason') or ''}".rstrip())
+    return out[:40]
 
 
 def _judge(flight: Flight, watch: EventWatch, client: Client, others: Others, deadline: float) -> str | None:
