@@ -80,6 +80,10 @@ class Shutdown:
         return str(self.timeout_ms) if self.kind is ShutdownKind.TIMEOUT else self.kind.value
 
 
+# A worker's /proc/PID/oom_score_adj unless its spec says otherwise: the kernel's OOM killer
+# picks a worker (restarted by its supervisor) before the node and the fork server (which keep theirs).
+WORKER_OOM_SCORE_ADJ = 500
+
 BRUTAL_KILL = Shutdown(ShutdownKind.BRUTAL_KILL)
 INFINITY = Shutdown(ShutdownKind.INFINITY)
 WORKER_SHUTDOWN_DEFAULT = Shutdown.timeout(5000)
@@ -144,6 +148,7 @@ class ChildSpec:
     retry: RetryPolicy | None = None
     heartbeat: Heartbeat | None = None  # None: the node's default
     start_timeout: float = 30.0  # seconds for init to say ready; then it is a start error
+    oom_score_adj: int = WORKER_OOM_SCORE_ADJ  # -1000..1000, the worker process's (Linux)
 
     @property
     def effective_shutdown(self) -> Shutdown:
@@ -289,6 +294,12 @@ def check_start(value: object) -> str | None:
     return f'start must be "module:Class" (or a class); got {_got(value)}'
 
 
+def check_oom_score_adj(value: object) -> str | None:
+    if _is_int(value) and -1000 <= value <= 1000:  # type: ignore[operator]
+        return None
+    return f"oom_score_adj must be an integer from -1000 to 1000; got {_got(value)}"
+
+
 def check_significant(significant: bool, restart: Restart, auto_shutdown: AutoShutdown) -> str | None:
     """R12: significant only when auto_shutdown is not never and the child is not permanent."""
     if not significant:
@@ -334,8 +345,8 @@ def child_problems(child: ChildSpec, auto_shutdown: AutoShutdown = AutoShutdown.
             problems.append("a child of type supervisor needs its own children (a nested [supervisor] table)")
         else:
             problems.extend(spec_problems(child.supervisor))
-    elif (p := check_start(child.start)) is not None:
-        problems.append(p)
+    else:
+        problems.extend(p for p in (check_start(child.start), check_oom_score_adj(child.oom_score_adj)) if p)
     if child.shutdown is not None and child.shutdown.kind is ShutdownKind.TIMEOUT and child.shutdown.timeout_ms < 0:
         problems.append(check_shutdown(child.shutdown.timeout_ms) or "")
     return problems

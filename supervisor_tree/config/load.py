@@ -19,7 +19,7 @@ Must not start, fork or connect anything.
     ...     parse_config('[tree]\\n[[tree.children]]\\nid = "c"\\nrestrat = 1', source="config.toml")
     ... except ConfigError as exc:
     ...     print(exc)
-    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat
+    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, oom_score_adj
     config.toml: tree.children[0] "c": start is required for a worker: "module:Class"
 """
 
@@ -60,6 +60,7 @@ from supervisor_tree.config.schema import (
 )  # fmt: skip
 from supervisor_tree.spec import (
     INFINITY,
+    WORKER_OOM_SCORE_ADJ,
     WORKER_SHUTDOWN_DEFAULT,
     AutoShutdown,
     Backoff,
@@ -77,6 +78,7 @@ from supervisor_tree.spec import (
     check_enum,
     check_id,
     check_intensity,
+    check_oom_score_adj,
     check_period,
     check_shutdown,
     check_significant,
@@ -283,7 +285,8 @@ class _Reader:
         return ChildSpec(id=child_id, start=start, args=args, restart=restart, shutdown=shutdown,
                          significant=significant, backoff=backoff,
                          start_timeout=t.number("start_timeout", 30.0, above=0), retry=self._retry(t),
-                         heartbeat=self._heartbeat(t))  # fmt: skip
+                         heartbeat=self._heartbeat(t),
+                         oom_score_adj=t.get("oom_score_adj", check_oom_score_adj, int, WORKER_OOM_SCORE_ADJ))  # fmt: skip
 
     def _child_id(self, t: Table, path: str) -> str:
         """Check the id, claim it tree-wide, and name the child by it in later messages."""

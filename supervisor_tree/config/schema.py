@@ -29,10 +29,10 @@ FLAG_KEYS = ("strategy", "intensity", "period", "auto_shutdown")
 TREE_KEYS = (*FLAG_KEYS, "children")
 # A child's keys: shared by both types, then the ones only one type may have.
 COMMON_CHILD_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff")
-WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "heartbeat")
+WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "heartbeat", "oom_score_adj")
 SUPERVISOR_ONLY_KEYS = TREE_KEYS
 WORKER_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "significant",
-               "start_timeout", "backoff", "retry", "heartbeat")  # fmt: skip
+               "start_timeout", "backoff", "retry", "heartbeat", "oom_score_adj")  # fmt: skip
 SUPERVISOR_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff", *TREE_KEYS)
 ALL_CHILD_KEYS = (*WORKER_KEYS, *FLAG_KEYS, "children")
 HEARTBEAT_KEYS = ("interval", "misses")

@@ -29,6 +29,7 @@ _WARNINGS = {
     "reached_max_restart_intensity",
     "hung",
     "node_failed",
+    "fork_server_lost",
     "profile_failed",
 }
 

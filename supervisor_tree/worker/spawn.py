@@ -31,6 +31,7 @@ class SpawnRequest:
     control: str
     heartbeat_interval: float
     sys_path: tuple[str, ...] = ()
+    oom_score_adj: int | None = None  # set in the new process (None: keep the inherited value)
 
 
 def load_target(start: str | bytes) -> object:

@@ -195,7 +195,7 @@ def test_a_syntax_error_names_line_and_column() -> None:
 def test_an_unknown_key_suggests_the_close_one_and_lists_the_allowed() -> None:
     assert problems(one_child('id = "counter"\nstart = "m:C"\nrestrat = "permanent"')) == [
         'config.toml: tree.children[0] "counter": unknown key "restrat" (did you mean "restart"?); allowed: '
-        "id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat"
+        "id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, oom_score_adj"
     ]
 
 

@@ -1,19 +1,30 @@
 """The fork server (a zygote): a process that imports the preloaded modules, holds no
 ZeroMQ context, and forks one process per worker incarnation.
 
-Runs in its own process, started by `local.LocalLauncher.start()`. It keeps a few
+Started by `local.LocalLauncher`: forked from the node before the node makes any
+ZeroMQ context, or, to replace one that died, executed afresh
+(``python -m supervisor_tree.node.launchers.forkserver FD``, its config first on the
+pipe), because the node then holds a context and must not be forked.  It keeps a few
 *standbys*: pre-forked processes with their ZeroMQ context made, connected to the
-node, each waiting on an activation socket whose other end the node holds. Exits
-are reaped on SIGCHLD, mapped to an `ExitReason` (`base.reason_from_status`) and
-reported over the pipe to the node.
+node, each waiting on an activation socket whose other end is handed to the node.
 
-No orphans: the fork server, the standbys and every worker set
-PR_SET_PDEATHSIG=SIGKILL, so the death of the node (even by SIGKILL) kills them.
+It reaps nothing.  Every worker and standby is forked through a short-lived
+intermediate process, so the node (a child subreaper) becomes its parent, reaps it
+and maps its end to a reason (local.py, with pidfds).  So the death of the fork
+server kills no worker, and a new fork server can take over.
+
+No orphans: the fork server and every worker set PR_SET_PDEATHSIG=SIGKILL against
+the node, so the death of the node (even by SIGKILL) kills them.
+
+The pipe, node -> fork server: ("spawn", pickled SpawnRequest), ("activated", pid),
+("discard", pid) (a standby died unused), ("close",).  Fork server -> node: ("ok", pid)
+or ("error", text) once, then ("events", [Spawned | SpawnFailed]) and ("standby", pid)
+followed by the standby's activation socket (SCM_RIGHTS).
 """
 
 from __future__ import annotations
 
-import ctypes
+import errno
 import gc
 import importlib
 import logging
@@ -25,21 +36,18 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
-from supervisor_tree.node.launchers.base import (
-    Event,
-    Reaped,
-    Spawned,
-    SpawnFailed,
-    reason_from_status,
-    take_reason_file,
-)
+from supervisor_tree.node.launchers import osproc
+from supervisor_tree.node.launchers.base import Spawned, SpawnFailed
+from supervisor_tree.spec import WORKER_OOM_SCORE_ADJ
 from supervisor_tree.worker.spawn import SpawnRequest
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ServerConfig", "Conn", "LEN", "fork_server_main", "exec_main"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,24 +58,24 @@ class ServerConfig:
     sys_path: tuple[str, ...]
     standby: int
     inbound: str
+    name: str = "supervisor_tree"  # the tree's name, for process titles
+    standbys: tuple[int, ...] = ()  # standbys the node already holds (a replacement counts them)
+    standby_oom_score_adj: int = WORKER_OOM_SCORE_ADJ
 
 
-_PR_SET_PDEATHSIG = 1
-_libc: ctypes.CDLL | None = None
+class Conn(Protocol):
+    """The node's end of the pipe, as multiprocess's Connection offers it."""
+
+    def fileno(self) -> int: ...
+    def poll(self, timeout: float = 0.0) -> bool: ...
+    def recv_bytes(self) -> bytes: ...
+    def send_bytes(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
 LEN = struct.Struct("<I")
 _STANDBY_MAX_EARLY_DEATHS = 3
 _REFILL_DELAY = 0.005  # s after a spawn before a replacement standby is forked
-
-
-def _die_with_parent(expected_parent: int) -> None:
-    """PR_SET_PDEATHSIG=SIGKILL, then close the race where the parent died before the prctl."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != expected_parent:
-        os._exit(1)
 
 
 def _reset_signals() -> None:
@@ -87,12 +95,12 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-def fork_server_main(conn: object, node_end: object, cfg: ServerConfig) -> NoReturn:
-    node_end.close()  # type: ignore[attr-defined]  # else we never see EOF when the node closes its end
+def fork_server_main(conn: Conn, cfg: ServerConfig) -> NoReturn:
     code = 0
     try:
-        _die_with_parent(cfg.parent_pid)
+        osproc.die_with_parent(cfg.parent_pid)
         _reset_signals()
+        osproc.set_title(cfg.name, "fork-server")
         sys.path[:0] = list(cfg.sys_path)
         try:
             for name in cfg.preload:
@@ -100,11 +108,11 @@ def fork_server_main(conn: object, node_end: object, cfg: ServerConfig) -> NoRet
             importlib.import_module("zmq")
             importlib.import_module("supervisor_tree.worker.main")
         except BaseException as exc:  # noqa: BLE001 - reported to the node, which raises it from start()
-            conn.send_bytes(pickle.dumps(("error", f"preloading failed: {type(exc).__name__}: {exc}")))  # type: ignore[attr-defined]
+            conn.send_bytes(pickle.dumps(("error", f"preloading failed: {type(exc).__name__}: {exc}")))
             os._exit(1)
         gc.freeze()  # what we imported stays shared with the workers: their GC never touches it
         server = _ForkServer(conn, cfg)
-        conn.send_bytes(pickle.dumps(("ok", os.getpid())))  # type: ignore[attr-defined]
+        conn.send_bytes(pickle.dumps(("ok", os.getpid())))
         server.serve()
     except BaseException:
         log.exception("fork server failed")
@@ -113,37 +121,41 @@ def fork_server_main(conn: object, node_end: object, cfg: ServerConfig) -> NoRet
         os._exit(code)
 
 
+def exec_main(argv: Sequence[str]) -> NoReturn:
+    """A replacement fork server, executed by the node: `argv` is [FD]; the config is the pipe's first message."""
+    from multiprocess.connection import Connection
+
+    conn: Conn = Connection(int(argv[0]))
+    cfg = pickle.loads(conn.recv_bytes())
+    if not isinstance(cfg, ServerConfig):
+        os._exit(2)
+    fork_server_main(conn, cfg)
+
+
 class _ForkServer:
-    """The fork server's loop: requests from the node, SIGCHLD from the workers.
+    """The fork server's loop: requests from the node; standbys refilled when idle.
 
     Standbys: each one waits on an activation socket whose other end is handed to the node
     (SCM_RIGHTS), so the node activates it without a hop through here, then says
-    ("activated", pid, request) and gets `Spawned` back.
-
-    Invariant: every child is in exactly one of `workers` (activated or forked
-    for a request: reported Spawned, will be reported Reaped), `standbys` (alive,
-    never reported) or `dead_standbys` (reaped before the node said whether it
-    had activated it: its wait status waits for "activated" or "discard").
+    ("activated", pid).  Invariant: `standbys` holds the standbys the node may still
+    activate; the node says which it activated or found dead ("discard").
     """
 
-    def __init__(self, conn: object, cfg: ServerConfig) -> None:
+    def __init__(self, conn: Conn, cfg: ServerConfig) -> None:
         self.conn = conn
-        self.fd: int = conn.fileno()  # type: ignore[attr-defined]
+        self.fd: int = conn.fileno()
         self.sock = socket.socket(fileno=os.dup(self.fd))  # the same pipe, for handing over fds
         self.cfg = cfg
         self.pid = os.getpid()
         self.inbound = cfg.inbound
-        self.workers: dict[int, SpawnRequest] = {}
-        self.standbys: set[int] = set()
-        self.dead_standbys: dict[int, int] = {}  # pid -> wait status
+        self.standbys: set[int] = set(cfg.standbys)
         self.standby_target = cfg.standby
         self.standby_early_deaths = 0
         self.last_spawn = 0.0
         self.closing = False
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select via the wakeup fd
-        signal.signal(signal.SIGTERM, self._on_sigterm)  # multiprocess terminates daemons at node exit
+        signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.closing = True
@@ -158,20 +170,18 @@ class _ForkServer:
             ready, _, _ = select.select(fds, [], [], timeout)
             if self.wake_r in ready:
                 _drain_fd(self.wake_r)
-                self.reap()
             if self.fd in ready:
                 self.handle_requests()
             if not ready and refill_at is not None and not self.closing and time.monotonic() >= refill_at:
                 # Only when idle, and not while the standby just activated is starting
                 # (on a small machine the fork would compete with it for a core).
                 self.fork_standby()
-        self.shutdown()
 
     def handle_requests(self) -> None:
         conn = self.conn
-        while not self.closing and conn.poll(0):  # type: ignore[attr-defined]
+        while not self.closing and conn.poll(0):
             try:
-                msg = pickle.loads(conn.recv_bytes())  # type: ignore[attr-defined]
+                msg = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
                 self.closing = True  # the node is gone
                 return
@@ -179,9 +189,9 @@ class _ForkServer:
             if kind == "spawn":
                 self.spawn(pickle.loads(msg[1]))
             elif kind == "activated":
-                self.activated(msg[1], pickle.loads(msg[2]))
+                self.activated(msg[1])
             elif kind == "discard":
-                self.dead_standbys.pop(msg[1], None)
+                self.discard(msg[1])
             elif kind == "close":
                 self.closing = True
             else:
@@ -189,7 +199,7 @@ class _ForkServer:
 
     def send(self, msg: tuple[object, ...]) -> None:
         try:
-            self.conn.send_bytes(pickle.dumps(msg, protocol=5))  # type: ignore[attr-defined]
+            self.conn.send_bytes(pickle.dumps(msg, protocol=5))
         except OSError:
             self.closing = True
 
@@ -200,28 +210,28 @@ class _ForkServer:
         self.last_spawn = time.monotonic()
         self.inbound = req.inbound
         try:
-            pid = self.fork(lambda: _cold_main(req))
+            pid = self.fork(lambda: _cold_main(req, self.cfg.name))
         except OSError as exc:
             self.send(("events", [SpawnFailed(req.token, f"fork failed: {exc}")]))
             return
-        self.workers[pid] = req
         self.send(("events", [Spawned(req.token, pid)]))
 
-    def activated(self, pid: int, req: SpawnRequest) -> None:
+    def activated(self, pid: int) -> None:
         self.last_spawn = time.monotonic()
-        self.inbound = req.inbound
         if pid in self.standbys:
             self.standbys.discard(pid)
             self.standby_early_deaths = 0
-            self.workers[pid] = req
-            self.send(("events", [Spawned(req.token, pid)]))
-        elif pid in self.dead_standbys:  # it died right after its activation, before we heard of it
-            self.standby_early_deaths = max(0, self.standby_early_deaths - 1)
-            reason = reason_from_status(self.dead_standbys.pop(pid), _reason_file(req, pid))
-            _remove_ipc_files(req)
-            self.send(("events", [Spawned(req.token, pid), Reaped(pid, reason)]))
-        else:
-            log.warning("fork server: the node activated %d, which is not a standby; ignored", pid)
+
+    def discard(self, pid: int) -> None:
+        """The node found a standby dead before it was used."""
+        if pid not in self.standbys:
+            return
+        self.standbys.discard(pid)
+        self.standby_early_deaths += 1
+        if self.standby_early_deaths >= _STANDBY_MAX_EARLY_DEATHS:
+            log.error("fork server: %d standbys in a row died before use (last: pid %d); spawning cold from now on",
+                      self.standby_early_deaths, pid)
+            self.standby_target = 0
 
     def fork_standby(self) -> None:
         # A socketpair rather than a pipe: the node writes with MSG_NOSIGNAL, so a
@@ -229,7 +239,7 @@ class _ForkServer:
         theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         r, w = theirs.detach(), ours.detach()
         try:
-            pid = self.fork(lambda: _standby_main(r, w, self.inbound, self.cfg.run_dir))
+            pid = self.fork(lambda: _standby_main(r, w, self.inbound, self.cfg))
         except OSError as exc:
             log.warning("fork server: cannot fork a standby (%s); spawning cold", exc)
             self.standby_target = 0
@@ -247,106 +257,85 @@ class _ForkServer:
             os.close(w)
 
     def fork(self, child: Callable[[], object]) -> int:
+        """Fork `child` through an intermediate that exits at once, so that the node adopts it; its pid."""
         for stream in (sys.stdout, sys.stderr):  # else the child would print our buffered output again
             stream.flush()
+        r, w = os.pipe()  # the intermediate writes the worker's pid here
         # SIGTERM stays blocked in the child until the worker has its handler in place.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
             pid = os.fork()
             if pid == 0:
-                try:
-                    self.in_child()
-                    child()
-                finally:
-                    os._exit(70)
+                self._intermediate(r, w, child)
+            os.close(w)
+            w = -1
+            data = _read_exactly(r, LEN.size)
+            os.waitpid(pid, 0)
         finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        return pid
+        if data is None:
+            raise OSError(errno.EAGAIN, "the intermediate process could not fork")
+        worker_pid: int = LEN.unpack(data)[0]
+        return worker_pid
 
-    def in_child(self) -> None:
-        _die_with_parent(self.pid)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        # A child holding the node's pipe would hide the fork server's death from the node.
+    def _intermediate(self, r: int, w: int, child: Callable[[], object]) -> NoReturn:
+        code = 70
+        try:
+            os.close(r)
+            osproc.die_with_parent(self.pid)  # if we die together, no fork is half done
+            me = os.getpid()
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                self.in_child(me)
+                child()
+            else:
+                os.write(w, LEN.pack(pid))
+                code = 0
+        finally:
+            os._exit(code)
+
+    def in_child(self, intermediate: int) -> None:
+        # A child holding the node's pipe would keep it open after the fork server's death.
         self.sock.close()
         for fd in (self.fd, self.wake_r, self.wake_w):
             os.close(fd)
-
-    # -- reaping --
-
-    def reap(self) -> None:
-        events: list[Event] = []
-        cleanup: list[SpawnRequest] = []
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            req = self.workers.pop(pid, None)
-            if req is not None:
-                events.append(Reaped(pid, reason_from_status(status, _reason_file(req, pid))))
-                cleanup.append(req)
-            elif pid in self.standbys:
-                self.standby_died(pid, status)
-        if events:
-            self.send(("events", events))
-        for req in cleanup:  # after the news: the node restarts while we tidy up
-            _remove_ipc_files(req)
-
-    def standby_died(self, pid: int, status: int) -> None:
-        self.standbys.discard(pid)
-        self.dead_standbys[pid] = status
-        _remove_standby_files(self.cfg.run_dir, pid)
-        self.standby_early_deaths += 1
-        if self.standby_early_deaths >= _STANDBY_MAX_EARLY_DEATHS:
-            log.error("fork server: %d standbys in a row died before use (last: pid %d, wait status %d); "
-                      "spawning cold from now on", self.standby_early_deaths, pid, status)
-            self.standby_target = 0
-
-    def shutdown(self) -> None:
-        victims = list(self.workers) + list(self.standbys)
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for pid in victims:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-            req = self.workers.get(pid)
-            if req is not None:
-                take_reason_file(_reason_file(req, pid))
-                _remove_ipc_files(req)
-            else:
-                _remove_standby_files(self.cfg.run_dir, pid)
-
-
-def _reason_file(req: SpawnRequest, pid: int) -> str:
-    return os.path.join(req.run_dir, "reasons", str(pid))
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        osproc.await_parent(self.cfg.parent_pid, intermediate)
+        osproc.die_with_parent(self.cfg.parent_pid)
 
 
 # ---------------------------------------------------------------------------
 # Children of the fork server
 
 
-def _cold_main(req: SpawnRequest) -> NoReturn:
+def _become(req: SpawnRequest, name: str) -> None:
+    """Take the worker's title and OOM score (a warning in its log when the score cannot be set)."""
+    osproc.set_title(name, f"{req.worker_id}#{req.generation}")
+    if req.oom_score_adj is not None and (problem := osproc.set_oom_score_adj(req.oom_score_adj)):
+        log.warning("worker %s#%s: %s", req.worker_id, req.generation, problem)
+
+
+def _cold_main(req: SpawnRequest, name: str) -> NoReturn:
     from supervisor_tree.worker import main as worker
 
+    _become(req, name)
     sys.path[:0] = list(req.sys_path)
     worker.run_worker(req)
 
 
-def _standby_main(r: int, w: int, inbound: str, run_dir: str) -> NoReturn:
+def _standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
     """Make the context and connect to the node, then wait for the request that activates us."""
     from supervisor_tree.worker import main as worker
 
     os.close(w)
-    prepared = worker.prepare_standby(inbound, run_dir)
+    osproc.set_title(cfg.name, "standby")
+    osproc.set_oom_score_adj(cfg.standby_oom_score_adj)  # raising it needs no privilege
+    prepared = worker.prepare_standby(inbound, cfg.run_dir)
     head = _read_exactly(r, LEN.size)
     if head is None:
         os._exit(0)  # the node closed our activation socket: never activated
@@ -355,6 +344,7 @@ def _standby_main(r: int, w: int, inbound: str, run_dir: str) -> NoReturn:
     if data is None:
         os._exit(0)
     req: SpawnRequest = pickle.loads(data)
+    _become(req, cfg.name)
     sys.path[:0] = list(req.sys_path)
     worker.run_worker(req, prepared)
 
@@ -378,18 +368,7 @@ def _drain_fd(fd: int) -> None:
         pass
 
 
-def _remove_ipc_files(req: SpawnRequest) -> None:
-    """A worker's socket files outlive it (libzmq 4.3 does not remove them, nor does SIGKILL)."""
-    from supervisor_tree.wire.channel import unlink_ipc
+if __name__ == "__main__":
+    from supervisor_tree.node.launchers import forkserver as _module  # the real module, not this __main__ copy
 
-    unlink_ipc(req.mailbox)
-    unlink_ipc(req.control)
-
-
-def _remove_standby_files(run_dir: str, pid: int) -> None:
-    """The sockets a standby bound under its own names (see worker.prepare)."""
-    for suffix in (".mbx", ".ctl"):
-        try:
-            os.unlink(os.path.join(run_dir, "w", f".standby-{pid}{suffix}"))
-        except OSError:
-            pass
+    _module.exec_main(sys.argv[1:])
