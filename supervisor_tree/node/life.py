@@ -106,7 +106,8 @@ class Life:
         if key is not None and reason is not None and kind in (R.EXITED, R.START_ERROR):
             self._last_exit[(sup, key)] = str(reason)
         if kind is R.REACHED_MAX_RESTART_INTENSITY and detail and key is not None:
-            limit = f"{detail.get('intensity')} restarts in {detail.get('period')} s"
+            n = detail.get("intensity")
+            limit = f"{n} restart{'' if n == 1 else 's'} in {detail.get('period')} s"
             last = self._last_exit.get((sup, key), "unknown")
             why = f'supervisor {sup} reached its restart limit ({limit}): child "{key}" last exited {last}'
             if (nested := self._gave_up.get(f"{sup}/{key}")) is not None:

@@ -31,7 +31,7 @@ class Notifier:
         self.address = "\0" + address[1:] if address and address.startswith("@") else address
         self.interval = watchdog_usec / 2e6 if watchdog_usec else None  # systemd's advice: half the timeout
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) if address else None
-        self._next_watchdog = 0.0
+        self._next_watchdog: float | None = None  # None until READY=1: systemd's watchdog starts then
         self._warned = False
 
     @classmethod
@@ -59,6 +59,7 @@ class Notifier:
 
     def ready(self, status: str) -> None:
         self.notify("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
+        self._next_watchdog = 0.0
 
     def status(self, text: str) -> None:
         self.notify(f"STATUS={text}")
@@ -68,7 +69,7 @@ class Notifier:
 
     def tick(self, now: float) -> None:
         """Call from the loop: WATCHDOG=1 once the interval has passed (a wedged loop stops sending)."""
-        if self.interval is not None and now >= self._next_watchdog:
+        if self.interval is not None and self._next_watchdog is not None and now >= self._next_watchdog:
             self.notify("WATCHDOG=1")
             self._next_watchdog = now + self.interval
 

@@ -101,7 +101,12 @@ def fork_server(cfg: ServerConfig) -> ServerProcess:
     if pid == 0:
         try:
             ours.close()
-            fork_server_main(Connection(theirs.detach()), cfg)
+            fd = theirs.detach()
+            # Nothing of the node's but the pipe: its run dir lock above all (a worker holding
+            # it would keep the run dir locked after the node's death).
+            os.closerange(3, fd)
+            os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+            fork_server_main(Connection(fd), cfg)
         finally:
             os._exit(1)
     theirs.close()
