@@ -87,8 +87,10 @@ def test_sigkill_of_the_fork_server_under_calls_leaves_the_tree_serving(make_tre
         assert not events_named(tree, "exited")
 
         # The tree still heals: the old fork server's standbys are gone, the new one makes the next processes.
-        for pid in children_by_role(node).get("standby", []):
+        standbys = children_by_role(node).get("standby", [])
+        for pid in standbys:
             os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: all(dead(p) for p in standbys), 10, "the old standbys to die")
         os.kill(pids["d"], signal.SIGKILL)  # one_for_all: d and e are restarted together
         tree.wait_started("d", 2)
         tree.wait_started("e", 2)

@@ -267,7 +267,7 @@ def test_standbys_are_activated_and_dead_ones_skipped(run_dir: str) -> None:
     try:
         standbys = set(fake.launcher.standby_pids)
         assert len(standbys) == 2
-        assert {p.pid for p in psutil.Process().children()} >= standbys  # adopted: we are their parent
+        fake.wait_until(lambda: {p.pid for p in psutil.Process().children()} >= standbys)  # adopted: we are their parent
         first = fake.start(worker_id="a")
         assert first.pid in standbys  # activated, not forked
         waiting = list(standbys - {first.pid})

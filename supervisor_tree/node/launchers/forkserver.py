@@ -8,10 +8,10 @@ pipe), because the node then holds a context and must not be forked.  It keeps a
 *standbys*: pre-forked processes with their ZeroMQ context made, connected to the
 node, each waiting on an activation socket whose other end is handed to the node.
 
-It reaps nothing.  Every worker and standby is forked through a short-lived
-intermediate process, so the node (a child subreaper) becomes its parent, reaps it
-and maps its end to a reason (local.py, with pidfds).  So the death of the fork
-server kills no worker, and a new fork server can take over.
+It reaps no worker.  Every worker and standby is forked through a short-lived
+intermediate process (the only child it reaps), so the node (a child subreaper)
+becomes its parent, reaps it and maps its end to a reason (local.py, with pidfds).
+So the death of the fork server kills no worker, and a new fork server can take over.
 
 No orphans: the fork server and every worker set PR_SET_PDEATHSIG=SIGKILL against
 the node, so the death of the node (even by SIGKILL) kills them.
@@ -156,6 +156,7 @@ class _ForkServer:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # an intermediate exited: wakes select
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.closing = True
@@ -170,6 +171,7 @@ class _ForkServer:
             ready, _, _ = select.select(fds, [], [], timeout)
             if self.wake_r in ready:
                 _drain_fd(self.wake_r)
+                _reap_intermediates()
             if self.fd in ready:
                 self.handle_requests()
             if not ready and refill_at is not None and not self.closing and time.monotonic() >= refill_at:
@@ -210,7 +212,7 @@ class _ForkServer:
         self.last_spawn = time.monotonic()
         self.inbound = req.inbound
         try:
-            pid = self.fork(lambda: _cold_main(req, self.cfg.name))
+            pid = self.fork(lambda: _cold_main(req, self.cfg.name), f"{req.worker_id}#{req.generation}")
         except OSError as exc:
             self.send(("events", [SpawnFailed(req.token, f"fork failed: {exc}")]))
             return
@@ -239,7 +241,7 @@ class _ForkServer:
         theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         r, w = theirs.detach(), ours.detach()
         try:
-            pid = self.fork(lambda: _standby_main(r, w, self.inbound, self.cfg))
+            pid = self.fork(lambda: _standby_main(r, w, self.inbound, self.cfg), "standby")
         except OSError as exc:
             log.warning("fork server: cannot fork a standby (%s); spawning cold", exc)
             self.standby_target = 0
@@ -256,8 +258,8 @@ class _ForkServer:
         finally:
             os.close(w)
 
-    def fork(self, child: Callable[[], object]) -> int:
-        """Fork `child` through an intermediate that exits at once, so that the node adopts it; its pid."""
+    def fork(self, child: Callable[[], object], role: str) -> int:
+        """Fork `child` (titled `role`) through an intermediate that exits at once, so that the node adopts it; its pid."""
         for stream in (sys.stdout, sys.stderr):  # else the child would print our buffered output again
             stream.flush()
         r, w = os.pipe()  # the intermediate writes the worker's pid here
@@ -266,11 +268,10 @@ class _ForkServer:
         try:
             pid = os.fork()
             if pid == 0:
-                self._intermediate(r, w, child)
+                self._intermediate(r, w, child, role)
             os.close(w)
             w = -1
-            data = _read_exactly(r, LEN.size)
-            os.waitpid(pid, 0)
+            data = _read_exactly(r, LEN.size)  # its exit is reaped later (SIGCHLD): not in the spawn's way
         finally:
             os.close(r)
             if w >= 0:
@@ -281,11 +282,13 @@ class _ForkServer:
         worker_pid: int = LEN.unpack(data)[0]
         return worker_pid
 
-    def _intermediate(self, r: int, w: int, child: Callable[[], object]) -> NoReturn:
+    def _intermediate(self, r: int, w: int, child: Callable[[], object], role: str) -> NoReturn:
         code = 70
         try:
             os.close(r)
             osproc.die_with_parent(self.pid)  # if we die together, no fork is half done
+            # Titled before the fork: the node adopts the child at once, and must never see a second fork server.
+            osproc.set_title(self.cfg.name, role)
             me = os.getpid()
             pid = os.fork()
             if pid == 0:
@@ -305,6 +308,7 @@ class _ForkServer:
             os.close(fd)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         osproc.await_parent(self.cfg.parent_pid, intermediate)
         osproc.die_with_parent(self.cfg.parent_pid)
 
@@ -313,9 +317,10 @@ class _ForkServer:
 # Children of the fork server
 
 
-def _become(req: SpawnRequest, name: str) -> None:
+def _become(req: SpawnRequest, name: str, title: bool = True) -> None:
     """Take the worker's title and OOM score (a warning in its log when the score cannot be set)."""
-    osproc.set_title(name, f"{req.worker_id}#{req.generation}")
+    if title:
+        osproc.set_title(name, f"{req.worker_id}#{req.generation}")
     if req.oom_score_adj is not None and (problem := osproc.set_oom_score_adj(req.oom_score_adj)):
         log.warning("worker %s#%s: %s", req.worker_id, req.generation, problem)
 
@@ -323,7 +328,7 @@ def _become(req: SpawnRequest, name: str) -> None:
 def _cold_main(req: SpawnRequest, name: str) -> NoReturn:
     from supervisor_tree.worker import main as worker
 
-    _become(req, name)
+    _become(req, name, title=False)  # titled when forked
     sys.path[:0] = list(req.sys_path)
     worker.run_worker(req)
 
@@ -333,7 +338,6 @@ def _standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
     from supervisor_tree.worker import main as worker
 
     os.close(w)
-    osproc.set_title(cfg.name, "standby")
     osproc.set_oom_score_adj(cfg.standby_oom_score_adj)  # raising it needs no privilege
     prepared = worker.prepare_standby(inbound, cfg.run_dir)
     head = _read_exactly(r, LEN.size)
@@ -358,6 +362,17 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
         chunks.append(chunk)
         n -= len(chunk)
     return b"".join(chunks)
+
+
+def _reap_intermediates() -> None:
+    """The fork server's only children are the intermediates (workers are adopted by the node)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _drain_fd(fd: int) -> None:

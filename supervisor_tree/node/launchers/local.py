@@ -322,7 +322,7 @@ class LocalLauncher:
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            # An orphan still parented by a dying intermediate: adopted in a moment.
+            # Dead before its intermediate exited: ours in a moment (the pidfd stays readable).
             return None
         if done == 0:
             return None

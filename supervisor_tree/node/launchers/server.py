@@ -102,15 +102,38 @@ def fork_server(cfg: ServerConfig) -> ServerProcess:
         try:
             ours.close()
             fd = theirs.detach()
-            # Nothing of the node's but the pipe: its run dir lock above all (a worker holding
-            # it would keep the run dir locked after the node's death).
-            os.closerange(3, fd)
-            os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+            _close_all_but({fd, *_stream_fds()})
             fork_server_main(Connection(fd), cfg)
         finally:
             os._exit(1)
     theirs.close()
     return ServerProcess(pid, Connection(ours.detach()))
+
+
+def _stream_fds() -> set[int]:
+    """The fds behind sys.stdin/stdout/stderr and the logging handlers' streams (not always 0-2: pytest)."""
+    import logging
+
+    streams = [sys.stdin, sys.stdout, sys.stderr]
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        streams += [getattr(h, "stream", None) for h in getattr(logger, "handlers", ())]
+    fds = {0, 1, 2}
+    for stream in streams:
+        try:
+            fds.add(stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+    return fds
+
+
+def _close_all_but(keep: set[int]) -> None:
+    """Nothing of the node's but the pipe and the output streams: its run dir lock above all
+    (a worker holding it would keep the run dir locked after the node's death)."""
+    low = 0
+    for fd in sorted(keep | {os.sysconf("SC_OPEN_MAX")}):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
 
 
 def exec_server(cfg: ServerConfig) -> ServerProcess:
