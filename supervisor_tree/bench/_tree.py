@@ -110,7 +110,7 @@ class BenchTree:
         """The node's fork server (the child whose title says so)."""
         found = [p for p in self.children() if role_of(p) == "fork-server"]
         if len(found) != 1:
-            raise BenchError(f"expected the node (pid {self.node_pid}) to have one fork server; found {len(found)}: {[(p.pid, p.status(), p.cmdline()[:1], p.create_time()) for p in found]}")
+            raise BenchError(f"expected the node (pid {self.node_pid}) to have one fork server; found pids {[p.pid for p in found]}")
         return found[0]
 
     def children(self) -> list[psutil.Process]:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor_tree.node.eventlog import read_events
+from supervisor_tree.node.life import last_ending
 
 log = logging.getLogger("supervisor_tree.heart")
 
@@ -173,8 +173,8 @@ class Heart:
         """How the node ended, with the reason of its node_stop event when it wrote one."""
         if code < 0:
             return f"killed by {signal.Signals(-code).name}"
-        ending = _last_node_stop(self.run_dir / "events.jsonl", since=time.time() - (time.monotonic() - started_at))
-        return f"exit code {code}" + (f": {ending}" if ending else "")
+        ending = last_ending(self.run_dir / "events.jsonl", since=time.time() - (time.monotonic() - started_at))
+        return f"exit code {code}" + (f": {ending[1]}" if ending else "")
 
     def _sleep(self, seconds: float) -> bool:
         """False if asked to stop meanwhile."""
@@ -223,12 +223,4 @@ def heart_pid(run_dir: Path) -> int | None:
             return None
     finally:
         os.close(fd)
-    return None
-
-
-def _last_node_stop(path: Path, since: float) -> str | None:
-    """The reason of the newest node_stop event written after `since` (epoch seconds)."""
-    for event in reversed(read_events(path)):
-        if event.get("event") == "node_stop" and float(event.get("ts") or 0) >= since:  # type: ignore[arg-type]
-            return str(event.get("reason"))
     return None

@@ -12,12 +12,16 @@ tree; it names what happened.  Every ending is one sentence, and the first one s
     crash: KeyError: 'x'
 
 `ended_on_request` tells the CLI (and so systemd and the heart) whether that was a success.
+`last_ending(RUN/events.jsonl)` reads the newest one back (for the CLI and the heart).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor_tree.otp import supervisor as sv
@@ -30,7 +34,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("supervisor_tree")
 
-__all__ = ["Life"]
+__all__ = ["Life", "last_ending"]
+
+_TAIL = 1 << 16  # bytes of the event log's end searched for the newest node_stop
 
 
 class Life:
@@ -143,3 +149,23 @@ def _start_failure(reason: ExitReason) -> str:
         _, child, why = reason.detail.split(",", 2)
         return f'failed_to_start_child "{child}": {why}'
     return str(reason)
+
+
+def last_ending(events: Path, since: float = 0.0) -> tuple[float, str] | None:
+    """(time, reason) of the newest node_stop event in `events` written at or after `since` (epoch s)."""
+    try:
+        with open(events, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - _TAIL))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if b'"node_stop"' not in line:
+            continue
+        try:
+            event = json.loads(line)
+            ts = float(event["ts"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        return (ts, str(event.get("reason"))) if ts >= since else None
+    return None

@@ -52,6 +52,7 @@ def test_a_tree_that_gives_up_names_supervisor_child_last_reason_and_limit(tmp_p
             tree.client.cast("p", {"cmd": "raise", "message": "boom"})
         _, err = proc.communicate(timeout=60)
         events = tree.events()
+        status = tree.cli("status")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -59,6 +60,8 @@ def test_a_tree_that_gives_up_names_supervisor_child_last_reason_and_limit(tmp_p
         tree.stop()
     assert proc.returncode == 1
     assert err.splitlines()[-1] == f"supervise: the node stopped: {GIVE_UP}"
+    assert status.returncode == 3 and status.stderr.rstrip().endswith(f": {GIVE_UP}")  # said again, afterwards
+    assert "; the last one stopped at " in status.stderr
     gave_up = [e for e in events if e["event"] == "reached_max_restart_intensity"]
     assert [(e["supervisor"], e["child"], e["reason"], e["detail"]["limit"]) for e in gave_up] == [
         ("root/mid", "p", "{error,RuntimeError: boom}", "1 restart in 10 s"),
