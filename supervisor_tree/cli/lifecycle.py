@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from supervisor_tree.cli.common import (
     run_dir_option,
 )
 from supervisor_tree.cli.endings import detach_failure
-from supervisor_tree.node.heart import HeartPolicy, heart_pid
+from supervisor_tree.node.heart import STAND_DOWN, HeartPolicy, heart_pid
 from supervisor_tree.wire import rundir
 
 _HEART = HeartPolicy()  # the defaults
@@ -158,7 +157,7 @@ def stop(timeout: float, run_dir: str | None, config: str | None) -> None:
     ctx = Ctx(run_dir, config)
     heart = heart_pid(ctx.run_dir)
     if heart is not None:
-        os.kill(heart, signal.SIGTERM)  # it stops restarting, and stops its node in order
+        os.kill(heart, STAND_DOWN)  # no more restarts; it exits with the node we stop below
         if not rundir.is_locked(ctx.run_dir):
             _wait(lambda: heart_pid(ctx.run_dir) is None, 10.0)
             click.echo("stopped (the heart was waiting to restart the node)")

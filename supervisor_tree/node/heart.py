@@ -13,9 +13,13 @@ has run for `period` s), unless more than `max_restarts` restarts happened withi
 config is loaded again: a config that no longer loads stops the heart, with the
 config's problems as its reason; so does a node that never finished its first start.
 
-SIGTERM, SIGINT or SIGHUP to the heart stop it and the node (SIGTERM forwarded: the
-tree stops in order).  `supervise stop` does that.  The heart's pid is in RUN/heart.json;
-it holds an exclusive lock on RUN/heart.lock while it runs.
+Signals to the heart: SIGTERM stops it and the node (SIGTERM forwarded: the tree stops
+in order).  SIGINT and SIGHUP (a terminal sends them to the node as well) and SIGUSR1
+(what `supervise stop` sends before it asks the node to stop) make it stand down: no
+more restarts, it exits when the node does.  A signal is never forwarded twice, and
+never on top of another stop request: the node takes a second one as "kill everything
+now".  The heart's pid is in RUN/heart.json; it holds an exclusive lock on
+RUN/heart.lock while it runs.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from supervisor_tree.node.life import last_ending
 
 log = logging.getLogger("supervisor_tree.heart")
 
-__all__ = ["Heart", "HeartPolicy", "heart_pid", "EXIT_OK", "EXIT_GAVE_UP", "EXIT_CONFIG"]
+__all__ = ["Heart", "HeartPolicy", "heart_pid", "STAND_DOWN", "EXIT_OK", "EXIT_GAVE_UP", "EXIT_CONFIG"]
+
+STAND_DOWN = signal.SIGUSR1  # no more restarts; the heart exits with its node
 
 EXIT_OK, EXIT_GAVE_UP, EXIT_CONFIG = 0, 1, 2
 
@@ -65,7 +71,8 @@ class Heart:
         self.config = config
         self.policy = policy
         self.check_config = check_config  # raises with the config's problems
-        self.stopping = False
+        self.stopping = False  # no more restarts
+        self.forward = False  # and stop the node (SIGTERM)
         self.node: subprocess.Popen[bytes] | None = None
         self._forwarded = False  # SIGTERM sent to the current node
         self._restarts: list[float] = []
@@ -77,7 +84,8 @@ class Heart:
         if not self._lock():
             log.error("heart: another heart runs in %s", self.run_dir)
             return EXIT_GAVE_UP
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, STAND_DOWN)
+        previous = {s: signal.signal(s, self._on_signal) for s in signals}
         try:
             return self._loop(on_first_start)
         finally:
@@ -146,7 +154,7 @@ class Heart:
         os.close(write_fd)
         with os.fdopen(read_fd, "rb") as pipe:
             while True:
-                if self.stopping:
+                if self.forward:
                     self._forward(signal.SIGTERM)
                 ready, _, _ = select.select([pipe], [], [], 0.2)
                 if ready:
@@ -161,7 +169,7 @@ class Heart:
             try:
                 return self.node.wait(timeout=0.2)
             except subprocess.TimeoutExpired:
-                if self.stopping:
+                if self.forward:
                     self._forward(signal.SIGTERM)
 
     def _forward(self, sig: int) -> None:
@@ -185,6 +193,7 @@ class Heart:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping = True
+        self.forward = self.forward or signum == signal.SIGTERM
 
     # -- one heart per run dir
 

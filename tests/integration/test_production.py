@@ -159,6 +159,29 @@ def test_heart_restarts_a_sigkilled_node_and_stop_stops_both(tree: Tree) -> None
     assert stopped.stdout.strip() == "stopped (shutdown) with its heart"
     wait_for(lambda: heart_pid(tree.run_dir) is None and not tree.running(), 20, "the heart and the node to stop")
     wait_for(lambda: not _alive(heart), 10, "the heart process to exit")
+    assert stopped_in_order(tree, second)
+
+
+def stopped_in_order(tree: Tree, node: int | None) -> bool:
+    """The last node's workers were stopped (SIGTERM, exit shutdown), newest first, not killed."""
+    events = tree.events()
+    since = max(i for i, e in enumerate(events) if e["event"] == "node_started" and e["detail"]["pid"] == node)
+    exits = [(e["child"], e["reason"]) for e in events[since:] if e["event"] == "exited"]
+    return exits == [("first_to_go", "shutdown"), ("plain", "shutdown")]
+
+
+def test_sigterm_to_the_heart_stops_it_and_its_node_in_order(tree: Tree) -> None:
+    started = supervise("start", str(tree.config), "--heart", "--detach", "--run-dir", str(tree.run_dir), timeout=90)
+    assert started.returncode == 0, started.stderr
+    heart, node = heart_pid(tree.run_dir), tree.node_pid()
+    assert heart is not None and node is not None
+    os.kill(heart, signal.SIGTERM)
+    wait_for(lambda: heart_pid(tree.run_dir) is None and not tree.running(), 20, "the heart and the node to stop")
+    assert stopped_in_order(tree, node)
+    stop = [e for e in tree.events() if e["event"] == "node_stop"][-1]
+    assert stop["reason"] == "shutdown requested (SIGTERM received)"
+    assert "heart: the node stopped (exit code 0: shutdown requested (SIGTERM received)); the heart stops too" in (
+        tree.run_dir / "node.log").read_text()
 
 
 def test_heart_stops_with_the_reason_when_the_config_no_longer_loads(tree: Tree) -> None:
@@ -212,3 +235,21 @@ def test_heart_gives_up_after_more_restarts_than_its_limit(tree: Tree) -> None:
     assert "(killed by SIGKILL); more than 1 restarts within 60 s; giving up" in log
     wait_for(lambda: not tree.running(), 10, "the run dir to be let go")
     wait_for(lambda: not _alive(heart), 10, "the heart process to exit")
+
+
+def test_ctrl_c_stops_a_foreground_heart_and_its_node_in_order(tree: Tree) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([*SUPERVISE, "start", str(tree.config), "--heart", "--run-dir", str(tree.run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        tree.wait_event(lambda e: e["event"] == "tree_started", 30, "the tree to start")
+        node = tree.node_pid()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group, heart and node
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert stopped_in_order(tree, node)
+    assert "heart: the node stopped (exit code 0: shutdown requested (SIGINT received)); the heart stops too" in err
