@@ -8,7 +8,7 @@ tree; it names what happened.  Every ending is one sentence, and the first one s
     supervisor root reached its restart limit (5 restarts in 10 s): child "db" last exited {error,...}
     the tree failed to start: failed_to_start_child "db": ConnectionRefusedError(...)
     supervisor root shut down on its own (auto_shutdown): significant child "job" exited normal
-    fork_server_lost: the fork server died 6 times within 60 s (...); not starting another
+    fork_server_lost: the fork server (pid 4121) died and a new one could not start: preloading failed: ...
     crash: KeyError: 'x'
 
 `ended_on_request` tells the CLI (and so systemd and the heart) whether that was a success.
@@ -135,7 +135,10 @@ class Life:
             self._end(f"the tree failed to start: {_start_failure(reason)}")
         else:
             self._end(f"supervisor root exited: {reason}")
-        self.notifier.stopping(self.ending or str(reason))
+        if self.stopping:  # STOPPING=1 was sent with the request
+            self.notifier.status(self.ending or str(reason))
+        else:
+            self.notifier.stopping(self.ending or str(reason))
 
     def _emit_node_stop(self) -> None:
         if self.events is not None:

@@ -154,9 +154,10 @@ def test_a_fork_server_that_cannot_be_started_again_ends_the_node_with_that_reas
     assert node is not None
     (tmp_path / "prodmod.py").unlink()  # a replacement fork server cannot preload it any more
     shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
-    os.kill(fork_server_of(node), signal.SIGKILL)
+    server = fork_server_of(node)
+    os.kill(server, signal.SIGKILL)
     stop = tree.wait_event(lambda e: e["event"] == "node_stop", 30, "the node to stop")
-    assert stop["reason"].startswith("fork_server_lost: a new fork server could not start: ")
+    assert stop["reason"].startswith(f"fork_server_lost: the fork server (pid {server}) died and a new one could not start: ")
     assert "preloading failed: ModuleNotFoundError: No module named 'prodmod'" in stop["reason"]
     assert stop["detail"]["on_request"] is False
     exited = [e for e in tree.events() if e["event"] == "exited" and e["child"] == "p"]

@@ -241,6 +241,11 @@ class LocalLauncher:
             try:
                 msg = pickle.loads(conn.recv_bytes())
                 if not server.up:
+                    if msg[0] != "ok":
+                        self._fail(f"the fork server (pid {self._previous_server}) died and a new one could not "
+                                   f"start: {msg[1]}")
+                        server.eof = True
+                        break
                     server.take_hello(msg)
                     events.append(ForkServerRestarted(server.pid, self._previous_server, len(self._standbys)))
                 elif msg[0] == "events":
@@ -251,9 +256,6 @@ class LocalLauncher:
                     os.set_inheritable(fds[0], False)
                     self._watch(msg[1])
                     self._standbys.append((msg[1], fds[0]))
-            except LauncherError as exc:
-                self._fail(f"a new fork server could not start: {exc}")
-                server.eof = True
             except (EOFError, OSError, ValueError, IndexError):
                 server.eof = True
         return events
