@@ -36,12 +36,10 @@ import os
 import pickle
 import resource
 import select
-import signal
 import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from supervisor_tree.node.launchers import osproc
 from supervisor_tree.node.launchers.base import (
@@ -59,6 +57,7 @@ from supervisor_tree.node.launchers.base import (
 from supervisor_tree.node.launchers.forkserver import LEN as _LEN
 from supervisor_tree.node.launchers.forkserver import ServerConfig
 from supervisor_tree.node.launchers.orphans import remove_ipc_files, remove_standby_files, sweep
+from supervisor_tree.node.launchers.reaper import Reaper
 from supervisor_tree.node.launchers.server import ServerProcess, exec_server, fork_server
 from supervisor_tree.spec import WORKER_OOM_SCORE_ADJ, ExitKind
 from supervisor_tree.worker.spawn import SpawnRequest
@@ -69,14 +68,6 @@ __all__ = ["LocalLauncher", "FORK_SERVER_LOSSES", "FORK_SERVER_PERIOD"]
 
 FORK_SERVER_LOSSES, FORK_SERVER_PERIOD = 5, 60.0  # more losses than this within that many seconds: give up
 _FD_LIMIT = 1 << 16  # a pidfd per worker: raise the soft limit of open files up to this (or the hard limit)
-
-
-@dataclass(slots=True)
-class _Proc:
-    """A process this node is the parent of: a worker (`req`), a standby or an orphan (no `req`)."""
-
-    pidfd: int
-    req: SpawnRequest | None = None
 
 
 class LocalLauncher:
@@ -103,8 +94,7 @@ class LocalLauncher:
         self._server: ServerProcess | None = None
         self._epoll: select.epoll | None = None
         self._wake = -1  # an eventfd: events made here (activations) wake the node's poll
-        self._procs: dict[int, _Proc] = {}
-        self._by_pidfd: dict[int, int] = {}
+        self._reaper: Reaper | None = None
         self._standbys: collections.deque[tuple[int, int]] = collections.deque()  # (pid, activation socket fd)
         self._cold: dict[int, SpawnRequest] = {}  # token -> a spawn sent to the fork server, not answered yet
         self._pending: list[Event] = []
@@ -137,6 +127,7 @@ class LocalLauncher:
         self._was_subreaper = osproc.set_subreaper(True)
         _raise_fd_limit()
         self._epoll = select.epoll()
+        self._reaper = Reaper(self._epoll)
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake, select.EPOLLIN)
         try:
@@ -175,7 +166,7 @@ class LocalLauncher:
             except OSError:  # it died while waiting: its pidfd reaps it
                 self._send(("discard", pid))
                 continue
-            self._procs[pid].req = req
+            self._require_reaper().activated(pid, req)
             self._post(Spawned(req.token, pid))
             self._send(("activated", pid))
             self._tidy_up()
@@ -228,7 +219,7 @@ class LocalLauncher:
             if server.eof or server.pidfd in ready:
                 events += self._server_lost(server)
         for fd in ready:
-            pid = self._by_pidfd.get(fd)
+            pid = self._require_reaper().pid_of(fd)
             if pid is not None and (event := self._reap(pid)) is not None:
                 events.append(event)
         self._tidy_up()
@@ -254,7 +245,7 @@ class LocalLauncher:
                 elif msg[0] == "standby":  # the fd of its activation socket follows
                     _, fds, _, _ = socket.recv_fds(server.sock, 1, 1)
                     os.set_inheritable(fds[0], False)
-                    self._watch(msg[1])
+                    self._require_reaper().watch(msg[1])
                     self._standbys.append((msg[1], fds[0]))
             except (EOFError, OSError, ValueError, IndexError):
                 server.eof = True
@@ -266,7 +257,7 @@ class LocalLauncher:
                 req = self._cold.pop(token, None)
                 if req is None:
                     return []
-                self._watch(pid, req)
+                self._require_reaper().watch(pid, req)
             case SpawnFailed(token=token):
                 self._cold.pop(token, None)
         return [event]
@@ -281,9 +272,10 @@ class LocalLauncher:
         lost = [SpawnFailed(token, f"fork_server_lost: the fork server (pid {server.pid}) died ({reason}) before "
                                    "it forked this worker") for token in self._cold]
         self._cold.clear()
-        orphans = sweep(self.name, set(self._procs))
+        reaper = self._require_reaper()
+        orphans = sweep(self.name, reaper.pids)
         for pid in orphans:
-            self._watch(pid)
+            reaper.watch(pid)
         log.warning("the fork server (pid %d) died (%s); %d spawn(s) lost, %d half-made process(es) killed; "
                     "running workers go on", server.pid, reason, len(lost), len(orphans))
         now = time.monotonic()
@@ -308,39 +300,21 @@ class LocalLauncher:
 
     # -- reaping
 
-    def _watch(self, pid: int, req: SpawnRequest | None = None) -> None:
-        """Hold a pidfd on `pid` (our child, or about to be): its end is reaped by read_events."""
-        assert self._epoll is not None
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:  # reaped already: cannot happen to our own child
-            return
-        self._procs[pid] = _Proc(pidfd, req)
-        self._by_pidfd[pidfd] = pid
-        self._epoll.register(pidfd, select.EPOLLIN)
+    def _require_reaper(self) -> Reaper:
+        if self._reaper is None:
+            raise LauncherError("call LocalLauncher.start() first")
+        return self._reaper
 
     def _reap(self, pid: int) -> Reaped | None:
-        proc = self._procs[pid]
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            # Dead before its intermediate exited: ours in a moment (the pidfd stays readable).
+        ended = self._require_reaper().reap(pid)
+        if ended is None:
             return None
-        if done == 0:
-            return None
-        self._forget(pid)
-        if proc.req is None:  # a standby never activated (or an orphan): never reported
+        req, status = ended
+        if req is None:  # a standby never activated (or an orphan): never reported
             self._standby_gone(pid)
             return None
-        self._tidy.append(proc.req)
-        return Reaped(pid, reason_from_status(status, _reason_file(proc.req, pid)))
-
-    def _forget(self, pid: int) -> None:
-        proc = self._procs.pop(pid)
-        del self._by_pidfd[proc.pidfd]
-        if self._epoll is not None:
-            self._epoll.unregister(proc.pidfd)
-        os.close(proc.pidfd)
+        self._tidy.append(req)
+        return Reaped(pid, reason_from_status(status, _reason_file(req, pid)))
 
     def _standby_gone(self, pid: int) -> None:
         for i, (spid, fd) in enumerate(self._standbys):
@@ -357,34 +331,31 @@ class LocalLauncher:
             remove_ipc_files(self._tidy.pop())
 
     def kill(self, pid: int, sig: int) -> None:
-        proc = self._procs.get(pid)
-        try:
-            if proc is not None:
-                signal.pidfd_send_signal(proc.pidfd, sig)
-            else:
-                os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        self._require_reaper().kill(pid, sig)
 
     # -- the end
 
     def close(self, timeout: float = 5.0) -> None:
         """SIGKILL every worker and standby, reap them, stop the fork server.  Idempotent."""
-        if self._epoll is None or self._closed:
+        if self._epoll is None or self._reaper is None or self._closed:
             return
         self._closed = True
+        reaper = self._reaper
         server, self._server = self._server, None
         if server is not None:  # first, so that everything it made is known (announced) here
             server.stop(timeout)
             self._read_server(server)
             if server.reap().kind is not ExitKind.NORMAL:  # killed mid-work: it may have left a process unannounced
-                for pid in sweep(self.name, set(self._procs)):
-                    self._watch(pid)
+                for pid in sweep(self.name, reaper.pids):
+                    reaper.watch(pid)
         while self._standbys:
             os.close(self._standbys.popleft()[1])  # a standby that reads EOF exits
-        for pid in list(self._procs):
-            self.kill(pid, signal.SIGKILL)
-        self._reap_all(time.monotonic() + timeout)
+        for pid, req in reaper.kill_and_reap_all(time.monotonic() + timeout):
+            if req is not None:
+                take_reason_file(_reason_file(req, pid))
+                remove_ipc_files(req)
+            else:
+                remove_standby_files(self.run_dir, pid)
         self._tidy_up()
         self._epoll.close()
         os.close(self._wake)
@@ -392,23 +363,6 @@ class LocalLauncher:
             osproc.set_subreaper(self._was_subreaper)
         except OSError:
             pass
-
-    def _reap_all(self, deadline: float) -> None:
-        for pid in list(self._procs):
-            proc = self._procs[pid]
-            if select.select([proc.pidfd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
-            else:
-                log.warning("process %d did not die within the deadline after SIGKILL; left to init", pid)
-            if proc.req is not None:
-                take_reason_file(_reason_file(proc.req, pid))
-                remove_ipc_files(proc.req)
-            else:
-                remove_standby_files(self.run_dir, pid)
-            self._forget(pid)
 
     def __enter__(self) -> LocalLauncher:
         self.start()
