@@ -30,7 +30,9 @@ class Notifier:
     def __init__(self, address: str | None, watchdog_usec: int | None = None) -> None:
         self.address = "\0" + address[1:] if address and address.startswith("@") else address
         self.interval = watchdog_usec / 2e6 if watchdog_usec else None  # systemd's advice: half the timeout
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) if address else None
+        # Non-blocking: a receiver that stops reading (10 datagrams queued) must never stall the node's loop.
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) \
+            if address else None
         self._next_watchdog: float | None = None  # None until READY=1: systemd's watchdog starts then
         self._warned = False
 
@@ -53,8 +55,9 @@ class Notifier:
         try:
             self._sock.sendto("\n".join(fields).encode(), self.address)
         except OSError as exc:
-            if not self._warned:  # systemd went away (or never listened): say so once, go on
-                log.warning("systemd notify socket %s: %s; notifications dropped", self.address.lstrip("\0"), exc)
+            if not self._warned:  # systemd went away, never listened, or does not read: say so once, go on
+                why = "its queue is full" if isinstance(exc, BlockingIOError) else str(exc)
+                log.warning("systemd notify socket %s: %s; notifications dropped", self.address.lstrip("\0"), why)
                 self._warned = True
 
     def ready(self, status: str) -> None:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,6 +106,19 @@ def test_the_node_speaks_the_notify_protocol_ready_watchdog_stopping(tree: Tree,
     address = str(tmp_path / "notify")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(address)
+    listener.settimeout(0.2)
+    messages: list[str] = []
+    done = threading.Event()
+
+    def receive() -> None:  # as systemd does: always reading
+        while not done.is_set():
+            try:
+                messages.append(listener.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    reader = threading.Thread(target=receive)
+    reader.start()
     env = dict(os.environ, NOTIFY_SOCKET=address, WATCHDOG_USEC="100000",  # a ping every 50 ms
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     try:
@@ -112,25 +126,18 @@ def test_the_node_speaks_the_notify_protocol_ready_watchdog_stopping(tree: Tree,
                                  capture_output=True, text=True, timeout=60, env=env)
         assert started.returncode == 0, started.stderr
         node = tree.node_pid()
-        messages = [receive(listener)]
-        while messages.count("WATCHDOG=1") < 3:
-            messages.append(receive(listener))
+        wait_for(lambda: messages.count("WATCHDOG=1") >= 3, 20, "three watchdog pings")
         stopped = tree.cli("stop")
         assert stopped.returncode == 0, stopped.stderr
-        while not any(m.startswith("STOPPING=1") for m in messages):
-            messages.append(receive(listener))
+        wait_for(lambda: any(m.startswith("STOPPING=1") for m in messages), 20, "STOPPING=1")
     finally:
+        done.set()
+        reader.join(10)
         listener.close()
-    ready = messages[0].splitlines()
-    assert ready == ["READY=1", "STATUS=tree prod up: 2 workers", f"MAINPID={node}"]
+    assert messages[0].splitlines() == ["READY=1", "STATUS=tree prod up: 2 workers", f"MAINPID={node}"]
     stopping = next(i for i, m in enumerate(messages) if m.startswith("STOPPING=1"))
     assert messages[1:4] == ["WATCHDOG=1"] * 3 and stopping >= 4
     assert messages[stopping] == "STOPPING=1\nSTATUS=shutdown requested (control API stop)"
-
-
-def receive(sock: socket.socket, timeout: float = 10.0) -> str:
-    sock.settimeout(timeout)
-    return sock.recv(4096).decode()
 
 
 # ---------------------------------------------------------------------- the heart

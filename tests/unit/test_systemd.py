@@ -81,3 +81,15 @@ def test_a_vanished_notify_socket_is_warned_about_once(tmp_path: Path, caplog: p
     warnings = [r for r in caplog.records if "notifications dropped" in r.getMessage()]
     assert len(warnings) == 1
     notifier.close()
+
+
+def test_a_receiver_that_does_not_read_never_blocks_the_sender(listener: tuple[socket.socket, str],
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    _, path = listener
+    notifier = Notifier(path, watchdog_usec=2)  # a ping every microsecond, and nobody reads
+    notifier.ready("up")
+    for n in range(1000):  # far beyond the receiver's queue (net.unix.max_dgram_qlen, 10 by default)
+        notifier.tick(float(n))
+    assert [r.getMessage() for r in caplog.records if "notifications dropped" in r.getMessage()] == [
+        f"systemd notify socket {path}: its queue is full; notifications dropped"]
+    notifier.close()
