@@ -2,9 +2,11 @@
 and the CLI give, and what systemd hears (systemd.py).
 
 A mixin of `node.Node`, which owns the state it reads.  It decides nothing about the
-tree; it names what happened.  Every ending is one sentence, and the first one set wins:
+tree; it names what happened.  Every ending is one sentence; the first one set wins (a second
+signal adds to it):
 
-    shutdown requested (control API stop)      SIGTERM received      second SIGINT: every worker killed
+    shutdown requested (control API stop)      shutdown requested (SIGTERM received)
+    shutdown requested (SIGINT received); then a second SIGINT: every worker killed
     supervisor root reached its restart limit (5 restarts in 10 s): child "db" last exited {error,...}
     the tree failed to start: failed_to_start_child "db": ConnectionRefusedError(...)
     supervisor root shut down on its own (auto_shutdown): significant child "job" exited normal
@@ -83,7 +85,8 @@ class Life:
             name = signal.Signals(self._signals.pop(0)).name
             if self.stopping:
                 logger.warning("second %s: killing every worker now", name)
-                self._end(f"second {name}: every worker killed")
+                self.ending = f"{self.ending}; then a second {name}: every worker killed" if self.ending else \
+                    f"second {name}: every worker killed"
                 self._kill_all()
                 self.exit_reason = KILLED
                 return
