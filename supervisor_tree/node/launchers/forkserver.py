@@ -24,7 +24,6 @@ followed by the standby's activation socket (SCM_RIGHTS).
 
 from __future__ import annotations
 
-import errno
 import gc
 import importlib
 import logging
@@ -36,7 +35,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
@@ -177,7 +176,7 @@ class _ForkServer:
             if not ready and refill_at is not None and not self.closing and time.monotonic() >= refill_at:
                 # Only when idle, and not while the standby just activated is starting
                 # (on a small machine the fork would compete with it for a core).
-                self.fork_standby()
+                self.fork_standbys(self.standby_target - len(self.standbys))
 
     def handle_requests(self) -> None:
         conn = self.conn
@@ -211,12 +210,11 @@ class _ForkServer:
         """A cold spawn: the node had no standby."""
         self.last_spawn = time.monotonic()
         self.inbound = req.inbound
-        try:
-            pid = self.fork(lambda: _cold_main(req, self.cfg.name), f"{req.worker_id}#{req.generation}")
-        except OSError as exc:
-            self.send(("events", [SpawnFailed(req.token, f"fork failed: {exc}")]))
+        pids = list(self.fork([lambda: _cold_main(req, self.cfg.name)], f"{req.worker_id}#{req.generation}"))
+        if not pids:
+            self.send(("events", [SpawnFailed(req.token, "fork failed: no process could be made (see the node's log)")]))
             return
-        self.send(("events", [Spawned(req.token, pid)]))
+        self.send(("events", [Spawned(req.token, pids[0])]))
 
     def activated(self, pid: int) -> None:
         self.last_spawn = time.monotonic()
@@ -235,73 +233,83 @@ class _ForkServer:
                       self.standby_early_deaths, pid)
             self.standby_target = 0
 
-    def fork_standby(self) -> None:
-        # A socketpair rather than a pipe: the node writes with MSG_NOSIGNAL, so a
-        # standby that died is an EPIPE error even if the node let SIGPIPE kill.
-        theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        r, w = theirs.detach(), ours.detach()
+    def fork_standbys(self, n: int) -> None:
+        """Fork `n` standbys through one intermediate; each is announced to the node as its pid comes."""
+        # Socketpairs rather than pipes: the node writes with MSG_NOSIGNAL, so a standby that
+        # died is an EPIPE error even if the node let SIGPIPE kill.
+        pairs = [(theirs.detach(), ours.detach()) for theirs, ours in
+                 (socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(n))]
+        children = [lambda r=r, w=w: _standby_main(r, w, self.inbound, self.cfg) for r, w in pairs]
+        announced = 0
         try:
-            pid = self.fork(lambda: _standby_main(r, w, self.inbound, self.cfg), "standby")
-        except OSError as exc:
-            log.warning("fork server: cannot fork a standby (%s); spawning cold", exc)
-            self.standby_target = 0
-            os.close(w)
-            return
-        finally:
-            os.close(r)
-        try:
-            self.standbys.add(pid)
-            self.send(("standby", pid))
-            socket.send_fds(self.sock, [b"F"], [w])
+            for (_, w), pid in zip(pairs, self.fork(children, "standby", pairs)):
+                self.standbys.add(pid)
+                self.send(("standby", pid))
+                socket.send_fds(self.sock, [b"F"], [w])
+                announced += 1
         except OSError:
-            self.closing = True
+            self.closing = True  # the node is gone
         finally:
-            os.close(w)
+            for pair in pairs:
+                for fd in pair:
+                    os.close(fd)
+        if announced < n and not self.closing:
+            log.warning("fork server: %d of %d standbys could not be forked; spawning cold", n - announced, n)
+            self.standby_target = 0
 
-    def fork(self, child: Callable[[], object], role: str) -> int:
-        """Fork `child` (titled `role`) through an intermediate that exits at once, so that the node adopts it; its pid."""
+    def fork(self, children: Sequence[Callable[[], object]], role: str,
+             fds: Sequence[tuple[int, ...]] = ()) -> Iterator[int]:
+        """Fork each of `children` (titled `role`) through one intermediate that exits once it has
+        forked them all, so that the node adopts them; their pids, as they come (fewer if a fork
+        failed).  `fds[i]`: child i's own descriptors; the others close them."""
         for stream in (sys.stdout, sys.stderr):  # else the child would print our buffered output again
             stream.flush()
-        r, w = os.pipe()  # the intermediate writes the worker's pid here
-        # SIGTERM stays blocked in the child until the worker has its handler in place.
+        r, w = os.pipe()  # the intermediate writes each child's pid here
+        # SIGTERM stays blocked in the children until each worker has its handler in place.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
-            pid = os.fork()
-            if pid == 0:
-                self._intermediate(r, w, child, role)
+            if os.fork() == 0:
+                self._intermediate(r, w, children, role, fds)
+        except OSError as exc:  # EAGAIN, ENOMEM: no process at all
+            log.warning("fork server: cannot fork (%s)", exc)
+            os.close(r)
+            return
+        finally:
             os.close(w)
-            w = -1
-            data = _read_exactly(r, LEN.size)  # its exit is reaped later (SIGCHLD): not in the spawn's way
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        try:  # its exit is reaped later (SIGCHLD): not in the way
+            for _ in children:
+                data = _read_exactly(r, LEN.size)
+                if data is None:
+                    return
+                pid: int = LEN.unpack(data)[0]
+                yield pid
         finally:
             os.close(r)
-            if w >= 0:
-                os.close(w)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        if data is None:
-            raise OSError(errno.EAGAIN, "the intermediate process could not fork")
-        worker_pid: int = LEN.unpack(data)[0]
-        return worker_pid
 
-    def _intermediate(self, r: int, w: int, child: Callable[[], object], role: str) -> NoReturn:
+    def _intermediate(self, r: int, w: int, children: Sequence[Callable[[], object]], role: str,
+                      fds: Sequence[tuple[int, ...]]) -> NoReturn:
         code = 70
         try:
             os.close(r)
             osproc.die_with_parent(self.pid)  # if we die together, no fork is half done
-            # Titled before the fork: the node adopts the child at once, and must never see a second fork server.
+            # Titled before the forks: the node adopts them at once, and must never see a second fork server.
             osproc.set_title(self.cfg.name, role)
             me = os.getpid()
-            pid = os.fork()
-            if pid == 0:
-                os.close(w)
-                self.in_child(me)
-                child()
-            else:
+            gate_r, gate_w = os.pipe()  # EOF once we exited: our children wait for it, then for their new parent
+            for i, child in enumerate(children):
+                pid = os.fork()
+                if pid == 0:
+                    for fd in [w, gate_w, *(fd for j, own in enumerate(fds) if j != i for fd in own)]:
+                        os.close(fd)
+                    self.in_child(me, gate_r)
+                    child()  # never returns (if it raises: os._exit below)
                 os.write(w, LEN.pack(pid))
-                code = 0
+            code = 0
         finally:
             os._exit(code)
 
-    def in_child(self, intermediate: int) -> None:
+    def in_child(self, intermediate: int, gate: int) -> None:
         # A child holding the node's pipe would keep it open after the fork server's death.
         self.sock.close()
         for fd in (self.fd, self.wake_r, self.wake_w):
@@ -309,6 +317,8 @@ class _ForkServer:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.read(gate, 1)  # blocks until the intermediate exited (no spinning while it forks our siblings)
+        os.close(gate)
         osproc.await_parent(self.cfg.parent_pid, intermediate)
         osproc.die_with_parent(self.cfg.parent_pid)
 
