@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck contracts pytest check benchmark-quick benchmark clean venv
+.PHONY: run console browser test lint typecheck contracts pytest check benchmark-quick benchmark clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,24 @@ venv: $(STAMP)
 run: $(STAMP)            ## start the built-in default tree in the foreground (Ctrl-C stops it)
 	$(BIN)/supervise start
 
+console: $(STAMP)        ## a Python REPL attached to the running tree: tree(), info(id), call, cast, kill, profile(id)
+	$(BIN)/supervise console
+
+# The dashboard's browser tests drive Debian's chromium (never a browser that playwright
+# downloads).  Installed here as root when missing; apt's sandbox user needs a TMPDIR it
+# can write (/tmp may be 0700).  Where it cannot be installed those tests skip and say why.
+browser:                 ## Debian's chromium for the dashboard's end-to-end tests (as root; once)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make browser: installing Debian's chromium"; \
+	    TMPDIR=/var/tmp apt-get update -qq && \
+	    TMPDIR=/var/tmp DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+	    echo "make browser: could not install chromium; the dashboard's browser tests will skip"; \
+	  else \
+	    echo "make browser: /usr/bin/chromium is missing and apt-get as root is not available; the dashboard's browser tests will skip"; \
+	  fi; \
+	fi
+
 test: lint contracts typecheck pytest ## the house's checks, then the whole test suite
 
 lint: $(STAMP)           ## ruff over the code, the components, the tests and the scripts
@@ -30,7 +48,7 @@ contracts: $(STAMP)      ## the architecture's import contracts (pyproject.toml,
 typecheck: $(STAMP)      ## mypy --strict over the package, the components included
 	$(BIN)/mypy
 
-pytest: $(STAMP)         ## the test suite alone
+pytest: $(STAMP) browser ## the test suite alone
 	$(BIN)/python -m pytest -q
 
 benchmark-quick: $(STAMP) ## every benchmark, short (under 2 minutes)

@@ -18,6 +18,7 @@ worker and infinity for a supervisor.
 from __future__ import annotations
 
 import enum
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -33,6 +34,14 @@ class Restart(enum.Enum):
     PERMANENT = "permanent"
     TRANSIENT = "transient"
     TEMPORARY = "temporary"
+
+
+class Overflow(enum.Enum):
+    """What a worker's mailbox does past its `mailbox_limit` (worker/mailbox.py)."""
+
+    BACKPRESSURE = "backpressure"  # senders wait for room
+    REJECT = "reject"  # the newest past the limit are refused: a call gets a MailboxFull error
+    DROP_OLDEST = "drop_oldest"  # the oldest past the limit are dropped: a call gets a MailboxFull error
 
 
 class ChildType(enum.Enum):
@@ -87,6 +96,7 @@ WORKER_OOM_SCORE_ADJ = 500
 BRUTAL_KILL = Shutdown(ShutdownKind.BRUTAL_KILL)
 INFINITY = Shutdown(ShutdownKind.INFINITY)
 WORKER_SHUTDOWN_DEFAULT = Shutdown.timeout(5000)
+DEFAULT_MAX_CONCURRENCY = 1000  # an asyncio worker's calls in flight when its spec sets no max_concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +142,42 @@ class Heartbeat:
 StartTarget = str | Callable[..., object]
 
 
+class ReadyKind(enum.Enum):
+    """How an external program (a port) says it is ready: at once, a TCP port accepting, or a line of output."""
+
+    EXEC = "exec"  # ready once the program has been executed (no `ready` given)
+    TCP = "tcp"  # ready once HOST:PORT accepts a connection
+    STDOUT = "stdout"  # ready once a line of its stdout (or stderr) contains the text
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    kind: ReadyKind = ReadyKind.EXEC
+    target: str = ""  # "127.0.0.1:6380" for tcp, the text to look for for stdout
+
+    def __str__(self) -> str:
+        return self.kind.value if self.kind is ReadyKind.EXEC else f"{self.kind.value} {self.target!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """An external program as a child (OTP's port): argv, environment, directory, how to stop it, readiness.
+
+    `env` is added to the node's environment; `cwd` None keeps the node's directory;
+    `stop_signal` (a signal name such as "TERM") goes to the program's whole process
+    group when its supervisor stops it.
+    """
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    stop_signal: str = "TERM"
+    ready: Ready = Ready()
+
+    def __str__(self) -> str:
+        return " ".join(self.argv)
+
+
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
     """One child of a supervisor.  `id` is unique in the whole tree (it names the worker)."""
@@ -148,6 +194,10 @@ class ChildSpec:
     retry: RetryPolicy | None = None
     heartbeat: Heartbeat | None = None  # None: the node's default
     start_timeout: float = 30.0  # seconds for init to say ready; then it is a start error
+    command: Command | None = None  # an external program instead of `start` (a port)
+    max_concurrency: int | None = None  # an asyncio worker's calls in flight at most (None: DEFAULT_MAX_CONCURRENCY)
+    mailbox_limit: int | None = None  # messages waiting in the worker's mailbox; None: ZeroMQ's high-water marks
+    mailbox_overflow: Overflow = Overflow.BACKPRESSURE
     oom_score_adj: int = WORKER_OOM_SCORE_ADJ  # -1000..1000, the worker process's (Linux)
 
     @property
@@ -159,6 +209,11 @@ class ChildSpec:
     @property
     def is_supervisor(self) -> bool:
         return self.type is ChildType.SUPERVISOR
+
+    @property
+    def is_port(self) -> bool:
+        """An external program (`command`), not a Python worker."""
+        return self.command is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +349,31 @@ def check_start(value: object) -> str | None:
     return f'start must be "module:Class" (or a class); got {_got(value)}'
 
 
+def check_command(value: object) -> str | None:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value) and value[0]:
+        return None
+    return f'command must be a non-empty array of strings, the program first (["redis-server", "--port", "6380"]); got {_got(value)}'
+
+
+def check_signal(value: object) -> str | None:
+    """A signal name, with or without SIG: "TERM", "SIGINT", "QUIT", ..."""
+    if isinstance(value, str) and value:
+        name = value.upper() if value.upper().startswith("SIG") else "SIG" + value.upper()
+        if name in signal.Signals.__members__:
+            return None
+    return f'stop_signal must be a signal name such as "TERM", "INT" or "QUIT"; got {_got(value)}'
+
+
+def signal_number(name: str) -> int:
+    """The number of a signal name as `check_signal` accepts it."""
+    upper = name.upper()
+    return int(signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper])
+
+
+def check_max_concurrency(value: object) -> str | None:
+    if _is_int(value) and value >= 1:  # type: ignore[operator]
+        return None
+    return f"max_concurrency must be an integer >= 1 (calls in flight at once in an asyncio worker); got {_got(value)}"
 def check_oom_score_adj(value: object) -> str | None:
     if _is_int(value) and -1000 <= value <= 1000:  # type: ignore[operator]
         return None
@@ -345,8 +425,16 @@ def child_problems(child: ChildSpec, auto_shutdown: AutoShutdown = AutoShutdown.
             problems.append("a child of type supervisor needs its own children (a nested [supervisor] table)")
         else:
             problems.extend(spec_problems(child.supervisor))
-    else:
-        problems.extend(p for p in (check_start(child.start), check_oom_score_adj(child.oom_score_adj)) if p)
+    elif child.command is not None:
+        if child.start is not None:
+            problems.append("a worker has either start (a Python class) or command (a program), not both")
+        problems.extend(p for p in (check_command(list(child.command.argv)), check_signal(child.command.stop_signal)) if p)
+    elif (p := check_start(child.start)) is not None:
+        problems.append(p)
+    if not child.is_supervisor and (p := check_oom_score_adj(child.oom_score_adj)) is not None:
+        problems.append(p)
+    if child.max_concurrency is not None and (p := check_max_concurrency(child.max_concurrency)) is not None:
+        problems.append(p)
     if child.shutdown is not None and child.shutdown.kind is ShutdownKind.TIMEOUT and child.shutdown.timeout_ms < 0:
         problems.append(check_shutdown(child.shutdown.timeout_ms) or "")
     return problems

@@ -1,27 +1,31 @@
-"""The network component: a TCP server speaking newline-delimited JSON-RPC 2.0, like an MCP server.
+"""The network component: an MCP server on MCP's Streamable HTTP and on a TCP line protocol.
 
-Owns the worker around the server: the listening socket (bound in `init`, so a
-taken port fails the start with the OS's reason), a thread running the asyncio
-loop (uvloop when importable), the file-descriptor limit, and the calls the
-tree can make to it.  Requests are served by `supervisor_tree.workers.net`: `server` (TCP,
-framing, flow control), `mcp` (the methods), `batch` (tool calls coalesced for
-the pool), `bridge` (calls to the session and pool components from the loop,
-on raw ZeroMQ file descriptors), `tools`, `config` (the init args).
+Owns the worker around the servers: the listening sockets (bound in `init`, so
+a taken port fails the start with the OS's reason), a thread running the
+asyncio loop (uvloop when importable), the file-descriptor limit, and the calls
+the tree can make to it.  Requests are served by `supervisor_tree.workers.net`:
+`server` (TCP: newline-delimited JSON-RPC 2.0, flow control), `http` (HTTP/1.1
+on httptools) and `streamable` + `sessions` (MCP's Streamable HTTP), `mcp` (the
+methods, the same on both), `batch` (tool calls coalesced for the pool),
+`bridge` (calls to the session and pool components from the loop, on raw
+ZeroMQ file descriptors), `tools`, `config` (the init args).
 
     [[tree.children]]
     id = "network"
     start = "supervisor_tree.workers.network:Network"
-    args = { port = 7411, session = "session", pool = "pool" }
+    args = { port = 7411, http_port = 7412, session = "session", pool = "pool" }
 
-    one line each way on a TCP connection to 127.0.0.1:7411:
+    MCP clients: Streamable HTTP at http://127.0.0.1:7412/mcp (the official SDK's
+    `Client("http://127.0.0.1:7412/mcp")`); or one line each way on TCP 127.0.0.1:7411:
     -> {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}
     <- {"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}],"isError":false}}
 
     $ supervise call network '{"op": "address"}'
-    {"host": "127.0.0.1", "port": 7411}
+    {"host": "127.0.0.1", "port": 7411, "http_port": 7412, "url": "http://127.0.0.1:7412/mcp"}
 
 Init args (net/config.py has the defaults): host, port (0: ephemeral, see
-"address"), reuse_port (several network workers on one fixed port), standby and
+"address"), http (false: no HTTP), http_port (0: ephemeral), http_path,
+allowed_origins, reuse_port (several network workers on one fixed port), standby and
 overflow (such workers listening by turns, net/listener.py), backlog, max_line, max_connections,
 max_pending (requests in flight per connection), write_high_water (unread
 reply bytes per connection), session / pool (the worker ids to route to),
@@ -53,9 +57,12 @@ from supervisor_tree import Worker
 from supervisor_tree.spec import ExitReason
 from supervisor_tree.workers.net.bridge import Upstream
 from supervisor_tree.workers.net.config import NOFILE_MARGIN, NetworkSpec
-from supervisor_tree.workers.net.listener import Listener
-from supervisor_tree.workers.net.mcp import Methods
+from supervisor_tree.workers.net.http import HttpConnection
+from supervisor_tree.workers.net.listener import Endpoint, Listener
+from supervisor_tree.workers.net.mcp import PROTOCOL_VERSIONS, Methods
 from supervisor_tree.workers.net.server import Server, raise_nofile_limit
+from supervisor_tree.workers.net.sessions import HttpSessions
+from supervisor_tree.workers.net.streamable import Streamable
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +93,23 @@ class Network(Worker):
         self.spec = spec
         self.loop = new_event_loop()
         tell = self._tell_overflow if spec.overflow else None
-        self.listener = Listener(self.loop, spec, self._connection, tell)
-        self.address = {"host": spec.host, "port": self.listener.bind()}
+        endpoints = [Endpoint("tcp", spec.port, self._connection)]
+        if spec.http:
+            endpoints.append(Endpoint("http", spec.http_port, self._http_connection))
+        self.listener = Listener(self.loop, spec, endpoints, tell)
+        ports = self.listener.bind()
+        self.address: dict[str, object] = {"host": spec.host, "port": ports["tcp"]}
+        if spec.http:
+            host = f"[{spec.host}]" if ":" in spec.host else spec.host
+            self.address |= {"http_port": ports["http"], "url": f"http://{host}:{ports['http']}{spec.http_path}"}
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run_loop, name="network-loop", daemon=True)
         self.thread.start()
         if not self._ready.wait(START_TIMEOUT) or self._failure is not None:
             raise RuntimeError(f"network: the server did not start: {self._failure or 'timed out'}")
-        log.info("network %s: serving JSON-RPC on %s:%d", self.id, spec.host, self.address["port"])
+        log.info("network %s: serving MCP on tcp %s:%s%s", self.id, spec.host, self.address["port"],
+                 f" and {self.address['url']}" if spec.http else "")
 
     # -- the loop thread --
 
@@ -105,6 +120,8 @@ class Network(Worker):
             self.upstream = Upstream(loop, self.context, self.run_dir, spec.call_timeout)
             self.methods = Methods(self.upstream, spec.session, spec.pool, spec.pool_wait, spec.batches_in_flight)
             self.server = Server(spec, self.methods, self.listener)
+            self.sessions = HttpSessions(self.upstream, spec.session, PROTOCOL_VERSIONS)
+            self.streamable = Streamable(spec, self.methods, self.sessions)
             if not spec.standby:
                 loop.run_until_complete(self.listener.start())
         except BaseException as exc:  # noqa: BLE001 - reported by init, which fails the start
@@ -123,6 +140,9 @@ class Network(Worker):
     def _connection(self) -> asyncio.Protocol:
         return self.server.connection()
 
+    def _http_connection(self) -> asyncio.Protocol:
+        return HttpConnection(self.server, self.streamable.handle)
+
     def _tell_overflow(self, op: str) -> None:
         """"listen" (this worker is nearly full) or "rest" (it has room again) to the next shard (loop thread)."""
         self.upstream.call(self.spec.overflow, {"op": op}, _logged_failure)
@@ -130,6 +150,7 @@ class Network(Worker):
     def _shutdown_loop(self) -> None:
         loop = self.loop
         self.listener.close()
+        self.sessions.close()  # ends the open GET streams
         self.server.close_all()
         self.upstream.close()
         loop.run_until_complete(asyncio.sleep(0))  # let the aborted transports call connection_lost
@@ -163,6 +184,9 @@ class Network(Worker):
             "queued_tool_calls": self.methods.batcher.queued,
             "nofile": list(self.nofile),
             **dict(server.counts),
+            "http_sessions": len(self.sessions.local),
+            **self.sessions.counts,
+            **dict(self.streamable.counts),
             **dict(self.methods.counts),
             **dict(self.methods.batcher.counts),
             **{f"upstream_{k}": v for k, v in dict(self.upstream.counts).items()},

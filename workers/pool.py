@@ -1,10 +1,18 @@
-"""A worker pool (poolboy): a manager worker and pooled member processes; and its typed client.
+"""A worker pool (poolboy): a manager worker and pooled member processes.
 
 Owns which member is idle, busy or checked out, the requests waiting for one,
 starting overflow members and reaping them when idle, and answering callers
 whose member died.  Members are children of a simple_one_for_one supervisor,
 started through the node's dynamic API; that supervisor restarts a crashed
 member, and the manager learns of deaths and restarts from the node's events.
+The typed client and the refusals are in workers/pool_client.py.
+
+Invariant: the members' supervisor holds `size` members plus the overflow ones
+this manager started, whatever happened to earlier managers.  A manager that
+starts (again) adopts the members already running there, up to `size`, stops
+the rest (an earlier manager's overflow), and starts only what is missing: a
+manager restarted alone (`supervise terminate pool` then `restart pool`, a
+kill, a reload of its spec) never grows the pool.
 
 The tree (examples/pool.toml): a supervisor holding the members' supervisor,
 then the manager (one_for_all: the manager's state is only good with its members)
@@ -30,31 +38,18 @@ how long the task itself may run is the caller's wire timeout.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import itertools
 import logging
 import math
-import os
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, cast
+from typing import Any
 
 from supervisor_tree import NOREPLY
-from supervisor_tree.client import CallError, Client
-from supervisor_tree.workers._component import (
-    BadRequest,
-    Component,
-    NodeEvents,
-    PidWatch,
-    Refused,
-    Token,
-    deadline_of,
-    expect,
-    reraise,
-)
+from supervisor_tree.workers._component import BadRequest, Component, NodeEvents, PidWatch, Token, deadline_of
+from supervisor_tree.workers.pool_client import DEFAULT_TIMEOUT, Lease, MemberExited, PoolClient, PoolTimeout
 from supervisor_tree.workers.pool_member import PoolMember, TaskFailed, register_task
 
 __all__ = ["PoolManager", "PoolMember", "PoolClient", "Lease", "PoolTimeout", "MemberExited", "TaskFailed",
@@ -62,24 +57,8 @@ __all__ = ["PoolManager", "PoolMember", "PoolClient", "Lease", "PoolTimeout", "M
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 5.0
 _REAP = ("pool", "reap")
 _OVERFLOW = ("pool", "overflow")
-
-
-class PoolTimeout(Refused):
-    pass
-
-
-class MemberExited(Refused):
-    pass
-
-
-class Lease(TypedDict):
-    """A checked-out member: its worker id, and the ref that checks it back in."""
-
-    member: str
-    ref: int
 
 
 class State(enum.Enum):
@@ -160,9 +139,32 @@ class PoolManager(Component):
         self.reap_armed = self.overflow_armed = False
         self.events = NodeEvents(self, kinds=("exited", "started"))
         self.holders = PidWatch()
-        for _ in range(size):
+        self.counts["adopted"] = self._adopt()
+        for _ in range(size - len(self.members)):
             self._start_member(overflow=False)
         self.start_ticking(events_poll)
+
+    def _adopt(self) -> int:
+        """Take over the members an earlier manager left (up to `size`); stop the rest.  Returns how many."""
+        children = self.client.which_children(self.sup)
+        children.sort(key=lambda c: c["state"] != "running")  # running ones first (a stable sort keeps the order)
+        for child in children[: self.size]:
+            member = Member(child["key"], child["pid"] or 0, child["generation"], overflow=False)
+            if child["state"] == "running":
+                self.idle.append(member.key)
+            else:  # restarting: its "started" event brings it in (tick)
+                member.state = State.DOWN
+            self.members[member.key] = member
+        for child in children[self.size :]:
+            try:
+                self.client.terminate_child(child["pid"] or child["key"], supervisor=self.sup)
+            except Exception as exc:  # noqa: BLE001 - the pool is right without it; say so and go on
+                log.warning("pool %s: could not stop surplus member %s under %r: %s", self.id, child["key"], self.sup,
+                            exc)
+        if children:
+            log.info("pool %s: adopted %d running member(s) of %r, stopped %d surplus", self.id,
+                     min(len(children), self.size), self.sup, max(0, len(children) - self.size))
+        return min(len(children), self.size)
 
     def terminate(self, reason: object) -> None:
         self.events.close()
@@ -392,55 +394,3 @@ class PoolManager(Component):
             elif r.deadline is not None and (nxt is None or r.deadline < nxt):
                 nxt = r.deadline
         return nxt
-
-
-# ---------------------------------------------------------------------------
-# Client side
-
-
-class PoolClient:
-    """The typed client: tuple messages, refusals as exceptions.
-
-    `timeout` bounds the wait for a free member; the wire waits that long plus
-    `task_timeout` for the task itself.
-    """
-
-    def __init__(self, client: Client, pool_id: str = "pool", task_timeout: float = 30.0) -> None:
-        self.client = client
-        self.pool_id = pool_id
-        self.task_timeout = task_timeout
-
-    def run(self, task: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        return self._call(("run", task, args, timeout), timeout)
-
-    def run_many(self, task: str, args: list[Any], timeout: float = DEFAULT_TIMEOUT, chunk: int = 256) -> list[Any]:
-        return expect(self._call(("run_many", task, args, timeout, chunk), timeout), list, "pool: run_many")
-
-    def checkout(self, block: bool = True, timeout: float = DEFAULT_TIMEOUT) -> Lease:
-        lease = expect(self._call(("checkout", block, timeout, os.getpid()), timeout), dict, "pool: checkout")
-        return cast(Lease, lease)  # the manager's {"member": key, "ref": n}
-
-    def checkin(self, lease: Lease) -> bool:
-        return expect(self._call(("checkin", lease["ref"]), 0.0), bool, "pool: checkin")
-
-    @contextlib.contextmanager
-    def member(self, timeout: float = DEFAULT_TIMEOUT) -> Iterator[str]:
-        """Check a member out for the block (poolboy:transaction); yields its worker id."""
-        lease = self.checkout(timeout=timeout)
-        try:
-            yield lease["member"]
-        finally:
-            self.checkin(lease)
-
-    def stats(self) -> dict[str, Any]:
-        return expect(self._call(("stats",), 0.0), dict, "pool: stats")
-
-    def _call(self, msg: tuple[object, ...], waits: float) -> object:
-        try:
-            return self.client.call(self.pool_id, msg, timeout=waits + self.task_timeout)
-        except CallError as exc:
-            reraise(exc, _ERRORS)
-
-
-_ERRORS: dict[str, type[Exception]] = {"PoolTimeout": PoolTimeout, "MemberExited": MemberExited,
-                                       "TaskFailed": TaskFailed, "BadRequest": BadRequest}

@@ -124,6 +124,11 @@ class Queue(Component):
     def terminate(self, reason: object) -> None:
         self.pids.close()
 
+    def statistics(self) -> dict[str, object]:
+        """Heartbeat figures (read from the heartbeat thread): what `supervise queues` ranks by."""
+        return {**self.counts, "depth": len(self.items), "capacity": self.capacity, "high_water": self.high,
+                "waiting_producers": len(self.putters)}
+
     # -- producing --
 
     def op_put(self, item: Any, block: bool = True, timeout: float | None = DEFAULT_TIMEOUT) -> object:

@@ -119,16 +119,17 @@ def _read_json(proc: subprocess.Popen[str], what: str, timeout: float = STEP_TIM
 
 
 class EchoServer:
-    """The reference: `tcp_load echo` in its own process, or `shards` of them sharing a port."""
+    """The reference: `tcp_load echo` (or `module`'s) in its own process, or `shards` of them sharing a port."""
 
-    def __init__(self, shards: int = 1) -> None:
+    def __init__(self, shards: int = 1, module: str = "supervisor_tree.bench.tcp_load") -> None:
         self.shards = shards
+        self.module = module
         self.procs: list[subprocess.Popen[str]] = []
 
     def __enter__(self) -> EchoServer:
         port = 0 if self.shards == 1 else free_port()
         for _ in range(self.shards):
-            proc = subprocess.Popen([sys.executable, "-m", "supervisor_tree.bench.tcp_load", "echo", str(port)],
+            proc = subprocess.Popen([sys.executable, "-m", self.module, "echo", str(port)],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
             self.procs.append(proc)
             self.port = int(_read_json(proc, "echo server")["port"])
@@ -148,12 +149,15 @@ class EchoServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 class LoadProcesses:
-    """`n` load processes, each with its share of connections to every target."""
+    """`n` load processes (`module`'s client), each with its share of connections to every target."""
 
-    def __init__(self, targets: dict[str, int], conns: int, processes: int, scratch: Path) -> None:
+    def __init__(self, targets: dict[str, int], conns: int, processes: int, scratch: Path,
+                 module: str = "supervisor_tree.bench.tcp_load") -> None:  # fmt: skip
         self.scratch = scratch
         self.procs: list[subprocess.Popen[str]] = []
         share = [conns // processes + (1 if i < conns % processes else 0) for i in range(processes)]
@@ -162,7 +166,7 @@ class LoadProcesses:
                                 for name, port in targets.items()},
                     "sources": SOURCES, "line_size": LINE_SIZE}  # fmt: skip
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "supervisor_tree.bench.tcp_load", "client", json.dumps(spec)],
+                [sys.executable, "-m", module, "client", json.dumps(spec)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env()))
         self.connected = {name: 0 for name in targets}
         for proc in self.procs:
@@ -211,6 +215,8 @@ class LoadProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def _shard_pids(run_dir: Path, shards: int) -> list[int]:
@@ -222,28 +228,36 @@ def _rss(pids: list[int]) -> int:
     return sum(int(psutil.Process(p).memory_info().rss) for p in pids)
 
 
+def alternate(ctx: BenchContext, load: LoadProcesses, conns: int, window: float,
+              label: str) -> tuple[list[Trial], list[Trial], dict[str, int]]:  # fmt: skip
+    """Windows of "ours" and "ref" by turns (the machine's load shifts): their trials after the warm-up,
+    and the problems seen on ours (errors, lost connections, requests unanswered at the end of a window)."""
+    for name, got in load.connected.items():
+        if got < conns:
+            raise BenchError(f"only {got} of {conns} connections to {name} opened")
+    ours: list[Trial] = []
+    ref: list[Trial] = []
+    trouble: dict[str, int] = {"errors": 0, "lost": 0, "unanswered": 0}
+    with ctx.progress.task(f"{label} ours/ref rounds", total=ctx.warmup + ctx.repeats) as advance:
+        for round_ in range(ctx.warmup + ctx.repeats):
+            trial, problems = load.window("ours", window)
+            ref_trial, _ = load.window("ref", window)
+            if round_ >= ctx.warmup:
+                ours.append(trial)
+                ref.append(ref_trial)
+                for k, v in problems.items():
+                    trouble[k] += v
+            advance()
+    return ours, ref, trouble
+
+
 def sustained(ctx: BenchContext, tree: BenchTree, port: int, shards: int, conns: int) -> list[Measurement]:
     window = max(2.0, ctx.duration / ctx.repeats)
     with EchoServer(shards) as echo:
         processes = 2 if conns > 2000 else 1
         load = LoadProcesses({"ours": port, "ref": echo.port}, conns, processes, tree.dir)
         try:
-            for name, got in load.connected.items():
-                if got < conns:
-                    raise BenchError(f"only {got} of {conns} connections to {name} opened")
-            ours: list[Trial] = []
-            ref: list[Trial] = []
-            trouble: dict[str, int] = {"errors": 0, "lost": 0, "unanswered": 0}
-            with ctx.progress.task("tcp_sustained ours/ref rounds", total=ctx.warmup + ctx.repeats) as advance:
-                for round_ in range(ctx.warmup + ctx.repeats):
-                    trial, problems = load.window("ours", window)
-                    ref_trial, _ = load.window("ref", window)
-                    if round_ >= ctx.warmup:
-                        ours.append(trial)
-                        ref.append(ref_trial)
-                        for k, v in problems.items():
-                            trouble[k] += v
-                    advance()
+            ours, ref, trouble = alternate(ctx, load, conns, window, "tcp_sustained")
         finally:
             load.close()
     note = (f"{conns} connections, 1 closed-loop request each, {LINE_SIZE} B lines, {processes} load process(es), "

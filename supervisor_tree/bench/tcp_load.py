@@ -29,6 +29,7 @@ import socket
 import sys
 import time
 from array import array
+from typing import Any
 
 IP_BIND_ADDRESS_NO_PORT = 24  # Linux: choose the source port at connect, so ports are shared across peers
 CONNECT_CONCURRENCY = 512  # connects in flight: under the listen backlog, so no SYN is dropped and retried
@@ -123,11 +124,15 @@ class _Conn(asyncio.Protocol):
 
 
 class Load:
-    """Connections and one window of closed-loop requests at a time."""
+    """Connections and one window of closed-loop requests at a time.
+
+    Subclasses (bench/http_load.py) change what a connection is (`connection`),
+    what its request is (`request`), what counts as an error (`is_error`) and
+    what happens once it is connected (`prepare`)."""
 
     def __init__(self, spec: dict[str, object]) -> None:
         self.spec = spec
-        self.conns: list[_Conn] = []
+        self.conns: list[Any] = []  # _Conn, or bench/http_load.py's
         self.lost = 0
         self.replies = self.errors = self.outstanding = 0
         self.sending = False
@@ -154,8 +159,8 @@ class Load:
                         sock.bind((sources[i % len(sources)], 0))
                         sock.setblocking(False)
                         await asyncio.wait_for(loop.sock_connect(sock, (host, port)), 30)
-                        line = request_line(base + i, size)
-                        _, conn = await loop.create_connection(lambda: _Conn(self, line), sock=sock)  # noqa: B023 - called within the iteration
+                        line = self.request(base + i, size)
+                        _, conn = await loop.create_connection(lambda: self.connection(line), sock=sock)  # noqa: B023 - called within the iteration
                         self.conns.append(conn)
                         return
                     except (TimeoutError, OSError):
@@ -170,13 +175,27 @@ class Load:
             self.conns = [c for c in self.conns if not c.lost]
             self.lost -= len(lost)
             await asyncio.gather(*(one(i) for i in lost))
+        failed += await self.prepare()
         return {"connected": len(self.conns), "failed": failed + sum(c.lost for c in self.conns)}
 
-    def on_reply(self, conn: _Conn, line: bytes) -> None:
+    def request(self, i: int, size: int) -> bytes:
+        return request_line(i, size)
+
+    def connection(self, line: bytes) -> Any:
+        return _Conn(self, line)
+
+    async def prepare(self) -> int:
+        """Work on the new connections before the windows (none here); returns how many failed."""
+        return 0
+
+    def is_error(self, reply: bytes) -> bool:
+        return reply.startswith(b'{"jsonrpc":"2.0","id":') and b'"error":{' in reply[:60]
+
+    def on_reply(self, conn: Any, line: bytes) -> None:
         now = time.perf_counter_ns()
         self.samples.append(now - conn.t0)
         self.replies += 1
-        if line.startswith(b'{"jsonrpc":"2.0","id":') and b'"error":{' in line[:60]:
+        if self.is_error(line):
             self.errors += 1
         if self.sending:
             conn.send()
@@ -232,12 +251,13 @@ class Load:
                 c.transport.abort()
 
 
-async def _client(spec: dict[str, object]) -> None:
-    """`spec`: {"targets": {name: {"port": N, "conns": n, "first_id": k}}, "sources": [...], "line_size": 1024}."""
+async def client(spec: dict[str, object], kind: type[Load] = Load) -> None:
+    """`spec`: {"targets": {name: {"port": N, "conns": n, "first_id": k}}, "sources": [...], "line_size": 1024}:
+    connect, say so on stdout, then carry out the orders read on stdin (the module docstring)."""
     targets: dict[str, dict[str, object]] = spec["targets"]  # type: ignore[assignment]
     raise_nofile(sum(int(t["conns"]) for t in targets.values()) + 256)  # type: ignore[call-overload]
     loop = asyncio.get_running_loop()
-    loads = {name: Load({**spec, **t}) for name, t in targets.items()}
+    loads = {name: kind({**spec, **t}) for name, t in targets.items()}
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     print(json.dumps({name: await load.connect() for name, load in loads.items()}), flush=True)
@@ -265,7 +285,7 @@ def main(argv: list[str]) -> int:
             raise_nofile(1 << 20)
             loop.run_until_complete(_serve_echo(int(argv[1])))
         else:
-            loop.run_until_complete(_client(json.loads(argv[1])))
+            loop.run_until_complete(client(json.loads(argv[1])))
     finally:
         loop.close()
     return 0

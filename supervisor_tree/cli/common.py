@@ -8,6 +8,7 @@ bad config or bad JSON; 3 no node is running in the run directory; 4 timeout.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,6 +23,7 @@ from supervisor_tree.client import (
     ClientError,
     ControlRefused,
     NodeNotRunning,
+    UntrustedRunDir,
     find_run_dir,
 )
 from supervisor_tree.wire import rundir
@@ -59,6 +61,9 @@ class Ctx:
 
     def client(self, timeout: float = 10.0) -> Client:
         run_dir = self.run_dir
+        problem = rundir.check(run_dir) if run_dir.exists() else None
+        if problem:
+            fail(f"run dir {run_dir}: {problem}; choose another with --run-dir or SUPERVISE_RUN_DIR", EXIT_USAGE)
         if not rundir.is_locked(run_dir):
             fail(f"no node is running in {run_dir} (start one with `supervise start`, or pass --run-dir)"
                  + _last_ending(run_dir), EXIT_NO_NODE)
@@ -83,10 +88,23 @@ def run_client(fn: Any) -> Any:
         fail(str(exc), EXIT_NO_NODE)
     except CallTimeout as exc:
         fail(str(exc), EXIT_TIMEOUT)
+    except UntrustedRunDir as exc:
+        fail(str(exc), EXIT_USAGE)
     except (ControlRefused, CallError, CalleeExited) as exc:
         fail(str(exc), EXIT_FAILED)
     except ClientError as exc:
         fail(str(exc), EXIT_FAILED)
+
+
+SECONDS = click.FloatRange(min=0, min_open=True)  # a timeout: a number of seconds > 0 (else usage, exit 2)
+
+
+def signal_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A signal as KILL, SIGKILL or kill; anything else is bad usage (exit 2) before the node is asked."""
+    name = value.upper()
+    if (name if name.startswith("SIG") else "SIG" + name) not in signal.Signals.__members__:
+        raise click.BadParameter(f"unknown signal {value!r}; e.g. KILL, TERM, STOP, CONT, INT, HUP, USR1")
+    return name
 
 
 run_dir_option = click.option("--run-dir", "run_dir", default=None, help="The node's run directory (default: per user and config).")

@@ -16,6 +16,8 @@ from supervisor_tree.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TIMEOUT,
+    EXIT_USAGE,
+    SECONDS,
     Ctx,
     config_option,
     fail,
@@ -30,7 +32,7 @@ from supervisor_tree.wire import rundir
 _HEART = HeartPolicy()  # the defaults
 
 
-@click.command()
+@click.command(short_help="Validate a config; start nothing.")
 @click.argument("config", required=False)
 def check(config: str | None) -> None:
     """Validate CONFIG without starting anything (exit 2 on any problem)."""
@@ -40,7 +42,7 @@ def check(config: str | None) -> None:
     click.echo(describe(spec))
 
 
-@click.command()
+@click.command(short_help="Start a tree (default: the built-in one).")
 @click.argument("config", required=False)
 @click.option("--detach", is_flag=True, help="Return once the tree is up (exit 0) or failed to start (exit 1).")
 @click.option("--heart", is_flag=True, help="Run a watcher (OTP's heart) that restarts the node when it dies abnormally.")
@@ -48,11 +50,13 @@ def check(config: str | None) -> None:
               help="With --heart: give up after more restarts than this within --heart-period.")
 @click.option("--heart-period", type=click.FloatRange(min=1.0), default=_HEART.period, show_default=True,
               help="With --heart: the window (seconds) the restarts are counted in.")
-@click.option("--timeout", default=120.0, show_default=True, help="With --detach: how long to wait for the tree.")
+@click.option("--timeout", type=SECONDS, default=120.0, show_default=True, help="With --detach: how long to wait for the tree.")
 @click.option("--notify-fd", type=int, default=None, hidden=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (overrides [metrics] port).")
 @run_dir_option
 def start(config: str | None, detach: bool, heart: bool, heart_max_restarts: int, heart_period: float, timeout: float,
-          notify_fd: int | None, run_dir: str | None) -> None:
+          notify_fd: int | None, metrics_port: int | None, run_dir: str | None) -> None:
     """Start the tree of CONFIG (no CONFIG: the built-in default tree)."""
     spec = load_spec(config)
     directory = Path(run_dir or os.environ.get("SUPERVISE_RUN_DIR") or rundir.default_run_dir(config))
@@ -60,13 +64,22 @@ def start(config: str | None, detach: bool, heart: bool, heart_max_restarts: int
         fail(f"a node is already running in {directory} (`supervise stop --run-dir {directory}` first)", EXIT_FAILED)
     if heart_pid(directory) not in (None, os.getppid()):  # a node the heart started passes
         fail(f"a heart is already running in {directory} (`supervise stop --run-dir {directory}` first)", EXIT_FAILED)
+    port = metrics_port or (spec.extra.get("metrics") or {}).get("port")
+    if port:
+        _check_port_free(int(port))
     policy = HeartPolicy(max_restarts=heart_max_restarts, period=heart_period)
+    passed_on = ["--metrics-port", str(metrics_port)] if metrics_port else []
     if detach:
         extra = ["--heart", "--heart-max-restarts", str(heart_max_restarts), "--heart-period", str(heart_period)]
-        sys.exit(_start_detached(config, directory, timeout, extra if heart else []))
+        code = _start_detached(config, directory, timeout, (extra if heart else []) + passed_on)
+        if code == EXIT_OK and port:
+            if not _wait_listening(int(port), 15.0):
+                fail(f"the tree started, but its metrics did not come up on 127.0.0.1:{port}; see {directory / 'node.log'}")
+            click.echo(f"metrics on http://127.0.0.1:{port}/metrics")
+        sys.exit(code)
     if heart:
-        sys.exit(_run_heart(spec, config, directory, notify_fd, policy))
-    _run_foreground(spec, directory, notify_fd)
+        sys.exit(_run_heart(spec, config, directory, notify_fd, policy, passed_on))
+    _run_foreground(spec, directory, notify_fd, port)
 
 
 def _tell(notify_fd: int | None, ok: bool, reason: str) -> None:
@@ -76,7 +89,51 @@ def _tell(notify_fd: int | None, ok: bool, reason: str) -> None:
         os.close(notify_fd)
 
 
-def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoReturn:
+def _check_port_free(port: int) -> None:
+    """Fail before anything starts when the metrics port is taken (the exporter binds once the tree is up)."""
+    import socket
+
+    deadline = time.monotonic() + 2.0  # a node stopped a moment ago may still be letting its endpoint go
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server will (scrapes leave TIME_WAITs)
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    fail(f"metrics: cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another --metrics-port "
+                         f"or [metrics] port", EXIT_USAGE)
+        time.sleep(0.1)  # nothing tells when a port is let go
+
+
+def _wait_listening(port: int, timeout: float) -> bool:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return True
+        except OSError:
+            time.sleep(0.05)  # the companion is still starting: nothing to wait on but the port
+    return False
+
+
+def _spawn_metrics(spec: Any, directory: Path, port: int) -> subprocess.Popen[bytes]:
+    """The Prometheus endpoint: `supervise metrics` beside the node, started once the tree is up.
+
+    Its own process, so a scrape (psutil for every worker, the exposition text) costs the
+    node one `status` request and never its loop's time; it dies with the node
+    (PR_SET_PDEATHSIG) and leaves when the node's run directory is released.
+    """
+    max_workers = int((spec.extra.get("metrics") or {}).get("max_workers") or 500)
+    cmd = [sys.executable, "-m", "supervisor_tree.cli", "metrics", "--port", str(port), "--max-workers", str(max_workers),
+           "--run-dir", str(directory), "--parent-pid", str(os.getpid())]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+
+
+def _run_foreground(spec: Any, directory: Path, notify_fd: int | None, metrics_port: int | None = None) -> NoReturn:
     from supervisor_tree.node.launchers.osproc import set_title
     from supervisor_tree.node.node import Node
     from supervisor_tree.spec import ExitKind
@@ -84,7 +141,11 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoRetu
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     set_title(spec.name, "node")
 
+    companions: list[subprocess.Popen[bytes]] = []
+
     def on_started(ok: bool, reason: str) -> None:
+        if ok and metrics_port:
+            companions.append(_spawn_metrics(spec, directory, metrics_port))
         if ok:
             logging.getLogger("supervisor_tree").info(
                 "tree %r started; run dir %s; `supervise status --run-dir %s`; Ctrl-C stops it", spec.name, directory, directory
@@ -92,17 +153,33 @@ def _run_foreground(spec: Any, directory: Path, notify_fd: int | None) -> NoRetu
         _tell(notify_fd, ok, reason)
 
     node = Node(spec, directory, on_started=on_started)
+    if notify_fd is None:  # the foreground: every worker's lines on stdout too, prefixed and coloured per worker
+        node.logs.echo_to(sys.stdout, ids=_child_ids(spec.tree))
     try:
         reason = node.run()
     except RuntimeError as exc:
         fail(str(exc))
+    finally:
+        for proc in companions:  # the node is gone: so is its metrics endpoint
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     if node.ended_on_request and reason.kind in (ExitKind.SHUTDOWN, ExitKind.NORMAL):
         logging.getLogger("supervisor_tree").info("node stopped: %s", node.ending)
         sys.exit(EXIT_OK)
     fail(f"the node stopped: {node.ending or reason}", EXIT_FAILED)
 
 
-def _run_heart(spec: Any, config: str | None, directory: Path, notify_fd: int | None, policy: HeartPolicy) -> int:
+def _child_ids(tree: Any) -> list[str]:
+    """Every child id of a supervisor spec, nested ones included."""
+    return [i for c in tree.children for i in [c.id, *(_child_ids(c.supervisor) if c.supervisor else [])]]
+
+
+def _run_heart(spec: Any, config: str | None, directory: Path, notify_fd: int | None, policy: HeartPolicy,
+               passed_on: list[str]) -> int:
     from supervisor_tree.config.load import load_config
     from supervisor_tree.node.heart import Heart
     from supervisor_tree.node.launchers.osproc import set_title
@@ -111,7 +188,8 @@ def _run_heart(spec: Any, config: str | None, directory: Path, notify_fd: int | 
     set_title(spec.name, "heart")
     rundir.ensure(directory)
     path = os.path.abspath(config) if config else None
-    argv = [sys.executable, "-m", "supervisor_tree.cli", "start", "--run-dir", str(directory), *([path] if path else [])]
+    argv = [sys.executable, "-m", "supervisor_tree.cli", "start", "--run-dir", str(directory), *passed_on,
+            *([path] if path else [])]
     heart = Heart(argv, directory, config=path, policy=policy, check_config=load_config)
     return heart.run(on_first_start=lambda ok, reason: _tell(notify_fd, ok, reason))
 
@@ -148,8 +226,8 @@ def _start_detached(config: str | None, directory: Path, timeout: float, extra: 
         return EXIT_TIMEOUT
 
 
-@click.command()
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the tree to stop.")
+@click.command(short_help="Stop the tree gracefully.")
+@click.option("--timeout", type=SECONDS, default=600.0, show_default=True, help="Seconds to wait for the tree to stop.")
 @run_dir_option
 @config_option
 def stop(timeout: float, run_dir: str | None, config: str | None) -> None:

@@ -87,7 +87,7 @@ def _show(console: Console, path: str, profile: Profile, top: int) -> None:
         console.print(hot_frames_table(profile, top))
 
 
-@click.command("profile", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("profile", context_settings={"help_option_names": ["-h", "--help"]}, short_help="Write a flame graph of a worker.")
 @click.argument("targets", nargs=-1, metavar="WORKER | --all | diff A B")
 @click.option("--engine", type=click.Choice(["py-spy", "yappi"]), default="py-spy", show_default=True,
               help="py-spy samples from outside by pid; yappi traces calls inside the worker.")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 
 import click
 
 from supervisor_tree.cli.common import (
     EXIT_NO_NODE,
     EXIT_USAGE,
+    SECONDS,
     Ctx,
     api_result,
     config_option,
@@ -20,15 +19,16 @@ from supervisor_tree.cli.common import (
     parse_json,
     run_client,
     run_dir_option,
+    signal_name,
     supervisor_option,
 )
-from supervisor_tree.node.eventlog import format_text, read_events
+from supervisor_tree.node.eventlog import follow_events, format_text, read_events
 from supervisor_tree.wire import rundir
 
 # ---------------------------------------------------------------------- status / events
 
 
-@click.command()
+@click.command(short_help="Show the tree and each child's state.")
 @run_dir_option
 @config_option
 @json_option
@@ -45,7 +45,7 @@ def status(run_dir: str | None, config: str | None, as_json: bool) -> None:
     render_status(value)
 
 
-@click.command()
+@click.command(short_help="Print the supervisor reports.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new reports until the node stops.")
 @run_dir_option
 @config_option
@@ -56,33 +56,24 @@ def events(follow: bool, run_dir: str | None, config: str | None, as_json: bool)
     path = directory / "events.jsonl"
     if not path.exists() and not rundir.is_locked(directory):
         fail(f"no events in {directory}: no node has run there", EXIT_NO_NODE)
-    for rec in read_events(path):
+    for rec in read_events(path):  # events.jsonl.N ... .1, then events.jsonl
         click.echo(json.dumps(rec) if as_json else format_text(rec))
     if not follow:
         return
-    with open(path) as f:
-        f.seek(0, os.SEEK_END)
-        try:
-            while True:
-                line = f.readline()
-                if line:
-                    rec = json.loads(line)
-                    click.echo(json.dumps(rec) if as_json else format_text(rec))
-                    continue
-                if not rundir.is_locked(directory):
-                    return
-                time.sleep(0.1)  # tailing a file: nothing to wait on but time
-        except KeyboardInterrupt:
-            return
+    try:
+        for rec in follow_events(path, lambda: rundir.is_locked(directory)):
+            click.echo(json.dumps(rec) if as_json else format_text(rec))
+    except KeyboardInterrupt:
+        return
 
 
 # ---------------------------------------------------------------------- messages
 
 
-@click.command()
+@click.command(short_help="Call a worker and print its reply.")
 @click.argument("worker")
 @click.argument("message")
-@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the reply.")
+@click.option("--timeout", type=SECONDS, default=5.0, show_default=True, help="Seconds to wait for the reply.")
 @run_dir_option
 @config_option
 @json_option
@@ -94,7 +85,7 @@ def call(worker: str, message: str, timeout: float, run_dir: str | None, config:
     emit(reply, True)
 
 
-@click.command()
+@click.command(short_help="Cast a message to a worker.")
 @click.argument("worker")
 @click.argument("message")
 @run_dir_option
@@ -106,9 +97,10 @@ def cast(worker: str, message: str, run_dir: str | None, config: str | None) -> 
         run_client(lambda: c.cast(worker, msg))
 
 
-@click.command()
+@click.command(short_help="Send a signal to a worker's process.")
 @click.argument("worker")
-@click.option("--signal", "sig", default="KILL", show_default=True, help="KILL, TERM, STOP, CONT, INT, ...")
+@click.option("--signal", "sig", default="KILL", show_default=True, callback=signal_name,
+              help="KILL, TERM, STOP, CONT, INT, ...")
 @run_dir_option
 @config_option
 @json_option
@@ -122,7 +114,7 @@ def kill(worker: str, sig: str, run_dir: str | None, config: str | None, as_json
 # ---------------------------------------------------------------------- dynamic API
 
 
-def _child_command(name: str, method: str, doc: str) -> click.Command:
+def _child_command(name: str, method: str, short: str, doc: str) -> click.Command:
     """One CLI command per OTP child operation: `supervise NAME CHILD` calls `Client.METHOD`."""
 
     @click.argument("child")
@@ -136,15 +128,15 @@ def _child_command(name: str, method: str, doc: str) -> click.Command:
         api_result(value, as_json, f"{name} {child}")
 
     command.__doc__ = doc
-    return click.command(name)(command)
+    return click.command(name, short_help=short)(command)
 
 
-_restart_command = _child_command("restart", "restart_child", "restart_child: start a stopped CHILD again (errors: running, restarting, not_found).")
-_terminate_command = _child_command("terminate", "terminate_child", "terminate_child: stop CHILD (an id, or a pid under simple_one_for_one); its spec is kept.")
-_delete_command = _child_command("delete", "delete_child", "delete_child: forget the spec of a stopped CHILD.")
+_restart_command = _child_command("restart", "restart_child", "Start a stopped child again.", "restart_child: start a stopped CHILD again (errors: running, restarting, not_found).")
+_terminate_command = _child_command("terminate", "terminate_child", "Stop a child; keep its spec.", "terminate_child: stop CHILD (an id, or a pid under simple_one_for_one); its spec is kept.")
+_delete_command = _child_command("delete", "delete_child", "Forget a stopped child's spec.", "delete_child: forget the spec of a stopped CHILD.")
 
 
-@click.command("start-child")
+@click.command("start-child", short_help="Start a child under a supervisor.")
 @click.argument("supervisor")
 @click.option("--spec", "spec_json", default=None, help='The child spec as JSON, keys as in the config: {"id": ..., "start": "mod:Class", ...}.')
 @click.option("--args", "args_json", default=None, help="simple_one_for_one: extra init arguments as a JSON object.")
@@ -162,7 +154,7 @@ def start_child(supervisor: str, spec_json: str | None, args_json: str | None, r
     api_result(value, as_json, f"start-child on {supervisor}")
 
 
-@click.command("which-children")
+@click.command("which-children", short_help="List a supervisor's children.")
 @click.argument("supervisor", default="root")
 @run_dir_option
 @config_option
@@ -174,7 +166,7 @@ def which_children(supervisor: str, run_dir: str | None, config: str | None, as_
     emit(value, as_json, "\n".join(f"{v['key']}\t{v['type']}\t{v['state']}\t{v['pid'] or '-'}" for v in value))
 
 
-@click.command("count-children")
+@click.command("count-children", short_help="Count a supervisor's children.")
 @click.argument("supervisor", default="root")
 @run_dir_option
 @config_option

@@ -16,6 +16,8 @@ from supervisor_tree.client.errors import (
     ClientError,
     ControlRefused,
     NodeNotRunning,
+    NotAWorker,
+    UntrustedRunDir,
 )
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, RemoteError
 
@@ -29,8 +31,10 @@ __all__ = [
     "find_run_dir",
     "ClientError",
     "NodeNotRunning",
+    "UntrustedRunDir",
     "ControlRefused",
     "CallTimeout",
     "CalleeExited",
     "CallError",
+    "NotAWorker",
 ]

@@ -12,15 +12,19 @@ A call to a worker that is restarting waits for the new incarnation (within the
 timeout).  A call whose callee dies before replying raises `CalleeExited` at once:
 the client watches the callee's pidfd while it waits.  Not thread-safe: use one
 Client per thread.
+
+Trust: the client reads the run's key from RUN/key (only when this user owns it and
+nobody else can read it: `wire.auth`), tags every frame it sends with it and acts on
+no frame without it.  Control requests are JSON (`wire.requests`), never pickle.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import pickle
 import select
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -35,10 +39,14 @@ from supervisor_tree.client.errors import (
     ClientError,
     ControlRefused,
     NodeNotRunning,
+    NotAWorker,
+    UntrustedRunDir,
 )
 from supervisor_tree.spec import RetryPolicy
-from supervisor_tree.wire import rundir
+from supervisor_tree.wire import auth, rundir
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply
+from supervisor_tree.wire.requests import decode_answer, encode_request
+from supervisor_tree.wire.shapes import UNAUTHENTICATED, BadFrame
 
 if TYPE_CHECKING:
     from supervisor_tree.profiling.remote import AllResult, ProfileResult
@@ -56,6 +64,13 @@ class Target:
     control: str
     retry: RetryPolicy | None
     pidfd: int | None
+    command: str | None = None  # an external program (a port): it has a pid, but no mailbox
+
+    def refuse_messages(self) -> None:
+        """Raise NotAWorker for an external program: only Python workers take calls and casts."""
+        if self.command is not None:
+            raise NotAWorker(f"worker {self.worker_id!r} runs a program ({self.command}): it takes no calls, "
+                             "casts or control requests; its pid, signals, events and logs are all there is")
 
     def dead(self) -> bool:
         if self.pidfd is None:
@@ -92,6 +107,7 @@ class Client:
         self._req_ids = itertools.count(1)
         self._caller: Caller | None = None
         self._targets: dict[str, Target] = {}
+        self._key: auth.FrameKey | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -119,8 +135,44 @@ class Client:
 
     # ------------------------------------------------------------------ control
 
+    @property
+    def key(self) -> auth.FrameKey:
+        """The run's key (read once from RUN/key, or the one this process inherited); raises UntrustedRunDir."""
+        if self._key is None:
+            held = auth.held_key(self.run_dir)
+            if held is None:
+                problem = rundir.check(self.run_dir)
+                if problem:
+                    raise UntrustedRunDir(f"run dir {self.run_dir}: {problem}")
+                try:
+                    held = auth.read_key(self.run_dir)
+                except auth.RunKeyError as exc:
+                    raise UntrustedRunDir(str(exc)) from None
+            self._key = held
+        return self._key
+
+    def _reload_key(self) -> bool:
+        """Read RUN/key again (the node restarted with a new one?); True when it changed."""
+        try:
+            fresh = auth.read_key(self.run_dir)
+        except auth.RunKeyError:
+            return False
+        if self._key is not None and fresh.fingerprint == self._key.fingerprint:
+            return False
+        self._key = fresh
+        for t in self._targets.values():
+            t.close()
+        self._targets.clear()
+        if self._caller is not None:  # its frames carry the old key
+            self._caller.close()
+            self._caller = None
+        return True
+
     def control(self, op: str, _wait: float | None = None, **args: object) -> Any:
-        """One control request; returns the node's answer or raises ControlRefused / CallTimeout."""
+        """One control request (`args` must make JSON); the node's answer, or raises ControlRefused / CallTimeout."""
+        return self._control(op, self.timeout if _wait is None else _wait, args, retry=True)
+
+    def _control(self, op: str, wait: float, args: dict[str, object], retry: bool) -> Any:
         if self._ctl is None:
             if not self.node_running():
                 raise NodeNotRunning(f"no node is running in {self.run_dir}")
@@ -128,9 +180,14 @@ class Client:
             sock.linger = 0
             sock.connect(rundir.endpoint(self.run_dir, "control"))
             self._ctl = sock
+        key = self.key
         req_id = next(self._req_ids)
-        self._ctl.send(pickle.dumps((req_id, op, args)))
-        wait = self.timeout if _wait is None else _wait
+        try:
+            frame = encode_request(key, req_id, op, args)
+        except (TypeError, ValueError) as exc:
+            raise ClientError(f"control {op!r}: its arguments do not make JSON ({exc}); "
+                              "send ids, numbers, strings, lists and tables (a child spec as the config writes it)") from None
+        self._ctl.send(frame)
         deadline = time.monotonic() + wait
         while True:
             remaining = deadline - time.monotonic()
@@ -138,15 +195,22 @@ class Client:
                 if not self.node_running():
                     raise NodeNotRunning(f"the node in {self.run_dir} stopped before answering {op!r}")
                 raise CallTimeout(f"the node did not answer {op!r} within {wait:g}s")
-            got_id, ok, value = pickle.loads(self._ctl.recv())
-            if got_id != req_id:
+            try:
+                answer = decode_answer(key, self._ctl.recv())
+            except BadFrame as exc:
+                if exc.kind == UNAUTHENTICATED and retry and self._reload_key():
+                    return self._control(op, max(0.0, deadline - time.monotonic()), args, retry=False)
+                raise UntrustedRunDir(f"the node in {self.run_dir} answered {op!r} with a frame this client "
+                                      f"cannot trust: {exc.reason}") from None
+            if answer.req_id != req_id:
                 continue  # a late answer to an earlier request that timed out
-            if not ok:
-                raise ControlRefused(str(value))
-            return value
+            if not answer.ok:
+                raise ControlRefused(str(answer.value))
+            return answer.value
 
-    def status(self) -> dict[str, Any]:
-        return self.control("status")  # type: ignore[no-any-return]
+    def status(self, rss: bool = True) -> dict[str, Any]:
+        """The tree as the node sees it; `rss=False`: without each worker's RSS (cheaper for the node)."""
+        return self.control("status", rss=rss)  # type: ignore[no-any-return]
 
     def wait_started(self, timeout: float = 30.0) -> None:
         self.control("wait_started", timeout + 1, timeout=timeout)
@@ -157,7 +221,10 @@ class Client:
     def count_children(self, supervisor: str = "root") -> dict[str, int]:
         return self.control("count_children", supervisor=supervisor)  # type: ignore[no-any-return]
 
-    def start_child(self, supervisor: str, spec: object = None, args: dict[str, object] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    def start_child(self, supervisor: str, spec: dict[str, object] | None = None, args: dict[str, object] | None = None,
+                    timeout: float = 60.0) -> dict[str, Any]:
+        """OTP's start_child: `spec` as the config writes a child ({"id": ..., "start": "mod:Class", ...}), or, for a
+        simple_one_for_one supervisor, `args` added to its template's (both JSON: the control protocol's)."""
         return self.control("start_child", timeout, supervisor=supervisor, spec=spec, args=args)  # type: ignore[no-any-return]
 
     def terminate_child(self, target: str | int, supervisor: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
@@ -186,7 +253,12 @@ class Client:
         info = self.control("resolve", t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
         if cached is not None:
             cached.close()
-        target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], info.get("retry"), _open_pidfd(info["pid"]))
+        retry = info.get("retry")  # the child's RetryPolicy, as JSON
+        policy = RetryPolicy(**retry) if isinstance(retry, dict) else None
+        target = Target(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], policy,
+                        _open_pidfd(info["pid"]), info.get("command"))
+        if info.get("mailbox_limit"):  # a bounded mailbox under backpressure: bound our send queue to it as well
+            self.caller.peer_hwm[target.mailbox] = int(info["mailbox_limit"])
         self._targets[worker_id] = target
         return target
 
@@ -201,7 +273,7 @@ class Client:
     def caller(self) -> Caller:
         """This client's sender (one socket per peer mailbox): what typed clients send casts through."""
         if self._caller is None:
-            self._caller = Caller(self.ctx, str(self.run_dir / "w"))
+            self._caller = Caller(self.ctx, str(self.run_dir / "w"), self.key)
         return self._caller
 
     # ------------------------------------------------------------------ calls and casts
@@ -230,6 +302,7 @@ class Client:
         caller = self.caller
         while True:
             target = self._live_target(worker_id, deadline)
+            target.refuse_messages()
             try:
                 ref = caller.send_call(target.mailbox, msg, alive_fd=target.pidfd)
             except PeerBusy:
@@ -279,6 +352,7 @@ class Client:
         caller = self.caller
         while True:
             target = self._live_target(worker_id, deadline)
+            target.refuse_messages()
             try:
                 caller.send_cast(target.mailbox, msg, alive_fd=target.pidfd)
                 return
@@ -300,6 +374,7 @@ class Client:
         """A control operation served by the worker itself (stats, profile_start, ...)."""
         deadline = time.monotonic() + timeout
         target = self._live_target(worker_id, deadline)
+        target.refuse_messages()
         caller = self.caller
         ref = caller.send_call(target.control, (op, kwargs))
         fds = (target.pidfd,) if target.pidfd is not None else ()
@@ -312,6 +387,26 @@ class Client:
                 return got.value
             raise CallError(worker_id, got.value)
         raise CalleeExited(worker_id, target.pid, target.generation, self._last_exit(worker_id))
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self, config: str | None = None, *, dry_run: bool = False, checked: bool = False,
+               timeout: float = 600.0) -> dict[str, Any]:
+        """Apply `config` (None: the node's own) to the running tree, touching only what changed.
+
+        Returns the plan and, unless `dry_run`, the outcome (`{"ok": False, "problems": [...]}`
+        when the config has a problem: then nothing changed).  `checked`: the caller already
+        imported what the config names (else the node runs `supervise check` first)."""
+        return self.control("reload", timeout, path=config, dry_run=dry_run, checked=checked)  # type: ignore[no-any-return]
+
+    def reload_code(self, workers: Sequence[str] = (), *, dry_run: bool = False, timeout: float = 600.0) -> dict[str, Any]:
+        """Restart, one at a time, the running workers (ids or globs; none: all) whose code changed on disk."""
+        from supervisor_tree.client.reload import code_records
+
+        records, unmatched = code_records(self, workers)
+        if unmatched:
+            raise ControlRefused(f"no running worker matches {', '.join(map(repr, unmatched))}")
+        return self.control("reload_code", timeout, records=records, dry_run=dry_run)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ profiling
 

@@ -2,9 +2,11 @@
 
     ClientError                 base of everything below
     ├── NodeNotRunning          no node answers on the run dir's control socket
+    ├── UntrustedRunDir         the run's key cannot be read or trusted (another user's, readable by others)
     ├── ControlRefused          the node answered a control request with an error
     ├── CallTimeout             no reply within the timeout (also a TimeoutError)
     ├── CalleeExited            the callee's incarnation died before it replied
+    ├── NotAWorker              the child is an external program: no calls, casts or control
     └── CallError               the worker answered with an error (its handler raised,
                                 or it could not decode the message)
 
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 from supervisor_tree.wire.channel import RemoteError
 
-__all__ = ["ClientError", "NodeNotRunning", "ControlRefused", "CallTimeout", "CalleeExited", "CallError"]
+__all__ = ["ClientError", "NodeNotRunning", "UntrustedRunDir", "ControlRefused", "CallTimeout", "CalleeExited", "CallError",
+           "NotAWorker"]
 
 
 class ClientError(Exception):
@@ -28,6 +31,10 @@ class ClientError(Exception):
 
 class NodeNotRunning(ClientError):
     pass
+
+
+class UntrustedRunDir(ClientError):
+    """The run's key (RUN/key) is missing, not this user's, or open to others; or the node's answer lacks it."""
 
 
 class ControlRefused(ClientError):
@@ -42,6 +49,10 @@ class CalleeExited(ClientError):
     def __init__(self, worker_id: str, pid: int, generation: int, reason: object) -> None:
         super().__init__(f"worker {worker_id!r} (pid {pid}, generation {generation}) exited before replying: {reason}")
         self.worker_id, self.pid, self.generation, self.reason = worker_id, pid, generation, reason
+
+
+class NotAWorker(ClientError):
+    """The child runs an external program (`command`): it has no mailbox to call or cast to."""
 
 
 class CallError(ClientError):

@@ -2,11 +2,12 @@
 
 Owns one config in the config's own shape (`default.toml`, the same text as
 `examples/default.toml`) and the function that validates it into a NodeSpec,
-with one override from the environment: ``SUPERVISE_NETWORK_PORT`` replaces the
-network's port (7411) wherever the tree names it, for a machine where 7411 is
-taken or for tests that run beside a default node.
+with two overrides from the environment: ``SUPERVISE_NETWORK_PORT`` replaces the
+network's TCP port (7411) and ``SUPERVISE_NETWORK_HTTP_PORT`` its MCP Streamable
+HTTP port (7412) wherever the tree names them, for a machine where one is taken
+or for tests that run beside a default node.
 
-    $ SUPERVISE_NETWORK_PORT=17411 supervise start --detach
+    $ SUPERVISE_NETWORK_PORT=17411 SUPERVISE_NETWORK_HTTP_PORT=17412 supervise start --detach
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from supervisor_tree.spec import NodeSpec
 
 EXAMPLE = Path(__file__).resolve().parent / "default.toml"
 PORT_ENV = "SUPERVISE_NETWORK_PORT"
+HTTP_PORT_ENV = "SUPERVISE_NETWORK_HTTP_PORT"
 DEFAULT_PORT = 7411
+DEFAULT_HTTP_PORT = 7412
+_OVERRIDES = ((PORT_ENV, "port"), (HTTP_PORT_ENV, "http_port"))  # (variable, the network's arg it sets)
 NETWORK_START = "supervisor_tree.workers.network:Network"
 
 
@@ -36,20 +40,23 @@ def default_node_spec() -> NodeSpec:
 def _load() -> NodeSpec:
     from supervisor_tree.config.load import ConfigError, load_config, node_spec_from_mapping
 
-    port = os.environ.get(PORT_ENV)
-    if not port:
+    given = {arg: (env, os.environ[env]) for env, arg in _OVERRIDES if os.environ.get(env)}
+    if not given:
         return load_config(EXAMPLE)
-    if not (port.isdigit() and 1 <= int(port) <= 65535):  # not 0: the shards must share one port
-        raise ConfigError([f"${PORT_ENV}: must be a TCP port number 1..65535; got {port!r}"])
+    bad = [f"${env}: must be a TCP port number 1..65535; got {port!r}" for env, port in given.values()
+           if not (port.isdigit() and 1 <= int(port) <= 65535)]  # not 0: the shards must share one port
+    if bad:
+        raise ConfigError(bad)
     data = tomllib.loads(EXAMPLE.read_text())
-    _set_network_port(data["tree"], int(port))
-    source = f"{EXAMPLE} (network port {port} from ${PORT_ENV})"
+    for arg, (_, port) in given.items():
+        _set_network_arg(data["tree"], arg, int(port))
+    source = f"{EXAMPLE} ({', '.join(f'network {arg} {port} from ${env}' for arg, (env, port) in given.items())})"
     return node_spec_from_mapping(data, source=source, config_dir=str(EXAMPLE.parent), check_imports=True)
 
 
-def _set_network_port(table: Mapping[str, object], port: int) -> None:
-    """Every network worker of the tree (at any depth) listens on `port`."""
+def _set_network_arg(table: Mapping[str, object], arg: str, port: int) -> None:
+    """Every network worker of the tree (at any depth) takes `port` for `arg` ("port" or "http_port")."""
     for child in table.get("children", ()):  # type: ignore[attr-defined]
         if child.get("start") == NETWORK_START:
-            child.setdefault("args", {})["port"] = port
-        _set_network_port(child, port)
+            child.setdefault("args", {})[arg] = port
+        _set_network_arg(child, arg, port)

@@ -40,6 +40,8 @@ def _describe_children(sup: SupervisorSpec, depth: int, lines: list[str]) -> Non
         parts = [child.id, child.type.value + template]
         if child.supervisor is not None:
             parts.append(_flags(child.supervisor))
+        elif child.command is not None:
+            parts.append(f"command {child.command}  ready {child.command.ready}")
         else:
             start = child.start
             parts.append(start if isinstance(start, str) else getattr(start, "__qualname__", repr(start)))

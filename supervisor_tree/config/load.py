@@ -19,8 +19,8 @@ Must not start, fork or connect anything.
     ...     parse_config('[tree]\\n[[tree.children]]\\nid = "c"\\nrestrat = 1', source="config.toml")
     ... except ConfigError as exc:
     ...     print(exc)
-    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, oom_score_adj
-    config.toml: tree.children[0] "c": start is required for a worker: "module:Class"
+    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, max_concurrency, mailbox_limit, mailbox_overflow, oom_score_adj, command, env, cwd, stop_signal, ready
+    config.toml: tree.children[0] "c": start is required for a worker: "module:Class" (or command = [...] for a program)
 """
 
 from __future__ import annotations
@@ -30,14 +30,19 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-from supervisor_tree.config.imports import current_name, module_problem, target_problem
+from supervisor_tree.config.errors import ConfigError
+from supervisor_tree.config.imports import args_problem, current_name, module_problem, target_problem
+from supervisor_tree.config.ports import read_command
 from supervisor_tree.config.schema import (
     BACKOFF_KEYS,
     HEARTBEAT_KEYS,
+    LOGS_KEYS,
+    METRICS_KEYS,
     NODE_KEYS,
+    PORT_KEYS,
     PROFILE_ENGINES,
     PROFILE_KEYS,
     RETRY_KEYS,
@@ -51,8 +56,10 @@ from supervisor_tree.config.schema import (
     WORKER_ONLY_KEYS,
     Table,
     check_int,
+    check_limit,
     check_name,
     check_number,
+    check_port,
     check_string,
     check_string_list,
     check_table,
@@ -68,6 +75,7 @@ from supervisor_tree.spec import (
     ChildType,
     Heartbeat,
     NodeSpec,
+    Overflow,
     Restart,
     RetryPolicy,
     Shutdown,
@@ -78,6 +86,7 @@ from supervisor_tree.spec import (
     check_enum,
     check_id,
     check_intensity,
+    check_max_concurrency,
     check_oom_score_adj,
     check_period,
     check_shutdown,
@@ -89,24 +98,6 @@ __all__ = ["ConfigError", "load_config", "parse_config", "node_spec_from_mapping
 
 ROOT_ID = "root"
 DEFAULT_NODE_NAME = NodeSpec(tree=SupervisorSpec()).name
-
-
-class ConfigError(Exception):
-    """Everything wrong with a config, one line per problem.
-
-    Each line names the file, the key path, the value and what is allowed:
-    ``config.toml: tree.children[2] "db": shutdown must be milliseconds >= 0,
-    "brutal_kill" or "infinity"; got -5``.
-    """
-
-    problems: list[str]
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__(self.problems)
-
-    def __str__(self) -> str:
-        return "\n".join(self.problems)
 
 
 def load_config(path: str | os.PathLike[str], *, check_imports: bool = True) -> NodeSpec:
@@ -179,15 +170,18 @@ class _Reader:
         top.reject_unknown(TOP_KEYS)
         node = self._table_at(top, "node")
         name, preload, heartbeat = self._node(node) if node else (DEFAULT_NODE_NAME, (), Heartbeat())
+        logs = self._logs(node)
         tree_table = self._table_at(top, "tree")
         if tree_table is None and "tree" not in data:
             self.report("", "[tree] is required: the root supervisor, with its children as [[tree.children]]")
         tree = self._supervisor(tree_table, "tree") if tree_table else SupervisorSpec()
         profile = self._profile(self._table_at(top, "profile"))
+        metrics = self._metrics(self._table_at(top, "metrics"))
         if self.problems:
             raise ConfigError(self.problems)
         return NodeSpec(tree=tree, name=name, source=self.source, config_dir=self.config_dir,
-                        heartbeat=heartbeat, preload=preload, extra={"profile": profile})  # fmt: skip
+                        heartbeat=heartbeat, preload=preload,
+                        extra={"profile": profile, "logs": logs, "metrics": metrics})  # fmt: skip
 
     def _table_at(self, top: Table, key: str) -> Table | None:
         if key not in top.data:
@@ -212,6 +206,17 @@ class _Reader:
                 if problem:
                     t.report(f'preload[{i}] "{module}": {problem}')
         return name, preload, self._heartbeat(t) or Heartbeat()
+
+    def _logs(self, node: Table | None) -> dict[str, int]:
+        """[node] logs = { max_bytes, backups }: when RUN/logs/ID.log, RUN/node.log and RUN/events.jsonl are
+        rotated, and how many old files stay."""
+        limits = {"max_bytes": 10 * 2**20, "backups": 3}
+        t = node.sub_table("logs") if node is not None else None
+        if t is not None:
+            t.reject_unknown(LOGS_KEYS)
+            limits = {"max_bytes": t.integer("max_bytes", limits["max_bytes"], at_least=1024, unit="bytes"),
+                      "backups": t.integer("backups", limits["backups"], at_least=0, unit="files")}  # fmt: skip
+        return limits
 
     def _heartbeat(self, t: Table) -> Heartbeat | None:
         h = t.sub_table("heartbeat")
@@ -247,10 +252,11 @@ class _Reader:
             if not isinstance(raw, Mapping):
                 self.report("", f"{child_path} must be a table (a child spec); got {_got(raw)} ({type_name(raw)})")
                 continue
-            children.append(self._child(Table(raw, child_path, self.report), child_path, auto_shutdown, auto_known))
+            children.append(self._child(Table(raw, child_path, self.report), child_path, auto_shutdown, auto_known,
+                                        strategy is Strategy.SIMPLE_ONE_FOR_ONE))
         return SupervisorSpec(strategy, intensity, period, auto_shutdown, tuple(children))
 
-    def _child(self, t: Table, path: str, auto_shutdown: AutoShutdown, auto_known: bool) -> ChildSpec:
+    def _child(self, t: Table, path: str, auto_shutdown: AutoShutdown, auto_known: bool, template: bool) -> ChildSpec:
         child_id = self._child_id(t, path)
         kind = t.get("type", lambda v: check_enum("type", v, ChildType), ChildType, ChildType.WORKER)
         kind_known = "type" not in t.bad
@@ -279,13 +285,30 @@ class _Reader:
                              shutdown=shutdown, significant=significant, backoff=backoff)  # fmt: skip
         if child_id not in self.worker_ids:
             self.worker_ids.append(child_id)
-        start = self._start(t)
+        command = None
+        if "command" in t.data:
+            command = read_command(t, self.config_dir, self.check_imports)
+            for key in ("start", "args", "max_concurrency"):
+                if key in t.data:
+                    t.report(f"{key} is for a Python worker; this child runs a program (command)")
+            start = None
+        else:
+            for key in PORT_KEYS[1:]:
+                if key in t.data:
+                    t.report(f"{key} is only for a child that runs a program (command = [...]); this one has start")
+            start = self._start(t)
         args: dict[str, object] = t.get(
             "args", lambda v: check_table("args", v, " (keyword arguments for init)"), dict, {})
+        if isinstance(start, str) and self.check_imports and self._import_problems.get(start, "") is None:
+            self._report_if(t, args_problem(start, args, self.config_dir, template=template))
         return ChildSpec(id=child_id, start=start, args=args, restart=restart, shutdown=shutdown,
                          significant=significant, backoff=backoff,
                          start_timeout=t.number("start_timeout", 30.0, above=0), retry=self._retry(t),
-                         heartbeat=self._heartbeat(t),
+                         heartbeat=self._heartbeat(t), command=command,
+                         max_concurrency=t.get("max_concurrency", check_max_concurrency, int, None),
+                         mailbox_limit=t.get("mailbox_limit", check_limit, int, None),
+                         mailbox_overflow=t.get("mailbox_overflow", lambda v: check_enum("mailbox_overflow", v, Overflow),
+                                                Overflow, Overflow.BACKPRESSURE),
                          oom_score_adj=t.get("oom_score_adj", check_oom_score_adj, int, WORKER_OOM_SCORE_ADJ))  # fmt: skip
 
     def _child_id(self, t: Table, path: str) -> str:
@@ -311,7 +334,7 @@ class _Reader:
 
     def _start(self, t: Table) -> StartTarget | None:
         if "start" not in t.data:
-            t.report('start is required for a worker: "module:Class"')
+            t.report('start is required for a worker: "module:Class" (or command = [...] for a program)')
             return None
         start: StartTarget | None = t.get("start", check_start, lambda v: v, None)
         if isinstance(start, str):
@@ -372,6 +395,14 @@ class _Reader:
         if self.config_dir is not None:
             directory = os.path.join(self.config_dir, directory)
         return {"dir": directory, "trigger": trigger}
+
+    def _metrics(self, t: Table | None) -> dict[str, object]:
+        """[metrics]: the Prometheus endpoint `supervise start` serves on 127.0.0.1 (port), its series cap."""
+        if t is None:
+            return {"port": None, "max_workers": 500}
+        t.reject_unknown(METRICS_KEYS)
+        port = t.get("port", check_port, int, None)
+        return {"port": port, "max_workers": t.integer("max_workers", 500, at_least=1)}
 
     def _trigger(self, t: Table) -> dict[str, object]:
         t.reject_unknown(TRIGGER_KEYS)

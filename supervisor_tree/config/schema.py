@@ -23,23 +23,30 @@ from supervisor_tree.spec import _got, _is_int
 
 T = TypeVar("T")
 
-TOP_KEYS = ("node", "tree", "profile")
-NODE_KEYS = ("name", "preload", "heartbeat")
+TOP_KEYS = ("node", "tree", "profile", "metrics")
+NODE_KEYS = ("name", "preload", "heartbeat", "logs")
 FLAG_KEYS = ("strategy", "intensity", "period", "auto_shutdown")
 TREE_KEYS = (*FLAG_KEYS, "children")
 # A child's keys: shared by both types, then the ones only one type may have.
 COMMON_CHILD_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff")
-WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "heartbeat", "oom_score_adj")
+PORT_KEYS = ("command", "env", "cwd", "stop_signal", "ready")  # an external program (a port) instead of start
+WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "heartbeat", "max_concurrency", "mailbox_limit",
+                    "mailbox_overflow", "oom_score_adj", *PORT_KEYS)
 SUPERVISOR_ONLY_KEYS = TREE_KEYS
 WORKER_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "significant",
-               "start_timeout", "backoff", "retry", "heartbeat", "oom_score_adj")  # fmt: skip
+               "start_timeout", "backoff", "retry", "heartbeat", "max_concurrency", "mailbox_limit",
+               "mailbox_overflow", "oom_score_adj", *PORT_KEYS)  # fmt: skip
+READY_KEYS = ("tcp", "stdout")
+LOGS_KEYS = ("max_bytes", "backups")
 SUPERVISOR_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff", *TREE_KEYS)
 ALL_CHILD_KEYS = (*WORKER_KEYS, *FLAG_KEYS, "children")
 HEARTBEAT_KEYS = ("interval", "misses")
+LOGS_KEYS = ("max_bytes", "backups")
 BACKOFF_KEYS = ("initial", "factor", "cap", "jitter", "reset_after")
 RETRY_KEYS = ("attempts", "wait", "initial", "max", "jitter")
 PROFILE_KEYS = ("dir", "trigger")
 TRIGGER_KEYS = ("mailbox_depth", "call_p99_ms", "cooldown", "duration", "engine", "workers")
+METRICS_KEYS = ("port", "max_workers")
 RETRY_WAITS = ("fixed", "exponential")
 PROFILE_ENGINES = ("py-spy", "yappi")
 
@@ -204,3 +211,15 @@ class Table:
             return None
         assert isinstance(value, Mapping)
         return Table(value, self.where, self._report, prefix=f"{self.name(key)}.")
+
+
+def check_port(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return None
+    return f"port must be an integer 1..65535 (served on 127.0.0.1); got {value!r}"
+
+
+def check_limit(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    return f"mailbox_limit must be an integer >= 1 (messages waiting in the worker); got {value!r}"

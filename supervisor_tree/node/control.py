@@ -1,14 +1,20 @@
 """The node's control API: requests from the CLI and Python clients, served in the node loop.
 
-Owns the control protocol (one pickled frame each way over ROUTER/DEALER) and one
-handler per operation.  Handlers read the node's state or feed requests to a
-supervisor; they never fork or signal except through the node's launcher.
+Owns the serving of the control protocol (one JSON frame each way over ROUTER/DEALER,
+tagged with the run's key: `wire.requests`) and the table of operations.  Handlers read
+the node's state or feed requests to a supervisor; they never fork or signal except
+through the node's launcher.
 
-Request:  (req_id, op, args: dict)        Reply: (req_id, ok: bool, value)
+Request:  [req_id, op, args]              Reply: [req_id, ok, value]
+
+Nothing a client sends reaches a handler unchecked: a frame without the run's tag is
+answered with a refusal and never parsed; a request whose op is unknown, or whose
+arguments are not of the types its op declares (`Op.args`), is refused; all three
+are counted (`dropped`) and logged at most once a second per client.
 
 Operations: ping, status, which_children, count_children, start_child,
 terminate_child, restart_child, delete_child, kill, stop, resolve, last_exit,
-wait_started.  A request that must wait (start_child, stop, resolve, ...)
+wait_started; reload and reload_code (node/reload_ops.py).  A request that must wait (start_child, stop, resolve, ...)
 is answered later, when its supervisor answers or its condition holds.
 """
 
@@ -16,21 +22,44 @@ from __future__ import annotations
 
 import itertools
 import logging
-import pickle
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import zmq
 
 from supervisor_tree.node.records import NodeState, Phase, WorkerRec
 from supervisor_tree.otp import supervisor as sv
-from supervisor_tree.spec import ChildType
+from supervisor_tree.spec import ChildType, Overflow
+from supervisor_tree.wire.auth import FrameKey
+from supervisor_tree.wire.dropped import Dropped
+from supervisor_tree.wire.requests import decode_request, encode_answer, request_id_of
+from supervisor_tree.wire.shapes import MALFORMED, UNAUTHENTICATED, BadFrame, describe, is_a
 
 logger = logging.getLogger("supervisor_tree")
 
 Handler = Callable[["ControlServer", bytes, int, dict[str, object]], object]
 DEFERRED = object()  # a handler's "I will answer later"
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """A control operation: its handler and the JSON types each of its arguments may have."""
+
+    handler: Handler
+    args: Mapping[str, tuple[type, ...]] = field(default_factory=dict)
+
+    def check(self, name: str, args: dict[str, object]) -> str | None:
+        """Why `args` do not fit this op (one line), or None."""
+        for key, value in args.items():
+            allowed = self.args.get(key)
+            if allowed is None:
+                known = ", ".join(self.args) or "none"
+                return f"{name}: unknown argument {key[:40]!r}; it takes {known}"
+            if not is_a(value, allowed):
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+                return f"{name}: argument {key!r} must be {names}; got {describe(value)}"
+        return None
 
 
 class ControlError(Exception):
@@ -47,9 +76,11 @@ class Waiter:
 
 class ControlServer:
     def __init__(self, node: NodeState, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str,
-                 handlers: Mapping[str, Handler]) -> None:
+                 handlers: Mapping[str, Op], key: FrameKey) -> None:
         self.node = node
-        self.handlers = handlers  # op name -> handler (control_ops.OPS)
+        self.handlers = handlers  # op name -> Op (control_ops.OPS)
+        self.key = key
+        self.dropped = Dropped(logger, "control socket")
         self.socket = ctx.socket(zmq.ROUTER)
         self.socket.linger = 0
         self.socket.bind(endpoint)
@@ -59,28 +90,36 @@ class ControlServer:
         self.stop_waiters: list[tuple[bytes, int]] = []
         self.start_waiters: list[Waiter] = []
         self.extensions: list[object] = []  # e.g. the profiler's trigger watcher
+        self.reply_hooks: dict[int, Callable[[object], None]] = {}  # the node's own API calls (a reload's steps)
 
     # ------------------------------------------------------------------ transport
 
     def serve_pending(self) -> None:
         while True:
             try:
-                ident, frame = self.socket.recv_multipart(zmq.NOBLOCK)
+                parts = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            except ValueError:
-                continue  # wrong frame count: not our client
-            try:
-                req_id, name, args = pickle.loads(frame)
-            except Exception as exc:  # noqa: BLE001 - cleanup, then re-raised or reported
-                self._send(ident, 0, False, f"malformed control request: {exc}")
+            ident = parts[0]
+            if len(parts) != 2:
+                self._refuse(ident, 0, MALFORMED, f"a control request is one frame; got {len(parts) - 1}")
                 continue
-            handler = self.handlers.get(name)
-            if handler is None:
-                self._send(ident, req_id, False, f"unknown operation {name!r}; known: {', '.join(sorted(self.handlers))}")
+            frame = parts[1]
+            try:
+                req = decode_request(self.key, frame)
+            except BadFrame as exc:
+                rid = request_id_of(self.key, frame) if exc.kind != UNAUTHENTICATED else 0
+                self._refuse(ident, rid, exc.kind, exc.reason)
+                continue
+            req_id, name, args = req.req_id, req.op, req.args
+            op = self.handlers.get(name)
+            problem = f"unknown operation {name[:40]!r}; known: {', '.join(sorted(self.handlers))}" if op is None \
+                else op.check(name, args)  # fmt: skip
+            if op is None or problem is not None:
+                self._refuse(ident, req_id, MALFORMED, problem or name)
                 continue
             try:
-                value = handler(self, ident, req_id, args)
+                value = op.handler(self, ident, req_id, args)
             except ControlError as exc:
                 self._send(ident, req_id, False, str(exc))
                 continue
@@ -91,9 +130,19 @@ class ControlServer:
             if value is not DEFERRED:
                 self._send(ident, req_id, True, value)
 
+    def _refuse(self, ident: bytes, req_id: int, kind: str, reason: str) -> None:
+        """Count, log (rate-limited) and answer a request the node will not serve."""
+        self.dropped.drop(f"client {ident.hex()[:16]}", kind, reason)
+        why = "it does not carry the run's tag (read the key from RUN/key)" if kind == UNAUTHENTICATED else reason
+        self._send(ident, req_id, False, f"{kind} control request refused: {why}")
+
     def _send(self, ident: bytes, req_id: int, ok: bool, value: object) -> None:
         try:
-            self.socket.send_multipart([ident, pickle.dumps((req_id, ok, value))], zmq.NOBLOCK)
+            frame = encode_answer(self.key, req_id, ok, value)
+        except (TypeError, ValueError, RecursionError) as exc:  # e.g. a worker's statistics() made a cycle
+            frame = encode_answer(self.key, req_id, False, f"the answer does not make JSON: {exc}")
+        try:
+            self.socket.send_multipart([ident, frame], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             logger.warning("control reply to a client that went away dropped (%s)", exc)
 
@@ -116,6 +165,10 @@ class ControlServer:
     # ------------------------------------------------------------------ hooks from the node
 
     def api_reply(self, ref: int, result: object) -> None:
+        hook = self.reply_hooks.pop(ref, None)
+        if hook is not None:
+            hook(result)
+            return
         waiter = self.api_waiters.pop(ref, None)
         if waiter is None:
             return
@@ -183,6 +236,9 @@ class ControlServer:
                 "mailbox": rec.mailbox,
                 "control": rec.control,
                 "retry": rec.spec.retry,
+                "command": None if rec.spec.command is None else str(rec.spec.command),  # a port: no mailbox
+                # backpressure past mailbox_limit: the client's send queue to it is bounded too
+                "mailbox_limit": rec.spec.mailbox_limit if rec.spec.mailbox_overflow is Overflow.BACKPRESSURE else None,
             }
         info = self.find_child(worker_id)
         if info is None:
@@ -248,6 +304,13 @@ class ControlServer:
         self.api_waiters[ref] = (ident, req_id)
         self.node.feed(path, sv.ApiRequest(ref, call))  # type: ignore[arg-type]
         return DEFERRED
+
+
+    def submit_own(self, path: str, call: object, on_reply: Callable[[object], None]) -> None:
+        """A dynamic-API call of the node's own: `on_reply(result)` once the supervisor answers."""
+        ref = next(self._refs)
+        self.reply_hooks[ref] = on_reply
+        self.node.feed(path, sv.ApiRequest(ref, call))  # type: ignore[arg-type]
 
 
 def pid_view(pid: object) -> object:

@@ -1,15 +1,18 @@
 """The control operations: one function per op, each answering a request of the CLI or a client.
 
-    @op("ping")
-    def _ping(s, ident, req_id, args): ...
+    @op("kill", id=STR, signal=STR)
+    def _kill(s, ident, req_id, args): ...
 
-`OPS` maps each name to its handler; the node hands it to `control.ControlServer`.
-A handler returns the answer, raises `ControlError` with a one-line refusal, or
-returns `DEFERRED` and answers later (`api_reply`, the resolve and stop waiters).
+`OPS` maps each name to its `control.Op` (the handler and the JSON types of the
+arguments it takes, checked before it runs); the node hands it to
+`control.ControlServer`.  A handler returns the answer, raises `ControlError` with a
+one-line refusal, or returns `DEFERRED` and answers later (`api_reply`, the resolve
+and stop waiters).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -17,19 +20,22 @@ from collections.abc import Callable
 
 import psutil
 
-from supervisor_tree.node.control import DEFERRED, ControlError, ControlServer, Handler, Waiter
+from supervisor_tree.node.control import DEFERRED, ControlError, ControlServer, Handler, Op, Waiter
 from supervisor_tree.node.records import SupHandle
 from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import ChildSpec, Strategy
 
-__all__ = ["OPS", "op", "child_view", "supervisor_view", "rss_of"]
+__all__ = ["OPS", "op", "child_view", "supervisor_view", "rss_of", "STR", "NAME", "NUMBER", "TABLE", "FLAG"]
 
-OPS: dict[str, Handler] = {}
+OPS: dict[str, Op] = {}
+_NONE = type(None)
+STR, NAME, NUMBER, TABLE, FLAG = (str,), (str, _NONE), (int, float, _NONE), (dict, _NONE), (bool, _NONE)
 
 
-def op(name: str) -> Callable[[Handler], Handler]:
+def op(name: str, **args: tuple[type, ...]) -> Callable[[Handler], Handler]:
+    """Register a handler for `name`, taking the arguments `args` (name -> JSON types allowed)."""
     def register(fn: Handler) -> Handler:
-        OPS[name] = fn
+        OPS[name] = Op(fn, args)
         return fn
 
     return register
@@ -47,8 +53,8 @@ def rss_of(pid: int | None) -> int | None:
 # ---------------------------------------------------------------------- status
 
 
-def child_view(server: ControlServer, path: str, info: sv.ChildInfo) -> dict[str, object]:
-
+def child_view(server: ControlServer, path: str, info: sv.ChildInfo, rss: bool = True) -> dict[str, object]:
+    """One child as `status` shows it; `rss=False` leaves the psutil read to the caller (observe/ does its own)."""
     node = server.node
     view: dict[str, object] = {
         "id": info.id if info.id is not None else info.key,
@@ -65,12 +71,12 @@ def child_view(server: ControlServer, path: str, info: sv.ChildInfo) -> dict[str
         child_path = f"{path}/{info.key}"
         run = node.sups.get(child_path)
         if run is not None:
-            view["supervisor"] = supervisor_view(server, child_path)
+            view["supervisor"] = supervisor_view(server, child_path, rss)
         return view
     rec = node.by_id.get(info.key)
     if rec is not None and rec.generation == info.generation and rec.ready_at is not None:
         view["uptime"] = round(time.monotonic() - rec.ready_at, 3)
-        view["rss"] = rss_of(rec.pid)
+        view["rss"] = rss_of(rec.pid) if rss else None
         if rec.stats:
             view["stats"] = rec.stats
     if rec is not None and rec.last_exit is not None:
@@ -78,9 +84,11 @@ def child_view(server: ControlServer, path: str, info: sv.ChildInfo) -> dict[str
     return view
 
 
-def supervisor_view(server: ControlServer, path: str) -> dict[str, object]:
+def supervisor_view(server: ControlServer, path: str, rss: bool = True) -> dict[str, object]:
     run = server.node.sups[path]
     spec = run.state.spec
+    # The intensity window as supervisor.decide will see it: whole seconds newer than now - period.
+    since = math.floor(time.monotonic()) - spec.period
     children = list(reversed(sv.which_children(run.state)))  # start order reads best
     counts = sv.count_children(run.state)
     return {
@@ -90,8 +98,9 @@ def supervisor_view(server: ControlServer, path: str) -> dict[str, object]:
         "period": spec.period,
         "auto_shutdown": spec.auto_shutdown.value,
         "phase": run.state.phase.name.lower(),
+        "restarts": sum(1 for r in run.state.restarts if r >= since),
         "counts": {"specs": counts.specs, "active": counts.active, "supervisors": counts.supervisors, "workers": counts.workers},
-        "children": [child_view(server, path, info) for info in children],
+        "children": [child_view(server, path, info, rss) for info in children],
     }
 
 
@@ -102,24 +111,26 @@ def supervisor_view(server: ControlServer, path: str) -> dict[str, object]:
 def _ping(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     n = s.node
     return {"pid": os.getpid(), "name": n.spec.name, "config": n.spec.source, "started": n.started, "run_dir": str(n.run_dir),
-            "profiles_dir": n.spec.extra.get("profile", {}).get("dir")}  # type: ignore[attr-defined]
+            "profiles_dir": n.spec.extra.get("profile", {}).get("dir"),  # type: ignore[attr-defined]
+            "dropped_frames": {"control": s.dropped.summary(), "inbound": n.inbound_dropped.summary()}}
 
 
-@op("status")
+@op("status", rss=FLAG)
 def _status(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
+    """The tree; `rss=False` skips a psutil read per worker (a poller that reads its own figures)."""
     n = s.node
-    tree = supervisor_view(s, "root") if "root" in n.sups else None
+    tree = supervisor_view(s, "root", args.get("rss", True) is not False) if "root" in n.sups else None
     return {"node": _ping(s, ident, req_id, args), "tree": tree, "stopping": n.stopping}
 
 
-@op("which_children")
+@op("which_children", supervisor=NAME)
 def _which(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     path = s.supervisor_path(args.get("supervisor"))
     run = s.node.sups[path]
     return [child_view(s, path, info) | {"id": info.id} for info in sv.which_children(run.state)]
 
 
-@op("count_children")
+@op("count_children", supervisor=NAME)
 def _count(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     c = sv.count_children(s.node.sups[s.supervisor_path(args.get("supervisor"))].state)
     return {"specs": c.specs, "active": c.active, "supervisors": c.supervisors, "workers": c.workers}
@@ -141,7 +152,7 @@ def _target_sup(s: ControlServer, args: dict[str, object]) -> tuple[str, object]
     return "root", target  # the supervisor answers not_found
 
 
-@op("terminate_child")
+@op("terminate_child", target=(str, int), id=(str, int), supervisor=NAME)
 def _terminate(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     path, target = _target_sup(s, args)
     alive = None
@@ -150,19 +161,19 @@ def _terminate(s: ControlServer, ident: bytes, req_id: int, args: dict[str, obje
     return s.submit(path, ident, req_id, sv.TerminateChildCall(target, alive))  # type: ignore[arg-type]
 
 
-@op("restart_child")
+@op("restart_child", target=(str, int), id=(str, int), supervisor=NAME)
 def _restart(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     path, target = _target_sup(s, args)
     return s.submit(path, ident, req_id, sv.RestartChildCall(str(target)))
 
 
-@op("delete_child")
+@op("delete_child", target=(str, int), id=(str, int), supervisor=NAME)
 def _delete(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     path, target = _target_sup(s, args)
     return s.submit(path, ident, req_id, sv.DeleteChildCall(str(target)))
 
 
-@op("start_child")
+@op("start_child", supervisor=NAME, spec=TABLE, args=TABLE)
 def _start_child(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     path = s.supervisor_path(args.get("supervisor"))
     run = s.node.sups[path]
@@ -171,9 +182,7 @@ def _start_child(s: ControlServer, ident: bytes, req_id: int, args: dict[str, ob
         if not isinstance(extra, dict):
             raise ControlError(f"start_child on simple_one_for_one supervisor {path!r}: args must be a table/object; got {extra!r}")
         return s.submit(path, ident, req_id, sv.StartChildCall(None, extra))
-    spec = args.get("spec")
-    if not isinstance(spec, ChildSpec):
-        spec = _parse_child(s, path, spec)
+    spec = _parse_child(s, path, args.get("spec"))
     elsewhere = s.find_child(spec.id)
     if elsewhere is not None and elsewhere[0] != path:
         raise ControlError(f"id {spec.id!r} is already used by supervisor {elsewhere[0]!r}; ids are unique in the tree")
@@ -196,7 +205,7 @@ def _parse_child(s: ControlServer, path: str, raw: object) -> ChildSpec:
     return parsed.tree.children[0]
 
 
-@op("kill")
+@op("kill", id=STR, signal=NAME)
 def _kill(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     worker_id = str(args.get("id"))
     name = str(args.get("signal") or "KILL").upper()
@@ -220,7 +229,7 @@ def _stop(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) 
     return DEFERRED
 
 
-@op("resolve")
+@op("resolve", id=STR, after_generation=(int, _NONE), timeout=NUMBER)
 def _resolve(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     worker_id = str(args.get("id"))
     answer = s._try_resolve(worker_id, args)
@@ -233,13 +242,13 @@ def _resolve(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object
     return DEFERRED
 
 
-@op("last_exit")
+@op("last_exit", id=STR)
 def _last_exit(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     rec = s.node.by_id.get(str(args.get("id")))
     return None if rec is None or rec.last_exit is None else str(rec.last_exit)
 
 
-@op("wait_started")
+@op("wait_started", timeout=NUMBER)
 def _wait_started(s: ControlServer, ident: bytes, req_id: int, args: dict[str, object]) -> object:
     if s.node.started:
         return {"started": True}

@@ -14,9 +14,10 @@ config is loaded again: a config that no longer loads stops the heart, with the
 config's problems as its reason; so does a node that never finished its first start.
 
 Signals to the heart: SIGTERM stops it and the node (SIGTERM forwarded: the tree stops
-in order).  SIGINT and SIGHUP (a terminal sends them to the node as well) and SIGUSR1
-(what `supervise stop` sends before it asks the node to stop) make it stand down: no
-more restarts, it exits when the node does.  A signal is never forwarded twice, and
+in order).  SIGHUP is forwarded to the node, which reloads its config (the heart goes
+on).  SIGINT (a terminal sends it to the node as well) and SIGUSR1 (what `supervise
+stop` sends before it asks the node to stop) make it stand down: no more restarts, it
+exits when the node does.  A signal is never forwarded twice, and
 never on top of another stop request: the node takes a second one as "kill everything
 now".  The heart's pid is in RUN/heart.json; it holds an exclusive lock on
 RUN/heart.lock while it runs.
@@ -192,6 +193,10 @@ class Heart:
         return not self.stopping
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:  # the node's own meaning: reload its config
+            if self.node is not None and self.node.poll() is None:
+                self.node.send_signal(signal.SIGHUP)
+            return
         self.stopping = True
         self.forward = self.forward or signum == signal.SIGTERM
 

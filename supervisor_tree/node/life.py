@@ -26,12 +26,14 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from supervisor_tree.node import reload_ops
 from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import KILLED, SHUTDOWN, ExitKind, ExitReason, NodeSpec
 
 if TYPE_CHECKING:
     from supervisor_tree.node.eventlog import EventLog
     from supervisor_tree.node.records import SupRun
+    from supervisor_tree.node.reload import ReloadService
     from supervisor_tree.node.systemd import Notifier
 
 logger = logging.getLogger("supervisor_tree")
@@ -52,6 +54,7 @@ class Life:
     stopping: bool
     exit_reason: ExitReason | None
     _signals: list[int]
+    reloads: ReloadService
 
     ending: str | None
     ended_on_request: bool
@@ -82,7 +85,11 @@ class Life:
 
     def _handle_signals(self) -> None:
         while self._signals:
-            name = signal.Signals(self._signals.pop(0)).name
+            signum = self._signals.pop(0)
+            if signum == signal.SIGHUP:  # reload the config the node was started with
+                reload_ops.on_hup(self.reloads)
+                continue
+            name = signal.Signals(signum).name
             if self.stopping:
                 logger.warning("second %s: killing every worker now", name)
                 self.ending = f"{self.ending}; then a second {name}: every worker killed" if self.ending else \

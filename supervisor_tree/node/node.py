@@ -35,21 +35,27 @@ from supervisor_tree.node.control import ControlServer
 from supervisor_tree.node.eventlog import EventLog
 from supervisor_tree.node.launchers.base import Launcher, LauncherGone
 from supervisor_tree.node.launchers.local import LocalLauncher
+from supervisor_tree.node.launchers.port import PortLauncher
 from supervisor_tree.node.life import Life
+from supervisor_tree.node.logfiles import LogLimits, SharedLog
 from supervisor_tree.node.plan import NODE, processes_first, standby_for
 from supervisor_tree.node.records import Phase, SupHandle, SupRun, WorkerRec
+from supervisor_tree.node.reload import ReloadService
 from supervisor_tree.node.systemd import Notifier
 from supervisor_tree.node.timers import Timers
 from supervisor_tree.node.worker_events import WorkerEvents
+from supervisor_tree.node.worker_logs import LogCollector
 from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import (
+    DEFAULT_MAX_CONCURRENCY,
     KILLED,
     SHUTDOWN,
     ChildSpec,
     ExitReason,
     NodeSpec,
 )
-from supervisor_tree.wire import rundir
+from supervisor_tree.wire import auth, rundir
+from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.worker.spawn import SpawnRequest
 
 logger = logging.getLogger("supervisor_tree")
@@ -74,10 +80,12 @@ class Node(WorkerEvents, Life):
         sys_path = (spec.config_dir,) if spec.config_dir else ()
         self.sys_path = tuple(str(p) for p in sys_path)
         # The fork server must exist before this process creates a ZeroMQ context.
-        self.launcher: Launcher = launcher or LocalLauncher(
+        inner = launcher or LocalLauncher(
             str(self.run_dir), preload=spec.preload, sys_path=self.sys_path, standby=standby_for(spec.tree),
             name=spec.name,
         )
+        self.logs = LogCollector(self.run_dir, spec.extra.get("logs"))  # type: ignore[arg-type]  # RUN/logs/ID.log
+        self.launcher: Launcher = PortLauncher(inner, str(self.run_dir), self.logs)  # external programs (command)
         self.sups: dict[str, SupRun] = {}
         self.by_token: dict[int, WorkerRec] = {}
         self.by_pid: dict[int, WorkerRec] = {}
@@ -92,6 +100,7 @@ class Node(WorkerEvents, Life):
         self._signals: list[int] = []
         self.control: ControlServer | None = None
         self.events: EventLog | None = None
+        self.inbound_dropped = Dropped(logger, "inbound socket")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -102,6 +111,8 @@ class Node(WorkerEvents, Life):
             raise RuntimeError(f"a node is already running in {self.run_dir} (stop it, or use another --run-dir)")
         rundir.clean_stale(self.run_dir)
         try:
+            # A fresh key per run, made before the fork server so that it and every worker inherit it.
+            self.key = auth.create_key(self.run_dir)
             self.launcher.start()
             self._open_sockets()
             try:
@@ -119,6 +130,7 @@ class Node(WorkerEvents, Life):
             self.notifier.close()
 
     def _open_sockets(self) -> None:
+        self.logs.start()  # a thread: only now that the fork server exists
         self.ctx = zmq.Context()
         self.inbound = self.ctx.socket(zmq.PULL)
         self.inbound.linger = 0
@@ -127,8 +139,12 @@ class Node(WorkerEvents, Life):
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.linger = 0
         self.pub.bind(rundir.endpoint(self.run_dir, "events"))
-        self.events = EventLog(self.run_dir / "events.jsonl", publish=self.pub.send)
-        self.control = ControlServer(self, self.ctx, rundir.endpoint(self.run_dir, "control"), control_ops.OPS)
+        limits = LogLimits.of(self.spec.extra.get("logs"))  # type: ignore[arg-type]  # [node] logs
+        self.events = EventLog(self.run_dir / "events.jsonl", publish=self.pub.send, limits=limits)
+        self.node_log = SharedLog.of_this_process(self.run_dir / "node.log", limits)  # detached: our stderr
+        self.control = ControlServer(self, self.ctx, rundir.endpoint(self.run_dir, "control"), control_ops.OPS, self.key)
+        self.reloads = ReloadService(self)  # `supervise reload`, SIGHUP (reload_ops registers its ops in OPS)
+        self.control.extensions.append(self.reloads)
         if (self.spec.extra.get("profile") or {}).get("trigger"):  # type: ignore[attr-defined]  # [profile.trigger]
             from supervisor_tree.profiling.trigger import TriggerWatcher
             self.control.extensions += TriggerWatcher.from_node(self)
@@ -158,7 +174,7 @@ class Node(WorkerEvents, Life):
         self.sups["root"] = root
         self.feed("root", sv.InitRequested())
         self._pump()
-        next_hb_check = time.monotonic()
+        next_hb_check = next_log_check = time.monotonic()
         while self.exit_reason is None:
             timeout = self._poll_timeout()
             ready = dict(self.poller.poll(timeout))
@@ -169,6 +185,7 @@ class Node(WorkerEvents, Life):
                 self._drain_inbound()  # a worker's last words arrive before its death is handled
                 try:
                     for ev in self.launcher.read_events():
+                        self.logs.on_launcher_event(ev, self.by_pid, self.by_token)
                         self._on_launcher_event(ev)
                 except LauncherGone as exc:
                     self._fork_server_gone(f"fork_server_lost: {exc}")
@@ -183,6 +200,9 @@ class Node(WorkerEvents, Life):
                 self._check_heartbeats(now)
                 next_hb_check = now + 0.1
             self.notifier.tick(now)
+            if now >= next_log_check and self.node_log is not None:
+                self.node_log.check()
+                next_log_check = now + 1.0
             self._pump()
         return self.exit_reason
 
@@ -204,6 +224,7 @@ class Node(WorkerEvents, Life):
         try:
             self.launcher.close()
         finally:
+            self.logs.close()
             if self.events is not None:
                 self._emit_node_stop()
                 self.events.close()
@@ -215,6 +236,7 @@ class Node(WorkerEvents, Life):
                 self.ctx.term()
                 signal.set_wakeup_fd(-1)
             (self.run_dir / "node.json").unlink(missing_ok=True)
+            auth.forget_key(self.run_dir, remove_file=True)
 
     def _kill_all(self) -> None:
         for rec in list(self.by_pid.values()):
@@ -282,7 +304,8 @@ class Node(WorkerEvents, Life):
         pid = rep.pid if isinstance(rep.pid, int) else None
         reason, detail = self.describe_report(run.path, rep.kind, rep.key, rep.reason, dict(rep.detail) if rep.detail else None)
         self.events.emit(rep.kind.name.lower(), supervisor=run.path, child=rep.key, pid=pid,
-                         generation=rep.generation, reason=reason, detail=detail)
+                         generation=rep.generation, reason=reason,
+                         detail=self.logs.report_detail(rep.kind.name.lower(), rep.key, rep.generation, rep.reason, detail))
 
     def _start_supervisor(self, parent: SupRun, key: str, spec: ChildSpec, gen: int) -> None:
         assert spec.supervisor is not None
@@ -349,14 +372,13 @@ class Node(WorkerEvents, Life):
             rec.last_exit = previous.last_exit
         self.by_token[token] = rec
         self.by_id[key] = rec
-        start = spec.start if isinstance(spec.start, str) else cloudpickle.dumps(spec.start)
-        assert start is not None
+        start = spec.start if isinstance(spec.start, str) or spec.start is None else cloudpickle.dumps(spec.start)
         self.launcher.spawn(
             SpawnRequest(
                 token=token,
                 worker_id=key,
                 generation=gen,
-                start=start,
+                start=start or "",
                 args=dict(args),  # type: ignore[call-overload]
                 run_dir=str(self.run_dir),
                 inbound=self.inbound_ep,
@@ -365,6 +387,11 @@ class Node(WorkerEvents, Life):
                 heartbeat_interval=self.heartbeat_for(spec).interval,
                 sys_path=self.sys_path,
                 oom_score_adj=spec.oom_score_adj,
+                command=spec.command,
+                output=self.logs.open(key, gen),
+                max_concurrency=spec.max_concurrency or DEFAULT_MAX_CONCURRENCY,
+                mailbox_limit=spec.mailbox_limit,
+                mailbox_overflow=spec.mailbox_overflow.value,
             )
         )
         self.set_timer(NODE, ("start_timeout", token), spec.start_timeout)

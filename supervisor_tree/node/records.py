@@ -19,6 +19,7 @@ from supervisor_tree.node.eventlog import EventLog
 from supervisor_tree.node.launchers.base import Launcher
 from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import ChildSpec, ExitReason, NodeSpec
+from supervisor_tree.wire.dropped import Dropped
 
 __all__ = ["SupHandle", "SupRun", "Phase", "WorkerRec", "NodeState"]
 
@@ -82,6 +83,7 @@ class NodeState(Protocol):
     stopping: bool
     exit_reason: ExitReason | None
     events: EventLog | None
+    inbound_dropped: Dropped  # notices not acted on (no tag, wrong shape)
 
     def feed(self, path: str, event: object) -> None: ...
     def set_timer(self, owner: str, key: tuple[object, ...], delay: float) -> None: ...

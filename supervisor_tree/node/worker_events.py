@@ -7,15 +7,18 @@ to the node's inbound socket ("ready", "start_failed", "ignore", "hb"), and the
 heartbeat deadlines (a worker silent for longer is killed and exits `hung`).  Each
 becomes an event for the worker's supervisor: ChildStarted, ChildStartFailed,
 ChildIgnored or ChildExited.  A mixin of `node.Node`, which owns the state it reads.
+
+A notice is acted on only when it carries the run's tag and has the shape its kind
+declares (`frames.NOTICES`); anything else is counted in `inbound_dropped` and
+logged at most once a second, and the node keeps serving.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import zmq
 
@@ -24,6 +27,10 @@ from supervisor_tree.node.plan import NODE
 from supervisor_tree.node.records import Phase, WorkerRec
 from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import ChildSpec, ExitKind, ExitReason, Heartbeat, NodeSpec
+from supervisor_tree.wire.auth import FrameKey
+from supervisor_tree.wire.dropped import Dropped
+from supervisor_tree.wire.frames import decode_notice
+from supervisor_tree.wire.shapes import MALFORMED, BadFrame
 
 if TYPE_CHECKING:
     from supervisor_tree.node.control import ControlServer
@@ -49,6 +56,8 @@ class WorkerEvents:
     control: ControlServer | None
     events: EventLog | None
     notifier: Notifier
+    key: FrameKey
+    inbound_dropped: Dropped
     spec: NodeSpec
 
     def feed(self, path: str, event: object) -> None: ...
@@ -101,12 +110,11 @@ class WorkerEvents:
             except zmq.Again:
                 return
             try:
-                msg = pickle.loads(frame)
-                kind = msg[0]
-            except Exception as exc:  # noqa: BLE001 - a worker (or anyone with access to the run dir) sent garbage
-                logger.warning("inbound: undecodable message of %d bytes ignored (%s)", len(frame), exc)
+                msg = decode_notice(self.key, frame)
+            except BadFrame as exc:
+                self.inbound_dropped.drop("a sender (inbound PULL)", exc.kind, exc.reason)
                 continue
-            self._on_inbound(kind, msg)
+            self._on_inbound(str(msg[0]), msg)
 
     def _find(self, worker_id: str, gen: int, pid: int) -> WorkerRec | None:
         rec = self.by_pid.get(pid)
@@ -130,10 +138,10 @@ class WorkerEvents:
         if kind not in ("ready", "start_failed", "ignore"):
             assert self.control is not None
             if not self.control.on_inbound(kind, msg):
-                logger.warning("inbound: unknown message kind %r from a worker; ignored", kind)
+                self.inbound_dropped.drop("a sender (inbound PULL)", MALFORMED, f"unknown notice kind {kind[:40]!r}")
             return
-        _, worker_id, gen, pid = msg[:4]
-        rec = self._find(worker_id, gen, pid)  # type: ignore[arg-type]
+        worker_id, gen, pid = cast(tuple[str, int, int], msg[1:4])  # their types are checked: frames.NOTICES
+        rec = self._find(worker_id, gen, pid)
         if rec is None or rec.phase is not Phase.SPAWNING or rec.sup is None:
             return
         self.timers.cancel(NODE, ("start_timeout", rec.token))
@@ -146,7 +154,7 @@ class WorkerEvents:
             self.feed(rec.sup, sv.ChildIgnored(rec.worker_id))
         else:
             rec.phase = Phase.DONE
-            self.feed(rec.sup, sv.ChildStartFailed(rec.worker_id, msg[4]))
+            self.feed(rec.sup, sv.ChildStartFailed(rec.worker_id, str(msg[4])))
 
     def _check_heartbeats(self, now: float) -> None:
         assert self.events is not None

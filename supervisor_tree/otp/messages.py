@@ -21,7 +21,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from supervisor_tree.spec import ChildSpec, ExitReason
+from supervisor_tree.spec import ChildSpec, ExitReason, SupervisorSpec
 
 ChildKey = str
 """A child's key: its id; for simple_one_for_one instances f"{template.id}-{n}", n = 1, 2, ...
@@ -39,10 +39,16 @@ Pid = object
 @dataclass(frozen=True, slots=True)
 class StartChildCall:
     """start_child: `spec` for a supervisor with specs; `extra_args` (merged over the
-    template's args) for a simple_one_for_one supervisor."""
+    template's args) for a simple_one_for_one supervisor.
+
+    `before`: the child is put in the start order just before that child (a reload adds
+    a child at its place in the config, so a rest_for_one successor list keeps its
+    meaning); None: at the newest end, as OTP does.  A `before` that is not a child is
+    not_found."""
 
     spec: ChildSpec | None = None
     extra_args: Mapping[str, object] | None = None
+    before: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,42 @@ class DeleteChildCall:
     id: str
 
 
-ApiCall = StartChildCall | TerminateChildCall | RestartChildCall | DeleteChildCall
+@dataclass(frozen=True, slots=True)
+class ReplaceChildCall:
+    """Give child `key` a new spec, keeping its key, its place in the start order and its
+    generation count (a reload's changed child; OTP's code_change plus a restart).
+
+    restart=True and the child runs: it is stopped by its *current* shutdown rules, then
+    started with `spec` (the next generation), and the answer comes once it is started:
+    Ok(pid).  If the new spec does not start, the old spec is started again in its place
+    and the answer is ApiError("start_failed", pid=the old spec's new process, detail=the
+    error).  Otherwise (restart=False, or the child has no process): the spec is replaced
+    in place, nothing is stopped or started, Ok(pid) (a child with no process whose new
+    spec is temporary is dropped, as OTP keeps no stopped temporary child).  No restart
+    intensity is charged.
+
+    `args`: None means spec.args, except for a simple_one_for_one instance, which keeps
+    its own (the template's merged with its start_child extra args)."""
+
+    key: str
+    spec: ChildSpec
+    args: Mapping[str, object] | None = None
+    restart: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSpecCall:
+    """OTP's code_change for a supervisor: take `spec`'s flags (strategy, intensity, period,
+    auto_shutdown) and, for simple_one_for_one, its template, in place.  No child is
+    started, stopped or restarted, and no child's spec changes (ReplaceChildCall does
+    that).  Children named in spec.children take the relative order they have there, in
+    the slots such children hold; others (started by start_child) keep theirs.  A change
+    to or from simple_one_for_one is refused: ApiError("invalid_change")."""
+
+    spec: SupervisorSpec
+
+
+ApiCall = StartChildCall | TerminateChildCall | RestartChildCall | DeleteChildCall | ReplaceChildCall | UpdateSpecCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +123,9 @@ class ApiError:
 
     reason: "already_started" (pid set), "already_present", "not_found", "running",
     "restarting", "simple_one_for_one", "invalid_child_spec" (detail: the problems),
-    "start_failed" (detail: the start's error), or "noproc" (detail: the exit reason)
-    when the supervisor stopped before it could serve the call.
+    "start_failed" (detail: the start's error), "invalid_change" (detail: why a spec
+    cannot be taken in place), or "noproc" (detail: the exit reason) when the
+    supervisor stopped before it could serve the call.
     """
 
     reason: str

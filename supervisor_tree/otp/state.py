@@ -14,8 +14,9 @@ them.  No I/O.
 Invariants (tests/unit/driver.py checks them after every decide, in every test):
 
 - `children` is in start order, oldest first: initial children in spec order, then
-  children added by start_child at the newest end.  A restarted child keeps its
-  place.  which_children returns the reverse (newest first, R2), and every stop
+  children added by start_child at the newest end (or just before the child its
+  `before` names).  A restarted or replaced child keeps its place; only a
+  code_change (UpdateSpecCall) reorders, to the order of its new spec.  which_children returns the reverse (newest first, R2), and every stop
   sequence walks it backwards.
 - A busy supervisor has a `plan` and waits on at most one step of it
   (`plan.waiting`): one Spawn, one stop (or, for simple_one_for_one, one parallel
@@ -58,6 +59,7 @@ class PlanKind(enum.Enum):
     START_CHILD = "start_child"  # API calls that wait on a child (R13)
     TERMINATE_CHILD = "terminate_child"
     RESTART_CHILD = "restart_child"
+    REPLACE_CHILD = "replace_child"  # stop a child, start its new spec in its place (a reload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,19 @@ Waiting = AwaitStart | AwaitStop | AwaitStopAll
 
 
 @dataclass(frozen=True, slots=True)
+class Swap:
+    """A REPLACE_CHILD plan's child.  Once the old process is stopped, `new` (the new spec,
+    not running) takes the child's place at index `slot` and is started.  If it does not
+    start, `old` is put back and started instead, once; `failure` keeps the new spec's error."""
+
+    slot: int
+    new: Child
+    old: Child
+    placed: bool = False
+    failure: object = None
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """A multi-step job: stop `to_stop` in order, then start `to_start` in order, then finish per `kind`."""
 
@@ -122,6 +137,7 @@ class Plan:
     ref: int | None = None  # the ApiRequest being served
     result: ApiResult | None = None  # its answer, sent when the plan finishes
     exit_reason: ExitReason | None = None  # SHUTDOWN: the reason to Exit with
+    swap: Swap | None = None  # REPLACE_CHILD: the child's old and new spec
 
 
 Deferred = Event | TryAgainRestart

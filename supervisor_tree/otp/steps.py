@@ -137,6 +137,9 @@ def advance(state: SupervisorState, out: list[Action]) -> SupervisorState:
             state = _begin_stop_all(replace(state, plan=replace(plan, to_stop=())), plan.to_stop, out)
         elif plan.to_stop:
             state = _begin_stop(replace(state, plan=replace(plan, to_stop=plan.to_stop[1:])), plan.to_stop[0], out)
+        elif plan.swap is not None and not plan.swap.placed:  # the old process is gone: the new spec takes its place
+            swap = replace(plan.swap, placed=True)
+            state = place(replace(state, plan=replace(plan, swap=swap)), swap.new, swap.slot)
         elif plan.to_start:
             state = _begin_start(replace(state, plan=replace(plan, to_start=plan.to_start[1:])), plan.to_start[0], out)
         else:
@@ -154,9 +157,13 @@ def _finish_plan(state: SupervisorState, plan: Plan, out: list[Action]) -> Super
         case PlanKind.SHUTDOWN:
             assert plan.exit_reason is not None
             return exit_supervisor(replace(state, phase=Phase.EXITED, exit_reason=plan.exit_reason), out)
-        case PlanKind.START_CHILD | PlanKind.TERMINATE_CHILD | PlanKind.RESTART_CHILD:
+        case PlanKind.START_CHILD | PlanKind.TERMINATE_CHILD | PlanKind.RESTART_CHILD | PlanKind.REPLACE_CHILD:
             assert plan.ref is not None and plan.result is not None
-            out.append(Reply(plan.ref, plan.result))
+            result = plan.result
+            if plan.swap is not None and plan.swap.failure is not None and isinstance(result, Ok):
+                detail = f"{plan.swap.failure} (the previous spec was started again)"
+                result = ApiError("start_failed", pid=result.pid, detail=detail)
+            out.append(Reply(plan.ref, result))
             return state
         case _:
             assert_never(plan.kind)
@@ -246,6 +253,17 @@ def _on_start_failed(state: SupervisorState, key: ChildKey, reason: object, out:
         case PlanKind.RESTART_CHILD:
             state = put_child(state, replace(child, status=ChildStatus.NOT_RUNNING))
             return advance(set_waiting(state, None, ApiError("start_failed", detail=reason)), out)
+        case PlanKind.REPLACE_CHILD:  # the new spec did not start: the old one runs again (once)
+            out.append(Report(ReportKind.START_ERROR, key, child.last_pid, child.generation, reason))
+            swap = plan.swap
+            assert swap is not None
+            if swap.failure is None:
+                old = replace(swap.old, status=ChildStatus.NOT_RUNNING, generation=child.generation)
+                plan = replace(plan, waiting=None, swap=replace(swap, failure=reason), to_start=(key,))
+                return advance(replace(put_child(state, old), plan=plan), out)
+            state = forget_process(state, child)
+            error = ApiError("start_failed", detail=f"{swap.failure}; the previous spec did not start again either: {reason}")
+            return advance(set_waiting(state, None, error), out)
         case PlanKind.SHUTDOWN | PlanKind.TERMINATE_CHILD:
             raise AssertionError(f"a {plan.kind.value} plan starts nothing")
         case _:
@@ -362,6 +380,13 @@ def get_child(state: SupervisorState, key: ChildKey) -> Child:
 
 def put_child(state: SupervisorState, child: Child) -> SupervisorState:
     return replace(state, children=tuple(child if c.key == child.key else c for c in state.children))
+
+
+def place(state: SupervisorState, child: Child, slot: int) -> SupervisorState:
+    """Put `child` in its place: over the child of the same key, or (dropped meanwhile) at index `slot`."""
+    if state.child(child.key) is not None:
+        return put_child(state, child)
+    return replace(state, children=state.children[:slot] + (child,) + state.children[slot:])
 
 
 def remove_child(state: SupervisorState, key: ChildKey) -> SupervisorState:

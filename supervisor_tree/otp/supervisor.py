@@ -47,7 +47,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import assert_never
 
-from supervisor_tree.otp import intensity, strategies
+from supervisor_tree.otp import changes, intensity, strategies
 from supervisor_tree.otp.messages import (
     Action,
     ApiCall,
@@ -69,6 +69,7 @@ from supervisor_tree.otp.messages import (
     Ok,
     Pid,
     Ready,
+    ReplaceChildCall,
     Reply,
     Report,
     ReportKind,
@@ -80,6 +81,7 @@ from supervisor_tree.otp.messages import (
     TerminateChildCall,
     TimerFired,
     TryAgainRestart,
+    UpdateSpecCall,
 )
 from supervisor_tree.otp.state import (
     Child,
@@ -124,6 +126,7 @@ __all__ = [
     "Event", "InitRequested", "ChildStarted", "ChildStartFailed", "ChildIgnored", "ChildExited",
     "TimerFired", "StopRequested", "ApiRequest",
     "ApiCall", "StartChildCall", "TerminateChildCall", "RestartChildCall", "DeleteChildCall",
+    "ReplaceChildCall", "UpdateSpecCall",
     "ApiResult", "Ok", "ApiError",
     # actions
     "Action", "Spawn", "AskStop", "Kill", "SetTimer", "CancelTimer", "Report", "ReportKind",
@@ -316,6 +319,10 @@ def _on_api(state: SupervisorState, ref: int, call: ApiCall, out: list[Action]) 
             return _restart_child(state, ref, cid, out)
         case DeleteChildCall(id=cid):
             return _delete_child(state, ref, cid, out)
+        case ReplaceChildCall():
+            return changes.replace_child(state, ref, call, out)
+        case UpdateSpecCall(spec=spec):
+            return changes.update_spec(state, ref, spec, out)
         case _:
             assert_never(call)
 
@@ -345,7 +352,10 @@ def _start_child(state: SupervisorState, ref: int, call: StartChildCall, out: li
         if existing is not None:
             return _reply(state, ref, ApiError("already_present"), out)
         child = Child(call.spec.id, call.spec, call.spec.args)
-    state = replace(state, children=state.children + (child,))  # the newest end (R2)
+    placed = changes.insert_before(state, child, None if state.is_simple else call.before)  # default: the newest end (R2)
+    if placed is None:
+        return _reply(state, ref, ApiError("not_found", detail=f'no child "{call.before}" to start {child.key} before'), out)
+    state = placed
     return advance(replace(state, plan=Plan(PlanKind.START_CHILD, to_start=(child.key,), ref=ref)), out)
 
 

@@ -4,7 +4,7 @@ The byte layout of a frame is `frames.py`'s; this module re-exports its names so
 that `channel.encode_call(...)`, `channel.decode(...)` read as before at every call
 site.  Must not fork, signal or decide anything about supervision.
 
-    with Caller(ctx, run_dir + "/w") as caller:
+    with Caller(ctx, run_dir + "/w", auth.key_for(run_dir)) as caller:
         value = caller.call("ipc:///run/w/counter-1.mbx", ("add", 1))
 """
 
@@ -21,11 +21,14 @@ from typing import Any, cast
 
 import zmq
 
+from supervisor_tree.wire.auth import FrameKey
+from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.frames import (
     _CALL_HEAD,
     CALL,
     CAST,
     INFO,
+    NOTICES,
     PROTOCOL,
     REPLY,
     Call,
@@ -50,37 +53,17 @@ from supervisor_tree.wire.frames import (
     reply_frame,
     split_call,
 )
+from supervisor_tree.wire.shapes import BadFrame
 
 log = logging.getLogger(__name__)
 
 IPC_PATH_MAX = 107  # Linux: sizeof(sockaddr_un.sun_path) - 1
 
 __all__ = [
-    "CALL",
-    "CAST",
-    "INFO",
-    "REPLY",
-    "Call",
-    "Cast",
-    "Frame",
-    "Info",
-    "Malformed",
-    "PROTOCOL",
-    "PeerBusy",
-    "PeerUnavailable",
-    "RemoteCallError",
-    "RemoteError",
-    "Reply",
-    "decode",
-    "decode_notice",
-    "encode_call",
-    "encode_cast",
-    "encode_info",
-    "encode_notice",
-    "encode_reply",
-    "loads_payload",
-    "reply_frame",
-    "split_call",
+    "CALL", "CAST", "INFO", "REPLY", "NOTICES", "PROTOCOL", "Call", "Cast", "Frame", "Info", "Malformed", "Reply",
+    "PeerBusy", "PeerUnavailable", "RemoteCallError", "RemoteError", "BadFrame", "FrameKey",
+    "decode", "decode_notice", "encode_call", "encode_cast", "encode_info", "encode_notice", "encode_reply",
+    "loads_payload", "reply_frame", "split_call",
     "IPC_PATH_MAX", "ipc_path", "check_endpoint", "make_socket", "bind", "connect", "move_bind", "unlink_ipc",
     "ReplySender", "Caller",
 ]
@@ -237,17 +220,20 @@ class Caller:
     address) and one PUSH socket per destination endpoint, with ZMQ_IMMEDIATE so
     that a send to a worker that died fails at once (`PeerUnavailable`) instead of
     queueing for nobody.  Refs count up per Caller; a reply to another ref (a late
-    answer to a call that timed out) is discarded.
+    answer to a call that timed out) is discarded, as is any frame without `key`'s
+    tag (counted in `dropped`, logged at most once a second).
 
     Not thread-safe: use one Caller per thread.
 
-        caller = Caller(ctx, "/run/tree")
+        caller = Caller(ctx, "/run/tree/w", key)
         reply = caller.call("ipc:///run/tree/w/counter-1.mbx", ("add", 2), timeout=1.0)
     """
 
-    def __init__(self, ctx: zmq.Context[Any], directory: str, *, max_peers: int = 256,
+    def __init__(self, ctx: zmq.Context[Any], directory: str, key: FrameKey, *, max_peers: int = 256,
                  connect_timeout: float = 0.5) -> None:
         self._ctx = ctx
+        self.key = key
+        self._seal = key.seal
         self.reply_to = check_endpoint(f"ipc://{directory}/c-{os.getpid()}-{next(_caller_seq)}")
         self._reply_to = self.reply_to.encode()
         self._pull = make_socket(ctx, zmq.PULL, rcvhwm=100_000)
@@ -257,7 +243,9 @@ class Caller:
         self._max_peers = max_peers
         self._connect_timeout = connect_timeout
         self._next_ref = 1
-        self.discarded = 0  # late or malformed replies thrown away
+        self.discarded = 0  # late replies thrown away
+        self.dropped = Dropped(log, f"replies at {self.reply_to}")  # frames not acted on: no tag, bad layout
+        self.peer_hwm: dict[str, int] = {}  # endpoint -> send high-water mark, where not the default (a mailbox_limit)
 
     # -- sending --
 
@@ -271,12 +259,13 @@ class Caller:
         ref = self._next_ref
         self._next_ref = ref + 1
         rt = self._reply_to
-        self._send(endpoint, b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL), alive_fd, True)
+        self._send(endpoint, self._seal(b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL)),
+                   alive_fd, True)
         return ref
 
     def send_cast(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
         """Send a cast.  Raises PeerUnavailable if the send would block (OTP drops such casts: callers may)."""
-        self._send(endpoint, b"S" + _dumps(payload, PROTOCOL), alive_fd)
+        self._send(endpoint, self._seal(b"S" + _dumps(payload, PROTOCOL)), alive_fd)
 
     def send_cast_unchecked(self, endpoint: str, payload: object) -> None:
         """The cast hot path: no liveness check, no connect wait.  Raises PeerUnavailable
@@ -287,12 +276,12 @@ class Caller:
         if sock is None:
             raise PeerUnavailable(endpoint)
         try:
-            sock.send(b"S" + _dumps(payload, PROTOCOL), _NOBLOCK)
+            sock.send(self._seal(b"S" + _dumps(payload, PROTOCOL)), _NOBLOCK)
         except zmq.Again:
             raise PeerUnavailable(endpoint) from None
 
     def send_info(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
-        self._send(endpoint, b"I" + _dumps(payload, PROTOCOL), alive_fd)
+        self._send(endpoint, self._seal(b"I" + _dumps(payload, PROTOCOL)), alive_fd)
 
     def _send(self, endpoint: str, frame: bytes, alive_fd: int | None = None, check_pipe: bool = False) -> None:
         if alive_fd is not None and select.select([alive_fd], [], [], 0)[0]:
@@ -338,7 +327,7 @@ class Caller:
         return sock in ready and not (alive_fd is not None and alive_fd in ready)
 
     def _open(self, endpoint: str) -> zmq.Socket[bytes]:
-        sock = make_socket(self._ctx, zmq.PUSH, immediate=1, sndhwm=100_000)
+        sock = make_socket(self._ctx, zmq.PUSH, immediate=1, sndhwm=self.peer_hwm.get(endpoint, 100_000))
         try:
             connect(sock, endpoint)
         except BaseException:
@@ -356,10 +345,16 @@ class Caller:
         """Close the socket to `endpoint` (its worker is gone)."""
         sock = self._peers.pop(endpoint, None)
         self._fresh.discard(endpoint)
+        self.peer_hwm.pop(endpoint, None)
         if sock is not None:
             sock.close(0)
 
     # -- receiving --
+
+    @property
+    def reply_socket(self) -> zmq.Socket[bytes]:
+        """The PULL socket replies arrive on: for a caller that waits on its fd itself (asyncio)."""
+        return self._pull
 
     def wait_reply(self, ref: int, timeout: float | None, extra_poll_fds: Iterable[int] = ()) -> Reply | int:
         """The reply to `ref`, or the first fd of `extra_poll_fds` that became readable.
@@ -397,21 +392,22 @@ class Caller:
                 return dead_fd
 
     def _drain(self, ref: int) -> Reply | None:
-        recv = self._pull.recv
+        recv, key = self._pull.recv, self.key
         while True:
             try:
                 frame = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return None
-            reply = decode(frame)
+            reply = decode(key, frame)
             if isinstance(reply, Reply) and reply.ref == ref:
                 return reply
             self._discard(reply)
 
     def _discard(self, frame: Frame) -> None:
-        self.discarded += 1
         if isinstance(frame, Malformed):
-            log.warning("discarded a malformed frame at %s: %s", self.reply_to, frame.reason)
+            self.dropped.drop("an unnamed sender (PULL)", frame.kind, frame.reason)
+        else:
+            self.discarded += 1
 
     def call(self, endpoint: str, payload: object, timeout: float | None = 5.0) -> object:
         """Send a call and wait: the value, or raise RemoteCallError / TimeoutError / PeerUnavailable."""

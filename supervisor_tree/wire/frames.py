@@ -1,17 +1,23 @@
 """Frames: the byte layout of every message, its decoding, and the errors a frame can carry.
 
-Owns the four frames of docs/internals.md (call, cast, info, reply) and payload
-serialization (pickle protocol 5, never cloudpickle on the message path).  No other
-module knows the byte layout of a frame.  Imports no socket library.
+Owns the four frames of docs/internals.md (call, cast, info, reply), the notices
+workers send the node, and payload serialization (pickle protocol 5, never cloudpickle
+on the message path).  No other module knows the byte layout of a frame.  Every frame
+ends with the run's 16-byte tag (`auth.FrameKey`): a frame whose tag is wrong is
+`Malformed` ("unauthenticated") and nothing in it is read, least of all unpickled.
+Imports no socket library.
 
-    >>> frame = encode_call(7, "ipc:///run/c-1-0", ("add", 2))
-    >>> call = decode(frame)
+    >>> key = FrameKey(bytes(32))
+    >>> frame = encode_call(key, 7, "ipc:///run/c-1-0", ("add", 2))
+    >>> call = decode(key, frame)
     >>> call.ref, call.reply_to, loads_payload(call.payload)
     (7, 'ipc:///run/c-1-0', ('add', 2))
-    >>> decode(encode_reply(7, True, 3))
+    >>> decode(key, encode_reply(key, 7, True, 3))
     Reply(ref=7, ok=True, value=3)
+    >>> decode(FrameKey(bytes([1]) * 32), frame).kind
+    'unauthenticated'
 
-Frames, one ZeroMQ frame per message:
+Frames, one ZeroMQ frame per message, each ``body + tag(body)`` (16 bytes):
 
 * call:  ``b"C" + ref (u64 LE) + len(reply_to) (u16 LE) + reply_to (utf-8) + pickle(payload)``
 * cast:  ``b"S" + pickle(payload)``
@@ -19,7 +25,7 @@ Frames, one ZeroMQ frame per message:
 * reply: ``b"R" + ref (u64 LE) + b"\\x00" ok | b"\\x01" error + pickle(value or RemoteError)``
 
 Notices a worker sends to the node's inbound socket (("ready", id, gen, pid),
-("hb", id, gen, pid, stats), ...) are a bare pickled tuple: `encode_notice` /
+("hb", id, gen, pid, stats), ...) are a bare pickled tuple, tagged: `encode_notice` /
 `decode_notice` (no kind byte: that socket carries nothing else).
 """
 
@@ -30,6 +36,9 @@ import struct
 import traceback
 from dataclasses import dataclass
 
+from supervisor_tree.wire.auth import FrameKey
+from supervisor_tree.wire.shapes import MALFORMED, UNAUTHENTICATED, BadFrame, Fields, check_message
+
 PROTOCOL = 5
 
 # First byte of each frame, as ints: frame[0] of a bytes object is an int.
@@ -38,6 +47,14 @@ _CALL_HEAD = struct.Struct("<QH")  # ref, len(reply_to)
 _CALL_BODY = 1 + _CALL_HEAD.size  # offset of reply_to
 _REF = struct.Struct("<Q")
 _OK, _ERR = b"\x00", b"\x01"
+
+# The notices the node's inbound socket takes: kind -> field types after (kind, worker id, generation, pid).
+NOTICES: dict[str, Fields] = {
+    "ready": (str, int, int),
+    "ignore": (str, int, int),
+    "start_failed": (str, int, int, str),
+    "hb": (str, int, int, dict),
+}
 
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -86,10 +103,14 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Malformed:
-    """A frame that does not decode; `head` is its first bytes, for the log line."""
+    """A frame that does not decode; `head` is its first bytes, for the log line.
+
+    `kind`: "unauthenticated" (its tag is wrong: nothing in it was read) or "malformed".
+    """
 
     reason: str
     head: bytes
+    kind: str = MALFORMED
 
 
 Frame = Call | Cast | Info | Reply | Malformed
@@ -138,60 +159,62 @@ class PeerBusy(PeerUnavailable):
 # Encoding
 
 
-def encode_call(ref: int, reply_to: str, payload: object) -> bytes:
+def encode_call(key: FrameKey, ref: int, reply_to: str, payload: object) -> bytes:
     rt = reply_to.encode()
-    return b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL)
+    return key.seal(b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL))
 
 
-def encode_cast(payload: object) -> bytes:
-    return b"S" + _dumps(payload, PROTOCOL)
+def encode_cast(key: FrameKey, payload: object) -> bytes:
+    return key.seal(b"S" + _dumps(payload, PROTOCOL))
 
 
-def encode_info(payload: object) -> bytes:
-    return b"I" + _dumps(payload, PROTOCOL)
+def encode_info(key: FrameKey, payload: object) -> bytes:
+    return key.seal(b"I" + _dumps(payload, PROTOCOL))
 
 
-def encode_notice(notice: tuple[object, ...]) -> bytes:
+def encode_notice(key: FrameKey, notice: tuple[object, ...]) -> bytes:
     """A worker's notice to the node's inbound socket: ("ready", id, gen, pid), ("hb", ...), ..."""
-    return _dumps(notice, PROTOCOL)
+    return key.seal(_dumps(notice, PROTOCOL))
 
 
-def decode_notice(frame: bytes) -> tuple[object, ...]:
-    """The notice in `frame`; raises ValueError when it is not a pickled tuple with a str kind."""
+def decode_notice(key: FrameKey, frame: bytes) -> tuple[object, ...]:
+    """The notice in `frame`, checked against `NOTICES` (other kinds pass, for node extensions).
+
+    Raises BadFrame: "unauthenticated" (wrong tag; never unpickled) or "malformed".
+    """
+    n = key.verify(frame)
+    if n < 0:
+        raise BadFrame(UNAUTHENTICATED, f"notice of {len(frame)} bytes without the run's tag")
     try:
-        notice = _loads(frame)
+        notice = _loads(memoryview(frame)[:n])
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad frame
-        raise ValueError(f"undecodable notice of {len(frame)} bytes: {type(exc).__name__}: {exc}") from None
-    if not (isinstance(notice, tuple) and notice and isinstance(notice[0], str)):
-        raise ValueError(f"a notice must be a tuple starting with its kind; got {type(notice).__name__}")
-    return notice
+        raise BadFrame(MALFORMED, f"undecodable notice of {len(frame)} bytes: {type(exc).__name__}: {exc}") from None
+    return check_message(notice, NOTICES, "notice", open_kinds=True)
 
 
-def encode_reply(ref: int, ok: bool, value: object) -> bytes:
-    return reply_frame(_REF.pack(ref), ok, value)
+def encode_reply(key: FrameKey, ref: int, ok: bool, value: object) -> bytes:
+    return reply_frame(key, _REF.pack(ref), ok, value)
 
 
-def reply_frame(ref8: bytes, ok: bool, value: object) -> bytes:
+def reply_frame(key: FrameKey, ref8: bytes, ok: bool, value: object) -> bytes:
     """A reply to the call whose raw 8-byte ref is `ref8` (the worker's fast path, see `split_call`)."""
-    return b"R" + ref8 + (_OK if ok else _ERR) + _dumps(value, PROTOCOL)
+    return key.seal(b"R" + ref8 + (_OK if ok else _ERR) + _dumps(value, PROTOCOL))
 
 
 # ---------------------------------------------------------------------------
-# Decoding
+# Decoding (of frames whose tag was checked: `end` is where the body ends)
 
 
-def split_call(frame: bytes) -> tuple[bytes, bytes, memoryview]:
-    """(raw ref, reply_to as utf-8 bytes, pickled payload) of a call frame; ValueError if truncated.
-
-    The worker's hot path: no dataclass, no decode of the reply address.
-    """
-    if len(frame) < _CALL_BODY:
-        raise ValueError(f"call frame of {len(frame)} bytes is shorter than its header")
+def split_call(frame: bytes, end: int) -> tuple[bytes, bytes, memoryview]:
+    """(raw ref, reply_to as utf-8 bytes, pickled payload) of a call frame's body `frame[:end]`;
+    ValueError if truncated.  The worker's hot path: no dataclass, no decode of the reply address."""
+    if end < _CALL_BODY:
+        raise ValueError(f"call frame of {end} bytes is shorter than its header")
     (n,) = struct.unpack_from("<H", frame, 9)
-    end = _CALL_BODY + n
-    if n == 0 or len(frame) < end:
+    stop = _CALL_BODY + n
+    if n == 0 or end < stop:
         raise ValueError("call frame without a complete reply address")
-    return frame[1:9], frame[_CALL_BODY:end], memoryview(frame)[end:]
+    return frame[1:9], frame[_CALL_BODY:stop], memoryview(frame)[stop:end]
 
 
 def loads_payload(payload: bytes | memoryview) -> object:
@@ -199,37 +222,38 @@ def loads_payload(payload: bytes | memoryview) -> object:
     return _loads(payload)
 
 
-def decode(frame: bytes) -> Frame:
-    """Decode one frame.  Never raises: a frame that does not decode is `Malformed`.
+def decode(key: FrameKey, frame: bytes) -> Frame:
+    """Check the tag, then decode one frame.  Never raises: a frame that does not decode is `Malformed`.
 
     A call keeps its payload pickled so that a payload which does not unpickle can
     still be answered (its header is readable).
     """
-    if not frame:
-        return Malformed("empty frame", b"")
+    end = key.verify(frame)
+    if end < 0:
+        return Malformed(f"frame of {len(frame)} bytes without the run's tag", frame[:32], UNAUTHENTICATED)
     kind = frame[0]
     try:
         if kind == CALL:
-            ref8, rt, payload = split_call(frame)
+            ref8, rt, payload = split_call(frame, end)
             return Call(_REF.unpack(ref8)[0], rt.decode(), bytes(payload))
         if kind == CAST:
-            return Cast(_loads(memoryview(frame)[1:]))
+            return Cast(_loads(memoryview(frame)[1:end]))
         if kind == INFO:
-            return Info(_loads(memoryview(frame)[1:]))
+            return Info(_loads(memoryview(frame)[1:end]))
         if kind == REPLY:
-            return _decode_reply(frame)
+            return _decode_reply(frame, end)
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a malformed frame
         return Malformed(f"{chr(kind)!r} frame does not decode: {type(exc).__name__}: {exc}", frame[:32])
     return Malformed(f"unknown frame kind {bytes([kind])!r}", frame[:32])
 
 
-def _decode_reply(frame: bytes) -> Frame:
-    if len(frame) < 10 or frame[9:10] not in (_OK, _ERR):
+def _decode_reply(frame: bytes, end: int) -> Frame:
+    if end < 10 or frame[9:10] not in (_OK, _ERR):
         return Malformed("reply frame with a truncated header", frame[:32])
     ref = _REF.unpack_from(frame, 1)[0]
     ok = frame[9:10] == _OK
     try:
-        value = _loads(memoryview(frame)[10:])
+        value = _loads(memoryview(frame)[10:end])
     except Exception as exc:  # noqa: BLE001 - the caller still deserves an answer for its ref
         return Reply(ref, False, RemoteError("MalformedReply", f"reply value does not unpickle: {exc!r}"))
     return Reply(ref, ok, value)

@@ -10,6 +10,12 @@ a socket.
     RUN/events.jsonl supervisor reports, one JSON object per line
     RUN/node.json    pid, config, start time of the node that owns the directory
     RUN/node.log     the node's log when started with --detach
+    RUN/key          the run's secret (0600; `auth`): every frame of the run is tagged with it
+
+A run dir is trusted only when this user owns it and nobody else can write to it
+(`check`); `ensure` makes a missing one 0700 (its missing parents with the user's
+umask, as mkdir -p would) and tightens an existing one of ours to 0700, and never
+touches the mode of any other directory.
 
 The default is per user and per config (mode 0700): ``$XDG_RUNTIME_DIR/supervise/<name>``,
 else ``/dev/shm/supervise-<uid>/<name>`` (tmpfs), else ``/tmp/supervise-<uid>/<name>``, where <name> is ``default`` for the built-in
@@ -23,6 +29,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +52,47 @@ def default_run_dir(config: str | os.PathLike[str] | None) -> Path:
     return base_dir() / f"{path.stem[:16]}-{digest}"
 
 
+class RunDirError(Exception):
+    """A run dir this user must not use: another user's, writable by others, not a directory (one line)."""
+
+
+def check(run_dir: Path) -> str | None:
+    """Why `run_dir` (which exists) cannot be trusted, or None: it must be a directory of this user's
+    that nobody else can write to."""
+    try:
+        st = os.stat(run_dir)
+    except OSError as exc:
+        return f"cannot use it ({exc.strerror})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid != os.getuid():
+        return f"owned by uid {st.st_uid}, not by you (uid {os.getuid()}); a run dir must be your own"
+    if st.st_mode & 0o022:
+        return f"mode {stat.S_IMODE(st.st_mode):04o} lets others write to it; a run dir must be yours alone"
+    return None
+
+
 def ensure(run_dir: Path) -> Path:
-    """Create the directory tree with mode 0700 (and tighten an existing one)."""
-    for d in (run_dir.parent, run_dir, run_dir / "w", run_dir / "reasons"):
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(d, 0o700)
+    """The run dir, ready to serve: made 0700 when missing (missing parents with the user's umask),
+    checked (`check`) and tightened to 0700 when it exists.  Raises RunDirError (one line)."""
+    run_dir = Path(run_dir)
+    try:
+        if not os.path.lexists(run_dir):
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(run_dir, 0o700)
+            except FileExistsError:
+                pass  # made meanwhile by another start: checked below like any existing one
+    except OSError as exc:
+        raise RunDirError(f"run dir {run_dir}: cannot create it ({exc.strerror}); choose another with "
+                          "--run-dir or SUPERVISE_RUN_DIR") from None  # fmt: skip
+    problem = check(run_dir)
+    if problem:
+        raise RunDirError(f"run dir {run_dir}: {problem}; choose another with --run-dir or SUPERVISE_RUN_DIR")
+    if stat.S_IMODE(os.stat(run_dir).st_mode) != 0o700:
+        os.chmod(run_dir, 0o700)
+    for sub in ("w", "reasons"):
+        (run_dir / sub).mkdir(mode=0o700, exist_ok=True)
     return run_dir
 
 

@@ -27,6 +27,7 @@ drives them is `incarnation.py`, reached through the `Services` protocol.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,7 +38,9 @@ from supervisor_tree.spec import ExitReason
 if TYPE_CHECKING:
     from supervisor_tree.client import Client
 
-__all__ = ["Worker", "IGNORE", "NOREPLY", "MissingCallback", "Services"]
+__all__ = ["Worker", "IGNORE", "NOREPLY", "MissingCallback", "Services", "is_async_worker", "ASYNC_CALLBACKS"]
+
+ASYNC_CALLBACKS = ("init", "handle_call", "handle_cast", "handle_info", "terminate")
 
 log = logging.getLogger("supervisor_tree.worker")
 
@@ -187,10 +190,27 @@ class Worker:
             self._st_client = Client(self.run_dir, context=self._ctx)
         return self._st_client
 
-    def call(self, worker_id: str, msg: object, timeout: float = 5.0) -> object:
-        """Call another worker of the tree by id."""
+    def call(self, worker_id: str, msg: object, timeout: float = 5.0) -> Any:
+        """Call another worker of the tree by id.
+
+        In an asyncio worker (`async def` callbacks) this returns an awaitable:
+        `await self.call(...)`, and the loop serves other calls meanwhile.
+        """
+        aio = getattr(self._st_loop, "aio_client", None)
+        if aio is not None:
+            return aio().call(worker_id, msg, timeout)
         return self.client.call(worker_id, msg, timeout=timeout)
 
     def cast(self, worker_id: str, msg: object) -> None:
-        """Cast to another worker of the tree by id."""
+        """Cast to another worker of the tree by id (never blocks an asyncio worker's loop)."""
+        aio = getattr(self._st_loop, "aio_client", None)
+        if aio is not None:
+            aio().cast(worker_id, msg)
+            return
         self.client.cast(worker_id, msg)
+
+
+def is_async_worker(target: object) -> bool:
+    """A Worker subclass with at least one `async def` callback: it runs on an event loop."""
+    return isinstance(target, type) and issubclass(target, Worker) and any(
+        inspect.iscoroutinefunction(getattr(target, name, None)) for name in ASYNC_CALLBACKS)

@@ -1,7 +1,8 @@
 """How a worker process says how it ended: exit codes and the reason file.
 
-A worker that exits on purpose writes its reason (a pickled `spec.ExitReason`) to
-RUN/reasons/PID just before `os._exit`; the launcher reads it when it reaps.
+A worker that exits on purpose writes its reason (`spec.ExitReason` as JSON,
+``{"kind": "error", "detail": "..."}``: never a pickle, so reading it can run nothing)
+to RUN/reasons/PID just before `os._exit`; the launcher reads it when it reaps.
 Exit codes: 0 normal, 80 shutdown, 81 {shutdown, detail}, 82 error.
 
     >>> exit_status("shutdown")
@@ -10,12 +11,11 @@ Exit codes: 0 normal, 80 shutdown, 81 {shutdown, detail}, 82 error.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import pickle
 
 from supervisor_tree.spec import NORMAL, SHUTDOWN, ExitKind, ExitReason, error, shutdown_with
-from supervisor_tree.wire import channel
 
 __all__ = ["EXIT_NORMAL", "EXIT_SHUTDOWN", "EXIT_SHUTDOWN_WITH", "EXIT_ERROR", "exit_status", "write_reason"]
 
@@ -47,7 +47,7 @@ def write_reason(run_dir: str, reason: ExitReason) -> None:
     """RUN/reasons/PID, read (and removed) by the launcher when it reaps us."""
     path = os.path.join(run_dir, "reasons", str(os.getpid()))
     try:
-        with open(path, "wb") as f:
-            pickle.dump(reason, f, protocol=channel.PROTOCOL)
+        with open(path, "w") as f:
+            json.dump({"kind": reason.kind.value, "detail": reason.detail}, f)
     except OSError as exc:
         log.warning("cannot write the exit reason to %s: %s", path, exc)

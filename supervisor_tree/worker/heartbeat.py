@@ -45,6 +45,7 @@ class Counters(Protocol):
     started: float
 
     def dropped_replies(self) -> int: ...
+    def mailbox_figures(self) -> dict[str, object]: ...
     def worker_statistics(self) -> dict[str, object] | None: ...
 
 
@@ -58,6 +59,7 @@ def stats_of(c: Counters, reset_window: bool) -> dict[str, object]:
         "call_p99_us": _p99_us(c.lat, c.window_lat_i, end),
         "max_batch": c.max_batch,
         "uptime_s": round(time.monotonic() - c.started, 3),
+        **c.mailbox_figures(),  # mailbox_depth, and the overflow policy's counts (worker/mailbox.py)
     }
     own = c.worker_statistics()
     if own:
@@ -85,7 +87,7 @@ class Heartbeat:
     """
 
     def __init__(self, ctx: zmq.Context[Any], inbound: str, interval: float,
-                 beat: Callable[[], tuple[object, ...]], reconnect_ivl: int) -> None:
+                 beat: Callable[[], bytes], reconnect_ivl: int) -> None:
         self._ctx, self._inbound, self._interval, self._beat = ctx, inbound, interval, beat
         self._reconnect_ivl = reconnect_ivl
         self._stop = threading.Event()
@@ -112,7 +114,7 @@ class Heartbeat:
             channel.connect(sock, self._inbound)
             while not self._stop.wait(self._interval):
                 try:
-                    sock.send(channel.encode_notice(self._beat()), zmq.NOBLOCK)
+                    sock.send(self._beat(), zmq.NOBLOCK)  # an encoded, tagged notice
                 except zmq.Again:
                     pass  # the node is not reading: it will see the misses itself
         finally:

@@ -7,8 +7,10 @@ Must not fork, and must not decide anything about restarts: it only says how it 
 
     run_worker(SpawnRequest(...))          # in a freshly forked process; never returns
 
-* A message that does not decode is not a crash: a call is answered with a
-  "malformed message" error, anything else is logged; both are counted.
+* A message that does not decode is not a crash.  A frame without the run's tag
+  is dropped unread (its reply address cannot be trusted either); an authentic call
+  that does not decode is answered with a "malformed message" error; all are counted
+  (`malformed`) and logged at most once a second per sender.
 * A callback that raises crashes the worker: a call first gets the error
   (`channel.RemoteError`) as its reply, then `terminate`, then exit 82.
 """
@@ -27,11 +29,15 @@ from typing import Any
 import zmq
 
 from supervisor_tree.spec import SHUTDOWN
-from supervisor_tree.wire import channel
+from supervisor_tree.wire import auth, channel
+from supervisor_tree.wire.dropped import Dropped
+from supervisor_tree.wire.shapes import MALFORMED, UNAUTHENTICATED
 from supervisor_tree.worker import standby
 from supervisor_tree.worker.behaviour import IGNORE, NOREPLY, Worker
+from supervisor_tree.worker.control import serve_control
 from supervisor_tree.worker.exits import exit_status, write_reason
 from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
+from supervisor_tree.worker.mailbox import Backlog
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
 from supervisor_tree.worker.standby import INBOUND_RECONNECT_MS, Prepared, control_socket, mailbox_socket, prepare
 from supervisor_tree.worker.timers import Timers
@@ -63,6 +69,8 @@ class Incarnation:
     def __init__(self, req: SpawnRequest, prepared: Prepared | None) -> None:
         self.req = req
         self.pid = os.getpid()
+        self.key = auth.key_for(req.run_dir)  # inherited from the node through the fork server: no file read
+        self.drops = Dropped(log, f"worker {req.worker_id}#{req.generation}")
         if prepared is None:
             prepared = prepare(req.inbound)
         elif prepared.inbound_endpoint != req.inbound:
@@ -88,6 +96,7 @@ class Incarnation:
         self.window_lat_i = 0
         self.started = time.monotonic()
         self.current: tuple[bytes, bytes] | None = None  # the call being handled (Worker.caller)
+        self.box: Backlog | None = None  # the mailbox's depth and overflow policy (mailbox.py)
         self.timers = Timers()
         self.heartbeat = Heartbeat(self.ctx, req.inbound, req.heartbeat_interval, self._beat, INBOUND_RECONNECT_MS)
 
@@ -125,6 +134,8 @@ class Incarnation:
         self.mailbox = self._adopt(pre.mailbox, pre.mailbox_at, req.mailbox, mailbox_socket)
         self.control = self._adopt(pre.control, pre.control_at, req.control, control_socket)
         self.replies = channel.ReplySender(self.ctx)
+        self.box = Backlog(self.mailbox, self.replies, f"{req.worker_id}#{req.generation}", self.key,
+                           req.mailbox_limit, req.mailbox_overflow)
 
     def _adopt(self, sock: zmq.Socket[bytes] | None, bound_at: str, endpoint: str,
                make: Callable[[zmq.Context[Any]], zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
@@ -247,10 +258,14 @@ class Incarnation:
         assert worker is not None
         handle_call, handle_cast, handle_info = worker.handle_call, worker.handle_cast, worker.handle_info
         control, wake = self.control, self.wake_r
-        recv = self.mailbox.recv
+        box = self.box
+        assert box is not None
+        sock_recv = self.mailbox.recv
         send = self.replies.send
         items: list[tuple[Any, int]] = [(control, zmq.POLLIN), (self.mailbox, zmq.POLLIN), (wake, zmq.POLLIN)]
         poll = zmq.zmq_poll
+        key = self.key
+        verify = key.verify
         split_call, reply_frame, loads = channel.split_call, channel.reply_frame, pickle.loads
         CALL, CAST, INFO = channel.CALL, channel.CAST, channel.INFO
         NOBLOCK, Again = zmq.NOBLOCK, zmq.Again
@@ -273,6 +288,7 @@ class Incarnation:
                 timeout = 0
                 continue
             n = calls = casts = infos = 0
+            recv = box.before_round(sock_recv)
             try:
                 if self.timers:
                     self._fire_timers(handle_info)
@@ -282,20 +298,24 @@ class Incarnation:
                     except Again:
                         break
                     n += 1
+                    end = verify(frame)
+                    if end < 0:  # not tagged with the run's key: not one byte of it is read
+                        self.drop("a sender (mailbox PULL)", UNAUTHENTICATED, f"frame of {len(frame)} bytes without the run's tag")
+                        continue
                     kind = frame[0]
                     if kind == CALL:
                         try:
-                            ref8, reply_to, payload = split_call(frame)
+                            ref8, reply_to, payload = split_call(frame, end)
                             msg = loads(payload)
                         except Exception as exc:  # noqa: BLE001
-                            self._malformed(frame, exc)
+                            self._malformed(frame, end, exc)
                             continue
                         t0 = clock()
                         self.current = (ref8, reply_to)
                         try:
                             value = handle_call(msg)
                         except Exception as exc:
-                            send(reply_to, reply_frame(ref8, False, channel.RemoteError.from_exception(exc)))
+                            send(reply_to, reply_frame(key, ref8, False, channel.RemoteError.from_exception(exc)))
                             raise
                         lat[lat_i & LAT_MASK] = clock() - t0
                         lat_i += 1
@@ -305,22 +325,22 @@ class Incarnation:
                             send(reply_to, self._reply_ok(ref8, value))
                     elif kind == CAST:
                         try:
-                            msg = loads(memoryview(frame)[1:])
+                            msg = loads(memoryview(frame)[1:end])
                         except Exception as exc:  # noqa: BLE001
-                            self._malformed(frame, exc)
+                            self._malformed(frame, end, exc)
                             continue
                         casts += 1
                         handle_cast(msg)
                     elif kind == INFO:
                         try:
-                            msg = loads(memoryview(frame)[1:])
+                            msg = loads(memoryview(frame)[1:end])
                         except Exception as exc:  # noqa: BLE001
-                            self._malformed(frame, exc)
+                            self._malformed(frame, end, exc)
                             continue
                         infos += 1
                         handle_info(msg)
                     else:
-                        self._malformed(frame, ValueError(f"unknown frame kind {frame[:1]!r}"))
+                        self._malformed(frame, end, ValueError(f"unknown frame kind {frame[:1]!r}"))
                     if self.halt:
                         break
             except Exception as exc:  # noqa: BLE001 - a callback raised: the worker crashes
@@ -333,7 +353,8 @@ class Incarnation:
                 self.lat_i = lat_i
                 if n > self.max_batch:
                     self.max_batch = n
-            timeout = 0 if n == BATCH else -1
+            box.after_round(n == BATCH)
+            timeout = 0 if n == BATCH or box.pending else -1
 
     def reply(self, token: tuple[bytes, bytes], value: object) -> None:
         ref8, reply_to = token
@@ -341,61 +362,37 @@ class Incarnation:
 
     def reply_error(self, token: tuple[bytes, bytes], exc: BaseException) -> None:
         ref8, reply_to = token
-        self.replies.send(reply_to, channel.reply_frame(ref8, False, channel.RemoteError.from_exception(exc)))
+        self.replies.send(reply_to, channel.reply_frame(self.key, ref8, False, channel.RemoteError.from_exception(exc)))
 
     def _reply_ok(self, ref8: bytes, value: object) -> bytes:
         try:
-            return channel.reply_frame(ref8, True, value)
+            return channel.reply_frame(self.key, ref8, True, value)
         except Exception as exc:  # noqa: BLE001 - the handler's value does not pickle: tell the caller
             self.errors += 1
             err = channel.RemoteError(type(exc).__name__, f"reply value does not pickle: {exc}")
-            return channel.reply_frame(ref8, False, err)
+            return channel.reply_frame(self.key, ref8, False, err)
 
-    def _malformed(self, frame: bytes, exc: BaseException) -> None:
+    def _serve_control(self) -> None:
+        serve_control(self)
+
+    def drop(self, peer: str, kind: str, why: str) -> None:
+        """A frame not acted on: counted in `malformed`, logged at most once a second per peer."""
         self.malformed += 1
+        self.drops.drop(peer, kind, why)
+
+    def _malformed(self, frame: bytes, end: int, exc: BaseException) -> None:
+        """An authentic frame that does not decode: a call is answered with the error, anything else dropped."""
         why = f"malformed message: {type(exc).__name__}: {exc}"
-        if frame and frame[0] == channel.CALL:
+        if frame[0] == channel.CALL:
             try:
-                ref8, reply_to, _ = channel.split_call(frame)
+                ref8, reply_to, _ = channel.split_call(frame, end)
             except ValueError:
                 pass
             else:
-                self.replies.send(reply_to, channel.reply_frame(ref8, False, channel.RemoteError("MalformedMessage", why)))
+                self.drop(reply_to.decode(errors="replace"), MALFORMED, why)
+                self.replies.send(reply_to, channel.reply_frame(self.key, ref8, False, channel.RemoteError("MalformedMessage", why)))
                 return
-        log.warning("worker %s#%s: %s (frame starts %r; no reply address, dropped)",
-                    self.req.worker_id, self.req.generation, why, frame[:24])
-
-    # -- control --
-
-    def _serve_control(self) -> None:
-        while True:
-            try:
-                frame = self.control.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            msg = channel.decode(frame)
-            if not isinstance(msg, channel.Call):
-                self._malformed(frame, ValueError(f"control socket takes calls only; got {type(msg).__name__}"))
-                continue
-            try:
-                op, kwargs = channel.loads_payload(msg.payload)  # type: ignore[misc]
-                ok, value = True, self._control_op(op, dict(kwargs))  # type: ignore[has-type]
-                out = channel.encode_reply(msg.ref, ok, value)
-            except Exception as exc:  # noqa: BLE001 - a failed op is answered, never a crash
-                out = channel.encode_reply(msg.ref, False, channel.RemoteError.from_exception(exc))
-            self.replies.send(msg.reply_to.encode(), out)
-
-    def _control_op(self, op: object, kwargs: dict[str, object]) -> object:
-        if op == "ping":
-            return "pong"
-        if op == "stats":
-            return self.stats(reset_window=False)
-        if op in ("profile_start", "profile_stop"):
-            from supervisor_tree.profiling import yappi_engine  # written beside this module; imported only when used
-
-            fn: Callable[..., object] = yappi_engine.start if op == "profile_start" else yappi_engine.stop
-            return fn(**kwargs)
-        raise ValueError(f"unknown control op {op!r}; expected ping, stats, profile_start or profile_stop")
+        self.drop("a sender (mailbox PULL)", MALFORMED, f"{why} (no reply address)")
 
     # -- heartbeats and stats --
 
@@ -404,6 +401,9 @@ class Incarnation:
 
     def dropped_replies(self) -> int:
         return self.replies.dropped
+
+    def mailbox_figures(self) -> dict[str, object]:
+        return self.box.figures() if self.box is not None else {}
 
     def worker_statistics(self) -> dict[str, object] | None:
         if self.worker is None:
@@ -414,13 +414,13 @@ class Incarnation:
             log.warning("worker %s#%s: statistics() raised", self.req.worker_id, self.req.generation, exc_info=True)
             return None
 
-    def _beat(self) -> tuple[object, ...]:
+    def _beat(self) -> bytes:
         req = self.req
-        return ("hb", req.worker_id, req.generation, self.pid, self.stats(reset_window=True))
+        return channel.encode_notice(self.key, ("hb", req.worker_id, req.generation, self.pid, self.stats(reset_window=True)))
 
     def _notify(self, notice: tuple[object, ...]) -> None:
         try:
-            self.inbound.send(channel.encode_notice(notice), zmq.NOBLOCK)
+            self.inbound.send(channel.encode_notice(self.key, notice), zmq.NOBLOCK)
         except (zmq.Again, AttributeError):
             log.warning("worker %s#%s: could not tell the node %r", self.req.worker_id, self.req.generation, notice[0])
 

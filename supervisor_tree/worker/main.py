@@ -17,8 +17,11 @@ from typing import NoReturn
 
 from supervisor_tree.spec import error
 from supervisor_tree.wire import channel
+from supervisor_tree.worker.aio_incarnation import AioIncarnation  # preloaded by the fork server, asyncio with it
+from supervisor_tree.worker.behaviour import is_async_worker
 from supervisor_tree.worker.exits import EXIT_ERROR, exit_status, write_reason
 from supervisor_tree.worker.incarnation import Incarnation
+from supervisor_tree.worker.output import capture
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
 from supervisor_tree.worker.standby import Prepared, prepare
 
@@ -40,16 +43,37 @@ def rehearse(prepared: Prepared, run_dir: str) -> None:
     rehearsal.replies = channel.ReplySender(rehearsal.ctx)
     rehearsal.worker = load_target(req.start)()  # type: ignore[operator]
     rehearsal.stats(reset_window=True)
-    channel.encode_notice(("ready", req.worker_id, req.generation, rehearsal.pid))
-    channel.reply_frame(b"\0" * 8, True, None)
+    channel.encode_notice(rehearsal.key, ("ready", req.worker_id, req.generation, rehearsal.pid))
+    rehearsal.key.verify(channel.reply_frame(rehearsal.key, b"\0" * 8, True, None))
     exit_status("normal")
 
 
+def _incarnation_for(req: SpawnRequest) -> type[Incarnation]:
+    """The asyncio loop for a Worker class with an `async def` callback, else the plain loop.
+
+    A target that does not load is left to the plain loop, which reports it as a start failure.
+    """
+    try:
+        target = load_target(req.start)
+    except Exception:  # noqa: BLE001 - Incarnation.run imports it again and reports why it fails
+        return Incarnation
+    return AioIncarnation if is_async_worker(target) else Incarnation
+
+
 def run_worker(req: SpawnRequest, prepared: Prepared | None = None) -> NoReturn:
-    """Run one incarnation in this (freshly forked) process; never returns."""
+    """Run one incarnation in this (freshly forked) process; never returns.
+
+    A child with `command` executes its program instead (`command.exec_command`); a
+    Worker whose callbacks are `async def` runs on an event loop (`aio_incarnation`).
+    """
+    if req.command is not None:
+        from supervisor_tree.worker.command import exec_command
+
+        exec_command(req, prepared)
+    capture(req.output)
     code = EXIT_ERROR
     try:
-        code = Incarnation(req, prepared).run()
+        code = _incarnation_for(req)(req, prepared).run()
     except BaseException as exc:
         log.error("worker %s#%s: internal error", req.worker_id, req.generation, exc_info=True)
         write_reason(req.run_dir, error(f"internal: {type(exc).__name__}: {exc}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import psutil
 import pytest
 from components import pool, start_tree  # noqa: F401 - start_tree is a fixture
 from nodes import wait_for
@@ -112,3 +113,35 @@ def test_the_example_tree_runs_every_component() -> None:
         assert PoolClient(t.client, "pool").stats()["idle"] == 10
     finally:
         t.stop()
+
+
+def _tree_processes(t) -> set[int]:  # type: ignore[no-untyped-def]
+    """Every process of the node: the node, its fork server, the standbys and the workers."""
+    node = psutil.Process(t.node_pid())
+    return {node.pid} | {p.pid for p in node.children(recursive=True)}
+
+
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_restarting_the_manager_alone_keeps_exactly_size_members(start_tree, how: str) -> None:  # type: ignore[no-untyped-def]
+    t = start_tree(pool(size=3, max_overflow=2))
+    p = PoolClient(t.client, "pool")
+    assert p.run("echo", 1) == 1
+    members = {c["pid"] for c in t.client.which_children("pool_members")}
+    assert len(members) == 3
+    before = _tree_processes(t)
+    for round_ in range(2):
+        manager = t.pid_of("pool")
+        if how == "terminate":  # as `supervise terminate pool` then `supervise restart pool`
+            for args in (("terminate", "pool"), ("restart", "pool")):
+                out = t.cli(*args)
+                assert out.returncode == 0, out.stderr
+        else:  # the manager dies alone; pool_sup (one_for_all) restarts the members too
+            t.client.kill("pool")
+        wait_for(lambda: t.client.resolve("pool").pid != manager, 20, f"a new manager (round {round_})")  # noqa: B023
+        assert p.run("echo", 2) == 2
+        s = p.stats()
+        assert (s["members"], s["idle"]) == (3, 3), s
+        assert t.client.count_children("pool_members")["active"] == 3
+    # The same number of processes as before: no member left behind by a manager that went away.
+    wait_for(lambda: len(_tree_processes(t)) == len(before), 20,
+             f"the tree to hold {len(before)} processes again (now {len(_tree_processes(t))})")

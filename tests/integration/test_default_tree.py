@@ -1,7 +1,7 @@
 """The built-in default tree as a user starts it: `supervise start --detach` with no config.
 
-The network's port comes from $SUPERVISE_NETWORK_PORT (a free port picked here),
-so that the test never depends on 7411 being free; everything else is the
+The network's ports come from $SUPERVISE_NETWORK_PORT and $SUPERVISE_NETWORK_HTTP_PORT
+(free ports picked here), so that the test never depends on 7411 and 7412 being free; everything else is the
 default tree unchanged, in a private run directory.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from nodes import REPO, supervise, wait_for
 
-from supervisor_tree.config.default_tree import DEFAULT_PORT, EXAMPLE, PORT_ENV
+from supervisor_tree.config.default_tree import DEFAULT_HTTP_PORT, DEFAULT_PORT, EXAMPLE, HTTP_PORT_ENV, PORT_ENV
 from supervisor_tree.wire import rundir
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,6 +40,7 @@ def free_port() -> int:
 def default_node(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, int]]:
     port = free_port()
     monkeypatch.setenv(PORT_ENV, str(port))
+    monkeypatch.setenv(HTTP_PORT_ENV, str(free_port()))
     run_dir = Path(tempfile.mkdtemp(prefix="st-", dir="/tmp"))  # short: ipc paths have a length limit
     try:
         yield run_dir, port
@@ -83,19 +84,19 @@ def test_start_with_no_config_runs_all_five_components(default_node: tuple[Path,
                   {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                    "params": {"name": "echo", "arguments": {"text": "default tree"}}})  # fmt: skip
     assert replies[0] == {"jsonrpc": "2.0", "id": 1, "result": {}}
-    assert replies[1]["result"]["sessionId"]
+    assert replies[1]["result"]["_meta"]["supervisor-tree/sessionId"]
     assert replies[2]["result"]["content"][0]["text"] == "default tree"
 
     stopped = supervise("stop", "--run-dir", str(run_dir), timeout=120)
     assert stopped.returncode == 0, stopped.stderr
 
 
-def test_the_default_tree_listens_on_7411_and_examples_says_the_same() -> None:
+def test_the_default_tree_listens_on_7411_and_7412_and_examples_says_the_same() -> None:
     assert (REPO / "examples" / "default.toml").read_text() == EXAMPLE.read_text()
     tree = tomllib.loads(EXAMPLE.read_text())["tree"]
-    ports = {c["args"]["port"] for sup in tree["children"] for c in sup.get("children", ())
+    ports = {(c["args"]["port"], c["args"]["http_port"]) for sup in tree["children"] for c in sup.get("children", ())
              if c.get("start") == "supervisor_tree.workers.network:Network"}  # fmt: skip
-    assert ports == {DEFAULT_PORT}
+    assert ports == {(DEFAULT_PORT, DEFAULT_HTTP_PORT)}
     checked = supervise("check", str(EXAMPLE))
     assert checked.returncode == 0, checked.stderr
 

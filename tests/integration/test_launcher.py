@@ -7,8 +7,8 @@ is on an event (a socket, the launcher's pipe) with a deadline.
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import select
 import shutil
 import signal
@@ -29,7 +29,7 @@ from supervisor_tree import IGNORE, Worker
 from supervisor_tree.node.launchers.base import LauncherError, Reaped, Spawned, reason_from_status
 from supervisor_tree.node.launchers.local import LocalLauncher
 from supervisor_tree.spec import KILLED, NORMAL, SHUTDOWN, ExitKind, ExitReason, error, shutdown_with
-from supervisor_tree.wire import channel
+from supervisor_tree.wire import auth, channel
 from supervisor_tree.wire.channel import Caller, RemoteCallError, Reply
 from supervisor_tree.worker.exits import exit_status
 from supervisor_tree.worker.spawn import SpawnRequest
@@ -81,7 +81,7 @@ def _status_exit(code: int) -> int:
 def test_reason_from_wait_status(tmp_path, status: int, written: ExitReason | None, expected: ExitReason) -> None:
     path = tmp_path / "4242"
     if written is not None:
-        path.write_bytes(pickle.dumps(written))
+        path.write_text(json.dumps({"kind": written.kind.value, "detail": written.detail}))
     assert reason_from_status(status, str(path)) == expected
     assert not path.exists()  # the reason file is consumed
 
@@ -108,7 +108,8 @@ class FakeNode:
         self.ctx = zmq.Context()
         self.inbound = channel.make_socket(self.ctx, zmq.PULL)
         self.inbound.bind(f"ipc://{run_dir}/inbound")
-        self.caller = Caller(self.ctx, run_dir)
+        self.key = auth.key_for(run_dir)  # made by the launcher's start(), as a node would before it
+        self.caller = Caller(self.ctx, run_dir, self.key)
         self.events: list[Spawned | Reaped] = []
         self.notices: list[tuple[object, ...]] = []
         self._gen = 0
@@ -151,7 +152,7 @@ class FakeNode:
             left = deadline - time.monotonic()
             if left <= 0 or not self.inbound.poll(int(left * 1000) + 1):
                 raise AssertionError(f"no matching notice within {timeout} s; got {self.notices}")
-            self.notices.append(channel.decode_notice(self.inbound.recv()))
+            self.notices.append(channel.decode_notice(self.key, self.inbound.recv()))
 
     def notices_within(self, seconds: float, kind: str) -> list[tuple[object, ...]]:
         """Every notice of `kind` that arrives within `seconds` (a deadline wait, not a sleep)."""
@@ -159,7 +160,7 @@ class FakeNode:
         got = []
         while (left := deadline - time.monotonic()) > 0:
             if self.inbound.poll(int(left * 1000) + 1):
-                notice = channel.decode_notice(self.inbound.recv())
+                notice = channel.decode_notice(self.key, self.inbound.recv())
                 if notice[0] == kind:
                     got.append(notice)
                 else:
@@ -341,15 +342,18 @@ def test_malformed_messages_are_answered_or_counted_and_the_worker_goes_on(node:
     try:
         reply_to = node.caller.reply_to.encode()
         ref = 10**6  # far from the caller's own refs
-        raw.send(b"C" + ref.to_bytes(8, "little") + len(reply_to).to_bytes(2, "little") + reply_to + b"garbage")
+        seal = node.key.seal  # authentic frames that do not decode
+        raw.send(seal(b"C" + ref.to_bytes(8, "little") + len(reply_to).to_bytes(2, "little") + reply_to + b"garbage"))
         reply = node.caller.wait_reply(ref, 5.0)
         assert isinstance(reply, Reply) and not reply.ok
         assert reply.value.type == "MalformedMessage" and reply.value.message.startswith("malformed message: ")
-        raw.send(b"Snot a pickle")  # no reply address: logged and counted
-        raw.send(b"Q???")  # not a frame kind at all
+        raw.send(seal(b"Snot a pickle"))  # no reply address: logged and counted
+        raw.send(seal(b"Q???"))  # not a frame kind at all
+        raw.send(b"Snot a pickle, and no tag")  # not authentic: dropped unread
+        raw.send(b"")  # empty
         assert node.call(started, {"cmd": "echo", "value": "still here"}) == "still here"
         stats = node.control(started, "stats").unwrap()
-        assert stats["malformed"] == 3 and stats["calls"] == 1 and stats["errors"] == 0
+        assert stats["malformed"] == 5 and stats["calls"] == 1 and stats["errors"] == 0
     finally:
         raw.close()
     node.launcher.kill(started.pid, signal.SIGKILL)

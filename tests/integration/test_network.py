@@ -18,54 +18,16 @@ from typing import Any
 
 import psutil
 import pytest
-from nodes import Tree, wait_for, write_config
-
-from supervisor_tree.workers.pool_tree import pool_toml
+from network_trees import MAX_LINE, port_of, start_tree, tree_config
+from nodes import Tree, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-MAX_LINE = 64 * 1024
-
-
-def tree_config(max_connections: int = 5000, call_timeout: float = 3.0) -> str:
-    return f"""
-[node]
-heartbeat = {{ interval = 0.2, misses = 10 }}
-preload = ["supervisor_tree.workers.session", "supervisor_tree.workers.pool", "supervisor_tree.workers.pool_member", "supervisor_tree.workers.network", "supervisor_tree.workers.net.tools"]
-
-[tree]
-strategy = "one_for_one"
-intensity = 50
-period = 10
-
-[[tree.children]]
-id = "session"
-start = "supervisor_tree.workers.session:Session"
-
-{pool_toml("pool", size=2, max_overflow=0, intensity=50, member_intensity=50, member_shutdown="brutal_kill", manager_shutdown="brutal_kill")}
-[[tree.children]]
-id = "network"
-start = "supervisor_tree.workers.network:Network"
-args = {{ port = 0, max_line = {MAX_LINE}, max_connections = {max_connections}, call_timeout = {call_timeout} }}
-"""
-
-
-def start_tree(directory: Path, text: str) -> Tree:
-    t = Tree(write_config(directory, text))
-    started = t.start()
-    assert started.returncode == 0, started.stderr
-    return t
-
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     t = start_tree(tmp_path_factory.mktemp("net"), tree_config())
     yield t
     t.stop()
-
-
-def port_of(t: Tree) -> int:
-    return int(t.client.call("network", {"op": "address"})["port"])
 
 
 class Rpc:
@@ -117,7 +79,7 @@ def test_initialize_opens_a_session_that_ends_with_the_connection(tree: Tree, rp
     assert result["protocolVersion"] == "2025-06-18"
     assert result["serverInfo"]["name"] == "supervisor_tree"
     assert "tools" in result["capabilities"]
-    sid = result["sessionId"]
+    sid = result["_meta"]["supervisor-tree/sessionId"]
     data = tree.client.call("session", ("get", sid))
     assert data["client"] == {"name": "pytest", "version": "1"}
     assert data["peer"].startswith("127.0.0.1:")
@@ -186,7 +148,9 @@ def test_address_and_stats_are_published(tree: Tree) -> None:
     port = port_of(tree)
     assert port > 0
     stats = tree.client.call("network", {"op": "stats"})
-    assert stats["address"] == {"host": "127.0.0.1", "port": port}
+    http = stats["address"]["http_port"]
+    assert stats["address"] == {"host": "127.0.0.1", "port": port, "http_port": http,
+                                "url": f"http://127.0.0.1:{http}/mcp"}
 
     def heartbeat_stats() -> dict[str, Any] | None:
         status = tree.client.status()
@@ -298,7 +262,7 @@ def test_max_connections_refuses_with_an_error_line(private_tree: Tree) -> None:
             assert c.request("ping")["result"] == {}
         extra = Rpc(port)
         reply = extra.read()
-        assert reply["error"]["code"] == -32003 and "max_connections" in reply["error"]["message"]
+        assert reply["error"]["code"] == -32012 and "max_connections" in reply["error"]["message"]
         with pytest.raises(ConnectionError):
             extra.read()
         extra.close()
@@ -408,8 +372,8 @@ def test_killing_the_pool_under_load_gives_errors_not_hangs_then_service_resumes
             raise AssertionError(f"outcomes {outcomes}; network {t.client.call('network', {'op': 'stats'})}") from None
 
     asyncio.run(scenario())
-    assert set(outcomes) <= {"ok", "-32001", "-32002", "-32003"}, outcomes
-    assert outcomes.get("-32001", 0) >= 1, outcomes  # "exited": the manager, or MemberExited
+    assert set(outcomes) <= {"ok", "-32010", "-32011", "-32012"}, outcomes
+    assert outcomes.get("-32010", 0) >= 1, outcomes  # "exited": the manager, or MemberExited
     if victim == "manager":
         assert t.pid_of("pool") != manager
 

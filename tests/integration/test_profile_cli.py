@@ -260,7 +260,7 @@ def test_yappi_writes_pstats_and_callgrind(tree: Tree, busy: Load, tmp_path: Pat
 def test_diff_shows_the_frame_that_got_hotter(tree: Tree, busy: Load, tmp_path: Path) -> None:
     # --gil: only the thread running Python, so that shares of the whole are shares of the
     # handler's work, whatever the machine's load does to the waiting threads.
-    capture = ("shop", "--duration", "1", "--gil", "--output", str(tmp_path))
+    capture = ("shop", "--duration", "2", "--gil", "--output", str(tmp_path))  # 2 s: enough samples on a loaded machine
     before = profile_json(tree, *capture)["path"]
     assert tree.client.call("shop", {"weights": [1, 4]}) == "ok"  # now cool_path does 80% of the work
     try:

@@ -120,3 +120,12 @@ def test_the_wheel_has_one_top_level_package(tmp_path: Path) -> None:
 def test_outside_the_repository_workers_is_not_ours() -> None:
     probe = subprocess.run([sys.executable, "-c", "import workers"], cwd="/", capture_output=True, text=True)
     assert "No module named 'workers'" in probe.stderr
+
+
+def test_every_spawn_request_field_has_a_checked_type() -> None:
+    """A field added to SpawnRequest without its type in the check would fail every spawn."""
+    import dataclasses
+
+    from supervisor_tree.worker import spawn
+
+    assert set(spawn._FIELD_TYPES) == {f.name for f in dataclasses.fields(spawn.SpawnRequest)}

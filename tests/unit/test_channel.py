@@ -12,6 +12,7 @@ import pytest
 import zmq
 
 from supervisor_tree.wire import channel
+from supervisor_tree.wire.auth import TAG_SIZE, FrameKey
 from supervisor_tree.wire.channel import (
     Call,
     Caller,
@@ -24,6 +25,17 @@ from supervisor_tree.wire.channel import (
     Reply,
     ReplySender,
 )
+from supervisor_tree.wire.shapes import BadFrame
+
+KEY = FrameKey(bytes(range(32)))
+
+
+def _body(frame: bytes) -> tuple[bytes, int]:
+    """(frame, end of its body): what split_call takes once the tag was checked."""
+    end = KEY.verify(frame)
+    assert end == len(frame) - TAG_SIZE
+    return frame, end
+
 
 # ---------------------------------------------------------------------------
 # Frames
@@ -31,48 +43,54 @@ from supervisor_tree.wire.channel import (
 
 @pytest.mark.parametrize("payload", [None, 1, "x" * 1000, ("add", 2), {"cmd": "echo", "value": [1, 2]}, b"\x00\xff"])
 def test_call_round_trip(payload: object) -> None:
-    frame = channel.encode_call(2**63 + 5, "ipc:///tmp/st/c-1-0", payload)
+    frame = channel.encode_call(KEY, 2**63 + 5, "ipc:///tmp/st/c-1-0", payload)
     assert frame[:1] == b"C"
-    call = channel.decode(frame)
+    call = channel.decode(KEY, frame)
     assert call == Call(2**63 + 5, "ipc:///tmp/st/c-1-0", pickle.dumps(payload, protocol=5))
     assert channel.loads_payload(call.payload) == payload
 
 
 def test_call_header_layout_is_the_documented_one() -> None:
-    frame = channel.encode_call(7, "ab", 1)
+    frame = channel.encode_call(KEY, 7, "ab", 1)
     assert frame[:1] == b"C"
     assert struct.unpack_from("<QH", frame, 1) == (7, 2)
     assert frame[11:13] == b"ab"
-    assert pickle.loads(frame[13:]) == 1
+    assert pickle.loads(frame[13:-TAG_SIZE]) == 1
+    assert frame[-TAG_SIZE:] == KEY.tag(frame[:-TAG_SIZE])
 
 
 def test_cast_info_reply_round_trip() -> None:
-    assert channel.decode(channel.encode_cast({"a": 1})) == Cast({"a": 1})
-    assert channel.decode(channel.encode_info(("tick", 3))) == Info(("tick", 3))
-    assert channel.decode(channel.encode_reply(9, True, [1, 2])) == Reply(9, True, [1, 2])
+    assert channel.decode(KEY, channel.encode_cast(KEY, {"a": 1})) == Cast({"a": 1})
+    assert channel.decode(KEY, channel.encode_info(KEY, ("tick", 3))) == Info(("tick", 3))
+    assert channel.decode(KEY, channel.encode_reply(KEY, 9, True, [1, 2])) == Reply(9, True, [1, 2])
     err = RemoteError("ValueError", "bad", "Traceback ...")
-    assert channel.decode(channel.encode_reply(9, False, err)) == Reply(9, False, err)
+    assert channel.decode(KEY, channel.encode_reply(KEY, 9, False, err)) == Reply(9, False, err)
 
 
 def test_reply_layout_and_fast_path_agree() -> None:
-    frame = channel.encode_reply(3, False, "e")
+    frame = channel.encode_reply(KEY, 3, False, "e")
     assert frame[:1] == b"R" and struct.unpack_from("<Q", frame, 1) == (3,) and frame[9:10] == b"\x01"
-    ref8, reply_to, payload = channel.split_call(channel.encode_call(3, "ipc:///x", "p"))
+    ref8, reply_to, payload = channel.split_call(*_body(channel.encode_call(KEY, 3, "ipc:///x", "p")))
     assert (ref8, reply_to, pickle.loads(payload)) == (struct.pack("<Q", 3), b"ipc:///x", "p")
-    assert channel.reply_frame(ref8, False, "e") == frame
+    assert channel.reply_frame(KEY, ref8, False, "e") == frame
 
 
 def test_notice_round_trip_and_rejects() -> None:
-    assert channel.decode_notice(channel.encode_notice(("ready", "a", 1, 42))) == ("ready", "a", 1, 42)
-    with pytest.raises(ValueError, match="undecodable notice"):
-        channel.decode_notice(b"garbage")
-    with pytest.raises(ValueError, match="tuple starting with its kind"):
-        channel.decode_notice(pickle.dumps([1, 2]))
+    assert channel.decode_notice(KEY, channel.encode_notice(KEY, ("ready", "a", 1, 42))) == ("ready", "a", 1, 42)
+    with pytest.raises(BadFrame, match="undecodable notice"):
+        channel.decode_notice(KEY, KEY.seal(b"garbage"))
+    with pytest.raises(BadFrame, match="tuple starting with its kind"):
+        channel.decode_notice(KEY, KEY.seal(pickle.dumps([1, 2])))
+    with pytest.raises(BadFrame, match=r"notice 'ready' takes 3 field\(s\) \(str, int, int\); got 1"):
+        channel.decode_notice(KEY, KEY.seal(pickle.dumps(("ready", "a"))))
+    with pytest.raises(BadFrame, match="without the run's tag") as info:
+        channel.decode_notice(KEY, pickle.dumps(("ready", "a", 1, 42)))
+    assert info.value.kind == "unauthenticated"
 
 
 def test_call_with_a_bad_payload_still_has_its_header() -> None:
-    frame = channel.encode_call(4, "ipc:///r", 0)[: -len(pickle.dumps(0, protocol=5))] + b"not a pickle"
-    call = channel.decode(frame)
+    frame = KEY.seal(channel.encode_call(KEY, 4, "ipc:///r", 0)[: -TAG_SIZE - len(pickle.dumps(0, protocol=5))] + b"not a pickle")
+    call = channel.decode(KEY, frame)
     assert isinstance(call, Call) and call.ref == 4 and call.reply_to == "ipc:///r"
     with pytest.raises(Exception):  # noqa: B017 - any error of the decoder will do
         channel.loads_payload(call.payload)
@@ -81,7 +99,7 @@ def test_call_with_a_bad_payload_still_has_its_header() -> None:
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
-        (b"", "empty frame"),
+        (b"", "without the run's tag"),
         (b"Xabc", "unknown frame kind"),
         (b"C\x01\x02", "shorter than its header"),
         (b"C" + struct.pack("<QH", 1, 50) + b"short", "without a complete reply address"),
@@ -94,15 +112,23 @@ def test_call_with_a_bad_payload_still_has_its_header() -> None:
     ],
 )
 def test_malformed_frames_never_raise(frame: bytes, reason: str) -> None:
-    decoded = channel.decode(frame)
+    decoded = channel.decode(KEY, KEY.seal(frame) if frame else frame)
     assert isinstance(decoded, Malformed)
     assert reason in decoded.reason
     assert len(decoded.head) <= 32
 
 
+@pytest.mark.parametrize("frame", [b"", b"S", bytes(TAG_SIZE), b"S" + pickle.dumps(1) + bytes(TAG_SIZE)])
+def test_frames_without_the_tag_are_not_read(frame: bytes) -> None:
+    decoded = channel.decode(KEY, frame)
+    assert isinstance(decoded, Malformed) and decoded.kind == "unauthenticated"
+    other = FrameKey(bytes(32))
+    assert channel.decode(other, channel.encode_cast(KEY, 1)).kind == "unauthenticated"  # type: ignore[union-attr]
+
+
 def test_reply_whose_value_does_not_unpickle_is_an_error_for_its_ref() -> None:
-    frame = channel.encode_reply(5, True, 0)[:10] + b"junk"
-    reply = channel.decode(frame)
+    frame = KEY.seal(channel.encode_reply(KEY, 5, True, 0)[:10] + b"junk")
+    reply = channel.decode(KEY, frame)
     assert isinstance(reply, Reply) and reply.ref == 5 and not reply.ok
     assert reply.value.type == "MalformedReply"
 
@@ -171,10 +197,10 @@ class FakeWorker:
 
     def recv(self, timeout_ms: int = 5000) -> channel.Frame:
         assert self.pull.poll(timeout_ms), "no message reached the fake worker"
-        return channel.decode(self.pull.recv())
+        return channel.decode(KEY, self.pull.recv())
 
     def answer(self, call: Call, value: object, ref: int | None = None) -> None:
-        self.replies.send(call.reply_to.encode(), channel.encode_reply(call.ref if ref is None else ref, True, value))
+        self.replies.send(call.reply_to.encode(), channel.encode_reply(KEY, call.ref if ref is None else ref, True, value))
 
     def close(self) -> None:
         self.replies.close()
@@ -189,7 +215,7 @@ def fake_worker(ctx: zmq.Context, short_dir: str):
 
 
 def test_caller_call_and_cast(ctx: zmq.Context, short_dir: str, fake_worker: FakeWorker) -> None:
-    with Caller(ctx, short_dir) as caller:
+    with Caller(ctx, short_dir, KEY) as caller:
         assert caller.reply_to.startswith(f"ipc://{short_dir}/c-{os.getpid()}-")
         ref = caller.send_call(fake_worker.endpoint, ("add", 1))
         call = fake_worker.recv()
@@ -205,7 +231,7 @@ def test_caller_call_and_cast(ctx: zmq.Context, short_dir: str, fake_worker: Fak
 def test_caller_refs_count_up_and_late_replies_are_discarded(
     ctx: zmq.Context, short_dir: str, fake_worker: FakeWorker
 ) -> None:
-    with Caller(ctx, short_dir) as caller:
+    with Caller(ctx, short_dir, KEY) as caller:
         first = caller.send_call(fake_worker.endpoint, 1)
         second = caller.send_call(fake_worker.endpoint, 2)
         assert second == first + 1
@@ -219,14 +245,14 @@ def test_caller_refs_count_up_and_late_replies_are_discarded(
 
 
 def test_caller_call_unwraps_errors(ctx: zmq.Context, short_dir: str, fake_worker: FakeWorker) -> None:
-    with Caller(ctx, short_dir) as caller:
+    with Caller(ctx, short_dir, KEY) as caller:
         result: dict[str, object] = {}
 
         def serve() -> None:
             call = fake_worker.recv()
             assert isinstance(call, Call)
             err = RemoteError("ValueError", "nope")
-            fake_worker.replies.send(call.reply_to.encode(), channel.encode_reply(call.ref, False, err))
+            fake_worker.replies.send(call.reply_to.encode(), channel.encode_reply(KEY, call.ref, False, err))
             result["served"] = True
 
         thread = threading.Thread(target=serve)
@@ -242,7 +268,7 @@ def test_wait_reply_returns_the_extra_fd_that_became_readable(
 ) -> None:
     r, w = os.pipe()
     try:
-        with Caller(ctx, short_dir) as caller:
+        with Caller(ctx, short_dir, KEY) as caller:
             ref = caller.send_call(fake_worker.endpoint, "x")
             os.write(w, b"!")  # stands for the callee's pidfd becoming readable (it died)
             assert caller.wait_reply(ref, 5.0, extra_poll_fds=(r,)) == r
@@ -256,7 +282,7 @@ def test_reply_beats_a_death_noticed_at_the_same_time(
 ) -> None:
     r, w = os.pipe()
     try:
-        with Caller(ctx, short_dir) as caller:
+        with Caller(ctx, short_dir, KEY) as caller:
             ref = caller.send_call(fake_worker.endpoint, "x")
             fake_worker.answer(fake_worker.recv(), "last words")
             os.write(w, b"!")
@@ -267,7 +293,7 @@ def test_reply_beats_a_death_noticed_at_the_same_time(
 
 
 def test_send_to_an_endpoint_nobody_listens_on_fails_fast(ctx: zmq.Context, short_dir: str) -> None:
-    with Caller(ctx, short_dir, connect_timeout=0.05) as caller:
+    with Caller(ctx, short_dir, KEY, connect_timeout=0.05) as caller:
         with pytest.raises(PeerUnavailable, match="w-gone.mbx"):
             caller.send_call(f"ipc://{short_dir}/w-gone.mbx", "x")
         with pytest.raises(PeerUnavailable):
@@ -279,7 +305,7 @@ def test_send_to_a_callee_whose_pidfd_says_it_died_is_not_sent(
 ) -> None:
     r, w = os.pipe()
     try:
-        with Caller(ctx, short_dir) as caller:
+        with Caller(ctx, short_dir, KEY) as caller:
             caller.send_cast(fake_worker.endpoint, "before", alive_fd=r)
             assert fake_worker.recv() == Cast("before")
             os.write(w, b"!")  # stands for the pidfd of a callee that died
@@ -293,7 +319,7 @@ def test_send_to_a_callee_whose_pidfd_says_it_died_is_not_sent(
 
 def test_send_after_the_worker_went_away_fails_fast(ctx: zmq.Context, short_dir: str) -> None:
     worker = FakeWorker(ctx, short_dir)
-    with Caller(ctx, short_dir, connect_timeout=0.05) as caller:
+    with Caller(ctx, short_dir, KEY, connect_timeout=0.05) as caller:
         caller.send_cast(worker.endpoint, "hello")
         assert worker.recv() == Cast("hello")
         worker.close()

@@ -195,7 +195,8 @@ def test_a_syntax_error_names_line_and_column() -> None:
 def test_an_unknown_key_suggests_the_close_one_and_lists_the_allowed() -> None:
     assert problems(one_child('id = "counter"\nstart = "m:C"\nrestrat = "permanent"')) == [
         'config.toml: tree.children[0] "counter": unknown key "restrat" (did you mean "restart"?); allowed: '
-        "id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, oom_score_adj"
+        "id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, heartbeat, "
+        "max_concurrency, mailbox_limit, mailbox_overflow, oom_score_adj, command, env, cwd, stop_signal, ready"
     ]
 
 
@@ -323,7 +324,7 @@ def test_a_missing_id_is_named_by_position() -> None:
 
 def test_a_worker_needs_start() -> None:
     assert problems(one_child('id = "w"\nargs = { a = 1 }')) == [
-        'config.toml: tree.children[0] "w": start is required for a worker: "module:Class"'
+        'config.toml: tree.children[0] "w": start is required for a worker: "module:Class" (or command = [...] for a program)'
     ]
 
 
@@ -418,7 +419,7 @@ def test_every_problem_is_reported_together_in_file_order() -> None:
         'config.toml: tree.children[1] "a": duplicate id "a", also given at tree.children[0]; '
         "ids name workers node-wide, so they are unique in the whole tree",
         "config.toml: tree.children[1] \"a\": restart must be one of permanent, transient, temporary; got 'forever'",
-        'config.toml: tree.children[1] "a": start is required for a worker: "module:Class"',
+        'config.toml: tree.children[1] "a": start is required for a worker: "module:Class" (or command = [...] for a program)',
         "config.toml: profile: trigger.engine must be one of py-spy, yappi; got 'perf'",
     ]
     assert str(ConfigError(found)) == "\n".join(found)
@@ -463,7 +464,7 @@ def write_module(directory: Path, name: str, source: str) -> None:
 
 @pytest.mark.usefixtures("fresh_modules")
 def test_start_imports_from_the_config_directory_and_restores_sys_path(tmp_path: Path) -> None:
-    write_module(tmp_path, "cfgt_good", "class Worker:\n    pass\n")
+    write_module(tmp_path, "cfgt_good", "from supervisor_tree import Worker as Base\nclass Worker(Base):\n    pass\n")
     (tmp_path / "config.toml").write_text(one_child('id = "w"\nstart = "cfgt_good:Worker"'))
     path_before = list(sys.path)
     spec = load_config(tmp_path / "config.toml")

@@ -62,8 +62,8 @@ def step(rt: FakeRuntime, rng: random.Random, refs: list[int]) -> None:
     simple = rt.state().is_simple
     names = ["x1", "x2", "x3"] if simple else ["c0", "c1", "c2", "c3", "n1", "n2"]
     op = rng.choices(
-        ["crash", "advance", "start", "terminate", "restart", "delete", "fail", "behave", "slow", "stop"],
-        weights=[4, 6, 3, 3, 2, 2, 2, 3, 2, 0.2],
+        ["crash", "advance", "start", "terminate", "restart", "delete", "fail", "behave", "slow", "stop", "replace", "update"],
+        weights=[4, 6, 3, 3, 2, 2, 2, 3, 2, 0.2, 2, 1],
     )[0]
     match op:
         case "crash":
@@ -77,8 +77,24 @@ def step(rt: FakeRuntime, rng: random.Random, refs: list[int]) -> None:
                 call: sv.ApiCall = sv.StartChildCall(extra_args={"name": rng.choice(names)})
             else:
                 auto = rt.state().spec.auto_shutdown
-                call = sv.StartChildCall(random_child(rng, rng.choice(names), auto))
+                before = rng.choice([None, None, *names])
+                call = sv.StartChildCall(random_child(rng, rng.choice(names), auto), before=before)
             refs.append(api(rt, call))
+        case "replace":  # a reload's changed child: a new spec, restarted at its place or taken in place
+            keys = [c.key for c in rt.state().children] + ["dyn"]
+            key = rng.choice(keys)
+            spec = random_child(rng, "dyn" if simple else key, rt.state().spec.auto_shutdown)
+            refs.append(api(rt, sv.ReplaceChildCall(key, spec, restart=rng.random() < 0.8)))
+        case "update":  # a reload's new flags and order (sometimes a refused change to or from simple_one_for_one)
+            flags = rt.state().spec
+            strategy = rng.choice(list(Strategy)) if rng.random() < 0.2 else flags.strategy
+            if strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+                kids: tuple[ChildSpec, ...] = (random_child(rng, "dyn", flags.auto_shutdown),)
+            else:
+                kids = tuple(random_child(rng, n, flags.auto_shutdown) for n in rng.sample(names, rng.randint(1, min(4, len(names)))))
+            spec = tree(*kids, strategy=strategy, intensity=rng.randint(0, 10), period=rng.randint(1, 5),
+                        auto_shutdown=flags.auto_shutdown)
+            refs.append(api(rt, sv.UpdateSpecCall(spec)))
         case "terminate":
             pids = [p.pid for p in rt.procs.values() if p.path == rt.name]
             if simple and pids and rng.random() < 0.8:

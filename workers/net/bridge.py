@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from supervisor_tree.wire import channel
+from supervisor_tree.wire import auth, channel
 
 if TYPE_CHECKING:
     from supervisor_tree.client import Client
@@ -85,6 +85,7 @@ class Upstream:
         self.ctx = ctx
         self.run_dir = run_dir
         self.timeout = timeout
+        self._key = auth.key_for(run_dir)  # the run's key, inherited by this worker process
         self._reply_to = channel.check_endpoint(f"ipc://{run_dir}/w/n-{os.getpid()}-{next(_seq)}")
         self._pull = channel.make_socket(ctx, zmq.PULL, rcvhwm=0)
         self._pull.bind(self._reply_to)
@@ -121,7 +122,7 @@ class Upstream:
         ref = self._next_ref
         self._next_ref = ref + 1
         try:
-            target.sock.send(channel.encode_call(ref, self._reply_to, msg), zmq.NOBLOCK)
+            target.sock.send(channel.encode_call(self._key, ref, self._reply_to, msg), zmq.NOBLOCK)
         except zmq.Again:
             self.counts["overloaded"] += 1
             on_reply(False, UpstreamError("overloaded", target.worker_id, "its mailbox queue is full"))
@@ -137,15 +138,15 @@ class Upstream:
         dl.append((deadline if not dl or dl[-1][0] <= deadline else dl[-1][0], ref))
 
     def _on_readable(self) -> None:
-        recv, pending, decode = self._pull.recv, self._pending, channel.decode
+        recv, pending, decode, key = self._pull.recv, self._pending, channel.decode, self._key
         while True:
             try:
                 frame = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            reply = decode(frame)
+            reply = decode(key, frame)
             if not isinstance(reply, channel.Reply):
-                self.counts["late_replies"] += 1  # malformed: only replies are sent here
+                self.counts["malformed_replies"] += 1  # no tag, or not a reply: only replies are sent here
                 continue
             entry = pending.pop(reply.ref, None)
             if entry is None:

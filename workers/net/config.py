@@ -37,9 +37,13 @@ class NetworkSpec:
     write_high_water: int = 256 * 1024  # bytes of unread replies before a connection stops being read
     session: str = "session"  # worker ids the requests go to
     pool: str = "pool"
-    call_timeout: float = 5.0  # s: a request the tree has not answered by then gets -32002
+    call_timeout: float = 5.0  # s: a request the tree has not answered by then gets -32011
     batches_in_flight: int = 4  # tool-call batches of one tool at the pool at once (net/batch.py)
     nofile: int = 0  # RLIMIT_NOFILE soft limit to raise to; 0: max_connections + NOFILE_MARGIN
+    http: bool = True  # also serve MCP's Streamable HTTP (net/streamable.py) on http_port
+    http_port: int = 0  # 0: ephemeral, published by the "address" call
+    http_path: str = "/mcp"  # the one endpoint
+    allowed_origins: tuple[str, ...] = ()  # Origin values accepted besides loopback ones ("https://app.example")
 
     @property
     def pool_wait(self) -> float:
@@ -61,10 +65,19 @@ class NetworkSpec:
                 problems.append(problem)
         if problems:
             raise ValueError("network args: " + "; ".join(problems))
-        return cls(**cast("Mapping[str, Any]", args))  # every value checked against its field's type above
+        values = dict(args)
+        if "allowed_origins" in values:
+            values["allowed_origins"] = tuple(cast("list[str]", values["allowed_origins"]))
+        return cls(**cast("Mapping[str, Any]", values))  # every value checked against its field's type above
 
 
 def _check(key: str, kind: object, value: object) -> str | None:
+    if key == "allowed_origins":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and "://" in v for v in value)
+        return None if ok else f'{key} must be a list of origins like "https://app.example"; got {value!r}'
+    if key == "http_path":
+        ok = isinstance(value, str) and value.startswith("/") and "?" not in value
+        return None if ok else f'{key} must be a path starting with "/" (no query); got {value!r}'
     if kind in ("str", str):
         ok = isinstance(value, str) and (bool(value) or key == "overflow")
         return None if ok else f"{key} must be a non-empty string; got {value!r}"
@@ -73,7 +86,7 @@ def _check(key: str, kind: object, value: object) -> str | None:
     if kind in ("float", float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
         return None if ok else f"{key} must be a number of seconds > 0; got {value!r}"
-    low = 0 if key in ("port", "nofile") else 1
-    high = 65535 if key == "port" else None
+    low = 0 if key in ("port", "http_port", "nofile") else 1
+    high = 65535 if key in ("port", "http_port") else None
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
     return None if ok else f"{key} must be an integer >= {low}{f' and <= {high}' if high else ''}; got {value!r}"

@@ -1,6 +1,8 @@
 """When a network worker listens: shards that share a port take turns, not all at once.
 
-Owns the listening socket of one network worker and the rule for it.  Where one
+Owns the listening sockets of one network worker (one per transport: the TCP
+line protocol and MCP's Streamable HTTP, each an `Endpoint`, all listening or
+none) and the rule for them.  Where one
 process may not hold all the connections wanted (RLIMIT_NOFILE's hard limit),
 several workers share a port with SO_REUSEPORT.  Spreading every connection over
 all of them costs throughput (each shard batches a third of the tool calls, and
@@ -16,10 +18,11 @@ each worker listening exactly when it is *wanted* and not *full*:
   which passes the rest on: new connections go to the first shard with room.
 
 A worker that does not share its port (no reuse_port) never stops listening: past
-max_connections it answers each new connection with a -32003 line and closes it.
+max_connections it answers each new connection with a -32012 line and closes it.
 
-    listener = Listener(loop, spec, factory, tell=lambda op: up.call("network.2", {"op": op}, ignore))
-    listener.bind()                                   # in init: a taken port fails the start
+    endpoints = [Endpoint("tcp", spec.port, tcp_factory), Endpoint("http", spec.http_port, http_factory)]
+    listener = Listener(loop, spec, endpoints, tell=lambda op: up.call("network.2", {"op": op}, ignore))
+    listener.bind()                                   # in init: a taken port fails the start; {"tcp": N, "http": M}
     loop.run_until_complete(listener.start())         # unless spec.standby
 
 Connections already in the accept queue when a listener closes are reset by the
@@ -43,13 +46,19 @@ OVERFLOW_AT = 0.9  # of max_connections: wake the overflow shard; and listen aga
 WAKE_EVERY_S = 1.0
 
 
+class Endpoint:
+    """One listening socket: its transport's name, port (0: ephemeral until bound) and protocol factory."""
+
+    def __init__(self, name: str, port: int, factory: Callable[[], asyncio.Protocol]) -> None:
+        self.name, self.port, self.factory = name, port, factory
+        self.sock: socket.socket | None = None  # bound, not yet listening
+        self.server: asyncio.AbstractServer | None = None  # listening
+
+
 class Listener:
-    def __init__(self, loop: asyncio.AbstractEventLoop, spec: NetworkSpec, factory: Callable[[], asyncio.Protocol],
+    def __init__(self, loop: asyncio.AbstractEventLoop, spec: NetworkSpec, endpoints: list[Endpoint],
                  tell: Callable[[str], None] | None) -> None:  # fmt: skip
-        self.loop, self.spec, self.factory, self.tell = loop, spec, factory, tell
-        self.sock: socket.socket | None = None
-        self.server: asyncio.AbstractServer | None = None
-        self.port = spec.port
+        self.loop, self.spec, self.endpoints, self.tell = loop, spec, endpoints, tell
         self.wanted = not spec.standby
         self.full = False
         self.starting = False
@@ -58,15 +67,16 @@ class Listener:
 
     @property
     def listening(self) -> bool:
-        return self.server is not None
+        return any(e.server is not None for e in self.endpoints)
 
-    def bind(self) -> int:
-        """Bind the port (not listening yet); returns it (an ephemeral one when spec.port is 0)."""
-        self._bind()
-        return self.port
+    def bind(self) -> dict[str, int]:
+        """Bind every endpoint's port (not listening yet); returns them by name (ephemeral ones resolved)."""
+        for e in self.endpoints:
+            self._bind(e)
+        return {e.name: e.port for e in self.endpoints}
 
-    def _bind(self) -> socket.socket:
-        family, kind, proto, _, address = socket.getaddrinfo(self.spec.host, self.port, type=socket.SOCK_STREAM)[0]
+    def _bind(self, e: Endpoint) -> socket.socket:
+        family, kind, proto, _, address = socket.getaddrinfo(self.spec.host, e.port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -77,8 +87,8 @@ class Listener:
         except BaseException:
             sock.close()
             raise
-        self.sock = sock
-        self.port = sock.getsockname()[1]
+        e.sock = sock
+        e.port = sock.getsockname()[1]
         return sock
 
     # -- orders (loop thread; `from_any_thread` for the worker's main thread) --
@@ -91,8 +101,9 @@ class Listener:
         self.wanted = True
         self.starting = True
         await self._serve()
-        if self.server is None:
-            raise OSError(f"cannot listen on {self.spec.host}:{self.port} (see the log)")
+        if not all(e.server is not None for e in self.endpoints):
+            down = [f"{e.name} {self.spec.host}:{e.port}" for e in self.endpoints if e.server is None]
+            raise OSError(f"cannot listen on {', '.join(down)} (see the log)")
 
     def listen(self) -> None:
         self.wanted = True
@@ -136,33 +147,37 @@ class Listener:
                 if self.tell is not None:
                     self.tell("rest")
 
-    # -- the socket --
+    # -- the sockets --
 
     def _start(self) -> None:
-        if self.server is None and not self.starting:
+        if not self.listening and not self.starting:
             self.starting = True
             self.loop.create_task(self._serve())
 
     async def _serve(self) -> None:
         try:
-            sock = self.sock if self.sock is not None else self._bind()
-            self.sock = None
-            self.server = await self.loop.create_server(self.factory, sock=sock, backlog=self.spec.backlog)
+            for e in self.endpoints:
+                try:
+                    sock = e.sock if e.sock is not None else self._bind(e)
+                    e.sock = None
+                    e.server = await self.loop.create_server(e.factory, sock=sock, backlog=self.spec.backlog)
+                except OSError:
+                    log.exception("network: cannot listen on %s %s:%s", e.name, self.spec.host, e.port)
             self.counts["listens"] += 1
-        except OSError:
-            log.exception("network: cannot listen on %s:%s", self.spec.host, self.port)
         finally:
             self.starting = False
-        if self.server is not None and (self.full or not self.wanted):  # told otherwise meanwhile
+        if self.listening and (self.full or not self.wanted):  # told otherwise meanwhile
             self._stop()
 
     def _stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        for e in self.endpoints:
+            if e.server is not None:
+                e.server.close()
+                e.server = None
 
     def close(self) -> None:
         self._stop()
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        for e in self.endpoints:
+            if e.sock is not None:
+                e.sock.close()
+                e.sock = None

@@ -1,16 +1,27 @@
-"""The methods the network server answers, modelled on an MCP server, routed to the tree.
+"""The methods of the network's MCP server, routed to the tree; the same for TCP and HTTP.
 
-Owns what each JSON-RPC method means: `initialize` opens a session in the session
-component, `ping` answers at once, `tools/list` lists `tools.TOOLS`, `tools/call`
-runs the tool as a task on the pool component; a connection's session is deleted
-when the connection ends.  It turns a reply (or a failure) from the tree into a
-JSON-RPC result or error line.  No sockets: lines come from and go to a
-`server.Connection`; calls go through a `bridge.Upstream`.
+Owns what each JSON-RPC method means: `initialize` negotiates the protocol
+version and opens a session in the session component, `ping` answers at once,
+`tools/list` lists `tools.TOOLS`, `tools/call` runs the tool as a task on the
+pool component, `notifications/cancelled` drops a call still waiting.  It turns
+a reply (or a failure) from the tree into a JSON-RPC result or error line.  No
+sockets: a request comes with its `Peer` (a TCP connection, server.py; or one
+HTTP exchange of an MCP session, streamable.py) and its answer goes back there;
+calls go through a `bridge.Upstream`.
 
     methods = Methods(upstream, session_id="session", pool_id="pool")
     methods.dispatch(conn, b'{"jsonrpc":"2.0","id":1,"method":"tools/call",'
                            b'"params":{"name":"echo","arguments":{"text":"hi"}}}')
     # later, on conn: {"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}],"isError":false}}
+
+Protocol versions: 2025-11-25 and 2025-06-18.  `initialize` answers the version
+the client asked for when it is one of those, else the newest (the client may
+then disconnect: MCP's lifecycle).  Arguments that do not fit a tool's schema
+are a -32602 error, except under 2025-11-25, where they are a tool error (a
+result with ``isError: true``) that the model can read and correct; a peer that
+negotiated nothing gets -32602.  The session id is in the initialize result's
+``_meta`` (``"supervisor-tree/sessionId"``) and, over HTTP, the Mcp-Session-Id
+header.
 
 Messages to the components (their positional fast path; the dict forms are the
 same ops, see workers/session.py and workers/pool.py):
@@ -21,38 +32,51 @@ same ops, see workers/session.py and workers/pool.py):
                [["supervisor_tree.workers.net.tools:echo", ["hi"]], ...], pool_wait, chunk)
                                                        -> [[True, "hi"], ...]
 
-Tool calls are coalesced by `batch.Batcher` (one run_many per tool carries the
-calls that queued while earlier batches were at the pool); `run_tool` keeps one
-failing call from failing its batch.
-A tool that raised is a tool error (MCP: a result with ``isError: true``); a
-pool that exited, timed out, had no free member or is not running is a JSON-RPC
-server error (-32001, -32002, -32003), never a hang.
+Tool calls are coalesced by `batch.Batcher`; `run_tool` keeps one failing call
+from failing its batch.  A tool that raised is a tool error; a pool that
+exited, timed out, had no free member or is not running is a JSON-RPC server
+error (-32010, -32011, -32012), never a hang.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from supervisor_tree.client import RemoteError
 from supervisor_tree.workers.net import rpc
-from supervisor_tree.workers.net.batch import Batcher, Item
+from supervisor_tree.workers.net.batch import Batcher, Call
 from supervisor_tree.workers.net.bridge import Upstream, UpstreamError
 from supervisor_tree.workers.net.tools import TOOLS, Tool
 
-if TYPE_CHECKING:
-    from supervisor_tree.workers.net.server import Connection
-
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSIONS = ("2025-06-18", "2025-03-26", "2024-11-05")  # newest first
-SERVER_INFO = {"name": "supervisor_tree", "version": "0.1.0"}
+PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18")  # newest first
+TOOL_ERROR_VERSIONS = frozenset({"2025-11-25"})  # where bad tool arguments are a tool error, not -32602
+SESSION_META = "supervisor-tree/sessionId"  # the initialize result's _meta key for the session id
+SERVER_INFO = {"name": "supervisor_tree", "title": "supervisor_tree", "version": "0.1.0"}
 CAPABILITIES = {"tools": {"listChanged": False}}
+INSTRUCTIONS = "Tools run as tasks on a supervised pool of worker processes; echo is cheap, fib and sha256_loop burn CPU."
 
 _POOL_CODES = {"MemberExited": rpc.UPSTREAM_UNAVAILABLE, "PoolTimeout": rpc.OVERLOADED}
 _UPSTREAM_CODES = {"exited": rpc.UPSTREAM_UNAVAILABLE, "unavailable": rpc.UPSTREAM_UNAVAILABLE,
                    "timeout": rpc.UPSTREAM_TIMEOUT, "overloaded": rpc.OVERLOADED}  # fmt: skip
+
+
+class Peer(Protocol):
+    """Where a request came from and where its answer goes (server.Connection, streamable.HttpPeer)."""
+
+    @property
+    def closed(self) -> bool: ...  # its answer can no longer be delivered
+    @property
+    def version(self) -> str | None: ...  # the protocol version negotiated by initialize (None: none yet)
+    def reply(self, line: bytes) -> None: ...  # the answer, now
+    def begin(self, call: Call | None) -> None: ...  # the answer comes later, by `end`; a tool call may be cancelled
+    def end(self, line: bytes, call: Call | None) -> None: ...
+    def cancel(self, rid: object) -> bool: ...  # notifications/cancelled for request `rid`: False if not pending
+    def opened(self, session: str, version: str) -> bool: ...  # initialize opened `session`: False if the peer left
+    def describe(self) -> dict[str, object]: ...  # what the session component keeps of the peer
 
 
 def session_create(data: dict[str, object]) -> object:
@@ -61,6 +85,11 @@ def session_create(data: dict[str, object]) -> object:
 
 def session_delete(session: str) -> object:
     return ("delete", session)
+
+
+def initialize_result(version: str, session: str) -> dict[str, object]:
+    return {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO,
+            "instructions": INSTRUCTIONS, "_meta": {SESSION_META: session}}  # fmt: skip
 
 
 def pool_error(rid: object, err: object, tool: str) -> bytes:
@@ -90,7 +119,7 @@ def upstream_error(rid: object, err: object, what: str) -> bytes:
 
 
 class Methods:
-    """Dispatch of request lines to methods (loop thread only)."""
+    """Dispatch of requests to methods (loop thread only)."""
 
     def __init__(self, upstream: Upstream, session_id: str = "session", pool_id: str = "pool",
                  pool_wait: float = 2.5, batches_in_flight: int = 4) -> None:
@@ -103,64 +132,66 @@ class Methods:
                        "tools/call": self._tools_call}  # fmt: skip
         self._tools_listing = {"tools": [t.listing() for t in TOOLS.values()]}
 
-    def dispatch(self, conn: Connection, line: bytes) -> None:
-        self.counts["requests"] += 1
+    def dispatch(self, peer: Peer, line: bytes) -> None:
+        """One line of the TCP transport."""
         try:
             req = rpc.parse(line)
         except rpc.RpcError as exc:
+            self.counts["requests"] += 1
             self.counts[f"error{exc.code}"] += 1
-            conn.reply(exc.line())
+            peer.reply(exc.line())
             return
-        if req.notification:  # no reply, not even an error (notifications/initialized, ...)
-            self.counts["notifications"] += 1
+        self.handle(peer, req)
+
+    def handle(self, peer: Peer, req: rpc.Request) -> None:
+        """One parsed message, from either transport."""
+        self.counts["requests"] += 1
+        if req.notification:  # no reply, not even an error (notifications/initialized, responses, ...)
+            if req.method == "notifications/cancelled":
+                self._cancelled(peer, req)
+            else:
+                self.counts["notifications"] += 1
             return
         method = self._table.get(req.method)
         if method is None:
             self.counts[f"error{rpc.METHOD_NOT_FOUND}"] += 1
-            conn.reply(rpc.error_line(req.id, rpc.METHOD_NOT_FOUND, f"Method not found: {req.method!r}; this "
+            peer.reply(rpc.error_line(req.id, rpc.METHOD_NOT_FOUND, f"Method not found: {req.method!r}; this "
                                       f"server has {', '.join(self._table)}"))
             return
         try:
-            method(conn, req)
+            method(peer, req)
         except rpc.RpcError as exc:
             self.counts[f"error{exc.code}"] += 1
-            conn.reply(rpc.error_line(req.id, exc.code, exc.message, exc.data))
+            peer.reply(rpc.error_line(req.id, exc.code, exc.message, exc.data))
 
     # -- methods --
 
-    def _ping(self, conn: Connection, req: rpc.Request) -> None:
-        conn.reply(rpc.result_line(req.id, {}))
+    def _ping(self, peer: Peer, req: rpc.Request) -> None:
+        peer.reply(rpc.result_line(req.id, {}))
 
-    def _tools_list(self, conn: Connection, req: rpc.Request) -> None:
-        conn.reply(rpc.result_line(req.id, self._tools_listing))
+    def _tools_list(self, peer: Peer, req: rpc.Request) -> None:
+        peer.reply(rpc.result_line(req.id, self._tools_listing))
 
-    def _initialize(self, conn: Connection, req: rpc.Request) -> None:
+    def _initialize(self, peer: Peer, req: rpc.Request) -> None:
         params = _params(req)
-        wanted = params.get("protocolVersion", PROTOCOL_VERSIONS[0])
-        version = wanted if wanted in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
-        peer = conn.transport.get_extra_info("peername") if conn.transport else None
-        data = {"client": params.get("clientInfo"), "protocolVersion": version,
-                "peer": f"{peer[0]}:{peer[1]}" if peer else None}  # fmt: skip
+        wanted = params.get("protocolVersion")
+        version = wanted if isinstance(wanted, str) and wanted in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
+        data = {"client": params.get("clientInfo"), "protocolVersion": version, **peer.describe()}
         rid = req.id
-        conn.begin()
+        peer.begin(None)
 
         def done(ok: bool, value: object) -> None:
             if not ok:
-                conn.end(upstream_error(rid, value, "cannot open a session"))
+                peer.end(upstream_error(rid, value, "cannot open a session"), None)
                 return
             session = str(value)
-            if conn.closed:  # the client left while its session was being made
+            if not peer.opened(session, version):  # the client left while its session was being made
                 self.close_session(session)
-            elif conn.session is not None:
-                self.close_session(conn.session)  # a second initialize replaces the first session
-            if not conn.closed:
-                conn.session = session
-            conn.end(rpc.result_line(rid, {"protocolVersion": version, "capabilities": CAPABILITIES,
-                                           "serverInfo": SERVER_INFO, "sessionId": session}))
+            peer.end(rpc.result_line(rid, initialize_result(version, session)), None)
 
         self.upstream.call(self.session_id, session_create(data), done)
 
-    def _tools_call(self, conn: Connection, req: rpc.Request) -> None:
+    def _tools_call(self, peer: Peer, req: rpc.Request) -> None:
         params = _params(req)
         name = params.get("name")
         tool = TOOLS.get(name) if isinstance(name, str) else None
@@ -169,28 +200,47 @@ class Methods:
         arguments = params.get("arguments", {})
         problem = tool.check(arguments)
         if problem is not None or not isinstance(arguments, dict):  # checked: a dict when no problem
-            raise rpc.RpcError(rpc.INVALID_PARAMS, f"Invalid params for tool {tool.name!r}: {problem}", req.id)
-        conn.begin()
-        self.batcher.add(tool, conn, req.id, tool.positional(arguments))
+            message = f"Invalid arguments for tool {tool.name!r}: {problem}"
+            if peer.version in TOOL_ERROR_VERSIONS:
+                self.counts["invalid_arguments"] += 1
+                peer.reply(rpc.text_result_line(req.id, message, True))
+                return
+            raise rpc.RpcError(rpc.INVALID_PARAMS, message, req.id)
+        call = Call(peer, req.id, tool.positional(arguments))
+        peer.begin(call)
+        self.batcher.add(tool, call)
 
-    def _finish_batch(self, tool: Tool, batch: list[Item], ok: bool, value: object) -> None:
+    def _cancelled(self, peer: Peer, req: rpc.Request) -> None:
+        """MCP's notifications/cancelled: the reply is dropped, and a call still queued here is not sent."""
+        params = req.params if isinstance(req.params, dict) else {}
+        if "requestId" in params and peer.cancel(params["requestId"]):
+            self.counts["cancelled"] += 1
+        else:
+            self.counts["cancelled_unknown"] += 1  # answered already, or never asked: MCP says ignore it
+
+    def _finish_batch(self, tool: Tool, batch: list[Call], ok: bool, value: object) -> None:
         """The pool's answer to a batch of tool calls, as one reply line per call."""
         counts, text_line = self.counts, rpc.text_result_line
         if ok and isinstance(value, list) and len(value) == len(batch):
-            for (conn, rid, _, _), (good, out) in zip(batch, value):
-                if not good:  # the tool raised: a tool error, reported in the result (MCP)
+            for call, (good, out) in zip(batch, value):
+                if call.cancelled:
+                    counts["cancelled_answers_dropped"] += 1
+                elif not good:  # the tool raised: a tool error, reported in the result (MCP)
                     counts["tool_errors"] += 1
-                    conn.end(text_line(rid, out, True))
+                    call.peer.end(text_line(call.rid, out, True), call)
                 elif type(out) is str:
-                    conn.end(text_line(rid, out))
+                    call.peer.end(text_line(call.rid, out), call)
                 else:
-                    conn.end(rpc.result_line(rid, tool_result(out)))
+                    call.peer.end(rpc.result_line(call.rid, tool_result(out)), call)
             return
         counts["upstream_errors"] += len(batch)
         if ok:
             value = f"the pool answered {type(value).__name__} {value!r:.80} for {len(batch)} calls"
-        for conn, rid, _, _ in batch:
-            conn.end(pool_error(rid, value, tool.name))
+        for call in batch:
+            if call.cancelled:
+                counts["cancelled_answers_dropped"] += 1
+            else:
+                call.peer.end(pool_error(call.rid, value, tool.name), call)
 
     # -- sessions --
 

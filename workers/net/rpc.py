@@ -15,9 +15,14 @@ methods or the tree.
     -32600 7 Invalid Request: "jsonrpc" must be "2.0"; got '1.0'
 
 Error codes: the five of the JSON-RPC 2.0 specification, and the server errors
-of this server in the -32000..-32099 range the specification sets aside.
+of this server in -32010..-32019: inside the -32000..-32099 range JSON-RPC sets
+aside for servers, and clear of the codes MCP and its SDKs use there (-32000
+and -32001 are the SDK's own connection-closed and request-timeout, -32002 was
+MCP's resource-not-found, -32020 onwards are the specification's).
 Batches (a JSON array of requests) are answered with one -32600: MCP dropped
-them in its 2025-06-18 revision and this server does not take them.
+them in its 2025-06-18 revision and this server does not take them.  A JSON-RPC
+response sent to the server (it sends no requests) is taken like a notification:
+no reply.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 # Server errors (implementation-defined): the request was fine, the tree could not serve it.
-UPSTREAM_UNAVAILABLE = -32001  # the worker that serves it exited or is not running
-UPSTREAM_TIMEOUT = -32002  # it did not answer within the call timeout
-OVERLOADED = -32003  # its queue is full, or this server holds max_connections already
+UPSTREAM_UNAVAILABLE = -32010  # the worker that serves it exited or is not running
+UPSTREAM_TIMEOUT = -32011  # it did not answer within the call timeout
+OVERLOADED = -32012  # its queue is full, or this server holds max_connections already
+SESSION_NOT_FOUND = -32013  # MCP over HTTP: the Mcp-Session-Id names no live session (HTTP 404)
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quote: Callable[[str], bytes]  # a str as a JSON string, UTF-8
@@ -70,6 +76,7 @@ class Request:
     method: str
     params: dict[str, object] | list[object] | None
     notification: bool  # no "id" member: the client wants no reply
+    response: bool = False  # a JSON-RPC response (result or error, no method): no reply either
 
 
 def parse(line: bytes | bytearray | memoryview) -> Request:
@@ -89,6 +96,8 @@ def parse(line: bytes | bytearray | memoryview) -> Request:
     if version != "2.0":
         raise RpcError(INVALID_REQUEST, f'Invalid Request: "jsonrpc" must be "2.0"; got {version!r}', rid)
     method = msg.get("method")
+    if method is None and "id" in msg and ("result" in msg or "error" in msg):
+        return Request(rid, "", None, True, True)
     if not isinstance(method, str):
         raise RpcError(INVALID_REQUEST, f'Invalid Request: "method" must be a string; got {method!r}', rid)
     params = msg.get("params")

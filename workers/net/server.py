@@ -11,8 +11,14 @@ lines over and writes the reply lines it is given.
     server = Server(NetworkSpec(port=0), methods)       # on the loop's thread
     listener = await loop.create_server(server.connection, sock=listening_socket)
 
+`Server` keeps every connection of the worker, TCP or HTTP (net/http.py), so that
+max_connections and the listener's turns count them all.  A `Connection` is the
+`mcp.Peer` of its requests: it holds the session `initialize` opened (deleted
+when the connection ends), the negotiated version, and the tool calls in flight
+by request id, for `notifications/cancelled`.
+
 Invariants of a `Connection`: `pending` counts the requests handed to the
-dispatcher and not yet answered; reading is paused exactly when `pending >=
+dispatcher and not yet answered nor cancelled; reading is paused exactly when `pending >=
 max_pending` or the write buffer is over its high-water mark; while paused,
 `buf` holds at most one read's worth of unprocessed bytes plus one partial line.
 An oversized line is answered with -32600 and skipped up to its newline; the
@@ -27,6 +33,7 @@ import resource
 from typing import Any, Protocol, cast
 
 from supervisor_tree.workers.net import rpc
+from supervisor_tree.workers.net.batch import Call
 from supervisor_tree.workers.net.config import NetworkSpec
 from supervisor_tree.workers.net.listener import Listener
 
@@ -36,6 +43,12 @@ class Methods(Protocol):
 
     def dispatch(self, conn: Connection, line: bytes) -> None: ...
     def close_session(self, session: str) -> None: ...
+
+
+class Held(Protocol):
+    """A connection as the server counts it (TCP here, HTTP in net/http.py)."""
+
+    def abort(self) -> None: ...
 
 
 class StreamTransport(Protocol):
@@ -76,12 +89,30 @@ class Server:
         self.config = config
         self.methods = methods
         self.listener = listener  # told of every admitted and released connection (when to listen)
-        self.conns: set[Connection] = set()
+        self.conns: set[Held] = set()
         self.counts = collections.Counter[str]()
 
     def connection(self) -> Connection:
         """The protocol factory for `loop.create_server`."""
         return Connection(self)
+
+    def admit(self, conn: Held, transport: StreamTransport) -> bool:
+        """A new connection: held (True), or refused at max_connections (False: the caller says why and closes)."""
+        if len(self.conns) >= self.config.max_connections:
+            self.counts["refused"] += 1
+            return False
+        self.conns.add(conn)
+        self.counts["accepted"] += 1
+        transport.set_write_buffer_limits(high=self.config.write_high_water)
+        if self.listener is not None:
+            self.listener.admitted(len(self.conns))
+        return True
+
+    def release(self, conn: Held) -> None:
+        if conn in self.conns:  # not a connection refused at max_connections
+            self.conns.discard(conn)
+            if self.listener is not None:
+                self.listener.released(len(self.conns))
 
     def close_all(self) -> None:
         for conn in list(self.conns):
@@ -90,7 +121,7 @@ class Server:
 
 class Connection(asyncio.Protocol):
     __slots__ = ("server", "transport", "buf", "discarding", "pending", "read_paused", "write_paused", "closed",
-                 "session")  # fmt: skip
+                 "session", "version", "calls")  # fmt: skip
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -102,25 +133,19 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         self.closed = False
         self.session: str | None = None  # opened by "initialize", deleted when the connection ends
+        self.version: str | None = None  # the protocol version "initialize" negotiated
+        self.calls: dict[object, Call] | None = None  # tool calls in flight by request id (made at the first)
 
     # -- asyncio callbacks --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream server's protocol gets a stream transport, whatever asyncio's signature says.
         self.transport = stream = cast(StreamTransport, transport)
-        server = self.server
-        if len(server.conns) >= server.config.max_connections:
-            server.counts["refused"] += 1
+        if not self.server.admit(self, stream):
             self.closed = True
             stream.write(rpc.error_line(None, rpc.OVERLOADED, f"too many connections (max_connections = "
-                                                              f"{server.config.max_connections})"))
+                                                              f"{self.server.config.max_connections})"))
             stream.close()
-            return
-        server.conns.add(self)
-        server.counts["accepted"] += 1
-        stream.set_write_buffer_limits(high=server.config.write_high_water)
-        if server.listener is not None:
-            server.listener.admitted(len(server.conns))
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -146,12 +171,10 @@ class Connection(asyncio.Protocol):
         self._maybe_resume()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was_held = self in self.server.conns  # not a connection refused at max_connections
         self.closed = True
         self.buf = b""
-        self.server.conns.discard(self)
-        if was_held and self.server.listener is not None:
-            self.server.listener.released(len(self.server.conns))
+        self.calls = None
+        self.server.release(self)
         if self.session is not None:
             self.server.methods.close_session(self.session)
             self.session = None
@@ -189,7 +212,7 @@ class Connection(asyncio.Protocol):
                                                              f"{self.server.config.max_line} bytes (read {seen}); "
                                                              "skipped up to its newline"))
 
-    # -- replies out --
+    # -- replies out (mcp.Peer) --
 
     def reply(self, line: bytes) -> None:
         """Write a reply that was not counted in `pending` (answered at once)."""
@@ -197,13 +220,21 @@ class Connection(asyncio.Protocol):
         if transport is not None and not self.closed:
             transport.write(line)
 
-    def begin(self) -> None:
-        """A request goes upstream: it counts against max_pending until `end`."""
+    def begin(self, call: Call | None = None) -> None:
+        """A request goes upstream: it counts against max_pending until `end` (or its cancellation)."""
         self.pending += 1
+        if call is not None:
+            calls = self.calls
+            if calls is None:
+                calls = self.calls = {}
+            calls[call.rid] = call
 
-    def end(self, line: bytes) -> None:
+    def end(self, line: bytes, call: Call | None = None) -> None:
         """The reply to a request counted by `begin`."""
         self.pending -= 1
+        calls = self.calls
+        if call is not None and calls is not None and calls.get(call.rid) is call:
+            del calls[call.rid]
         transport = self.transport
         if transport is None or self.closed:
             self.server.counts["replies_to_closed"] += 1
@@ -211,6 +242,29 @@ class Connection(asyncio.Protocol):
         transport.write(line)
         if self.read_paused:
             self._maybe_resume()
+
+    def cancel(self, rid: object) -> bool:
+        """notifications/cancelled: the call's reply will not be written; it no longer counts as pending."""
+        call = self.calls.pop(rid, None) if self.calls else None
+        if call is None or call.cancelled:
+            return False
+        call.cancelled = True
+        self.pending -= 1
+        if self.read_paused:
+            self._maybe_resume()
+        return True
+
+    def opened(self, session: str, version: str) -> bool:
+        if self.closed:
+            return False
+        if self.session is not None:
+            self.server.methods.close_session(self.session)  # a second initialize replaces the first session
+        self.session, self.version = session, version
+        return True
+
+    def describe(self) -> dict[str, object]:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return {"transport": "tcp", "peer": f"{peer[0]}:{peer[1]}" if peer else None}
 
     # -- flow control --
 

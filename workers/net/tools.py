@@ -11,6 +11,8 @@ and in the network worker; imports neither asyncio nor ZeroMQ.
     True
     >>> TOOLS["fib"].check({"n": -1})
     'argument "n" must be >= 0; got -1'
+    >>> TOOLS["fib"].positional({"n": 20.0})        # an integral float is an integer (JSON Schema)
+    [20]
     >>> fib(20)
     6765
 """
@@ -98,12 +100,16 @@ class Tool:
         return check_arguments(self.input_schema, arguments)
 
     def positional(self, arguments: Mapping[str, object]) -> list[object]:
-        """The task's positional arguments: properties in schema order, up to the first one not given."""
+        """The task's positional arguments: properties in schema order, up to the first one not given.
+
+        An integral float given for an "integer" property (20.0: an integer in JSON Schema from draft-06
+        on) is passed as an int."""
         out = []
-        for key in self.input_schema.get("properties", {}):
+        for key, prop in self.input_schema.get("properties", {}).items():
             if key not in arguments:
                 break
-            out.append(arguments[key])
+            value = arguments[key]
+            out.append(int(value) if type(value) is float and prop.get("type") == "integer" else value)
         return out
 
 
@@ -147,8 +153,7 @@ def check_arguments(schema: InputSchema, arguments: object) -> str | None:
                 return f'unknown argument "{key}"; allowed: {", ".join(props)}'
             continue
         kind = str(prop.get("type"))
-        types = _JSON_TYPES.get(kind, (object,))
-        if not isinstance(value, types) or (kind in ("integer", "number") and isinstance(value, bool)):
+        if not _is_a(kind, value):
             return f'argument "{key}" must be {kind}; got {value!r}'
         if not isinstance(value, (int, float)):
             continue  # minimum and maximum bound numbers only (JSON Schema)
@@ -158,3 +163,12 @@ def check_arguments(schema: InputSchema, arguments: object) -> str | None:
         if high is not None and value > high:
             return f'argument "{key}" must be <= {high}; got {value!r}'
     return None
+
+
+def _is_a(kind: str, value: object) -> bool:
+    """JSON Schema's `type`: a bool is no number, and an integral float (2.0) is an integer (draft-06 on)."""
+    if kind in ("integer", "number") and isinstance(value, bool):
+        return False
+    if kind == "integer" and isinstance(value, float):
+        return value.is_integer()  # False for inf and nan too
+    return isinstance(value, _JSON_TYPES.get(kind, (object,)))

@@ -15,17 +15,17 @@ once a new one is up; when none can be had, `read_events` raises `LauncherGone`.
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from supervisor_tree.spec import KILLED, NORMAL, SHUTDOWN, ExitKind, ExitReason, error, shutdown_with
 from supervisor_tree.worker.spawn import SpawnRequest
 
 __all__ = ["Spawned", "SpawnFailed", "Reaped", "ForkServerLost", "ForkServerRestarted", "Event", "Launcher",
-           "LauncherError", "LauncherGone", "reason_from_status", "take_reason_file"]
+           "LauncherError", "LauncherGone", "CodeSnapshots", "reason_from_status", "take_reason_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,27 @@ class LauncherGone(LauncherError):
     """No fork server, and none can be started: no more spawns will come."""
 
 
+@dataclass
+class CodeSnapshots:
+    """What a fork server holds of the project's code (worker/code.py), one snapshot per epoch.
+
+    A worker forked in epoch e runs the files of `files[e]` with those hashes (and its
+    own imports).  `refreshing` counts refreshes asked for and not yet answered."""
+
+    files: dict[int, dict[str, str]] = field(default_factory=dict)
+    epoch: int = 0
+    problems: tuple[str, ...] = ()  # the latest refresh's import failures
+    refreshing: int = 0
+    own: frozenset[str] = frozenset()  # files the fork server itself runs: a refresh keeps them
+
+    def received(self, epoch: int, files: dict[str, str], problems: tuple[str, ...], own: tuple[str, ...] = ()) -> None:
+        self.files[epoch] = files
+        self.own = frozenset(own)
+        if epoch > self.epoch:
+            self.epoch, self.problems = epoch, problems
+            self.refreshing = max(0, self.refreshing - (1 if epoch > 1 else 0))
+
+
 class Launcher(Protocol):
     def start(self) -> None: ...
     def spawn(self, req: SpawnRequest) -> None: ...
@@ -116,7 +137,7 @@ def reason_from_status(status: int, reason_file: str | None) -> ExitReason:
 def take_reason_file(path: str) -> ExitReason | None:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(65536)  # a reason is a line; anything longer is not one of ours
     except OSError:
         return None
     try:
@@ -124,7 +145,8 @@ def take_reason_file(path: str) -> ExitReason | None:
     except OSError:
         pass
     try:
-        reason = pickle.loads(data)
-    except Exception:  # noqa: BLE001 - a torn or foreign file: fall back to the code's default
+        record = json.loads(data)
+        reason = ExitReason(ExitKind(record["kind"]), record["detail"])
+    except (ValueError, TypeError, KeyError):  # a torn or foreign file: fall back to the code's default
         return None
-    return reason if isinstance(reason, ExitReason) else None
+    return reason if reason.detail is None or isinstance(reason.detail, str) else None

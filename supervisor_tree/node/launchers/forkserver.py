@@ -16,19 +16,20 @@ So the death of the fork server kills no worker, and a new fork server can take 
 No orphans: the fork server and every worker set PR_SET_PDEATHSIG=SIGKILL against
 the node, so the death of the node (even by SIGKILL) kills them.
 
-The pipe, node -> fork server: ("spawn", pickled SpawnRequest), ("activated", pid),
-("discard", pid) (a standby died unused), ("close",).  Fork server -> node: ("ok", pid)
-or ("error", text) once, then ("events", [Spawned | SpawnFailed]) and ("standby", pid)
-followed by the standby's activation socket (SCM_RIGHTS).
+The messages on the pipe are `pipe.py`'s (a replacement gets its `ServerConfig` first);
+one that is not of their shape is dropped (counted, logged at most once a second) and
+the fork server keeps serving.  It holds the run's key (`wire.auth`): the first one
+inherits it from the node, a replacement reads RUN/key once; its children inherit it in
+memory.  On ("refresh", ...) it imports the project's modules again (refresh.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import logging
 import os
-import pickle
 import select
 import signal
 import socket
@@ -36,30 +37,20 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
-from supervisor_tree.node.launchers import osproc
+from supervisor_tree.node.launchers import osproc, pipe, refresh
 from supervisor_tree.node.launchers.base import Spawned, SpawnFailed
-from supervisor_tree.spec import WORKER_OOM_SCORE_ADJ
+from supervisor_tree.node.launchers.pipe import ServerConfig
+from supervisor_tree.wire import auth
+from supervisor_tree.wire.dropped import Dropped
+from supervisor_tree.wire.shapes import BadFrame
+from supervisor_tree.worker.code import code_roots
 from supervisor_tree.worker.spawn import SpawnRequest
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ServerConfig", "Conn", "LEN", "fork_server_main", "exec_main"]
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    parent_pid: int
-    run_dir: str
-    preload: tuple[str, ...]
-    sys_path: tuple[str, ...]
-    standby: int
-    inbound: str
-    name: str = "supervisor_tree"  # the tree's name, for process titles
-    standbys: tuple[int, ...] = ()  # standbys the node already holds (a replacement counts them)
-    standby_oom_score_adj: int = WORKER_OOM_SCORE_ADJ
 
 
 class Conn(Protocol):
@@ -107,11 +98,12 @@ def fork_server_main(conn: Conn, cfg: ServerConfig) -> NoReturn:
             importlib.import_module("zmq")
             importlib.import_module("supervisor_tree.worker.main")
         except BaseException as exc:  # noqa: BLE001 - reported to the node, which raises it from start()
-            conn.send_bytes(pickle.dumps(("error", f"preloading failed: {type(exc).__name__}: {exc}")))
+            conn.send_bytes(pipe.encode(("error", f"preloading failed: {type(exc).__name__}: {exc}")))
             os._exit(1)
         gc.freeze()  # what we imported stays shared with the workers: their GC never touches it
         server = _ForkServer(conn, cfg)
-        conn.send_bytes(pickle.dumps(("ok", os.getpid())))
+        conn.send_bytes(pipe.encode(("ok", os.getpid())))
+        server.announce_code()
         server.serve()
     except BaseException:
         log.exception("fork server failed")
@@ -125,8 +117,13 @@ def exec_main(argv: Sequence[str]) -> NoReturn:
     from multiprocess.connection import Connection
 
     conn: Conn = Connection(int(argv[0]))
-    cfg = pickle.loads(conn.recv_bytes())
-    if not isinstance(cfg, ServerConfig):
+    try:
+        cfg = pipe.decode_config(conn.recv_bytes())
+        auth.hold_key(cfg.run_dir, auth.read_key(cfg.run_dir))  # what the first fork server inherited
+    except (BadFrame, auth.RunKeyError, EOFError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, BadFrame) else str(exc)
+        with contextlib.suppress(OSError):
+            conn.send_bytes(pipe.encode(("error", f"a replacement fork server cannot start: {reason}")))
         os._exit(2)
     fork_server_main(conn, cfg)
 
@@ -152,6 +149,12 @@ class _ForkServer:
         self.standby_early_deaths = 0
         self.last_spawn = 0.0
         self.closing = False
+        self.dropped = Dropped(log, "fork server")
+        # The run's key, inherited from the node.  Held here (and wire.auth so among the fork server's own
+        # modules, which a code refresh never drops), so every fork, before and after a refresh, inherits it.
+        self.key = auth.held_key(cfg.run_dir)
+        self.preload = cfg.preload
+        self.code_epoch = cfg.code_epoch  # the snapshot of the project's modules its forks inherit (refresh.py)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -182,27 +185,51 @@ class _ForkServer:
         conn = self.conn
         while not self.closing and conn.poll(0):
             try:
-                msg = pickle.loads(conn.recv_bytes())
+                data = conn.recv_bytes()
             except (EOFError, OSError):
                 self.closing = True  # the node is gone
                 return
-            kind = msg[0]
-            if kind == "spawn":
-                self.spawn(pickle.loads(msg[1]))
-            elif kind == "activated":
-                self.activated(msg[1])
-            elif kind == "discard":
-                self.discard(msg[1])
-            elif kind == "close":
+            try:
+                self.handle(pipe.decode_request(data))
+            except BadFrame as exc:
+                self.dropped.drop("the node (pipe)", exc.kind, exc.reason)
+
+    def handle(self, msg: tuple[object, ...]) -> None:
+        """One request, its shape checked (`pipe.REQUESTS`); raises BadFrame for a spawn request that is not one."""
+        match msg:
+            case ("spawn", bytes(data)):
+                self.spawn(pipe.decode_spawn_request(data))
+            case ("activated", int(pid)):
+                self.activated(pid)
+            case ("discard", int(pid)):
+                self.discard(pid)
+            case ("refresh", tuple(preload), tuple(also)):
+                self.refresh(pipe.names(preload), pipe.names(also))
+            case ("close",):
                 self.closing = True
-            else:
-                log.warning("fork server: unknown request %r; ignored", kind)
 
     def send(self, msg: tuple[object, ...]) -> None:
         try:
-            self.conn.send_bytes(pickle.dumps(msg, protocol=5))
+            self.conn.send_bytes(pipe.encode(msg))
         except OSError:
             self.closing = True
+
+    # -- the project's code (supervise reload --code) --
+
+    def announce_code(self, problems: Sequence[str] = ()) -> None:
+        """A new snapshot of the project's modules held here (what forks inherit), sent to the node."""
+        self.code_epoch += 1
+        files, own = refresh.take_snapshot(self.cfg.sys_path, self.code_epoch)
+        self.send(("code", (self.code_epoch, files, tuple(problems), tuple(own))))
+
+    def refresh(self, preload: Sequence[str], also: Sequence[str]) -> None:
+        """Import the project's modules again from disk.  The standbys forked with the old ones go:
+        the node closes their activation sockets (they exit) and reaps them."""
+        self.standbys = set()
+        self.preload = tuple(preload)
+        problems = refresh.reimport(code_roots(self.cfg.sys_path), self.preload, also)
+        gc.freeze()
+        self.announce_code(problems)
 
     # -- spawning --
 
@@ -357,7 +384,11 @@ def _standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
     os.close(r)
     if data is None:
         os._exit(0)
-    req: SpawnRequest = pickle.loads(data)
+    try:
+        req = pipe.decode_spawn_request(data)
+    except BadFrame as exc:  # only the node writes here; a bug, not an attack: say so and go
+        log.error("standby %d: activated with a bad request (%s); exiting", os.getpid(), exc.reason)
+        os._exit(1)
     _become(req, cfg.name)
     sys.path[:0] = list(req.sys_path)
     worker.run_worker(req, prepared)

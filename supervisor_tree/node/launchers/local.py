@@ -41,8 +41,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from supervisor_tree.node.launchers import osproc
+from supervisor_tree.node.launchers import osproc, pipe
 from supervisor_tree.node.launchers.base import (
+    CodeSnapshots,
     Event,
     ForkServerLost,
     ForkServerRestarted,
@@ -55,11 +56,14 @@ from supervisor_tree.node.launchers.base import (
     take_reason_file,
 )
 from supervisor_tree.node.launchers.forkserver import LEN as _LEN
-from supervisor_tree.node.launchers.forkserver import ServerConfig
 from supervisor_tree.node.launchers.orphans import remove_ipc_files, remove_standby_files, sweep
+from supervisor_tree.node.launchers.pipe import ServerConfig
 from supervisor_tree.node.launchers.reaper import Reaper
 from supervisor_tree.node.launchers.server import ServerProcess, exec_server, fork_server
 from supervisor_tree.spec import WORKER_OOM_SCORE_ADJ, ExitKind
+from supervisor_tree.wire import auth
+from supervisor_tree.wire.dropped import Dropped
+from supervisor_tree.wire.shapes import BadFrame
 from supervisor_tree.worker.spawn import SpawnRequest
 
 log = logging.getLogger(__name__)
@@ -105,6 +109,8 @@ class LocalLauncher:
         self._failed: str | None = None  # why no fork server can be had any more
         self._failure_told = False
         self._closed = False
+        self.dropped = Dropped(log, "launcher")  # fork-server reports not of their shape (pipe.REPORTS)
+        self.code = CodeSnapshots()  # what the fork server holds of the project's code (reload --code)
 
     @property
     def pid(self) -> int | None:
@@ -121,9 +127,13 @@ class LocalLauncher:
         return [pid for pid, _ in self._standbys]
 
     def start(self, timeout: float = 60.0) -> None:
+        """Fork the fork server.  The run's key must be in memory first (the node made it; else
+        one is made here): the fork server and its workers inherit it and never read RUN/key."""
         if self._epoll is not None:
             raise LauncherError("LocalLauncher.start() was already called")
         _assert_no_zmq_context()
+        if auth.held_key(self.run_dir) is None:
+            auth.create_key(self.run_dir)
         self._was_subreaper = osproc.set_subreaper(True)
         _raise_fd_limit()
         self._epoll = select.epoll()
@@ -140,7 +150,7 @@ class LocalLauncher:
 
     def _config(self) -> ServerConfig:
         return ServerConfig(os.getpid(), self.run_dir, self.preload, self.sys_path, self.standby, self.inbound,
-                            self.name, tuple(self.standby_pids), self.standby_oom_score_adj)
+                            self.name, tuple(self.standby_pids), self.standby_oom_score_adj, self.code.epoch)
 
     def _use(self, server: ServerProcess) -> None:
         assert self._epoll is not None
@@ -176,6 +186,15 @@ class LocalLauncher:
             return
         self._cold[req.token] = req
         self._send(("spawn", data))
+
+    def refresh(self, preload: Sequence[str], also: Sequence[str] = ()) -> None:
+        """Have the fork server import the project's modules again from disk (and `also`); its
+        standbys go (their activation sockets closed: they exit, reaped here).  Done when
+        `code.epoch` grows (read_events); `code.problems` says what failed."""
+        while self._standbys:
+            os.close(self._standbys.popleft()[1])
+        self.code.refreshing += 1
+        self._send(("refresh", tuple(preload), tuple(also)))
 
     def _post(self, event: Event) -> None:
         self._pending.append(event)
@@ -230,7 +249,7 @@ class LocalLauncher:
         conn = server.conn
         while not server.eof and conn.poll(0):
             try:
-                msg = pickle.loads(conn.recv_bytes())
+                msg = pipe.decode_report(conn.recv_bytes())
                 if not server.up:
                     if msg[0] != "ok":
                         self._fail(f"the fork server (pid {self._previous_server}) died and a new one could not "
@@ -240,16 +259,28 @@ class LocalLauncher:
                     server.take_hello(msg)
                     events.append(ForkServerRestarted(server.pid, self._previous_server, len(self._standbys)))
                 elif msg[0] == "events":
-                    for event in msg[1]:
+                    for event in msg[1]:  # type: ignore[attr-defined]  # checked: pipe.decode_report
                         events += self._from_server(event)
                 elif msg[0] == "standby":  # the fd of its activation socket follows
-                    _, fds, _, _ = socket.recv_fds(server.sock, 1, 1)
-                    os.set_inheritable(fds[0], False)
-                    self._require_reaper().watch(msg[1])
-                    self._standbys.append((msg[1], fds[0]))
+                    self._take_standby(server, msg[1])  # type: ignore[arg-type]  # checked: pipe.decode_report
+                elif msg[0] == "code":
+                    self.code.received(*msg[1])  # type: ignore[misc]  # checked: pipe.decode_report
+                else:
+                    self.dropped.drop("the fork server (pipe)", "malformed", f"{msg[0]!r} after the start")
+            except BadFrame as exc:
+                self.dropped.drop("the fork server (pipe)", exc.kind, exc.reason)
             except (EOFError, OSError, ValueError, IndexError):
                 server.eof = True
         return events
+
+    def _take_standby(self, server: ServerProcess, pid: int) -> None:
+        _, fds, _, _ = socket.recv_fds(server.sock, 1, 1)
+        os.set_inheritable(fds[0], False)
+        self._require_reaper().watch(pid)
+        if self.code.refreshing:  # forked with the old code: closing its activation socket makes it exit
+            os.close(fds[0])
+        else:
+            self._standbys.append((pid, fds[0]))
 
     def _from_server(self, event: Event) -> list[Event]:
         match event:

@@ -13,16 +13,18 @@ with live sockets must do to replace one that died).  Decides nothing about when
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import socket
 import sys
 
 from multiprocess.connection import Connection
 
+from supervisor_tree.node.launchers import pipe
 from supervisor_tree.node.launchers.base import LauncherError, reason_from_status
-from supervisor_tree.node.launchers.forkserver import Conn, ServerConfig, fork_server_main
+from supervisor_tree.node.launchers.forkserver import Conn, fork_server_main
+from supervisor_tree.node.launchers.pipe import ServerConfig
 from supervisor_tree.spec import ExitReason, error
+from supervisor_tree.wire.shapes import BadFrame
 
 __all__ = ["ServerProcess", "fork_server", "exec_server"]
 
@@ -44,9 +46,11 @@ class ServerProcess:
         if not self.conn.poll(timeout):
             raise LauncherError(f"the fork server did not start within {timeout:g} s")
         try:
-            hello = pickle.loads(self.conn.recv_bytes())
+            hello = pipe.decode_report(self.conn.recv_bytes())
         except (EOFError, OSError):
             raise LauncherError("the fork server died while starting (see its stderr)") from None
+        except BadFrame as exc:
+            raise LauncherError(f"the fork server said something unexpected while starting: {exc.reason}") from None
         self.take_hello(hello)
 
     def take_hello(self, hello: tuple[object, ...]) -> None:
@@ -55,7 +59,7 @@ class ServerProcess:
         self.up = True
 
     def send(self, msg: tuple[object, ...]) -> None:
-        self.conn.send_bytes(pickle.dumps(msg, protocol=5))
+        self.conn.send_bytes(pipe.encode(msg))
 
     def stop(self, timeout: float) -> None:
         """Ask it to exit and wait up to `timeout` (then SIGKILL it).  What it sent stays readable; reap() next."""
@@ -154,5 +158,5 @@ def exec_server(cfg: ServerConfig) -> ServerProcess:
     finally:
         theirs.close()
     server = ServerProcess(pid, Connection(ours.detach()))
-    server.conn.send_bytes(pickle.dumps(cfg, protocol=5))
+    server.conn.send_bytes(pipe.encode(cfg))
     return server
