@@ -95,6 +95,10 @@ class Shutdown:
         return str(self.timeout_ms) if self.kind is ShutdownKind.TIMEOUT else self.kind.value
 
 
+# A worker's /proc/PID/oom_score_adj unless its spec says otherwise: the kernel's OOM killer
+# picks a worker (restarted by its supervisor) before the node and the fork server (which keep theirs).
+WORKER_OOM_SCORE_ADJ = 500
+
 BRUTAL_KILL = Shutdown(ShutdownKind.BRUTAL_KILL)
 INFINITY = Shutdown(ShutdownKind.INFINITY)
 WORKER_SHUTDOWN_DEFAULT = Shutdown.timeout(5000)
@@ -191,6 +195,7 @@ class ChildSpec:
     max_concurrency: int | None = None  # an asyncio worker's calls in flight at most (None: DEFAULT_MAX_CONCURRENCY)
     mailbox_limit: int | None = None  # messages waiting in the worker's mailbox; None: ZeroMQ's high-water marks
     mailbox_overflow: Overflow = Overflow.BACKPRESSURE
+    oom_score_adj: int = WORKER_OOM_SCORE_ADJ  # -1000..1000, the worker process's (Linux)
 
     @property
     def effective_shutdown(self) -> Shutdown:
@@ -366,6 +371,10 @@ def check_max_concurrency(value: object) -> str | None:
     if _is_int(value) and value >= 1:  # type: ignore[operator]
         return None
     return f"max_concurrency must be an integer >= 1 (calls in flight at once in an asyncio worker); got {_got(value)}"
+def check_oom_score_adj(value: object) -> str | None:
+    if _is_int(value) and -1000 <= value <= 1000:  # type: ignore[operator]
+        return None
+    return f"oom_score_adj must be an integer from -1000 to 1000; got {_got(value)}"
 
 
 def check_significant(significant: bool, restart: Restart, auto_shutdown: AutoShutdown) -> str | None:
@@ -418,6 +427,8 @@ def child_problems(child: ChildSpec, auto_shutdown: AutoShutdown = AutoShutdown.
             problems.append("a worker has either start (a Python class) or command (a program), not both")
         problems.extend(p for p in (check_command(list(child.command.argv)), check_signal(child.command.stop_signal)) if p)
     elif (p := check_start(child.start)) is not None:
+        problems.append(p)
+    if not child.is_supervisor and (p := check_oom_score_adj(child.oom_score_adj)) is not None:
         problems.append(p)
     if child.max_concurrency is not None and (p := check_max_concurrency(child.max_concurrency)) is not None:
         problems.append(p)

@@ -114,7 +114,9 @@ class Tree:
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self.running():
+        from supervisor_tree.node.heart import heart_pid
+
+        if self.running() or heart_pid(self.run_dir) is not None:  # `stop` stops a heart too
             supervise("stop", "--run-dir", str(self.run_dir), timeout=120)
         pid = self.node_pid()
         if self.running() and pid:
@@ -127,3 +129,46 @@ def write_config(directory: Path, text: str, name: str = "tree.toml") -> Path:
     path = directory / name
     path.write_text(text)
     return path
+
+
+# ---------------------------------------------------------------- the node's processes, by title
+
+
+def title_of(pid: int) -> str:
+    """What `ps -o args` shows for `pid` (the process title)."""
+    return subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def children_by_role(node_pid: int) -> dict[str, list[int]]:
+    """The node's child processes grouped by the role in their title: "fork-server", "standby", "ID#GEN"."""
+    import psutil
+
+    from supervisor_tree.node.launchers.osproc import parse_title
+
+    roles: dict[str, list[int]] = {}
+    for proc in psutil.Process(node_pid).children():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            parsed = parse_title(" ".join(proc.cmdline()))
+        except psutil.Error:
+            continue
+        if parsed is not None:
+            roles.setdefault(parsed[1], []).append(proc.pid)
+    return roles
+
+
+def fork_server_of(node_pid: int) -> int:
+    servers = children_by_role(node_pid).get("fork-server", [])
+    assert len(servers) == 1, f"expected one fork server under node {node_pid}; found {servers}"
+    return servers[0]
+
+
+def dead(pid: int) -> bool:
+    """Gone, or a zombie (dead, not reaped yet)."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True

@@ -13,8 +13,10 @@ is left behind, even when the benchmark failed half-way.  It measures nothing.
 
 The node must not be a child of the benchmarking process: it is started with
 ``--detach`` (the CLI starts it in a new session and returns once the tree is up).
-Every process of the node has the run directory on its command line (the fork
-server and the workers are forks of the node), which is how `processes` finds them.
+Every process of the node descends from it (the workers are its children, the node
+reaps them), which is how `processes` finds them; each one seen is remembered, so
+that what outlived the node is still found; the fork server is the one whose title
+(osproc.title) says so.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from types import TracebackType
 import psutil
 
 from supervisor_tree.bench.harness import BenchError
+from supervisor_tree.node.launchers.osproc import parse_title
 from supervisor_tree.wire import rundir
 
 __all__ = ["REPO", "BenchTree", "tree_toml", "worker_toml"]
@@ -81,6 +84,7 @@ class BenchTree:
         self.config.write_text(config)
         self.run_dir = self.dir / "run"
         self.node_pid: int | None = None
+        self._seen: dict[int, psutil.Process] = {}
 
     def __enter__(self) -> BenchTree:
         try:
@@ -103,22 +107,31 @@ class BenchTree:
             raise BenchError(f"the benchmark node did not start (exit {r.returncode}): {(r.stderr or r.stdout).strip()}")
 
     def fork_server(self) -> psutil.Process:
-        """The node's fork server (its only child process)."""
+        """The node's fork server (the child whose title says so)."""
+        found = [p for p in self.children() if role_of(p) == "fork-server"]
+        if len(found) != 1:
+            raise BenchError(f"expected the node (pid {self.node_pid}) to have one fork server; found pids {[p.pid for p in found]}")
+        return found[0]
+
+    def children(self) -> list[psutil.Process]:
+        """The node's child processes: its fork server, workers and standbys."""
         if self.node_pid is None:
             raise BenchError("the benchmark node is not running")
-        children = psutil.Process(self.node_pid).children()
-        if len(children) != 1:
-            raise BenchError(f"expected the node (pid {self.node_pid}) to have one child, its fork server; "
-                             f"found {len(children)}")
-        return children[0]
+        return list(psutil.Process(self.node_pid).children())
 
     def processes(self) -> list[psutil.Process]:
-        """Every live process of this node: node, fork server, workers, standbys."""
-        key = str(self.run_dir)
-        found = []
-        for proc in psutil.process_iter(["cmdline", "status"]):
+        """Every live process of this node: node, fork server, workers, standbys (and any seen before that lives on)."""
+        if self.node_pid is not None:
             try:
-                if proc.info["status"] != psutil.STATUS_ZOMBIE and key in (proc.info["cmdline"] or ()):
+                node = psutil.Process(self.node_pid)
+                for proc in [node, *node.children(recursive=True)]:
+                    self._seen.setdefault(proc.pid, proc)
+            except psutil.Error:
+                pass
+        found = []
+        for proc in self._seen.values():
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
                     found.append(proc)
             except psutil.Error:
                 pass
@@ -127,6 +140,7 @@ class BenchTree:
     def stop(self) -> None:
         """`supervise stop`; then SIGKILL whatever of this node still runs; then remove the directory."""
         try:
+            self.processes()  # remember them while the node can still name them
             if rundir.is_locked(self.run_dir):
                 try:
                     _supervise("stop", "--run-dir", str(self.run_dir), timeout=STOP_TIMEOUT, cwd=self.dir)
@@ -151,3 +165,12 @@ class BenchTree:
                 return False
             time.sleep(0.01)  # another process releases the lock: nothing to wait on but time
         return True
+
+
+def role_of(proc: psutil.Process) -> str | None:
+    """The role in a process's title ("node", "fork-server", "standby", "ID#GEN"), or None."""
+    try:
+        parsed = parse_title(" ".join(proc.cmdline()))
+    except psutil.Error:
+        return None
+    return parsed[1] if parsed else None

@@ -14,6 +14,8 @@ import time
 
 import psutil
 
+from supervisor_tree.bench._tree import role_of
+
 __all__ = ["MIB", "RssSampler", "fit_slope_mib_per_min"]
 
 MIB = 1024 * 1024
@@ -45,10 +47,8 @@ class RssSampler:
     def _label(self, p: psutil.Process) -> str:
         if p.pid == self.node.pid:
             return "node"
-        try:
-            return "fork_server" if p.ppid() == self.node.pid else "worker"
-        except psutil.Error:
-            return "?"
+        role = role_of(p)
+        return {"fork-server": "fork_server", "standby": "standby", None: "?"}.get(role, "worker")
 
     def name_workers(self, run_dir: str, ids: tuple[str, ...]) -> None:
         """Label the processes of the workers `ids` by their id (asked of the node; best effort).

@@ -160,8 +160,9 @@ def _per_round(total: int, repeats: int) -> int:
 
 
 def _standby_pool(tree: BenchTree) -> set[int]:
-    """Pids of the fork server's children now: the workers and the pre-forked standbys."""
-    return {p.pid for p in tree.fork_server().children()}
+    """Pids of the node's children now but its fork server: the workers and the pre-forked standbys."""
+    server = tree.fork_server().pid
+    return {p.pid for p in tree.children() if p.pid != server}
 
 
 def _kill_and_wait(client: Client, events: zmq.Socket[bytes], ids: list[str], victim: str) -> tuple[int, list[int]]:

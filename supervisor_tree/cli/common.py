@@ -65,8 +65,19 @@ class Ctx:
         if problem:
             fail(f"run dir {run_dir}: {problem}; choose another with --run-dir or SUPERVISE_RUN_DIR", EXIT_USAGE)
         if not rundir.is_locked(run_dir):
-            fail(f"no node is running in {run_dir} (start one with `supervise start`, or pass --run-dir)", EXIT_NO_NODE)
+            fail(f"no node is running in {run_dir} (start one with `supervise start`, or pass --run-dir)"
+                 + _last_ending(run_dir), EXIT_NO_NODE)
         return Client(run_dir, timeout=timeout, caller="cli")  # one caller in the node's retry figures
+
+
+def _last_ending(run_dir: Path) -> str:
+    """'; the last one stopped at 12:00:01: <why>' from the run dir's event log, if there is one."""
+    import time
+
+    from supervisor_tree.node.life import last_ending
+
+    ending = last_ending(run_dir / "events.jsonl")
+    return "" if ending is None else f"; the last one stopped at {time.strftime('%H:%M:%S', time.localtime(ending[0]))}: {ending[1]}"
 
 
 def run_client(fn: Any) -> Any:

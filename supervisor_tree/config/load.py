@@ -19,7 +19,7 @@ Must not start, fork or connect anything.
     ...     parse_config('[tree]\\n[[tree.children]]\\nid = "c"\\nrestrat = 1', source="config.toml")
     ... except ConfigError as exc:
     ...     print(exc)
-    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, retry_budget, retry_calls, heartbeat, max_concurrency, mailbox_limit, mailbox_overflow, command, env, cwd, stop_signal, ready
+    config.toml: tree.children[0] "c": unknown key "restrat" (did you mean "restart"?); allowed: id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, retry_budget, retry_calls, heartbeat, max_concurrency, mailbox_limit, mailbox_overflow, oom_score_adj, command, env, cwd, stop_signal, ready
     config.toml: tree.children[0] "c": start is required for a worker: "module:Class" (or command = [...] for a program)
 """
 
@@ -66,6 +66,7 @@ from supervisor_tree.config.schema import (
 )  # fmt: skip
 from supervisor_tree.spec import (
     INFINITY,
+    WORKER_OOM_SCORE_ADJ,
     WORKER_SHUTDOWN_DEFAULT,
     AutoShutdown,
     Backoff,
@@ -85,6 +86,7 @@ from supervisor_tree.spec import (
     check_id,
     check_intensity,
     check_max_concurrency,
+    check_oom_score_adj,
     check_period,
     check_shutdown,
     check_significant,
@@ -309,7 +311,8 @@ class _Reader:
                          max_concurrency=t.get("max_concurrency", check_max_concurrency, int, None),
                          mailbox_limit=t.get("mailbox_limit", check_limit, int, None),
                          mailbox_overflow=t.get("mailbox_overflow", lambda v: check_enum("mailbox_overflow", v, Overflow),
-                                                Overflow, Overflow.BACKPRESSURE))  # fmt: skip
+                                                Overflow, Overflow.BACKPRESSURE),
+                         oom_score_adj=t.get("oom_score_adj", check_oom_score_adj, int, WORKER_OOM_SCORE_ADJ))  # fmt: skip
 
     def _retry_calls(self, t: Table) -> dict[str, RetryPolicy]:
         calls = read_retry_calls(t)

@@ -31,11 +31,11 @@ TREE_KEYS = (*FLAG_KEYS, "children")
 COMMON_CHILD_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff")
 PORT_KEYS = ("command", "env", "cwd", "stop_signal", "ready")  # an external program (a port) instead of start
 WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "retry_budget", "retry_calls", "heartbeat",
-                    "max_concurrency", "mailbox_limit", "mailbox_overflow", *PORT_KEYS)
+                    "max_concurrency", "mailbox_limit", "mailbox_overflow", "oom_score_adj", *PORT_KEYS)
 SUPERVISOR_ONLY_KEYS = TREE_KEYS
 WORKER_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "significant",
                "start_timeout", "backoff", "retry", "retry_budget", "retry_calls", "heartbeat", "max_concurrency",
-               "mailbox_limit", "mailbox_overflow", *PORT_KEYS)  # fmt: skip
+               "mailbox_limit", "mailbox_overflow", "oom_score_adj", *PORT_KEYS)  # fmt: skip
 READY_KEYS = ("tcp", "stdout")
 SUPERVISOR_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff", *TREE_KEYS)
 ALL_CHILD_KEYS = (*WORKER_KEYS, *FLAG_KEYS, "children")

@@ -34,6 +34,7 @@ _WARNINGS = {
     "reached_max_restart_intensity",
     "hung",
     "node_failed",
+    "fork_server_lost",
     "profile_failed",
 }
 

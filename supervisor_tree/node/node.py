@@ -30,17 +30,19 @@ from pathlib import Path
 import cloudpickle
 import zmq
 
-from supervisor_tree.node import control_ops, reload_ops, retry_ops  # noqa: F401  (retry_ops: importing registers its ops)
+from supervisor_tree.node import control_ops, retry_ops  # noqa: F401  (retry_ops: importing registers its ops)
 from supervisor_tree.node.control import ControlServer
 from supervisor_tree.node.eventlog import EventLog
-from supervisor_tree.node.launchers.base import Launcher
+from supervisor_tree.node.launchers.base import Launcher, LauncherGone
 from supervisor_tree.node.launchers.local import LocalLauncher
 from supervisor_tree.node.launchers.port import PortLauncher
+from supervisor_tree.node.life import Life
 from supervisor_tree.node.logfiles import LogLimits, SharedLog
 from supervisor_tree.node.plan import NODE, processes_first, standby_for
 from supervisor_tree.node.records import Phase, SupHandle, SupRun, WorkerRec
 from supervisor_tree.node.reload import ReloadService
 from supervisor_tree.node.retries import RetryTable
+from supervisor_tree.node.systemd import Notifier
 from supervisor_tree.node.timers import Timers
 from supervisor_tree.node.worker_events import WorkerEvents
 from supervisor_tree.node.worker_logs import LogCollector
@@ -60,8 +62,7 @@ from supervisor_tree.worker.spawn import SpawnRequest
 logger = logging.getLogger("supervisor_tree")
 
 
-
-class Node(WorkerEvents):
+class Node(WorkerEvents, Life):
     """One tree's node: see the module docstring."""
 
     def __init__(
@@ -75,11 +76,14 @@ class Node(WorkerEvents):
         self.spec = spec
         self.run_dir = rundir.ensure(Path(run_dir))
         self._on_started = on_started
+        self.notifier = Notifier.from_environ()  # before the fork server: its children must not inherit it
+        self._init_life()
         sys_path = (spec.config_dir,) if spec.config_dir else ()
         self.sys_path = tuple(str(p) for p in sys_path)
         # The fork server must exist before this process creates a ZeroMQ context.
         inner = launcher or LocalLauncher(
-            str(self.run_dir), preload=spec.preload, sys_path=self.sys_path, standby=standby_for(spec.tree)
+            str(self.run_dir), preload=spec.preload, sys_path=self.sys_path, standby=standby_for(spec.tree),
+            name=spec.name,
         )
         self.logs = LogCollector(self.run_dir, spec.extra.get("logs"))  # type: ignore[arg-type]  # RUN/logs/ID.log
         self.launcher: Launcher = PortLauncher(inner, str(self.run_dir), self.logs)  # external programs (command)
@@ -114,10 +118,17 @@ class Node(WorkerEvents):
             self._open_sockets()
             try:
                 return self._serve()
+            except BaseException as exc:
+                self._end(f"crash: {type(exc).__name__}: {exc}")
+                raise
             finally:
                 self._shutdown_everything()
+        except BaseException as exc:
+            self._end(f"crash: {type(exc).__name__}: {exc}")
+            raise
         finally:
             lock.release()
+            self.notifier.close()
 
     def _open_sockets(self) -> None:
         self.logs.start()  # a thread: only now that the fork server exists
@@ -174,9 +185,12 @@ class Node(WorkerEvents):
             self._handle_signals()
             if self.launcher.fileno() in ready:
                 self._drain_inbound()  # a worker's last words arrive before its death is handled
-                for ev in self.launcher.read_events():
-                    self.logs.on_launcher_event(ev, self.by_pid, self.by_token)
-                    self._on_launcher_event(ev)
+                try:
+                    for ev in self.launcher.read_events():
+                        self.logs.on_launcher_event(ev, self.by_pid, self.by_token)
+                        self._on_launcher_event(ev)
+                except LauncherGone as exc:
+                    self._fork_server_gone(f"fork_server_lost: {exc}")
             if self.inbound in ready:
                 self._drain_inbound()
             assert self.control is not None
@@ -187,6 +201,7 @@ class Node(WorkerEvents):
             if now >= next_hb_check:
                 self._check_heartbeats(now)
                 next_hb_check = now + 0.1
+            self.notifier.tick(now)
             if now >= next_log_check and self.node_log is not None:
                 self.node_log.check()
                 next_log_check = now + 1.0
@@ -205,25 +220,6 @@ class Node(WorkerEvents):
         except BlockingIOError:
             pass
 
-    def _handle_signals(self) -> None:
-        while self._signals:
-            signum = self._signals.pop(0)
-            if signum == signal.SIGHUP:  # reload the config the node was started with
-                reload_ops.on_hup(self.reloads)
-                continue
-            if self.stopping:
-                logger.warning("second %s: killing every worker now", signal.Signals(signum).name)
-                self._kill_all()
-                self.exit_reason = KILLED
-                return
-            logger.info("%s: stopping the tree (children in reverse start order)", signal.Signals(signum).name)
-            self.request_stop()
-
-    def request_stop(self) -> None:
-        if not self.stopping and "root" in self.sups:
-            self.stopping = True
-            self.feed("root", sv.StopRequested(SHUTDOWN))
-
     def _shutdown_everything(self) -> None:
         """After the root exited (or on error): nothing may outlive the node."""
         self._kill_all()
@@ -232,7 +228,7 @@ class Node(WorkerEvents):
         finally:
             self.logs.close()
             if self.events is not None:
-                self.events.emit("node_stop", supervisor="root", reason=self.exit_reason)
+                self._emit_node_stop()
                 self.events.close()
             if self.control is not None:
                 self.control.close()
@@ -308,15 +304,10 @@ class Node(WorkerEvents):
     def _report(self, run: SupRun, rep: sv.Report) -> None:
         assert self.events is not None
         pid = rep.pid if isinstance(rep.pid, int) else None
-        self.events.emit(
-            rep.kind.name.lower(),
-            supervisor=run.path,
-            child=rep.key,
-            pid=pid,
-            generation=rep.generation,
-            reason=rep.reason,
-            detail=self.logs.report_detail(rep.kind.name.lower(), rep.key, rep.generation, rep.reason, rep.detail),
-        )
+        reason, detail = self.describe_report(run.path, rep.kind, rep.key, rep.reason, dict(rep.detail) if rep.detail else None)
+        self.events.emit(rep.kind.name.lower(), supervisor=run.path, child=rep.key, pid=pid,
+                         generation=rep.generation, reason=reason,
+                         detail=self.logs.report_detail(rep.kind.name.lower(), rep.key, rep.generation, rep.reason, detail))
 
     def _start_supervisor(self, parent: SupRun, key: str, spec: ChildSpec, gen: int) -> None:
         assert spec.supervisor is not None
@@ -333,6 +324,8 @@ class Node(WorkerEvents):
         if run.parent is None:
             self.started = True
             self.events.emit("tree_started", supervisor=run.path)
+            workers = sum(1 for r in self.by_pid.values() if r.phase is Phase.RUNNING)
+            self.notifier.ready(f"tree {self.spec.name} up: {workers} workers")
             if self._on_started:
                 self._on_started(True, "started")
         else:
@@ -342,11 +335,14 @@ class Node(WorkerEvents):
     def _on_supervisor_exit(self, run: SupRun, reason: ExitReason) -> None:
         assert self.events is not None
         self.sups.pop(run.path, None)
-        self.events.emit("supervisor_exited", supervisor=run.path, reason=reason)
+        gave_up = self.gave_up(run.path)
+        self.events.emit("supervisor_exited", supervisor=run.path, reason=reason,
+                         detail={"gave_up": gave_up} if gave_up else None)
         if run.parent is None:
+            self._on_root_exit(reason)
             self.exit_reason = reason
             if not self.started and self._on_started:
-                self._on_started(False, str(reason))
+                self._on_started(False, self.ending or str(reason))
             return
         assert run.key is not None
         if run.ready:
@@ -392,6 +388,7 @@ class Node(WorkerEvents):
                 control=rec.control,
                 heartbeat_interval=self.heartbeat_for(spec).interval,
                 sys_path=self.sys_path,
+                oom_score_adj=spec.oom_score_adj,
                 command=spec.command,
                 output=self.logs.open(key, gen),
                 max_concurrency=spec.max_concurrency or DEFAULT_MAX_CONCURRENCY,

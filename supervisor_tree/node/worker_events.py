@@ -1,6 +1,8 @@
 """What the node learns about worker processes, and what it feeds their supervisors for it.
 
-Three sources: the launcher (Spawned, SpawnFailed, Reaped), the notices workers push
+Three sources: the launcher (Spawned, SpawnFailed, Reaped; ForkServerLost and
+ForkServerRestarted, which are reported and change nothing for running workers),
+the notices workers push
 to the node's inbound socket ("ready", "start_failed", "ignore", "hb"), and the
 heartbeat deadlines (a worker silent for longer is killed and exits `hung`).  Each
 becomes an event for the worker's supervisor: ChildStarted, ChildStartFailed,
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, cast
 
 import zmq
 
-from supervisor_tree.node.launchers.base import Reaped, Spawned, SpawnFailed
+from supervisor_tree.node.launchers.base import Event, ForkServerLost, ForkServerRestarted, Reaped, Spawned, SpawnFailed
 from supervisor_tree.node.plan import NODE
 from supervisor_tree.node.records import Phase, WorkerRec
 from supervisor_tree.otp import supervisor as sv
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from supervisor_tree.node.control import ControlServer
     from supervisor_tree.node.eventlog import EventLog
     from supervisor_tree.node.launchers.base import Launcher
+    from supervisor_tree.node.systemd import Notifier
     from supervisor_tree.node.timers import Timers
 
 logger = logging.getLogger("supervisor_tree")
@@ -52,9 +55,9 @@ class WorkerEvents:
     inbound: zmq.Socket[bytes]
     control: ControlServer | None
     events: EventLog | None
+    notifier: Notifier
     key: FrameKey
     inbound_dropped: Dropped
-
     spec: NodeSpec
 
     def feed(self, path: str, event: object) -> None: ...
@@ -62,7 +65,7 @@ class WorkerEvents:
     def heartbeat_for(self, spec: ChildSpec) -> Heartbeat:
         return spec.heartbeat or self.spec.heartbeat
 
-    def _on_launcher_event(self, ev: Spawned | SpawnFailed | Reaped) -> None:
+    def _on_launcher_event(self, ev: Event) -> None:
         match ev:
             case SpawnFailed(token=token, error=error):
                 rec = self.by_token.pop(token, None)
@@ -71,7 +74,9 @@ class WorkerEvents:
                 rec.phase = Phase.DONE
                 self.timers.cancel(NODE, ("start_timeout", token))
                 if rec.sup is not None:
-                    self.feed(rec.sup, sv.ChildStartFailed(rec.worker_id, f"fork failed: {error}"))
+                    self.feed(rec.sup, sv.ChildStartFailed(rec.worker_id, error))
+            case ForkServerLost() | ForkServerRestarted():
+                self._on_fork_server(ev)
             case Spawned(token=token, pid=pid):
                 rec = self.by_token.pop(token, None)
                 if rec is None:
@@ -168,3 +173,15 @@ class WorkerEvents:
                     reason=f"no heartbeat for {now - rec.last_beat:.1f}s (limit {deadline:g}s); sending SIGKILL",
                 )
                 self.launcher.kill(rec.pid, signal.SIGKILL)
+
+    def _on_fork_server(self, ev: ForkServerLost | ForkServerRestarted) -> None:
+        assert self.events is not None
+        if isinstance(ev, ForkServerLost):
+            what_next = "running workers go on; lost spawns count as start failures; starting a new fork server"
+            self.events.emit("fork_server_lost", supervisor="root", pid=ev.pid, reason=ev.reason,
+                             detail={"lost_spawns": ev.lost_spawns, "orphans_killed": ev.orphans, "what_next": what_next})
+            self.notifier.status(f"the fork server (pid {ev.pid}) died ({ev.reason}); starting a new one")
+        else:
+            self.events.emit("fork_server_restarted", supervisor="root", pid=ev.pid,
+                             detail={"previous": ev.previous, "standbys_kept": ev.standbys_kept})
+            self.notifier.status(f"tree {self.spec.name} up; fork server restarted (pid {ev.pid})")

@@ -29,7 +29,7 @@ import stat
 from pathlib import Path
 
 __all__ = ["TAG_SIZE", "KEY_FILE", "SMALL_BODY", "FrameKey", "RunKeyError", "create_key", "key_for", "held_key",
-           "read_key", "forget_key"]
+           "hold_key", "read_key", "forget_key"]
 
 TAG_SIZE = 16
 SECRET_SIZE = 32
@@ -132,6 +132,11 @@ def key_for(run_dir: str | os.PathLike[str]) -> FrameKey:
 def held_key(run_dir: str | os.PathLike[str]) -> FrameKey | None:
     """The key this process made or inherited for `run_dir`, if any (never reads the file)."""
     return _held.get(_where(run_dir))
+
+
+def hold_key(run_dir: str | os.PathLike[str], key: FrameKey) -> None:
+    """Hold `key` for `run_dir` from now on, as if made here (a process executed afresh that read RUN/key once)."""
+    _held[_where(run_dir)] = key
 
 
 def forget_key(run_dir: str | os.PathLike[str], remove_file: bool = False) -> None:

@@ -40,13 +40,14 @@ class SpawnRequest:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # an asyncio worker's calls in flight at most
     mailbox_limit: int | None = None  # worker/mailbox.py: None is ZeroMQ's high-water marks only
     mailbox_overflow: str = "backpressure"  # spec.Overflow's value
+    oom_score_adj: int | None = None  # set in the new process (None: keep the inherited value)
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "token": int, "worker_id": str, "generation": int, "start": (str, bytes), "args": Mapping, "run_dir": str,
     "inbound": str, "mailbox": str, "control": str, "heartbeat_interval": (int, float), "sys_path": tuple,
     "command": (Command, type(None)), "output": (tuple, type(None)), "max_concurrency": int,
-    "mailbox_limit": (int, type(None)), "mailbox_overflow": str,
+    "mailbox_limit": (int, type(None)), "mailbox_overflow": str, "oom_score_adj": (int, type(None)),
 }  # a field not listed here is not checked (tests/unit/test_architecture.py keeps the table whole)
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator
@@ -98,3 +99,32 @@ def test_the_default_tree_listens_on_7411_and_7412_and_examples_says_the_same() 
     assert ports == {(DEFAULT_PORT, DEFAULT_HTTP_PORT)}
     checked = supervise("check", str(EXAMPLE))
     assert checked.returncode == 0, checked.stderr
+
+
+def test_every_process_of_the_default_tree_is_named_by_its_title(default_node: tuple[Path, int]) -> None:
+    import subprocess
+
+    from nodes import children_by_role, title_of
+
+    from supervisor_tree.client import Client
+
+    run_dir, _ = default_node
+    started = supervise("start", "--detach", "--run-dir", str(run_dir), "--timeout", "60", timeout=90)
+    assert started.returncode == 0, started.stderr
+    info = rundir.read_info(run_dir)
+    assert info is not None
+    assert title_of(info.pid) == "supervise[default] node"
+    roles = children_by_role(info.pid)
+    assert len(roles.pop("fork-server")) == 1 and roles.pop("standby")
+    workers = {role.partition("#")[0]: (int(role.partition("#")[2]), pids) for role, pids in roles.items()}
+    with Client(run_dir, timeout=10.0) as c:
+        for worker_id, (generation, pids) in workers.items():
+            target = c.resolve(worker_id)
+            assert (target.generation, [target.pid]) == (generation, pids), worker_id
+    assert set(COMPONENTS) | {f"pool_member-{n}" for n in range(1, 5)} == set(workers)
+    for pid in [info.pid, *(p for _, pids in workers.values() for p in pids)]:
+        assert title_of(pid).startswith("supervise[default] ")
+    registry = workers["registry"][1][0]
+    dump = subprocess.run([str(Path(sys.executable).parent / "py-spy"), "dump", "--pid", str(registry)],
+                          capture_output=True, text=True, timeout=60)
+    assert f"Process {registry}: supervise[default] registry#1" in dump.stdout, dump.stderr

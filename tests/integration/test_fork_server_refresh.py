@@ -59,7 +59,8 @@ class Harness:
             self.launcher.read_events()
 
     def children(self) -> set[int]:
-        return {p.pid for p in psutil.Process(self.launcher.pid).children()}
+        """The workers and standbys: this process (the node's part, a subreaper) is their parent."""
+        return {p.pid for p in psutil.Process().children() if p.status() != psutil.STATUS_ZOMBIE} - {self.launcher.pid}
 
     def start(self) -> tuple[str, int]:
         self.gen += 1

@@ -16,17 +16,18 @@ import socket
 import time
 from pathlib import Path
 
-import multiprocess
 import pytest
 import zmq
 from hypothesis import given
 from hypothesis import strategies as st
+from multiprocess.connection import Connection
 from nodes import REPO
 from test_fuzz import FUZZ, atoms, objects, raw_bytes
 
 from supervisor_tree.node.launchers import pipe
-from supervisor_tree.node.launchers.base import Reaped, Spawned
+from supervisor_tree.node.launchers.base import Reaped, Spawned, SpawnFailed
 from supervisor_tree.node.launchers.local import LocalLauncher
+from supervisor_tree.node.launchers.server import ServerProcess
 from supervisor_tree.spec import KILLED
 from supervisor_tree.wire import auth, channel
 from supervisor_tree.wire.shapes import BadFrame
@@ -57,8 +58,10 @@ def test_fuzz_fork_server_pipe_then_spawn(tmp_path: Path) -> None:
         @FUZZ
         @given(data=pipe_requests)
         def fuzz(data: bytes) -> None:
-            launcher._conn.send_bytes(data)  # type: ignore[union-attr]  # straight into the pipe, as the node writes
-            assert launcher._proc is not None and launcher._proc.is_alive()
+            server = launcher._server
+            assert server is not None
+            server.conn.send_bytes(data)  # straight into the pipe, as the node writes
+            assert not select.select([server.pidfd], [], [], 0)[0], "the fork server died"
 
         fuzz()
         _spawn_and_call(launcher, run_dir)
@@ -133,18 +136,22 @@ def test_fuzz_fork_server_reports(data: bytes) -> None:
 
 
 def test_the_launcher_drops_bad_reports_and_reads_the_next_good_one(tmp_path: Path) -> None:
-    ours, theirs = multiprocess.get_context("fork").Pipe(duplex=True)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    server = ServerProcess(os.getpid(), Connection(ours.detach()))  # this process plays the fork server
+    server.up = True
+    fork_server_end = Connection(theirs.detach())
     reader = LocalLauncher(str(tmp_path))
-    reader._conn, reader._sock = ours, socket.socket(fileno=os.dup(ours.fileno()))
     try:
         for junk in (b"", b"garbage", pickle.dumps(("events", [1, 2])), pickle.dumps(("events", "x")),
                      pickle.dumps(("ok",)), pickle.dumps(("standby", "pid"))):
-            theirs.send_bytes(junk)
-        theirs.send_bytes(pipe.encode(("events", [Spawned(1, 42)])))
-        select.select([reader.fileno()], [], [], 5)
-        assert reader.read_events() == [Spawned(1, 42)]
+            fork_server_end.send_bytes(junk)
+        fork_server_end.send_bytes(pipe.encode(("events", [SpawnFailed(1, "no fork")])))
+        select.select([server.conn.fileno()], [], [], 5)
+        assert reader._read_server(server) == [SpawnFailed(1, "no fork")]
         assert reader.dropped.total == 6
+        assert not server.eof
     finally:
-        reader._sock.close()
-        ours.close()
-        theirs.close()
+        server.sock.close()
+        server.conn.close()
+        os.close(server.pidfd)
+        fork_server_end.close()

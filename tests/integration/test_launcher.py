@@ -179,6 +179,15 @@ class FakeNode:
             select.select([self.launcher.fileno()], [], [], left)
             self.events.extend(self.launcher.read_events())  # type: ignore[arg-type]
 
+    def wait_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Read launcher events (kept in self.events) until `done()`."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            left = deadline - time.monotonic()
+            assert left > 0, f"not done within {timeout} s; events: {self.events}"
+            select.select([self.launcher.fileno()], [], [], left)
+            self.events.extend(self.launcher.read_events())  # type: ignore[arg-type]
+
     def wait_reaped(self, pid: int, timeout: float = 10.0) -> ExitReason:
         event = self.wait_event(lambda e: isinstance(e, Reaped) and e.pid == pid, timeout)
         assert isinstance(event, Reaped)
@@ -257,18 +266,16 @@ def test_ready_then_calls_and_casts(node: FakeNode) -> None:
 def test_standbys_are_activated_and_dead_ones_skipped(run_dir: str) -> None:
     fake = FakeNode(run_dir, standby=2)
     try:
-        server = psutil.Process(fake.launcher.pid)
-        standbys = {p.pid for p in server.children()}
+        standbys = set(fake.launcher.standby_pids)
         assert len(standbys) == 2
+        fake.wait_until(lambda: {p.pid for p in psutil.Process().children()} >= standbys)  # adopted: we are their parent
         first = fake.start(worker_id="a")
         assert first.pid in standbys  # activated, not forked
         waiting = list(standbys - {first.pid})
         for pid in waiting:
             os.kill(pid, signal.SIGKILL)  # dies while waiting: the next spawn must not use it
-        # Reaped, not just a zombie: a zombie leader's other threads may still hold its pipe open.
-        deadline = time.monotonic() + 5.0
-        while any(psutil.pid_exists(p) for p in waiting) and time.monotonic() < deadline:
-            time.sleep(0.01)  # polling the process table: the fork server reaps standbys silently
+        fake.wait_until(lambda: not set(waiting) & set(fake.launcher.standby_pids))  # reaped silently
+        assert all(not psutil.pid_exists(p) for p in waiting)
         second = fake.start(worker_id="b")
         assert fake.call(second, {"cmd": "echo", "value": "b"}) == "b"
         assert second.pid not in standbys
@@ -575,7 +582,7 @@ def test_close_leaves_no_process_behind(run_dir: str) -> None:
         pids.append(hung.pid)
         server = fake.launcher.pid
         assert server is not None
-        pids += [p.pid for p in psutil.Process(server).children()]  # the standbys too
+        pids += fake.launcher.standby_pids
     finally:
         fake.close()
     assert wait_gone(pids + [server], timeout=2.0) == []

@@ -8,6 +8,9 @@
 
 Invariants every launcher keeps: for a pid, `Spawned` precedes its `Reaped`; a pid
 is reported `Reaped` exactly once, with the reason mapped by `reason_from_status`.
+A launcher that loses its helper (the local fork server) reports `ForkServerLost`
+(after a `SpawnFailed` for each spawn it took with it), then `ForkServerRestarted`
+once a new one is up; when none can be had, `read_events` raises `LauncherGone`.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from typing import Protocol
 from supervisor_tree.spec import KILLED, NORMAL, SHUTDOWN, ExitKind, ExitReason, error, shutdown_with
 from supervisor_tree.worker.spawn import SpawnRequest
 
-__all__ = ["Spawned", "SpawnFailed", "Reaped", "Event", "Launcher", "LauncherError", "LauncherGone", "CodeSnapshots",
-           "reason_from_status", "take_reason_file"]
+__all__ = ["Spawned", "SpawnFailed", "Reaped", "ForkServerLost", "ForkServerRestarted", "Event", "Launcher",
+           "LauncherError", "LauncherGone", "CodeSnapshots", "reason_from_status", "take_reason_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,27 @@ class Reaped:
     reason: ExitReason
 
 
-Event = Spawned | SpawnFailed | Reaped
+@dataclass(frozen=True, slots=True)
+class ForkServerLost:
+    """The fork server died.  Running workers are not affected (the node reaps them); the
+    spawns it had not answered were reported `SpawnFailed` just before this event."""
+
+    pid: int
+    reason: ExitReason
+    lost_spawns: int  # spawns it took with it
+    orphans: int  # half-made processes it left behind (killed)
+
+
+@dataclass(frozen=True, slots=True)
+class ForkServerRestarted:
+    """A new fork server is up; the standbys the node still held were kept."""
+
+    pid: int
+    previous: int
+    standbys_kept: int
+
+
+Event = Spawned | SpawnFailed | Reaped | ForkServerLost | ForkServerRestarted
 
 
 class LauncherError(RuntimeError):
@@ -53,7 +76,7 @@ class LauncherError(RuntimeError):
 
 
 class LauncherGone(LauncherError):
-    """The fork server died: no more spawns or exit reports will come."""
+    """No fork server, and none can be started: no more spawns will come."""
 
 
 @dataclass

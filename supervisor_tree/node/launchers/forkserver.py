@@ -1,23 +1,31 @@
 """The fork server (a zygote): a process that imports the preloaded modules, holds no
 ZeroMQ context, and forks one process per worker incarnation.
 
-Runs in its own process, started by `local.LocalLauncher.start()`. It keeps a few
+Started by `local.LocalLauncher`: forked from the node before the node makes any
+ZeroMQ context, or, to replace one that died, executed afresh
+(``python -m supervisor_tree.node.launchers.forkserver FD``, its config first on the
+pipe), because the node then holds a context and must not be forked.  It keeps a few
 *standbys*: pre-forked processes with their ZeroMQ context made, connected to the
-node, each waiting on an activation socket whose other end the node holds. Exits
-are reaped on SIGCHLD, mapped to an `ExitReason` (`base.reason_from_status`) and
-reported over the pipe to the node.
+node, each waiting on an activation socket whose other end is handed to the node.
 
-No orphans: the fork server, the standbys and every worker set
-PR_SET_PDEATHSIG=SIGKILL, so the death of the node (even by SIGKILL) kills them.
+It reaps no worker.  Every worker and standby is forked through a short-lived
+intermediate process (the only child it reaps), so the node (a child subreaper)
+becomes its parent, reaps it and maps its end to a reason (local.py, with pidfds).
+So the death of the fork server kills no worker, and a new fork server can take over.
 
-The messages on the pipe are `pipe.py`'s; one that is not of their shape is dropped
-(counted, logged at most once a second) and the fork server keeps serving.  It forks
-after the node made the run's key (`wire.auth`): its children inherit it in memory.
+No orphans: the fork server and every worker set PR_SET_PDEATHSIG=SIGKILL against
+the node, so the death of the node (even by SIGKILL) kills them.
+
+The messages on the pipe are `pipe.py`'s (a replacement gets its `ServerConfig` first);
+one that is not of their shape is dropped (counted, logged at most once a second) and
+the fork server keeps serving.  It holds the run's key (`wire.auth`): the first one
+inherits it from the node, a replacement reads RUN/key once; its children inherit it in
+memory.  On ("refresh", ...) it imports the project's modules again (refresh.py).
 """
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import gc
 import importlib
 import logging
@@ -28,19 +36,12 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import NoReturn, Protocol
 
-from supervisor_tree.node.launchers import pipe, refresh
-from supervisor_tree.node.launchers.base import (
-    Event,
-    Reaped,
-    Spawned,
-    SpawnFailed,
-    reason_from_status,
-    take_reason_file,
-)
+from supervisor_tree.node.launchers import osproc, pipe, refresh
+from supervisor_tree.node.launchers.base import Spawned, SpawnFailed
+from supervisor_tree.node.launchers.pipe import ServerConfig
 from supervisor_tree.wire import auth
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.shapes import BadFrame
@@ -49,33 +50,22 @@ from supervisor_tree.worker.spawn import SpawnRequest
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    parent_pid: int
-    run_dir: str
-    preload: tuple[str, ...]
-    sys_path: tuple[str, ...]
-    standby: int
-    inbound: str
+__all__ = ["ServerConfig", "Conn", "LEN", "fork_server_main", "exec_main"]
 
 
-_PR_SET_PDEATHSIG = 1
-_libc: ctypes.CDLL | None = None
+class Conn(Protocol):
+    """The node's end of the pipe, as multiprocess's Connection offers it."""
+
+    def fileno(self) -> int: ...
+    def poll(self, timeout: float = 0.0) -> bool: ...
+    def recv_bytes(self) -> bytes: ...
+    def send_bytes(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
 LEN = struct.Struct("<I")
 _STANDBY_MAX_EARLY_DEATHS = 3
 _REFILL_DELAY = 0.005  # s after a spawn before a replacement standby is forked
-
-
-def _die_with_parent(expected_parent: int) -> None:
-    """PR_SET_PDEATHSIG=SIGKILL, then close the race where the parent died before the prctl."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != expected_parent:
-        os._exit(1)
 
 
 def _reset_signals() -> None:
@@ -95,12 +85,12 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-def fork_server_main(conn: object, node_end: object, cfg: ServerConfig) -> NoReturn:
-    node_end.close()  # type: ignore[attr-defined]  # else we never see EOF when the node closes its end
+def fork_server_main(conn: Conn, cfg: ServerConfig) -> NoReturn:
     code = 0
     try:
-        _die_with_parent(cfg.parent_pid)
+        osproc.die_with_parent(cfg.parent_pid)
         _reset_signals()
+        osproc.set_title(cfg.name, "fork-server")
         sys.path[:0] = list(cfg.sys_path)
         try:
             for name in cfg.preload:
@@ -108,11 +98,11 @@ def fork_server_main(conn: object, node_end: object, cfg: ServerConfig) -> NoRet
             importlib.import_module("zmq")
             importlib.import_module("supervisor_tree.worker.main")
         except BaseException as exc:  # noqa: BLE001 - reported to the node, which raises it from start()
-            conn.send_bytes(pipe.encode(("error", f"preloading failed: {type(exc).__name__}: {exc}")))  # type: ignore[attr-defined]
+            conn.send_bytes(pipe.encode(("error", f"preloading failed: {type(exc).__name__}: {exc}")))
             os._exit(1)
         gc.freeze()  # what we imported stays shared with the workers: their GC never touches it
         server = _ForkServer(conn, cfg)
-        conn.send_bytes(pipe.encode(("ok", os.getpid())))  # type: ignore[attr-defined]
+        conn.send_bytes(pipe.encode(("ok", os.getpid())))
         server.announce_code()
         server.serve()
     except BaseException:
@@ -122,29 +112,39 @@ def fork_server_main(conn: object, node_end: object, cfg: ServerConfig) -> NoRet
         os._exit(code)
 
 
+def exec_main(argv: Sequence[str]) -> NoReturn:
+    """A replacement fork server, executed by the node: `argv` is [FD]; the config is the pipe's first message."""
+    from multiprocess.connection import Connection
+
+    conn: Conn = Connection(int(argv[0]))
+    try:
+        cfg = pipe.decode_config(conn.recv_bytes())
+        auth.hold_key(cfg.run_dir, auth.read_key(cfg.run_dir))  # what the first fork server inherited
+    except (BadFrame, auth.RunKeyError, EOFError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, BadFrame) else str(exc)
+        with contextlib.suppress(OSError):
+            conn.send_bytes(pipe.encode(("error", f"a replacement fork server cannot start: {reason}")))
+        os._exit(2)
+    fork_server_main(conn, cfg)
+
+
 class _ForkServer:
-    """The fork server's loop: requests from the node, SIGCHLD from the workers.
+    """The fork server's loop: requests from the node; standbys refilled when idle.
 
     Standbys: each one waits on an activation socket whose other end is handed to the node
     (SCM_RIGHTS), so the node activates it without a hop through here, then says
-    ("activated", pid, request) and gets `Spawned` back.
-
-    Invariant: every child is in exactly one of `workers` (activated or forked
-    for a request: reported Spawned, will be reported Reaped), `standbys` (alive,
-    never reported) or `dead_standbys` (reaped before the node said whether it
-    had activated it: its wait status waits for "activated" or "discard").
+    ("activated", pid).  Invariant: `standbys` holds the standbys the node may still
+    activate; the node says which it activated or found dead ("discard").
     """
 
-    def __init__(self, conn: object, cfg: ServerConfig) -> None:
+    def __init__(self, conn: Conn, cfg: ServerConfig) -> None:
         self.conn = conn
-        self.fd: int = conn.fileno()  # type: ignore[attr-defined]
+        self.fd: int = conn.fileno()
         self.sock = socket.socket(fileno=os.dup(self.fd))  # the same pipe, for handing over fds
         self.cfg = cfg
         self.pid = os.getpid()
         self.inbound = cfg.inbound
-        self.workers: dict[int, SpawnRequest] = {}
-        self.standbys: set[int] = set()
-        self.dead_standbys: dict[int, int] = {}  # pid -> wait status
+        self.standbys: set[int] = set(cfg.standbys)
         self.standby_target = cfg.standby
         self.standby_early_deaths = 0
         self.last_spawn = 0.0
@@ -154,12 +154,11 @@ class _ForkServer:
         # modules, which a code refresh never drops), so every fork, before and after a refresh, inherits it.
         self.key = auth.held_key(cfg.run_dir)
         self.preload = cfg.preload
-        self.code_epoch = 0  # the snapshot of the project's modules its forks inherit (refresh.py)
-        self.retired: set[int] = set()  # standbys killed by a refresh: reaped, never reported
+        self.code_epoch = cfg.code_epoch  # the snapshot of the project's modules its forks inherit (refresh.py)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select via the wakeup fd
-        signal.signal(signal.SIGTERM, self._on_sigterm)  # multiprocess terminates daemons at node exit
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # an intermediate exited: wakes select
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.closing = True
@@ -174,20 +173,19 @@ class _ForkServer:
             ready, _, _ = select.select(fds, [], [], timeout)
             if self.wake_r in ready:
                 _drain_fd(self.wake_r)
-                self.reap()
+                _reap_intermediates()
             if self.fd in ready:
                 self.handle_requests()
             if not ready and refill_at is not None and not self.closing and time.monotonic() >= refill_at:
                 # Only when idle, and not while the standby just activated is starting
                 # (on a small machine the fork would compete with it for a core).
-                self.fork_standby()
-        self.shutdown()
+                self.fork_standbys(self.standby_target - len(self.standbys))
 
     def handle_requests(self) -> None:
         conn = self.conn
-        while not self.closing and conn.poll(0):  # type: ignore[attr-defined]
+        while not self.closing and conn.poll(0):
             try:
-                data = conn.recv_bytes()  # type: ignore[attr-defined]
+                data = conn.recv_bytes()
             except (EOFError, OSError):
                 self.closing = True  # the node is gone
                 return
@@ -203,10 +201,10 @@ class _ForkServer:
         match msg:
             case ("spawn", bytes(data)):
                 self.spawn(pipe.decode_spawn_request(data))
-            case ("activated", int(pid), bytes(data)):
-                self.activated(pid, pipe.decode_spawn_request(data))
+            case ("activated", int(pid)):
+                self.activated(pid)
             case ("discard", int(pid)):
-                self.dead_standbys.pop(pid, None)
+                self.discard(pid)
             case ("refresh", tuple(preload), tuple(also)):
                 self.refresh(pipe.names(preload), pipe.names(also))
             case ("close",):
@@ -214,7 +212,7 @@ class _ForkServer:
 
     def send(self, msg: tuple[object, ...]) -> None:
         try:
-            self.conn.send_bytes(pipe.encode(msg))  # type: ignore[attr-defined]
+            self.conn.send_bytes(pipe.encode(msg))
         except OSError:
             self.closing = True
 
@@ -227,10 +225,8 @@ class _ForkServer:
         self.send(("code", (self.code_epoch, files, tuple(problems), tuple(own))))
 
     def refresh(self, preload: Sequence[str], also: Sequence[str]) -> None:
-        """Import the project's modules again from disk; the standbys forked with the old ones go."""
-        for pid in self.standbys:
-            os.kill(pid, signal.SIGKILL)
-        self.retired |= self.standbys
+        """Import the project's modules again from disk.  The standbys forked with the old ones go:
+        the node closes their activation sockets (they exit) and reaps them."""
         self.standbys = set()
         self.preload = tuple(preload)
         problems = refresh.reimport(code_roots(self.cfg.sys_path), self.preload, also)
@@ -243,157 +239,146 @@ class _ForkServer:
         """A cold spawn: the node had no standby."""
         self.last_spawn = time.monotonic()
         self.inbound = req.inbound
-        try:
-            pid = self.fork(lambda: _cold_main(req))
-        except OSError as exc:
-            self.send(("events", [SpawnFailed(req.token, f"fork failed: {exc}")]))
+        pids = list(self.fork([lambda: _cold_main(req, self.cfg.name)], f"{req.worker_id}#{req.generation}"))
+        if not pids:
+            self.send(("events", [SpawnFailed(req.token, "fork failed: no process could be made (see the node's log)")]))
             return
-        self.workers[pid] = req
-        self.send(("events", [Spawned(req.token, pid)]))
+        self.send(("events", [Spawned(req.token, pids[0])]))
 
-    def activated(self, pid: int, req: SpawnRequest) -> None:
+    def activated(self, pid: int) -> None:
         self.last_spawn = time.monotonic()
-        self.inbound = req.inbound
         if pid in self.standbys:
             self.standbys.discard(pid)
             self.standby_early_deaths = 0
-            self.workers[pid] = req
-            self.send(("events", [Spawned(req.token, pid)]))
-        elif pid in self.dead_standbys:  # it died right after its activation, before we heard of it
-            self.standby_early_deaths = max(0, self.standby_early_deaths - 1)
-            reason = reason_from_status(self.dead_standbys.pop(pid), _reason_file(req, pid))
-            _remove_ipc_files(req)
-            self.send(("events", [Spawned(req.token, pid), Reaped(pid, reason)]))
-        else:
-            log.warning("fork server: the node activated %d, which is not a standby; ignored", pid)
 
-    def fork_standby(self) -> None:
-        # A socketpair rather than a pipe: the node writes with MSG_NOSIGNAL, so a
-        # standby that died is an EPIPE error even if the node let SIGPIPE kill.
-        theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        r, w = theirs.detach(), ours.detach()
-        try:
-            pid = self.fork(lambda: _standby_main(r, w, self.inbound, self.cfg.run_dir))
-        except OSError as exc:
-            log.warning("fork server: cannot fork a standby (%s); spawning cold", exc)
-            self.standby_target = 0
-            os.close(w)
+    def discard(self, pid: int) -> None:
+        """The node found a standby dead before it was used."""
+        if pid not in self.standbys:
             return
-        finally:
-            os.close(r)
-        try:
-            self.standbys.add(pid)
-            self.send(("standby", pid))
-            socket.send_fds(self.sock, [b"F"], [w])
-        except OSError:
-            self.closing = True
-        finally:
-            os.close(w)
+        self.standbys.discard(pid)
+        self.standby_early_deaths += 1
+        if self.standby_early_deaths >= _STANDBY_MAX_EARLY_DEATHS:
+            log.error("fork server: %d standbys in a row died before use (last: pid %d); spawning cold from now on",
+                      self.standby_early_deaths, pid)
+            self.standby_target = 0
 
-    def fork(self, child: Callable[[], object]) -> int:
+    def fork_standbys(self, n: int) -> None:
+        """Fork `n` standbys through one intermediate; each is announced to the node as its pid comes."""
+        # Socketpairs rather than pipes: the node writes with MSG_NOSIGNAL, so a standby that
+        # died is an EPIPE error even if the node let SIGPIPE kill.
+        pairs = [(theirs.detach(), ours.detach()) for theirs, ours in
+                 (socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(n))]
+        children = [lambda r=r, w=w: _standby_main(r, w, self.inbound, self.cfg) for r, w in pairs]
+        announced = 0
+        try:
+            for (_, w), pid in zip(pairs, self.fork(children, "standby", pairs)):
+                self.standbys.add(pid)
+                self.send(("standby", pid))
+                socket.send_fds(self.sock, [b"F"], [w])
+                announced += 1
+        except OSError:
+            self.closing = True  # the node is gone
+        finally:
+            for pair in pairs:
+                for fd in pair:
+                    os.close(fd)
+        if announced < n and not self.closing:
+            log.warning("fork server: %d of %d standbys could not be forked; spawning cold", n - announced, n)
+            self.standby_target = 0
+
+    def fork(self, children: Sequence[Callable[[], object]], role: str,
+             fds: Sequence[tuple[int, ...]] = ()) -> Iterator[int]:
+        """Fork each of `children` (titled `role`) through one intermediate that exits once it has
+        forked them all, so that the node adopts them; their pids, as they come (fewer if a fork
+        failed).  `fds[i]`: child i's own descriptors; the others close them."""
         for stream in (sys.stdout, sys.stderr):  # else the child would print our buffered output again
             stream.flush()
-        # SIGTERM stays blocked in the child until the worker has its handler in place.
+        r, w = os.pipe()  # the intermediate writes each child's pid here
+        # SIGTERM stays blocked in the children until each worker has its handler in place.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    self.in_child()
-                    child()
-                finally:
-                    os._exit(70)
+            if os.fork() == 0:
+                self._intermediate(r, w, children, role, fds)
+        except OSError as exc:  # EAGAIN, ENOMEM: no process at all
+            log.warning("fork server: cannot fork (%s)", exc)
+            os.close(r)
+            return
         finally:
+            os.close(w)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        return pid
+        try:  # its exit is reaped later (SIGCHLD): not in the way
+            for _ in children:
+                data = _read_exactly(r, LEN.size)
+                if data is None:
+                    return
+                pid: int = LEN.unpack(data)[0]
+                yield pid
+        finally:
+            os.close(r)
 
-    def in_child(self) -> None:
-        _die_with_parent(self.pid)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        # A child holding the node's pipe would hide the fork server's death from the node.
+    def _intermediate(self, r: int, w: int, children: Sequence[Callable[[], object]], role: str,
+                      fds: Sequence[tuple[int, ...]]) -> NoReturn:
+        code = 70
+        try:
+            os.close(r)
+            osproc.die_with_parent(self.pid)  # if we die together, no fork is half done
+            # Titled before the forks: the node adopts them at once, and must never see a second fork server.
+            osproc.set_title(self.cfg.name, role)
+            me = os.getpid()
+            gate_r, gate_w = os.pipe()  # EOF once we exited: our children wait for it, then for their new parent
+            for i, child in enumerate(children):
+                pid = os.fork()
+                if pid == 0:
+                    for fd in [w, gate_w, *(fd for j, own in enumerate(fds) if j != i for fd in own)]:
+                        os.close(fd)
+                    self.in_child(me, gate_r)
+                    child()  # never returns (if it raises: os._exit below)
+                os.write(w, LEN.pack(pid))
+            code = 0
+        finally:
+            os._exit(code)
+
+    def in_child(self, intermediate: int, gate: int) -> None:
+        # A child holding the node's pipe would keep it open after the fork server's death.
         self.sock.close()
         for fd in (self.fd, self.wake_r, self.wake_w):
             os.close(fd)
-
-    # -- reaping --
-
-    def reap(self) -> None:
-        events: list[Event] = []
-        cleanup: list[SpawnRequest] = []
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            req = self.workers.pop(pid, None)
-            if req is not None:
-                events.append(Reaped(pid, reason_from_status(status, _reason_file(req, pid))))
-                cleanup.append(req)
-            elif pid in self.standbys:
-                self.standby_died(pid, status)
-            elif pid in self.retired:
-                self.retired.discard(pid)
-                _remove_standby_files(self.cfg.run_dir, pid)
-        if events:
-            self.send(("events", events))
-        for req in cleanup:  # after the news: the node restarts while we tidy up
-            _remove_ipc_files(req)
-
-    def standby_died(self, pid: int, status: int) -> None:
-        self.standbys.discard(pid)
-        self.dead_standbys[pid] = status
-        _remove_standby_files(self.cfg.run_dir, pid)
-        self.standby_early_deaths += 1
-        if self.standby_early_deaths >= _STANDBY_MAX_EARLY_DEATHS:
-            log.error("fork server: %d standbys in a row died before use (last: pid %d, wait status %d); "
-                      "spawning cold from now on", self.standby_early_deaths, pid, status)
-            self.standby_target = 0
-
-    def shutdown(self) -> None:
-        victims = list(self.workers) + list(self.standbys)
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for pid in victims:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-            req = self.workers.get(pid)
-            if req is not None:
-                take_reason_file(_reason_file(req, pid))
-                _remove_ipc_files(req)
-            else:
-                _remove_standby_files(self.cfg.run_dir, pid)
-
-
-def _reason_file(req: SpawnRequest, pid: int) -> str:
-    return os.path.join(req.run_dir, "reasons", str(pid))
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.read(gate, 1)  # blocks until the intermediate exited (no spinning while it forks our siblings)
+        os.close(gate)
+        osproc.await_parent(self.cfg.parent_pid, intermediate)
+        osproc.die_with_parent(self.cfg.parent_pid)
 
 
 # ---------------------------------------------------------------------------
 # Children of the fork server
 
 
-def _cold_main(req: SpawnRequest) -> NoReturn:
+def _become(req: SpawnRequest, name: str, title: bool = True) -> None:
+    """Take the worker's title and OOM score (a warning in its log when the score cannot be set)."""
+    if title:
+        osproc.set_title(name, f"{req.worker_id}#{req.generation}")
+    if req.oom_score_adj is not None and (problem := osproc.set_oom_score_adj(req.oom_score_adj)):
+        log.warning("worker %s#%s: %s", req.worker_id, req.generation, problem)
+
+
+def _cold_main(req: SpawnRequest, name: str) -> NoReturn:
     from supervisor_tree.worker import main as worker
 
+    _become(req, name, title=False)  # titled when forked
     sys.path[:0] = list(req.sys_path)
     worker.run_worker(req)
 
 
-def _standby_main(r: int, w: int, inbound: str, run_dir: str) -> NoReturn:
+def _standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
     """Make the context and connect to the node, then wait for the request that activates us."""
     from supervisor_tree.worker import main as worker
 
     os.close(w)
-    prepared = worker.prepare_standby(inbound, run_dir)
+    osproc.set_oom_score_adj(cfg.standby_oom_score_adj)  # raising it needs no privilege
+    prepared = worker.prepare_standby(inbound, cfg.run_dir)
     head = _read_exactly(r, LEN.size)
     if head is None:
         os._exit(0)  # the node closed our activation socket: never activated
@@ -406,6 +391,7 @@ def _standby_main(r: int, w: int, inbound: str, run_dir: str) -> NoReturn:
     except BadFrame as exc:  # only the node writes here; a bug, not an attack: say so and go
         log.error("standby %d: activated with a bad request (%s); exiting", os.getpid(), exc.reason)
         os._exit(1)
+    _become(req, cfg.name)
     sys.path[:0] = list(req.sys_path)
     worker.run_worker(req, prepared)
 
@@ -421,6 +407,17 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _reap_intermediates() -> None:
+    """The fork server's only children are the intermediates (workers are adopted by the node)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def _drain_fd(fd: int) -> None:
     try:
         while os.read(fd, 512):
@@ -429,18 +426,7 @@ def _drain_fd(fd: int) -> None:
         pass
 
 
-def _remove_ipc_files(req: SpawnRequest) -> None:
-    """A worker's socket files outlive it (libzmq 4.3 does not remove them, nor does SIGKILL)."""
-    from supervisor_tree.wire.channel import unlink_ipc
+if __name__ == "__main__":
+    from supervisor_tree.node.launchers import forkserver as _module  # the real module, not this __main__ copy
 
-    unlink_ipc(req.mailbox)
-    unlink_ipc(req.control)
-
-
-def _remove_standby_files(run_dir: str, pid: int) -> None:
-    """The sockets a standby bound under its own names (see worker.prepare)."""
-    for suffix in (".mbx", ".ctl"):
-        try:
-            os.unlink(os.path.join(run_dir, "w", f".standby-{pid}{suffix}"))
-        except OSError:
-            pass
+    _module.exec_main(sys.argv[1:])

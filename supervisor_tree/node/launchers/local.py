@@ -1,24 +1,30 @@
-"""The local launcher: the node's side of the fork server, the only code that forks, signals and reaps.
+"""The local launcher: the node's side of the fork server, and the node's reaper.
 
-`LocalLauncher` is a fork server (a zygote).  The node starts it once, before it
-creates any ZeroMQ context; the fork server imports the preloaded modules, never
-creates a context, and forks one process per worker incarnation.  It keeps a few
-*standbys*: pre-forked processes with their ZeroMQ context made, connected to the
-node and waiting on an activation socket whose other end the node holds, so that
-a spawn is the node writing the request into it (no fork, no hop through the fork
-server).  Exits are reaped on SIGCHLD, mapped to an `ExitReason`, and reported
-back over the node's pipe to the fork server.
+`LocalLauncher` runs a fork server (a zygote, forkserver.py) that forks one process
+per worker incarnation, and keeps a few *standbys*: pre-forked processes with their
+ZeroMQ context made, waiting on an activation socket whose other end the node holds,
+so that a spawn is the node writing the request into it (no fork, no hop through the
+fork server).  Every worker is forked through an intermediate that exits at once, so
+this process (a child subreaper) is its parent: it holds a pidfd per worker, reaps
+it and maps its end to an `ExitReason`.
 
-    launcher = LocalLauncher(run_dir, preload=["myapp.workers"])
+The fork server is therefore not a single point of failure.  When it dies, running
+workers and standbys go on; the spawns it had not answered fail (`SpawnFailed`, the
+supervisors restart them by their rules); what it left half-made is killed; a new one
+is executed and takes over (`ForkServerLost`, then `ForkServerRestarted`).  More than
+FORK_SERVER_LOSSES losses within FORK_SERVER_PERIOD s, or a replacement that cannot
+start, and `read_events` raises `LauncherGone` (the node ends with that reason).
+
+    launcher = LocalLauncher(run_dir, preload=["myapp.workers"], name="myapp")
     launcher.start()                       # before any zmq.Context in this process
     launcher.spawn(SpawnRequest(token=1, worker_id="counter", generation=1, ...))
-    ...poll launcher.fileno(); for ev in launcher.read_events(): Spawned / Reaped...
+    ...poll launcher.fileno(); for ev in launcher.read_events(): Spawned / Reaped / ...
     launcher.close()                       # SIGKILLs and reaps every worker
 
 Invariants: for a pid, `Spawned` always precedes its `Reaped`; a pid is reported
 `Reaped` exactly once; standbys that were never activated are never reported.
-No orphans: the fork server, the standbys and every worker have
-PR_SET_PDEATHSIG=SIGKILL, so the death of the node (even by SIGKILL) kills them.
+No orphans: the fork server, the standbys and every worker have PR_SET_PDEATHSIG=SIGKILL
+against this process, so its death (even by SIGKILL) kills them.
 """
 
 from __future__ import annotations
@@ -28,17 +34,33 @@ import gc
 import logging
 import os
 import pickle
+import resource
+import select
 import socket
 import sys
+import time
 from collections.abc import Sequence
 
-import multiprocess
-
-from supervisor_tree.node.launchers import pipe
-from supervisor_tree.node.launchers.base import CodeSnapshots, Event, LauncherError, LauncherGone
+from supervisor_tree.node.launchers import osproc, pipe
+from supervisor_tree.node.launchers.base import (
+    CodeSnapshots,
+    Event,
+    ForkServerLost,
+    ForkServerRestarted,
+    LauncherError,
+    LauncherGone,
+    Reaped,
+    Spawned,
+    SpawnFailed,
+    reason_from_status,
+    take_reason_file,
+)
 from supervisor_tree.node.launchers.forkserver import LEN as _LEN
-from supervisor_tree.node.launchers.forkserver import ServerConfig as _ServerConfig
-from supervisor_tree.node.launchers.forkserver import fork_server_main as _fork_server_main
+from supervisor_tree.node.launchers.orphans import remove_ipc_files, remove_standby_files, sweep
+from supervisor_tree.node.launchers.pipe import ServerConfig
+from supervisor_tree.node.launchers.reaper import Reaper
+from supervisor_tree.node.launchers.server import ServerProcess, exec_server, fork_server
+from supervisor_tree.spec import WORKER_OOM_SCORE_ADJ, ExitKind
 from supervisor_tree.wire import auth
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.shapes import BadFrame
@@ -46,78 +68,100 @@ from supervisor_tree.worker.spawn import SpawnRequest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalLauncher"]
+__all__ = ["LocalLauncher", "FORK_SERVER_LOSSES", "FORK_SERVER_PERIOD"]
+
+FORK_SERVER_LOSSES, FORK_SERVER_PERIOD = 5, 60.0  # more losses than this within that many seconds: give up
+_FD_LIMIT = 1 << 16  # a pidfd per worker: raise the soft limit of open files up to this (or the hard limit)
 
 
 class LocalLauncher:
-    """A fork server on this machine.  See the module docstring.
+    """A fork server on this machine, and the reaper of what it forks.  See the module docstring.
 
     `standby`: how many pre-forked processes to keep ready (0: fork on every spawn).
-    Call `start()` from the node's main thread (PR_SET_PDEATHSIG follows the thread
-    that forked), before this process creates any zmq.Context.
+    `name`: the tree's name, in every process title.  Call `start()` from the node's main
+    thread (PR_SET_PDEATHSIG follows the thread that forked), before this process creates
+    any zmq.Context.
     """
 
     def __init__(self, run_dir: str, preload: Sequence[str] = (), sys_path: Sequence[str] = (),
-                 *, standby: int = 2, inbound: str | None = None) -> None:
+                 *, standby: int = 2, inbound: str | None = None, name: str = "supervisor_tree",
+                 standby_oom_score_adj: int = WORKER_OOM_SCORE_ADJ) -> None:
         self.run_dir = os.path.abspath(run_dir)
         self.preload = tuple(preload)
         self.sys_path = tuple(sys_path)
         self.standby = standby
+        self.name = name
+        self.standby_oom_score_adj = standby_oom_score_adj
         self.inbound = inbound or f"ipc://{self.run_dir}/inbound"
         for sub in ("reasons", "w"):
             os.makedirs(os.path.join(self.run_dir, sub), mode=0o700, exist_ok=True)
-        self._conn: multiprocess.connection.Connection | None = None
-        self._sock: socket.socket | None = None  # the same pipe, for receiving standbys' fds
-        self._proc: multiprocess.Process | None = None
+        self._server: ServerProcess | None = None
+        self._epoll: select.epoll | None = None
+        self._wake = -1  # an eventfd: events made here (activations) wake the node's poll
+        self._reaper: Reaper | None = None
         self._standbys: collections.deque[tuple[int, int]] = collections.deque()  # (pid, activation socket fd)
-        self._gone = False
+        self._cold: dict[int, SpawnRequest] = {}  # token -> a spawn sent to the fork server, not answered yet
+        self._pending: list[Event] = []
+        self._tidy: list[SpawnRequest] = []
+        self._losses: collections.deque[float] = collections.deque()
+        self._was_subreaper = False
+        self._previous_server = 0  # the pid of the fork server a replacement replaces
+        self._failed: str | None = None  # why no fork server can be had any more
+        self._failure_told = False
+        self._closed = False
         self.dropped = Dropped(log, "launcher")  # fork-server reports not of their shape (pipe.REPORTS)
         self.code = CodeSnapshots()  # what the fork server holds of the project's code (reload --code)
 
     @property
     def pid(self) -> int | None:
-        """The fork server's pid (None before start)."""
-        return self._proc.pid if self._proc is not None else None
+        """The fork server's pid (None before start, or while there is none)."""
+        return self._server.pid if self._server is not None else None
 
     @property
     def standbys_at_hand(self) -> int:
         """How many standbys the next spawns can activate (announced in read_events)."""
         return len(self._standbys)
 
+    @property
+    def standby_pids(self) -> list[int]:
+        return [pid for pid, _ in self._standbys]
+
     def start(self, timeout: float = 60.0) -> None:
         """Fork the fork server.  The run's key must be in memory first (the node made it; else
         one is made here): the fork server and its workers inherit it and never read RUN/key."""
-        if self._proc is not None:
+        if self._epoll is not None:
             raise LauncherError("LocalLauncher.start() was already called")
         _assert_no_zmq_context()
         if auth.held_key(self.run_dir) is None:
             auth.create_key(self.run_dir)
-        mp = multiprocess.get_context("fork")
-        ours, theirs = mp.Pipe(duplex=True)
-        cfg = _ServerConfig(os.getpid(), self.run_dir, self.preload, self.sys_path, self.standby, self.inbound)
-        proc = mp.Process(target=_fork_server_main, args=(theirs, ours, cfg), name="supervisor_tree-fork-server",
-                          daemon=True)
-        proc.start()
-        theirs.close()
-        self._conn, self._proc = ours, proc
-        self._sock = socket.socket(fileno=os.dup(ours.fileno()))
-        if not ours.poll(timeout):
-            self.close()
-            raise LauncherError(f"the fork server did not start within {timeout} s")
+        self._was_subreaper = osproc.set_subreaper(True)
+        _raise_fd_limit()
+        self._epoll = select.epoll()
+        self._reaper = Reaper(self._epoll)
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake, select.EPOLLIN)
         try:
-            hello = pipe.decode_report(ours.recv_bytes())
-        except EOFError:
+            self._use(fork_server(self._config()))
+            assert self._server is not None
+            self._server.wait_hello(timeout)
+        except BaseException:
             self.close()
-            raise LauncherError("the fork server died while starting (see its stderr)") from None
-        except BadFrame as exc:
-            self.close()
-            raise LauncherError(f"the fork server said something unexpected while starting: {exc.reason}") from None
-        if hello[0] != "ok":
-            self.close()
-            raise LauncherError(f"the fork server could not start: {hello[1]}")
+            raise
+
+    def _config(self) -> ServerConfig:
+        return ServerConfig(os.getpid(), self.run_dir, self.preload, self.sys_path, self.standby, self.inbound,
+                            self.name, tuple(self.standby_pids), self.standby_oom_score_adj, self.code.epoch)
+
+    def _use(self, server: ServerProcess) -> None:
+        assert self._epoll is not None
+        self._server = server
+        self._epoll.register(server.conn.fileno(), select.EPOLLIN)
+        self._epoll.register(server.pidfd, select.EPOLLIN)
+
+    # -- spawning
 
     def spawn(self, req: SpawnRequest) -> None:
-        """Ask for a new incarnation; `Spawned(req.token, pid)` follows in read_events.
+        """Ask for a new incarnation; `Spawned(req.token, pid)` follows in read_events (or SpawnFailed).
 
         With a standby at hand the request goes straight into its activation socket
         (it starts at once) and the fork server is told afterwards; else the fork
@@ -129,91 +173,227 @@ class LocalLauncher:
             try:
                 with socket.socket(fileno=fd) as activation:
                     activation.sendall(_LEN.pack(len(data)) + data, socket.MSG_NOSIGNAL)
-            except OSError:  # it died while waiting: the fork server has reaped or will reap it
+            except OSError:  # it died while waiting: its pidfd reaps it
                 self._send(("discard", pid))
                 continue
-            self._send(("activated", pid, data))
+            self._require_reaper().activated(pid, req)
+            self._post(Spawned(req.token, pid))
+            self._send(("activated", pid))
+            self._tidy_up()
             return
+        if self._server is None:
+            self._post(SpawnFailed(req.token, self._failed or "no fork server"))
+            return
+        self._cold[req.token] = req
         self._send(("spawn", data))
 
     def refresh(self, preload: Sequence[str], also: Sequence[str] = ()) -> None:
         """Have the fork server import the project's modules again from disk (and `also`); its
-        standbys go.  Done when `code.epoch` grows (read_events); `code.problems` says what failed."""
+        standbys go (their activation sockets closed: they exit, reaped here).  Done when
+        `code.epoch` grows (read_events); `code.problems` says what failed."""
         while self._standbys:
             os.close(self._standbys.popleft()[1])
         self.code.refreshing += 1
         self._send(("refresh", tuple(preload), tuple(also)))
 
+    def _post(self, event: Event) -> None:
+        self._pending.append(event)
+        os.eventfd_write(self._wake, 1)
+
+    def _send(self, msg: tuple[object, ...]) -> None:
+        """To the fork server; a dead one is noticed by its pidfd (and its spawns fail then)."""
+        if self._server is not None:
+            try:
+                self._server.send(msg)
+            except OSError:
+                pass
+
     def fileno(self) -> int:
-        return int(self._require_conn().fileno())
+        if self._epoll is None:
+            raise LauncherError("call LocalLauncher.start() first")
+        return self._epoll.fileno()
+
+    # -- events
 
     def read_events(self) -> list[Event]:
-        """Everything the fork server reported so far; never blocks.  Raises LauncherGone once it died."""
-        conn = self._require_conn()
+        """Everything that happened so far; never blocks.
+
+        Raises LauncherGone once (the first call after the fork server was lost for good);
+        after that, spawns fail and running workers are still reaped and reported.
+        """
+        if self._epoll is None or self._closed:
+            raise LauncherError("the launcher is not running")
+        if self._failed is not None and not self._failure_told and not self._pending:
+            self._failure_told = True
+            raise LauncherGone(self._failed)
+        events, self._pending = self._pending, []
+        try:
+            os.eventfd_read(self._wake)
+        except BlockingIOError:
+            pass
+        ready = {fd for fd, _ in self._epoll.poll(0)}
+        server = self._server
+        if server is not None and (server.conn.fileno() in ready or server.pidfd in ready):
+            events += self._read_server(server)
+            if server.eof or server.pidfd in ready:
+                events += self._server_lost(server)
+        for fd in ready:
+            pid = self._require_reaper().pid_of(fd)
+            if pid is not None and (event := self._reap(pid)) is not None:
+                events.append(event)
+        self._tidy_up()
+        return events
+
+    def _read_server(self, server: ServerProcess) -> list[Event]:
         events: list[Event] = []
-        while not self._gone and conn.poll(0):
+        conn = server.conn
+        while not server.eof and conn.poll(0):
             try:
-                report = pipe.decode_report(conn.recv_bytes())
-                if report[0] == "events":
-                    events.extend(report[1])  # type: ignore[arg-type]  # checked: pipe.decode_report
-                elif report[0] == "standby":  # the fd of its activation socket follows
-                    _, fds, _, _ = socket.recv_fds(self._sock, 1, 1)  # type: ignore[arg-type]
-                    os.set_inheritable(fds[0], False)
-                    if self.code.refreshing:  # forked with the old code; the fork server has killed it
-                        os.close(fds[0])
-                    else:
-                        self._standbys.append((report[1], fds[0]))  # type: ignore[arg-type]
-                elif report[0] == "code":
-                    self.code.received(*report[1])  # type: ignore[misc]  # checked: pipe.decode_report
+                msg = pipe.decode_report(conn.recv_bytes())
+                if not server.up:
+                    if msg[0] != "ok":
+                        self._fail(f"the fork server (pid {self._previous_server}) died and a new one could not "
+                                   f"start: {msg[1]}")
+                        server.eof = True
+                        break
+                    server.take_hello(msg)
+                    events.append(ForkServerRestarted(server.pid, self._previous_server, len(self._standbys)))
+                elif msg[0] == "events":
+                    for event in msg[1]:  # type: ignore[attr-defined]  # checked: pipe.decode_report
+                        events += self._from_server(event)
+                elif msg[0] == "standby":  # the fd of its activation socket follows
+                    self._take_standby(server, msg[1])  # type: ignore[arg-type]  # checked: pipe.decode_report
+                elif msg[0] == "code":
+                    self.code.received(*msg[1])  # type: ignore[misc]  # checked: pipe.decode_report
                 else:
-                    self.dropped.drop("the fork server (pipe)", "malformed", f"{report[0]!r} after the start")
+                    self.dropped.drop("the fork server (pipe)", "malformed", f"{msg[0]!r} after the start")
             except BadFrame as exc:
                 self.dropped.drop("the fork server (pipe)", exc.kind, exc.reason)
             except (EOFError, OSError, ValueError, IndexError):
-                self._gone = True
-        if self._gone and not events:
-            raise LauncherGone("the fork server is gone: no worker can be spawned or reaped any more")
+                server.eof = True
         return events
 
+    def _take_standby(self, server: ServerProcess, pid: int) -> None:
+        _, fds, _, _ = socket.recv_fds(server.sock, 1, 1)
+        os.set_inheritable(fds[0], False)
+        self._require_reaper().watch(pid)
+        if self.code.refreshing:  # forked with the old code: closing its activation socket makes it exit
+            os.close(fds[0])
+        else:
+            self._standbys.append((pid, fds[0]))
+
+    def _from_server(self, event: Event) -> list[Event]:
+        match event:
+            case Spawned(token=token, pid=pid):
+                req = self._cold.pop(token, None)
+                if req is None:
+                    return []
+                self._require_reaper().watch(pid, req)
+            case SpawnFailed(token=token):
+                self._cold.pop(token, None)
+        return [event]
+
+    def _server_lost(self, server: ServerProcess) -> list[Event]:
+        """It died: fail its unanswered spawns, kill what it left half-made, start a new one."""
+        assert self._epoll is not None
+        self._epoll.unregister(server.conn.fileno())
+        self._epoll.unregister(server.pidfd)
+        reason = server.reap()
+        self._server = None
+        lost = [SpawnFailed(token, f"fork_server_lost: the fork server (pid {server.pid}) died ({reason}) before "
+                                   "it forked this worker") for token in self._cold]
+        self._cold.clear()
+        reaper = self._require_reaper()
+        orphans = sweep(self.name, reaper.pids)
+        for pid in orphans:
+            reaper.watch(pid)
+        log.warning("the fork server (pid %d) died (%s); %d spawn(s) lost, %d half-made process(es) killed; "
+                    "running workers go on", server.pid, reason, len(lost), len(orphans))
+        now = time.monotonic()
+        self._losses.append(now)
+        while self._losses and self._losses[0] < now - FORK_SERVER_PERIOD:
+            self._losses.popleft()
+        if len(self._losses) > FORK_SERVER_LOSSES:
+            self._fail(f"the fork server died {len(self._losses)} times within {FORK_SERVER_PERIOD:g} s "
+                       f"(last: pid {server.pid}, {reason}); not starting another")
+        elif self._failed is None:
+            try:
+                self._previous_server = server.pid
+                self._use(exec_server(self._config()))
+            except OSError as exc:
+                self._fail(f"the fork server (pid {server.pid}) died ({reason}) and could not be started again: {exc}")
+        return [*lost, ForkServerLost(server.pid, reason, len(lost), len(orphans))]
+
+    def _fail(self, why: str) -> None:
+        if self._failed is None:
+            self._failed = why
+            os.eventfd_write(self._wake, 1)  # the next read_events raises
+
+    # -- reaping
+
+    def _require_reaper(self) -> Reaper:
+        if self._reaper is None:
+            raise LauncherError("call LocalLauncher.start() first")
+        return self._reaper
+
+    def _reap(self, pid: int) -> Reaped | None:
+        ended = self._require_reaper().reap(pid)
+        if ended is None:
+            return None
+        req, status = ended
+        if req is None:  # a standby never activated (or an orphan): never reported
+            self._standby_gone(pid)
+            return None
+        self._tidy.append(req)
+        return Reaped(pid, reason_from_status(status, _reason_file(req, pid)))
+
+    def _standby_gone(self, pid: int) -> None:
+        for i, (spid, fd) in enumerate(self._standbys):
+            if spid == pid:
+                del self._standbys[i]
+                os.close(fd)
+                self._send(("discard", pid))
+                break
+        remove_standby_files(self.run_dir, pid)
+
+    def _tidy_up(self) -> None:
+        """A worker's socket files outlive it: removed after the news of its end went out."""
+        while self._tidy:
+            remove_ipc_files(self._tidy.pop())
+
     def kill(self, pid: int, sig: int) -> None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        self._require_reaper().kill(pid, sig)
+
+    # -- the end
 
     def close(self, timeout: float = 5.0) -> None:
-        """SIGKILL every worker, reap them, stop the fork server.  Idempotent."""
-        if self._proc is None or self._conn is None or self._conn.closed:
+        """SIGKILL every worker and standby, reap them, stop the fork server.  Idempotent."""
+        if self._epoll is None or self._reaper is None or self._closed:
             return
+        self._closed = True
+        reaper = self._reaper
+        server, self._server = self._server, None
+        if server is not None:  # first, so that everything it made is known (announced) here
+            server.stop(timeout)
+            self._read_server(server)
+            if server.reap().kind is not ExitKind.NORMAL:  # killed mid-work: it may have left a process unannounced
+                for pid in sweep(self.name, reaper.pids):
+                    reaper.watch(pid)
         while self._standbys:
             os.close(self._standbys.popleft()[1])  # a standby that reads EOF exits
+        for pid, req in reaper.kill_and_reap_all(time.monotonic() + timeout):
+            if req is not None:
+                take_reason_file(_reason_file(req, pid))
+                remove_ipc_files(req)
+            else:
+                remove_standby_files(self.run_dir, pid)
+        self._tidy_up()
+        self._epoll.close()
+        os.close(self._wake)
         try:
-            self._conn.send_bytes(pipe.encode(("close",)))
+            osproc.set_subreaper(self._was_subreaper)
         except OSError:
             pass
-        self._proc.join(timeout)
-        if self._proc.is_alive():
-            log.warning("the fork server (pid %s) did not stop within %s s; sending SIGKILL", self._proc.pid, timeout)
-            self._proc.kill()
-            self._proc.join(timeout)
-        if self._sock is not None:
-            self._sock.close()
-        self._conn.close()
-        self._gone = True
-
-    def _send(self, msg: tuple[object, ...]) -> None:
-        try:
-            self._require_conn().send_bytes(pipe.encode(msg))
-        except OSError as exc:
-            self._gone = True
-            raise LauncherGone(f"the fork server is gone: {exc}") from None
-
-    def _require_conn(self) -> multiprocess.connection.Connection:
-        if self._conn is None:
-            raise LauncherError("call LocalLauncher.start() first")
-        if self._conn.closed:
-            raise LauncherError("the launcher is closed")
-        return self._conn
 
     def __enter__(self) -> LocalLauncher:
         self.start()
@@ -221,6 +401,10 @@ class LocalLauncher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reason_file(req: SpawnRequest, pid: int) -> str:
+    return os.path.join(req.run_dir, "reasons", str(pid))
 
 
 def _dumps_request(req: SpawnRequest) -> bytes:
@@ -231,6 +415,13 @@ def _dumps_request(req: SpawnRequest) -> bytes:
 
         data: bytes = cloudpickle.dumps(req, protocol=5)
         return data
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = _FD_LIMIT if hard == resource.RLIM_INFINITY else min(hard, _FD_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def _assert_no_zmq_context() -> None:
