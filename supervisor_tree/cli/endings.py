@@ -1,7 +1,7 @@
 """How the CLI tells a node's end: a failed `start --detach` with the workers' whole errors,
 and how long systemd should give a tree to stop.
 
-    detach_failure(reason, RUN/node.log, offset)   # the lines `start --detach` prints on failure
+    detach_failure(reason, RUN/node.log, offset, since=t)   # the lines `start --detach` prints on failure
     stop_timeout(spec.tree)                        # seconds for TimeoutStopSec=, None for no limit
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from supervisor_tree.node.logfile import parse_line
 from supervisor_tree.spec import ShutdownKind, SupervisorSpec
 
 __all__ = ["detach_failure", "tracebacks", "stop_timeout"]
@@ -18,22 +19,36 @@ _LOG_READ_MAX = 1 << 20  # what a failed start may have written to node.log that
 _CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
 
 
-def detach_failure(reason: str, log: Path, since: int) -> str:
-    """'supervise: the tree failed to start: ...' and every traceback the failed start logged, whole."""
+def detach_failure(reason: str, log: Path, offset: int, since: float = 0.0) -> str:
+    """'supervise: the tree failed to start: ...' and every traceback the failed start logged, whole:
+    in node.log from `offset`, then in each worker's log (RUN/logs/ID.log) from time `since`."""
     reason = reason or "the node exited"
     head = reason if reason.startswith("the tree failed to start") else f"the tree failed to start: {reason}"
     lines = [f"supervise: {head}"]
     try:
         with open(log, "rb") as f:
-            f.seek(since)
+            f.seek(offset)
             text = f.read(_LOG_READ_MAX).decode(errors="replace")
     except OSError:
         text = ""
-    for block in tracebacks(text):
+    texts = [text, *(_worker_output(path, since) for path in sorted((log.parent / "logs").glob("*.log")))]
+    for block in (b for t in texts for b in tracebacks(t)):
         lines += ["", *block]
     if len(lines) == 1:
         lines.append(f"supervise: see {log}")
     return "\n".join(lines)
+
+
+def _worker_output(path: Path, since: float) -> str:
+    """What a worker's log file holds of its stderr and logging records written at `since` or later."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - _LOG_READ_MAX))
+            raw = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = (parse_line(line) for line in raw.splitlines())
+    return "\n".join(ln.text for ln in lines if ln is not None and ln.stream in ("err", "log") and ln.ts >= since - 0.001)
 
 
 def tracebacks(text: str) -> list[list[str]]:

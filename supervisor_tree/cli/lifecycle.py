@@ -203,6 +203,7 @@ def _start_detached(config: str | None, directory: Path, timeout: float, extra: 
         cmd.insert(4, os.path.abspath(config))
     log_path = directory / "node.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0
+    started_at = time.time()  # what the workers' own logs (RUN/logs) hold from this start on
     log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_fd,), start_new_session=True)
     os.close(write_fd)
@@ -216,11 +217,11 @@ def _start_detached(config: str | None, directory: Path, timeout: float, extra: 
             if ready:
                 line = pipe.readline().strip()
                 if line == "started":
-                    who = "heart" if extra else "pid"
+                    who = "heart" if "--heart" in extra else "pid"
                     click.echo(f"started ({who} {proc.pid}); run dir {directory}")
                     return EXIT_OK
                 proc.wait(timeout=30)
-                click.echo(detach_failure(line.removeprefix("failed: "), log_path, log_start), err=True)
+                click.echo(detach_failure(line.removeprefix("failed: "), log_path, log_start, started_at), err=True)
                 return EXIT_FAILED
         click.echo(f"supervise: the tree did not start within {timeout:g}s; see {log_path}", err=True)
         return EXIT_TIMEOUT

@@ -95,7 +95,8 @@ args = {{ fail_starts = 1, counter_file = "{counter}" }}
     lines = started.stderr.splitlines()
     assert lines[0] == ("supervise: the tree failed to start: failed_to_start_child \"broken\": "
                         "RuntimeError('start attempt 1 of 1 fails on purpose')")
-    assert lines[1:4] == ["", "worker broken#1: init failed", "Traceback (most recent call last):"]
+    assert lines[1:4] == ["", "ERROR supervisor_tree.worker: worker broken#1: init failed",
+                          "Traceback (most recent call last):"]  # from RUN/logs/broken.log
     assert any(line.strip().startswith('File "') and line.rstrip().endswith("in init") for line in lines)
     assert lines[-1] == "RuntimeError: start attempt 1 of 1 fails on purpose"
 

@@ -105,7 +105,8 @@ def test_after_a_refresh_new_workers_run_the_new_code_and_running_ones_keep_thei
     assert any(f.endswith("wire/auth.py") for f in h.launcher.code.own)  # and with it the run's key, in memory
     old, old_pid = h.start()
     assert h.caller.call(old, "?", 5.0) == "v1"
-    h.pump_until(lambda: h.launcher.standbys_at_hand >= 2, "the standbys")
+    h.pump_until(lambda: h.launcher.standbys_at_hand >= 2 and set(h.launcher.standby_pids) <= h.children(),
+                 "the standbys, adopted by this process")  # announced as forked, adopted once their intermediate exits
     old_standbys = h.children() - {old_pid}
     assert len(old_standbys) == 2
     (tmp_path / "zmod.py").write_text(MODULE.replace('"v1"', '"v2-new"'))  # another size: its cached bytecode is stale
