@@ -330,5 +330,5 @@ def _drop_bytecode(files: set[str]) -> None:
     for path in files:
         try:
             os.unlink(importlib.util.cache_from_source(path))
-        except (OSError, ValueError, NotImplementedError):
+        except (OSError, ValueError, NotImplementedError):  # no cached file, or no cache on this Python (cache_tag None)
             pass

@@ -21,7 +21,7 @@ class Sleeper(Worker):
         self.delay = delay
         self.in_flight = self.most_in_flight = self.finished = 0
         self.order: list[object] = []
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # yield to the loop once: the handler is async in name and in fact
 
     async def handle_call(self, msg: object) -> object:
         match msg:
@@ -29,7 +29,7 @@ class Sleeper(Worker):
                 self.in_flight += 1
                 self.most_in_flight = max(self.most_in_flight, self.in_flight)
                 try:
-                    await asyncio.sleep(self.delay)
+                    await asyncio.sleep(self.delay)  # the workload: an awaited I/O wait, as a database query would be
                 finally:
                     self.in_flight -= 1
                 self.finished += 1
@@ -44,7 +44,7 @@ class Sleeper(Worker):
                 self.cast(worker_id, inner)
                 return "told"
             case ["await", seconds]:
-                await asyncio.sleep(seconds)
+                await asyncio.sleep(seconds)  # the workload: an awaited wait of the caller's length
                 return "awaited"
             case ["block", seconds]:
                 time.sleep(seconds)  # blocks the loop: no heartbeats meanwhile
@@ -61,7 +61,7 @@ class Sleeper(Worker):
         self.order.append(msg)
 
     async def terminate(self, reason: object) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # yield to the loop once: the handler is async in name and in fact
         print(f"terminate: {reason}; finished {self.finished}, in flight {self.in_flight}", flush=True)
 
 

@@ -241,7 +241,7 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
     """The pids still alive after `timeout` (polls the process table: no event exists for non-children)."""
     deadline = time.monotonic() + timeout
     while (alive := [p for p in pids if not _gone(p)]) and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.01)  # re-check: another process's exit, polled by pid until the deadline
     return alive
 
 

@@ -52,7 +52,7 @@ def cool_spin():
         x += i
 
 def sleepy():
-    time.sleep(0.3)
+    time.sleep(0.3)  # the profiled workload itself: wall time that the cpu clock must leave out
 
 def handle():
     hot_spin()
@@ -150,7 +150,7 @@ def control_op(op, args):
     if op == "served":
         return served
     if op == "stall":  # busy inside one long call: control ops queue up unanswered
-        time.sleep(args["s"])
+        time.sleep(args["s"])  # the workload: a handler that blocks, so control ops queue behind it
         return None
     if op == "exit_in":
         threading.Timer(args["s"], os._exit, (3,)).start()
