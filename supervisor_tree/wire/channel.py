@@ -22,9 +22,11 @@ from typing import Any, cast
 import zmq
 
 from supervisor_tree.wire.auth import FrameKey
+from supervisor_tree.wire.coalesce import CastCoalescing
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.frames import (
     _CALL_HEAD,
+    BATCH,
     CALL,
     CAST,
     INFO,
@@ -44,6 +46,7 @@ from supervisor_tree.wire.frames import (
     _dumps,
     decode,
     decode_notice,
+    encode_batch,
     encode_call,
     encode_cast,
     encode_info,
@@ -51,6 +54,7 @@ from supervisor_tree.wire.frames import (
     encode_reply,
     loads_payload,
     reply_frame,
+    split_batch,
     split_call,
 )
 from supervisor_tree.wire.shapes import BadFrame
@@ -60,10 +64,10 @@ log = logging.getLogger(__name__)
 IPC_PATH_MAX = 107  # Linux: sizeof(sockaddr_un.sun_path) - 1
 
 __all__ = [
-    "CALL", "CAST", "INFO", "REPLY", "NOTICES", "PROTOCOL", "Call", "Cast", "Frame", "Info", "Malformed", "Reply",
+    "BATCH", "CALL", "CAST", "INFO", "REPLY", "NOTICES", "PROTOCOL", "Call", "Cast", "Frame", "Info", "Malformed", "Reply",
     "PeerBusy", "PeerUnavailable", "RemoteCallError", "RemoteError", "BadFrame", "FrameKey",
-    "decode", "decode_notice", "encode_call", "encode_cast", "encode_info", "encode_notice", "encode_reply",
-    "loads_payload", "reply_frame", "split_call",
+    "decode", "decode_notice", "encode_batch", "encode_call", "encode_cast", "encode_info", "encode_notice", "encode_reply",
+    "loads_payload", "reply_frame", "split_batch", "split_call",
     "IPC_PATH_MAX", "readable", "ipc_path", "check_endpoint", "make_socket", "bind", "connect", "move_bind", "unlink_ipc",
     "ReplySender", "Caller",
 ]
@@ -223,7 +227,7 @@ _DEATH_GRACE_MS = 20
 _EVENTS, _POLLOUT, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLOUT), int(zmq.NOBLOCK)  # plain ints: enum arithmetic costs µs per send  # see Caller.wait_reply
 
 
-class Caller:
+class Caller(CastCoalescing):
     """Send calls and casts to mailbox endpoints and wait for replies.
 
     Owns one PULL socket bound at ``ipc://{directory}/c-{pid}-{n}`` (its reply
@@ -232,6 +236,9 @@ class Caller:
     queueing for nobody.  Refs count up per Caller; a reply to another ref (a late
     answer to a call that timed out) is discarded, as is any frame without `key`'s
     tag (counted in `dropped`, logged at most once a second).
+
+    Casts that queue up for one endpoint leave as batch frames (coalesce.py), sent by
+    this thread or, for the tail of a burst, by the Caller's Flusher thread.
 
     Not thread-safe: use one Caller per thread.
 
@@ -256,46 +263,39 @@ class Caller:
         self.discarded = 0  # late replies thrown away
         self.dropped = Dropped(log, f"replies at {self.reply_to}")  # frames not acted on: no tag, bad layout
         self.peer_hwm: dict[str, int] = {}  # endpoint -> send high-water mark, where not the default (a mailbox_limit)
+        self._init_coalescing()  # its lock guards the peer sockets: this thread's sends and its Flusher's
 
-    # -- sending --
+    # -- sending (every use of a peer socket holds `_lock`; casts: coalesce.CastCoalescing) --
 
     def send_call(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> int:
         """Send a call; returns its ref.  Raises PeerUnavailable if the send would block.
 
         `alive_fd`: the callee's pidfd.  When it is already readable (the callee
         died) the call is not sent: PeerUnavailable.  Without it, a call sent in the
-        instant after the callee died can still go down its closing connection.
+        instant after the callee died can still go down its closing connection.  Held casts leave first.
         """
         ref = self._next_ref
         self._next_ref = ref + 1
         rt = self._reply_to
-        self._send(endpoint, self._seal(b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL)),
-                   alive_fd, True)
+        frame = self._seal(b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL))
+        with self._lock:
+            if self._held:
+                self._flush_others(endpoint)
+            self._send(endpoint, frame, alive_fd, True)
         return ref
 
-    def send_cast(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
-        """Send a cast.  Raises PeerUnavailable if the send would block (OTP drops such casts: callers may)."""
-        self._send(endpoint, self._seal(b"S" + _dumps(payload, PROTOCOL)), alive_fd)
-
-    def send_cast_unchecked(self, endpoint: str, payload: object) -> None:
-        """The cast hot path: no liveness check, no connect wait.  Raises PeerUnavailable
-        (without forgetting the socket) when the send would block; the caller then takes
-        the checked path (`send_cast` with `alive_fd`), which tells full from gone.  A cast
-        sent in the instant a worker dies may be lost, as a cast to a dying process is in OTP."""
-        sock = self._peers.get(endpoint)
-        if sock is None:
-            raise PeerUnavailable(endpoint)
-        try:
-            sock.send(self._seal(b"S" + _dumps(payload, PROTOCOL)), _NOBLOCK)
-        except zmq.Again:
-            raise PeerUnavailable(endpoint) from None
-
     def send_info(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
-        self._send(endpoint, self._seal(b"I" + _dumps(payload, PROTOCOL)), alive_fd)
+        frame = self._seal(b"I" + _dumps(payload, PROTOCOL))
+        with self._lock:
+            self._send(endpoint, frame, alive_fd)
 
-    def _send(self, endpoint: str, frame: bytes, alive_fd: int | None = None, check_pipe: bool = False) -> None:
+    def _send(self, endpoint: str, frame: bytes, alive_fd: int | None = None, check_pipe: bool = False,
+              flushing: bool = False) -> None:
+        """Send `frame` (after the casts held for `endpoint`, unless `flushing` them); the caller holds `_lock`."""
+        if not flushing and endpoint in self._boxes:
+            self._flush_for(endpoint, alive_fd)
         if alive_fd is not None and readable(alive_fd):
-            self.forget(endpoint)
+            self._forget(endpoint)
             raise PeerUnavailable(endpoint)
         sock = self._peers.get(endpoint)
         if sock is None:
@@ -304,7 +304,7 @@ class Caller:
             # Reading ZMQ_EVENTS makes libzmq process its pending commands now (send()
             # does so only about once a millisecond): a peer that died is seen here,
             # instead of the message going down its dying pipe.
-            self.forget(endpoint)
+            self._forget(endpoint)
             raise PeerUnavailable(endpoint)
         try:
             sock.send(frame, zmq.NOBLOCK)
@@ -322,18 +322,19 @@ class Caller:
                 pass
         if alive_fd is not None and not readable(alive_fd):
             raise PeerBusy(endpoint)  # alive: its mailbox is full; keep the socket and what it queued
-        self.forget(endpoint)
+        self._forget(endpoint)
         raise PeerUnavailable(endpoint)
 
     def wait_writable(self, endpoint: str, timeout: float, alive_fd: int | None = None) -> bool:
         """Wait until `endpoint`'s mailbox has room (True) or the peer died / time ran out (False)."""
-        sock = self._peers.get(endpoint)
-        if sock is None:
-            return False
-        items: list[tuple[Any, int]] = [(sock, zmq.POLLOUT)]
-        if alive_fd is not None:
-            items.append((alive_fd, zmq.POLLIN))
-        ready = dict(zmq.zmq_poll(items, max(0, int(timeout * 1000))))
+        with self._lock:
+            sock = self._peers.get(endpoint)
+            if sock is None:
+                return False
+            items: list[tuple[Any, int]] = [(sock, zmq.POLLOUT)]
+            if alive_fd is not None:
+                items.append((alive_fd, zmq.POLLIN))
+            ready = dict(zmq.zmq_poll(items, max(0, int(timeout * 1000))))
         return sock in ready and not (alive_fd is not None and alive_fd in ready)
 
     def _open(self, endpoint: str) -> zmq.Socket[bytes]:
@@ -344,18 +345,22 @@ class Caller:
             sock.close(0)
             raise
         if len(self._peers) >= self._max_peers:
-            old_endpoint, old = self._peers.popitem(last=False)
-            self._fresh.discard(old_endpoint)
-            old.close(0)
+            old_endpoint, _ = next(iter(self._peers.items()))
+            self._forget(old_endpoint)
         self._peers[endpoint] = sock
         self._fresh.add(endpoint)
         return sock
 
     def forget(self, endpoint: str) -> None:
-        """Close the socket to `endpoint` (its worker is gone)."""
+        """Close the socket to `endpoint` (its worker is gone); the casts held for it are dropped with it."""
+        with self._lock:
+            self._forget(endpoint)
+
+    def _forget(self, endpoint: str) -> None:
         sock = self._peers.pop(endpoint, None)
         self._fresh.discard(endpoint)
         self.peer_hwm.pop(endpoint, None)
+        self._drop_box(endpoint)
         if sock is not None:
             sock.close(0)
 
@@ -427,10 +432,13 @@ class Caller:
         return reply.unwrap()
 
     def close(self) -> None:
-        for sock in self._peers.values():
-            sock.close(0)
-        self._peers.clear()
-        self._fresh.clear()
+        self._stop_flusher()
+        with self._lock:
+            for sock in self._peers.values():
+                sock.close(0)
+            self._peers.clear()
+            self._fresh.clear()
+            self._drop_boxes()
         if not self._pull.closed:
             self._pull.close(0)
             unlink_ipc(self.reply_to)

@@ -23,6 +23,9 @@ Frames, one ZeroMQ frame per message, each ``body + tag(body)`` (16 bytes):
 * cast:  ``b"S" + pickle(payload)``
 * info:  ``b"I" + pickle(payload)``
 * reply: ``b"R" + ref (u64 LE) + b"\\x00" ok | b"\\x01" error + pickle(value or RemoteError)``
+* batch: ``b"B" + count (u32 LE) + count * (len (u32 LE) + pickle(cast payload))``: casts a sender
+  coalesced (`wire.coalesce`), one tag for all; the receiver hands them to handle_cast one by
+  one, in order (`split_batch`; a batch that does not parse is `BadFrame`, dropped whole)
 
 Notices a worker sends to the node's inbound socket (("ready", id, gen, pid),
 ("hb", id, gen, pid, stats), ...) are a bare pickled tuple, tagged: `encode_notice` /
@@ -42,11 +45,14 @@ from supervisor_tree.wire.shapes import MALFORMED, UNAUTHENTICATED, BadFrame, Fi
 PROTOCOL = 5
 
 # First byte of each frame, as ints: frame[0] of a bytes object is an int.
-CALL, CAST, INFO, REPLY = b"CSIR"
+CALL, CAST, INFO, REPLY, BATCH = b"CSIRB"
 _CALL_HEAD = struct.Struct("<QH")  # ref, len(reply_to)
 _CALL_BODY = 1 + _CALL_HEAD.size  # offset of reply_to
 _REF = struct.Struct("<Q")
 _OK, _ERR = b"\x00", b"\x01"
+_U32 = struct.Struct("<I")
+BATCH_HEAD = 1 + _U32.size  # kind byte + count
+MAX_BATCH = 65_536  # casts one batch frame may carry (a sender makes far smaller ones: wire.coalesce)
 
 # The notices the node's inbound socket takes: kind -> field types after (kind, worker id, generation, pid).
 NOTICES: dict[str, Fields] = {
@@ -204,6 +210,49 @@ def reply_frame(key: FrameKey, ref8: bytes, ok: bool, value: object) -> bytes:
 
 # ---------------------------------------------------------------------------
 # Decoding (of frames whose tag was checked: `end` is where the body ends)
+
+
+def encode_batch(key: FrameKey, bodies: list[bytes] | list[memoryview]) -> bytes:
+    """One batch frame of already pickled cast payloads (`bodies`, in order)."""
+    parts: list[bytes | memoryview] = [b"B", _U32.pack(len(bodies))]
+    for body in bodies:
+        parts.append(_U32.pack(len(body)))
+        parts.append(body)
+    return key.seal(b"".join(parts))
+
+
+def batch_count(frame: bytes, end: int) -> int:
+    """How many casts the batch frame `frame[:end]` (tag checked) says it carries; BadFrame if none can be read."""
+    if end < BATCH_HEAD:
+        raise BadFrame(MALFORMED, f"batch frame of {end} bytes is shorter than its header")
+    (n,) = _U32.unpack_from(frame, 1)
+    if not 1 <= n <= MAX_BATCH:
+        raise BadFrame(MALFORMED, f"batch frame says it carries {n} casts; a batch carries 1..{MAX_BATCH}")
+    return int(n)
+
+
+def split_batch(frame: bytes, end: int) -> list[memoryview]:
+    """The pickled cast payloads of the batch frame `frame[:end]` (tag checked), in order.
+
+    Raises BadFrame ("malformed") when the body is not exactly `count` length-prefixed
+    entries: such a batch is dropped whole (the receiver counts it), never half-served.
+    """
+    n = batch_count(frame, end)
+    view = memoryview(frame)
+    out: list[memoryview] = []
+    at, unpack = BATCH_HEAD, _U32.unpack_from
+    for i in range(n):
+        if at + 4 > end:
+            raise BadFrame(MALFORMED, f"batch frame ends inside the length of cast {i + 1} of {n}")
+        (size,) = unpack(frame, at)
+        at += 4
+        if size == 0 or at + size > end:
+            raise BadFrame(MALFORMED, f"batch frame: cast {i + 1} of {n} claims {size} bytes, {end - at} left")
+        out.append(view[at : at + size])
+        at += size
+    if at != end:
+        raise BadFrame(MALFORMED, f"batch frame has {end - at} bytes after its {n} casts")
+    return out
 
 
 def split_call(frame: bytes, end: int) -> tuple[bytes, bytes, memoryview]:

@@ -48,6 +48,7 @@ import zmq
 
 from supervisor_tree.spec import SHUTDOWN
 from supervisor_tree.wire import channel
+from supervisor_tree.wire.coalesce import unpack_batch
 from supervisor_tree.wire.shapes import UNAUTHENTICATED
 from supervisor_tree.worker import faults, idempotency
 from supervisor_tree.worker.behaviour import IGNORE, NOREPLY
@@ -298,6 +299,9 @@ class AioIncarnation(Incarnation):
                 self._malformed(frame, end, exc)
                 return
             self.ordered.put_nowait((kind == channel.CAST, msg))
+        elif kind == channel.BATCH:  # casts coalesced by a sender: queued one by one, in order
+            for msg in unpack_batch(self, frame, end):
+                self.ordered.put_nowait((True, msg))
         else:
             self._malformed(frame, end, ValueError(f"unknown frame kind {frame[:1]!r}"))
 

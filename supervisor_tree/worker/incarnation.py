@@ -30,6 +30,7 @@ import zmq
 
 from supervisor_tree.spec import SHUTDOWN
 from supervisor_tree.wire import auth, channel
+from supervisor_tree.wire.coalesce import serve_batch
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.shapes import MALFORMED, UNAUTHENTICATED
 from supervisor_tree.worker import faults, idempotency, standby
@@ -271,7 +272,7 @@ class Incarnation:
         key = self.key
         verify = key.verify
         split_call, reply_frame, loads = channel.split_call, channel.reply_frame, pickle.loads
-        CALL, CAST, INFO = channel.CALL, channel.CAST, channel.INFO
+        CALL, CAST, INFO, BATCH_FRAME = channel.CALL, channel.CAST, channel.INFO, channel.BATCH
         NOBLOCK, Again = zmq.NOBLOCK, zmq.Again
         clock = time.perf_counter_ns
         lat, lat_i = self.lat, self.lat_i
@@ -344,6 +345,8 @@ class Incarnation:
                             continue
                         infos += 1
                         handle_info(msg)
+                    elif kind == BATCH_FRAME:  # casts coalesced by a sender: served one by one, in order
+                        n += serve_batch(self, frame, end, handle_cast) - 1
                     else:
                         self._malformed(frame, end, ValueError(f"unknown frame kind {frame[:1]!r}"))
                     if self.halt:
@@ -358,8 +361,13 @@ class Incarnation:
                 self.lat_i = lat_i
                 if n > self.max_batch:
                     self.max_batch = n
-            box.after_round(n == BATCH)
-            timeout = 0 if n == BATCH or box.pending else -1
+            box.after_round(n >= BATCH)
+            timeout = 0 if n >= BATCH or box.pending else -1
+
+    def put_back(self, frame: bytes) -> None:
+        """A batch's casts not yet served (a stop inside it): served first if the loop goes on."""
+        assert self.box is not None
+        self.box.put_back(frame)
 
     def reply(self, token: tuple[bytes, bytes], value: object) -> None:
         ref8, reply_to = token

@@ -25,6 +25,10 @@ Must not dispatch anything: the loop (incarnation.py) does.
     recv = box.before_round(mailbox_sock.recv)      # probes when due; then up to BATCH messages
     box.after_round(n == BATCH)
 
+Depth and limits count messages: a batch frame (casts a sender coalesced, wire/coalesce.py)
+counts as the casts it carries (`wire.frames.batch_count`, read once its tag is checked),
+and a batch that straddles the limit is cut there (`_trim`: the casts past it refused).
+
 The depth figure: `pending` as it is served (live), or, once `pending` is empty while
 the worker is still behind (its rounds are full batches), what the last probe found;
 0 once a round empties the mailbox.
@@ -40,8 +44,9 @@ from typing import Any
 
 import zmq
 
-from supervisor_tree.wire import channel
+from supervisor_tree.wire import channel, frames
 from supervisor_tree.wire.auth import FrameKey
+from supervisor_tree.wire.shapes import BadFrame
 
 log = logging.getLogger("supervisor_tree.worker")
 
@@ -53,7 +58,8 @@ PROBE_EVERY_S = 0.5
 
 
 class Backlog:
-    """Invariant: `pending` holds frames in arrival order, all older than anything still in the socket."""
+    """Invariant: `pending` holds frames in arrival order, all older than anything still in the socket;
+    `sizes` holds how many messages each carries (1, or a batch's count), `msgs` their sum."""
 
     def __init__(self, sock: zmq.Socket[bytes], replies: channel.ReplySender, who: str, key: FrameKey,
                  limit: int | None = None, policy: str = "backpressure") -> None:
@@ -64,6 +70,8 @@ class Backlog:
         self.limit = limit
         self.policy = policy
         self.pending: deque[bytes] = deque()
+        self.sizes: deque[int] = deque()
+        self.msgs = 0
         self.behind = False  # the last round drained a full batch: more may wait
         self.capped = False  # the last probe stopped at its cap: more wait than `pending` holds
         self.measured = 0  # what the last probe found waiting
@@ -82,6 +90,7 @@ class Backlog:
         """
         pending = self.pending
         if pending:
+            self.msgs -= self.sizes.popleft()
             return pending.popleft()
         if self.limit is not None:
             raise zmq.Again()
@@ -89,8 +98,26 @@ class Backlog:
         if now >= self._next_probe:
             self.probe(now)
             if pending:
+                self.msgs -= self.sizes.popleft()
                 return pending.popleft()
         return self._recv(flags)
+
+    def put_back(self, frame: bytes) -> None:
+        """`frame` (a batch's casts not yet served: the loop stopped inside it) is served first."""
+        self.pending.appendleft(frame)
+        n = self._size(frame)
+        self.sizes.appendleft(n)
+        self.msgs += n
+
+    def _size(self, frame: bytes) -> int:
+        """How many messages `frame` carries: a batch's count once its tag is checked, else 1."""
+        if len(frame) <= frames.BATCH_HEAD or frame[0] != channel.BATCH:
+            return 1
+        end = self._key.verify(frame)
+        try:
+            return frames.batch_count(frame, end) if end > 0 else 1
+        except BadFrame:
+            return 1
 
     def before_round(self, sock_recv: Callable[[int], bytes]) -> Callable[[int], bytes]:
         """Probe when due; the recv the round should use (ours while `pending` has messages)."""
@@ -116,24 +143,49 @@ class Backlog:
             cap = limit
         else:
             cap = limit + PROBE_CAP  # over the limit on purpose: the policy trims it below
-        pending, recv, again = self.pending, self._recv, zmq.Again
+        pending, sizes, recv, again, size = self.pending, self.sizes, self._recv, zmq.Again, self._size
         try:
-            while len(pending) < cap:
-                pending.append(recv(zmq.NOBLOCK))
+            while self.msgs < cap:
+                frame = recv(zmq.NOBLOCK)
+                pending.append(frame)
+                n = size(frame)
+                sizes.append(n)
+                self.msgs += n
             self.capped = True
         except again:
             self.capped = False
-        if limit is None or self.policy == "backpressure":
-            self.measured = len(pending)
-            return
-        while len(pending) > limit:
-            if self.policy == "drop_oldest":
-                self.dropped += 1
-                self._refuse(pending.popleft(), f"dropped: the oldest message past mailbox_limit {limit} (policy drop_oldest)")
+        if limit is not None and self.policy != "backpressure":
+            while self.msgs > limit:
+                self._trim(limit)
+        self.measured = self.msgs
+
+    def _trim(self, limit: int) -> None:
+        """Refuse the newest (reject) or oldest (drop_oldest) frame past `limit`; a batch only in part."""
+        oldest = self.policy == "drop_oldest"
+        frame, n = (self.pending.popleft(), self.sizes.popleft()) if oldest else (self.pending.pop(), self.sizes.pop())
+        self.msgs -= n
+        excess = self.msgs + n - limit
+        if oldest:
+            why = f"dropped: the oldest message past mailbox_limit {limit} (policy drop_oldest)"
+        else:
+            why = f"rejected: mailbox_limit {limit} reached (policy reject)"
+        if n > excess:  # a batch across the limit: the casts within it stay
+            bodies = channel.split_batch(frame, self._key.verify(frame))  # counted by _size: it parses
+            keep = bodies[excess:] if oldest else bodies[: n - excess]
+            kept = channel.encode_batch(self._key, keep)
+            if oldest:
+                self.pending.appendleft(kept)
+                self.sizes.appendleft(len(keep))
             else:
-                self.rejected += 1
-                self._refuse(pending.pop(), f"rejected: mailbox_limit {limit} reached (policy reject)")
-        self.measured = len(pending)
+                self.pending.append(kept)
+                self.sizes.append(len(keep))
+            self.msgs += len(keep)
+            n = excess
+        if oldest:
+            self.dropped += n
+        else:
+            self.rejected += n
+        self._refuse(frame, why)
 
     def _refuse(self, frame: bytes, why: str) -> None:
         """A call gets `MailboxFull` as its error reply; anything else is dropped (logged at 1, 10, 100, ...)."""
@@ -153,7 +205,7 @@ class Backlog:
 
     def depth(self) -> int:
         """Messages waiting: `pending` while it lasts, else the last probe's count while still behind."""
-        n = len(self.pending)
+        n = self.msgs
         return n if n or not self.behind else self.measured
 
     def figures(self) -> dict[str, Any]:
