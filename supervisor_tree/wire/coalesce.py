@@ -150,6 +150,7 @@ class CastCoalescing:
         self._boxes: dict[str, Outbox] = {}  # endpoint -> casts held for it
         self._held = 0  # boxes holding casts
         self._flusher: Flusher | None = None
+        self.batches_sent = 0  # frames that carried more than one cast
 
     def send_cast(self, endpoint: str, payload: object, *, alive_fd: int | None = None) -> None:
         """Send a cast.  Raises PeerUnavailable if the send would block (OTP drops such casts: callers may).
@@ -217,6 +218,7 @@ class CastCoalescing:
     def _flush_box(self, endpoint: str, box: Outbox, alive_fd: int | None, checked: bool) -> None:
         """Send what `box` holds as one frame, or raise as a send of it would (the box keeps it)."""
         self._send_now(endpoint, box.frame(self.key), alive_fd, checked)
+        self.batches_sent += len(box.bodies) > 1
         box.clear(_clock())
         self._held -= 1
 
@@ -238,6 +240,7 @@ class CastCoalescing:
                 except zmq.Again:
                     stuck = True  # its mailbox is full: the Flusher retries; the next cast there meets it
                     continue
+                self.batches_sent += len(box.bodies) > 1
                 box.clear(_clock())
                 self._held -= 1
         return stuck
@@ -264,6 +267,12 @@ class CastCoalescing:
 # Receiving: a worker's loop hands a batch frame here
 
 
+class _Mailbox(Protocol):
+    in_hand: int  # casts of the batch being served that wait their turn (part of the mailbox's depth)
+
+    def put_back(self, frame: bytes) -> None: ...
+
+
 class BatchServer(Protocol):
     """What `serve_batch` needs of a worker's loop (worker.incarnation.Incarnation)."""
 
@@ -271,9 +280,10 @@ class BatchServer(Protocol):
     halt: bool  # set by a handler that stops the worker: the batch's rest waits
     casts: int
 
-    def drop(self, peer: str, kind: str, why: str) -> None: ...
+    @property
+    def box(self) -> _Mailbox | None: ...
 
-    def put_back(self, frame: bytes) -> None: ...
+    def drop(self, peer: str, kind: str, why: str) -> None: ...
 
 
 def serve_batch(loop: BatchServer, frame: bytes, end: int, handle_cast: Callable[[object], None]) -> int:
@@ -281,25 +291,34 @@ def serve_batch(loop: BatchServer, frame: bytes, end: int, handle_cast: Callable
 
     A batch that does not parse is dropped whole and counted (`loop.drop`); a cast in it
     that does not unpickle is dropped and counted, the rest served.  When a handler sets
-    `loop.halt`, the casts after it go back in front of the mailbox (`loop.put_back`).
+    `loop.halt`, the casts after it go back in front of the mailbox (`box.put_back`).
     Whatever `handle_cast` raises propagates (the worker crashes, as on a plain cast).
+    While it serves, `box.in_hand` says how many of the batch still wait (the depth figure).
     """
+    box = loop.box
+    assert box is not None
     try:
         bodies = split_batch(frame, end)
     except BadFrame as exc:
         loop.drop(_PEER, exc.kind, exc.reason)
         return 1
-    for i, body in enumerate(bodies):
-        try:
-            msg = _loads(body)
-        except Exception as exc:  # noqa: BLE001 - one bad cast; the rest of the batch is served
-            loop.drop(_PEER, MALFORMED, f"cast {i + 1} of a batch of {len(bodies)} does not unpickle: {exc!r}")
-            continue
-        loop.casts += 1
-        handle_cast(msg)
-        if loop.halt and i + 1 < len(bodies):
-            loop.put_back(encode_batch(loop.key, bodies[i + 1 :]))
-            return i + 1
+    left = len(bodies)
+    try:
+        for i, body in enumerate(bodies):
+            left -= 1
+            box.in_hand = left
+            try:
+                msg = _loads(body)
+            except Exception as exc:  # noqa: BLE001 - one bad cast; the rest of the batch is served
+                loop.drop(_PEER, MALFORMED, f"cast {i + 1} of a batch of {len(bodies)} does not unpickle: {exc!r}")
+                continue
+            loop.casts += 1
+            handle_cast(msg)
+            if loop.halt and left:
+                box.put_back(encode_batch(loop.key, bodies[i + 1 :]))
+                return i + 1
+    finally:
+        box.in_hand = 0
     return len(bodies)
 
 

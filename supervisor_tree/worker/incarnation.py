@@ -364,11 +364,6 @@ class Incarnation:
             box.after_round(n >= BATCH)
             timeout = 0 if n >= BATCH or box.pending else -1
 
-    def put_back(self, frame: bytes) -> None:
-        """A batch's casts not yet served (a stop inside it): served first if the loop goes on."""
-        assert self.box is not None
-        self.box.put_back(frame)
-
     def reply(self, token: tuple[bytes, bytes], value: object) -> None:
         ref8, reply_to = token
         self.replies.send(reply_to, self._reply_ok(ref8, value))

@@ -72,6 +72,7 @@ class Backlog:
         self.pending: deque[bytes] = deque()
         self.sizes: deque[int] = deque()
         self.msgs = 0
+        self.in_hand = 0  # casts of the batch frame the loop is serving that wait their turn (wire/coalesce.py)
         self.behind = False  # the last round drained a full batch: more may wait
         self.capped = False  # the last probe stopped at its cap: more wait than `pending` holds
         self.measured = 0  # what the last probe found waiting
@@ -205,7 +206,7 @@ class Backlog:
 
     def depth(self) -> int:
         """Messages waiting: `pending` while it lasts, else the last probe's count while still behind."""
-        n = self.msgs
+        n = self.msgs + self.in_hand
         return n if n or not self.behind else self.measured
 
     def figures(self) -> dict[str, Any]:
