@@ -279,7 +279,7 @@ class Caller(CastCoalescing):
         rt = self._reply_to
         frame = self._seal(b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL))
         with self._lock:
-            if self._held:
+            if self._boxes:
                 self._flush_others(endpoint)
             self._send(endpoint, frame, alive_fd, True)
         return ref

@@ -15,16 +15,23 @@ what a burst left behind).  The Caller (`channel.py`) decides per cast, under it
   cast frame: a lone cast pays no latency for any of this.
 
 Casts are pickled when cast (a message the program mutates afterwards arrives as it
-was), never at flush.  Endpoints with a known `mailbox_limit` (`Caller.peer_hwm`) are
+was), never at flush; a cast over `MAX_BODY` bytes is never held (it flushes what is
+held, then goes alone).  Endpoints with a known `mailbox_limit` (`Caller.peer_hwm`) are
 never batched, so that backpressure's high-water mark still counts messages.  A batch
 that cannot leave (the mailbox is full) stays held and is retried; the next cast to
 that endpoint meets the same backpressure a plain cast does.
 
+Concurrency: the casting thread appends to an Outbox's deque without a lock (a deque's
+append and popleft are atomic); everything that takes casts out of it and sends them
+(this thread when the box is full or another frame must follow them, the Flusher)
+holds the Caller's `_lock` while it pops and sends, so batches leave in order, and a
+batch that cannot leave goes back to the front (`extendleft`).
+
 Must not know the byte layout (`frames.encode_batch`), nor open or close sockets.
 
-    box = Outbox()
-    box.add(pickle.dumps(("hello", 1)))
-    frame = box.frame(key)          # a plain cast frame for one, a batch frame for more
+    box = Outbox(time.monotonic())
+    box.held.append(pickle.dumps(("hello", 1)))
+    frame, n = box.take(key)        # a plain cast frame for one, a batch frame for more
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import pickle
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -41,12 +49,12 @@ from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.frames import PROTOCOL, PeerUnavailable, encode_batch, split_batch
 from supervisor_tree.wire.shapes import MALFORMED, BadFrame
 
-__all__ = ["CastCoalescing", "BatchServer", "serve_batch", "unpack_batch", "Outbox", "Flusher", "GAP_S", "LINGER_S", "MAX_COUNT", "MAX_BYTES"]
+__all__ = ["CastCoalescing", "BatchServer", "serve_batch", "unpack_batch", "Outbox", "Flusher", "GAP_S", "LINGER_S", "MAX_COUNT", "MAX_BODY"]
 
 GAP_S = 20e-6  # a cast this soon after the previous one to the same endpoint is held: a queue is building up
 LINGER_S = 200e-6  # how long a held batch may wait for more casts before the Flusher sends it
 MAX_COUNT = 256  # casts per batch frame (one worker round: see worker.incarnation.BATCH)
-MAX_BYTES = 64 * 1024  # pickled bytes per batch frame
+MAX_BODY = 1024  # a pickled cast larger than this is never held: a batch frame stays under 256 KiB
 _RETRY_MAX_S = 0.1  # a batch that could not leave is retried, backing off up to this
 _NOBLOCK = int(zmq.NOBLOCK)
 _clock = time.monotonic
@@ -58,33 +66,31 @@ _PEER = "a sender (mailbox PULL)"
 class Outbox:
     """The casts held for one endpoint, pickled, in cast order; `last`: when a cast last left for it."""
 
-    __slots__ = ("bodies", "size", "last")
+    __slots__ = ("held", "last")
 
     def __init__(self, last: float) -> None:
-        self.bodies: list[bytes] = []
-        self.size = 0
+        self.held: deque[bytes] = deque()
         self.last = last
 
-    def add(self, body: bytes) -> int:
-        """Hold one pickled cast; returns how many are held now."""
-        self.bodies.append(body)
-        self.size += len(body)
-        return len(self.bodies)
+    def take(self, key: FrameKey, casting: bool = True) -> tuple[bytes, list[bytes]]:
+        """Pop what is held now as one frame (a plain cast for one, a batch for more) and the bodies
+        (to `give_back` when the frame cannot leave).  The caller holds the Caller's lock.
 
-    def full(self) -> bool:
-        return len(self.bodies) >= MAX_COUNT or self.size >= MAX_BYTES
-
-    def frame(self, key: FrameKey) -> bytes:
-        """What is held, as one frame: a plain cast for one, a batch for more."""
-        bodies = self.bodies
+        `casting`: called by the casting thread itself, the only one that appends, so the
+        deque can be copied and cleared at once; the Flusher pops what it takes one by one."""
+        held = self.held
+        if casting:
+            bodies = list(held)
+            held.clear()
+        else:
+            bodies = [held.popleft() for _ in range(len(held))]
         if len(bodies) == 1:
-            return key.seal(b"S" + bodies[0])
-        return encode_batch(key, bodies)
+            return key.seal(b"S" + bodies[0]), bodies
+        return encode_batch(key, bodies), bodies
 
-    def clear(self, now: float) -> None:
-        self.bodies = []
-        self.size = 0
-        self.last = now
+    def give_back(self, bodies: list[bytes]) -> None:
+        """A frame made by `take` could not leave: its casts go back in front, in order."""
+        self.held.extendleft(reversed(bodies))
 
 
 class Flusher:
@@ -133,9 +139,9 @@ class Flusher:
 class CastCoalescing:
     """The Caller's casts (channel.Caller inherits this): held per endpoint while a queue builds up.
 
-    Every method here runs with `_lock` held (or takes it); the Caller's `_send` is its
-    checked send (liveness, connect wait, PeerBusy / PeerUnavailable) and flushes the
-    endpoint's held casts before any other frame.
+    The Caller's `_send` is its checked send (liveness, connect wait, PeerBusy /
+    PeerUnavailable), called with `_lock` held; it sends the endpoint's held casts
+    (`_flush_for`) before any other frame.
     """
 
     key: FrameKey
@@ -147,8 +153,7 @@ class CastCoalescing:
 
     def _init_coalescing(self) -> None:
         self._lock = threading.RLock()
-        self._boxes: dict[str, Outbox] = {}  # endpoint -> casts held for it
-        self._held = 0  # boxes holding casts
+        self._boxes: dict[str, Outbox] = {}  # endpoint -> casts held for it (made and dropped under the lock)
         self._flusher: Flusher | None = None
         self.batches_sent = 0  # frames that carried more than one cast
 
@@ -157,38 +162,52 @@ class CastCoalescing:
 
         A cast that follows another to `endpoint` closely may be held and leave with
         the next ones as one batch frame: its order is kept."""
-        self._cast(endpoint, _dumps(payload, PROTOCOL), alive_fd, True)
+        body = _dumps(payload, PROTOCOL)
+        box = self._boxes.get(endpoint)
+        if box is not None:  # the per-message path of a burst, without the lock: a batch under way with room
+            held = box.held
+            n = len(held)
+            if n and n < MAX_COUNT and len(body) <= MAX_BODY:
+                held.append(body)
+                if len(held) == 1:  # the Flusher took the rest meanwhile: this one starts a batch
+                    self._started()
+                return
+        self._cast(endpoint, body, alive_fd, True)
 
     def send_cast_unchecked(self, endpoint: str, payload: object) -> None:
         """The cast hot path: no liveness check, no connect wait.  Raises PeerUnavailable
         (without forgetting the socket) when the send would block; the caller then takes
         the checked path (`send_cast` with `alive_fd`), which tells full from gone.  A cast
         sent in the instant a worker dies may be lost, as a cast to a dying process is in OTP."""
-        if endpoint not in self._peers:
+        body = _dumps(payload, PROTOCOL)
+        box = self._boxes.get(endpoint)
+        if box is not None:
+            held = box.held
+            n = len(held)
+            if n and n < MAX_COUNT and len(body) <= MAX_BODY:
+                held.append(body)
+                if len(held) == 1:
+                    self._started()
+                return
+        elif endpoint not in self._peers:
             raise PeerUnavailable(endpoint)
-        self._cast(endpoint, _dumps(payload, PROTOCOL), None, False)
+        self._cast(endpoint, body, None, False)
 
-    def flush_held(self) -> bool:
-        """Send every held cast now, without blocking; True when some could not leave (a full mailbox)."""
+    def flush_held(self, casting: bool = False) -> bool:
+        """Send every held cast now, without blocking; True when some could not leave (a full mailbox).
+        `casting`: called by the thread that casts (not the Flusher)."""
         with self._lock:
-            return bool(self._held) and self._flush_others("")
+            return self._flush_others("", casting)
 
     def _cast(self, endpoint: str, body: bytes, alive_fd: int | None, checked: bool) -> None:
-        """Hold `body` when a queue builds up for `endpoint`, else send it now."""
+        """The rest of a cast, under the lock: a full box leaves first, a queue starts a box, else send now."""
         with self._lock:
             box = self._boxes.get(endpoint)
             if box is not None:
-                if box.bodies:  # inline Outbox.add / full: this is the per-message path of a burst
-                    if len(box.bodies) >= MAX_COUNT or box.size >= MAX_BYTES:
-                        self._flush_box(endpoint, box, alive_fd, checked)  # raises: `body` not taken
-                    bodies = box.bodies
-                    bodies.append(body)
-                    box.size += len(body)
-                    if len(bodies) == 1:
-                        self._started()
-                    return
-                if _clock() - box.last < GAP_S:
-                    box.add(body)
+                if box.held:
+                    self._flush_box(endpoint, box, alive_fd, checked)  # raises: `body` not taken
+                if len(body) <= MAX_BODY and _clock() - box.last < GAP_S:
+                    box.held.append(body)
                     self._started()
                     return
             self._send_now(endpoint, self._seal(b"S" + body), alive_fd, checked)
@@ -210,55 +229,58 @@ class CastCoalescing:
             raise PeerUnavailable(endpoint) from None
 
     def _started(self) -> None:
-        self._held += 1
         if self._flusher is None:
-            self._flusher = Flusher(self.flush_held, f"cast-flusher {self.reply_to}")
+            with self._lock:
+                if self._flusher is None:
+                    self._flusher = Flusher(self.flush_held, f"cast-flusher {self.reply_to}")
         self._flusher.wake()
 
     def _flush_box(self, endpoint: str, box: Outbox, alive_fd: int | None, checked: bool) -> None:
-        """Send what `box` holds as one frame, or raise as a send of it would (the box keeps it)."""
-        self._send_now(endpoint, box.frame(self.key), alive_fd, checked)
-        self.batches_sent += len(box.bodies) > 1
-        box.clear(_clock())
-        self._held -= 1
+        """Send what `box` holds as one frame, or raise as a send of it would (the box keeps it).  Under the lock."""
+        frame, bodies = box.take(self.key)
+        try:
+            self._send_now(endpoint, frame, alive_fd, checked)
+        except BaseException:
+            if self._boxes.get(endpoint) is box:  # not forgotten (gone): full, or not connected yet
+                box.give_back(bodies)
+            raise
+        self.batches_sent += len(bodies) > 1
+        box.last = _clock()
 
     def _flush_for(self, endpoint: str, alive_fd: int | None) -> None:
-        """Before another frame to `endpoint`: its held casts leave first (or the send raises)."""
+        """Before another frame to `endpoint`: its held casts leave first (or the send raises).  Under the lock."""
         box = self._boxes[endpoint]
-        if box.bodies:
+        if box.held:
             self._flush_box(endpoint, box, alive_fd, True)
 
-    def _flush_others(self, endpoint: str) -> bool:
-        """Send every held batch but `endpoint`'s without blocking; True if one could not leave."""
+    def _flush_others(self, endpoint: str, casting: bool = True) -> bool:
+        """Send every held batch but `endpoint`'s without blocking; True if one could not leave.  Under the lock."""
         stuck = False
         for other, box in self._boxes.items():
-            if box.bodies and other != endpoint:
+            if box.held and other != endpoint:
+                frame, bodies = box.take(self.key, casting)
                 sock = self._peers.get(other)
                 try:
                     if sock is not None:
-                        sock.send(box.frame(self.key), _NOBLOCK)
+                        sock.send(frame, _NOBLOCK)
                 except zmq.Again:
+                    box.give_back(bodies)
                     stuck = True  # its mailbox is full: the Flusher retries; the next cast there meets it
                     continue
-                self.batches_sent += len(box.bodies) > 1
-                box.clear(_clock())
-                self._held -= 1
+                self.batches_sent += len(bodies) > 1
         return stuck
 
     def _drop_box(self, endpoint: str) -> None:
         """`endpoint`'s socket is forgotten (its worker is gone): what was held for it is lost with it."""
-        box = self._boxes.pop(endpoint, None)
-        if box is not None and box.bodies:
-            self._held -= 1
+        self._boxes.pop(endpoint, None)
 
     def _drop_boxes(self) -> None:
         self._boxes.clear()
-        self._held = 0
 
     def _stop_flusher(self) -> None:
         """Closing: what is held leaves now (as far as the mailboxes take it), then the Flusher ends."""
         if self._flusher is not None:
-            self.flush_held()
+            self.flush_held(casting=True)
             self._flusher.close()
             self._flusher = None
 
@@ -303,6 +325,7 @@ def serve_batch(loop: BatchServer, frame: bytes, end: int, handle_cast: Callable
         loop.drop(_PEER, exc.kind, exc.reason)
         return 1
     left = len(bodies)
+    served = 0
     try:
         for i, body in enumerate(bodies):
             left -= 1
@@ -312,13 +335,14 @@ def serve_batch(loop: BatchServer, frame: bytes, end: int, handle_cast: Callable
             except Exception as exc:  # noqa: BLE001 - one bad cast; the rest of the batch is served
                 loop.drop(_PEER, MALFORMED, f"cast {i + 1} of a batch of {len(bodies)} does not unpickle: {exc!r}")
                 continue
-            loop.casts += 1
+            served += 1
             handle_cast(msg)
-            if loop.halt and left:
+            if left and loop.halt:
                 box.put_back(encode_batch(loop.key, bodies[i + 1 :]))
                 return i + 1
     finally:
         box.in_hand = 0
+        loop.casts += served
     return len(bodies)
 
 

@@ -23,7 +23,7 @@ Frames, one ZeroMQ frame per message, each ``body + tag(body)`` (16 bytes):
 * cast:  ``b"S" + pickle(payload)``
 * info:  ``b"I" + pickle(payload)``
 * reply: ``b"R" + ref (u64 LE) + b"\\x00" ok | b"\\x01" error + pickle(value or RemoteError)``
-* batch: ``b"B" + count (u32 LE) + count * (len (u32 LE) + pickle(cast payload))``: casts a sender
+* batch: ``b"B" + count (u32 LE) + count * len (u32 LE) + the count pickles, one per cast``: casts a sender
   coalesced (`wire.coalesce`), one tag for all; the receiver hands them to handle_cast one by
   one, in order (`split_batch`; a batch that does not parse is `BadFrame`, dropped whole)
 
@@ -214,11 +214,8 @@ def reply_frame(key: FrameKey, ref8: bytes, ok: bool, value: object) -> bytes:
 
 def encode_batch(key: FrameKey, bodies: list[bytes] | list[memoryview]) -> bytes:
     """One batch frame of already pickled cast payloads (`bodies`, in order)."""
-    parts: list[bytes | memoryview] = [b"B", _U32.pack(len(bodies))]
-    for body in bodies:
-        parts.append(_U32.pack(len(body)))
-        parts.append(body)
-    return key.seal(b"".join(parts))
+    n = len(bodies)
+    return key.seal(b"".join((b"B", _U32.pack(n), struct.pack(f"<{n}I", *map(len, bodies)), *bodies)))
 
 
 def batch_count(frame: bytes, end: int) -> int:
@@ -234,24 +231,24 @@ def batch_count(frame: bytes, end: int) -> int:
 def split_batch(frame: bytes, end: int) -> list[memoryview]:
     """The pickled cast payloads of the batch frame `frame[:end]` (tag checked), in order.
 
-    Raises BadFrame ("malformed") when the body is not exactly `count` length-prefixed
-    entries: such a batch is dropped whole (the receiver counts it), never half-served.
+    Raises BadFrame ("malformed") unless the body is exactly the `count` lengths, none
+    of them 0, and then that many bytes: such a batch is dropped whole (the receiver
+    counts it), never half-served.
     """
     n = batch_count(frame, end)
+    start = BATCH_HEAD + 4 * n
+    if end < start:
+        raise BadFrame(MALFORMED, f"batch frame of {end} bytes ends inside the lengths of its {n} casts")
+    sizes = struct.unpack_from(f"<{n}I", frame, BATCH_HEAD)
+    if min(sizes) == 0 or sum(sizes) != end - start:
+        raise BadFrame(MALFORMED, f"batch frame: its {n} casts' lengths add up to {sum(sizes)} bytes, "
+                                  f"{end - start} follow (or one is 0)")  # fmt: skip
     view = memoryview(frame)
     out: list[memoryview] = []
-    at, unpack = BATCH_HEAD, _U32.unpack_from
-    for i in range(n):
-        if at + 4 > end:
-            raise BadFrame(MALFORMED, f"batch frame ends inside the length of cast {i + 1} of {n}")
-        (size,) = unpack(frame, at)
-        at += 4
-        if size == 0 or at + size > end:
-            raise BadFrame(MALFORMED, f"batch frame: cast {i + 1} of {n} claims {size} bytes, {end - at} left")
+    at = start
+    for size in sizes:
         out.append(view[at : at + size])
         at += size
-    if at != end:
-        raise BadFrame(MALFORMED, f"batch frame has {end - at} bytes after its {n} casts")
     return out
 
 
