@@ -9,8 +9,10 @@ what a burst left behind).  The Caller (`channel.py`) decides per cast, under it
 * an Outbox leaves as one frame when it holds `MAX_COUNT` casts or `MAX_BYTES`, before
   any other frame to that endpoint (a call, an info: order per pair is kept), before
   any call at all (a program that casts to A and then calls B finds A's casts sent),
-  when the Caller closes, and otherwise within `LINGER_S` of its first cast (the
-  Flusher; under a busy interpreter, at the next switch of threads, <= 5 ms);
+  when the Caller closes, and otherwise when it stops growing: the Flusher looks every
+  `LINGER_S` and sends a batch that did not grow since its last look, or that it has
+  seen for `MAX_LINGER_S` (while this thread holds the interpreter, the Flusher runs
+  at its next switch of threads: <= 5 ms);
 * a cast that finds no queue (its predecessor left long ago) goes at once, as a plain
   cast frame: a lone cast pays no latency for any of this.
 
@@ -52,10 +54,12 @@ from supervisor_tree.wire.shapes import MALFORMED, BadFrame
 __all__ = ["CastCoalescing", "BatchServer", "serve_batch", "unpack_batch", "Outbox", "Flusher", "GAP_S", "LINGER_S", "MAX_COUNT", "MAX_BODY"]
 
 GAP_S = 20e-6  # a cast this soon after the previous one to the same endpoint is held: a queue is building up
-LINGER_S = 200e-6  # how long a held batch may wait for more casts before the Flusher sends it
+LINGER_S = 200e-6  # how often the Flusher looks at held batches: one that stopped growing is sent
+MAX_LINGER_S = 2e-3  # a batch still growing is sent by the Flusher after this (the caster fills them sooner)
 MAX_COUNT = 256  # casts per batch frame (one worker round: see worker.incarnation.BATCH)
 MAX_BODY = 1024  # a pickled cast larger than this is never held: a batch frame stays under 256 KiB
 _RETRY_MAX_S = 0.1  # a batch that could not leave is retried, backing off up to this
+GROWING, STUCK = 1, 2  # what the Flusher's look left behind
 _NOBLOCK = int(zmq.NOBLOCK)
 _clock = time.monotonic
 _dumps = pickle.dumps
@@ -66,11 +70,25 @@ _PEER = "a sender (mailbox PULL)"
 class Outbox:
     """The casts held for one endpoint, pickled, in cast order; `last`: when a cast last left for it."""
 
-    __slots__ = ("held", "last")
+    __slots__ = ("held", "last", "sent", "seen", "since")
 
     def __init__(self, last: float) -> None:
         self.held: deque[bytes] = deque()
         self.last = last
+        self.sent = 0  # frames sent from this box (the Flusher tells a new batch from a growing one)
+        self.seen = (0, 0)  # (sent, len(held)) when the Flusher last looked
+        self.since = 0.0  # when the Flusher first saw the batch it holds now
+
+    def idle(self, now: float) -> bool:
+        """The Flusher's question: has this batch stopped growing (or waited `MAX_LINGER_S`)?  Else it
+        remembers what it saw: the casting thread sends a growing batch itself when it is full."""
+        seen = (self.sent, len(self.held))
+        if seen == self.seen or now - self.since >= MAX_LINGER_S:
+            return True
+        if seen[0] != self.seen[0] or not self.seen[1]:
+            self.since = now
+        self.seen = seen
+        return False
 
     def take(self, key: FrameKey, casting: bool = True) -> tuple[bytes, list[bytes]]:
         """Pop what is held now as one frame (a plain cast for one, a batch for more) and the bodies
@@ -94,14 +112,15 @@ class Outbox:
 
 
 class Flusher:
-    """A daemon thread that sends held batches `LINGER_S` after they started.
+    """A daemon thread that sends held batches once they stop growing (see `Outbox.idle`).
 
-    `flush` is the Caller's: it takes the Caller's lock, sends what it can without
-    blocking, and returns whether something could not leave (then retried, backing off).
-    Started on the first held cast; `close` stops it (the Caller flushes itself first).
+    `flush` is the Caller's: it takes the Caller's lock, sends the idle batches it can
+    without blocking, and answers 0 (nothing left), GROWING (look again in LINGER_S) or
+    STUCK (a mailbox is full: look again, backing off).  Started on the first held cast;
+    `close` stops it (the Caller flushes itself first).
     """
 
-    def __init__(self, flush: Callable[[], bool], name: str) -> None:
+    def __init__(self, flush: Callable[[], int], name: str) -> None:
         self._flush = flush
         self._wake = threading.Event()
         self._closed = False
@@ -129,11 +148,13 @@ class Flusher:
             sleep(backoff)
             if self._closed:
                 return
-            if self._flush():  # something could not leave (a full mailbox): try again later
+            left = self._flush()
+            if left == STUCK:  # a full mailbox: try again later
                 backoff = min(_RETRY_MAX_S, backoff * 2)
-                self._wake.set()
             else:
                 backoff = LINGER_S
+            if left:
+                self._wake.set()
 
 
 class CastCoalescing:
@@ -193,11 +214,35 @@ class CastCoalescing:
             raise PeerUnavailable(endpoint)
         self._cast(endpoint, body, None, False)
 
-    def flush_held(self, casting: bool = False) -> bool:
+    def flush_held(self) -> bool:
         """Send every held cast now, without blocking; True when some could not leave (a full mailbox).
-        `casting`: called by the thread that casts (not the Flusher)."""
+        For the thread that casts (the Flusher has its own look: `_flush_idle`)."""
         with self._lock:
-            return self._flush_others("", casting)
+            return self._flush_others("")
+
+    def _flush_idle(self) -> int:
+        """The Flusher's look: send the batches that stopped growing; 0, GROWING or STUCK (see Flusher)."""
+        left = 0
+        with self._lock:
+            now = _clock()
+            for endpoint, box in self._boxes.items():
+                if not box.held:
+                    continue
+                if not box.idle(now):
+                    left = max(left, GROWING)
+                    continue
+                frame, bodies = box.take(self.key, casting=False)
+                sock = self._peers.get(endpoint)
+                try:
+                    if sock is not None:
+                        sock.send(frame, _NOBLOCK)
+                except zmq.Again:
+                    box.give_back(bodies)
+                    left = STUCK
+                    continue
+                box.sent += 1
+                self.batches_sent += len(bodies) > 1
+        return left
 
     def _cast(self, endpoint: str, body: bytes, alive_fd: int | None, checked: bool) -> None:
         """The rest of a cast, under the lock: a full box leaves first, a queue starts a box, else send now."""
@@ -232,7 +277,7 @@ class CastCoalescing:
         if self._flusher is None:
             with self._lock:
                 if self._flusher is None:
-                    self._flusher = Flusher(self.flush_held, f"cast-flusher {self.reply_to}")
+                    self._flusher = Flusher(self._flush_idle, f"cast-flusher {self.reply_to}")
         self._flusher.wake()
 
     def _flush_box(self, endpoint: str, box: Outbox, alive_fd: int | None, checked: bool) -> None:
@@ -245,6 +290,7 @@ class CastCoalescing:
                 box.give_back(bodies)
             raise
         self.batches_sent += len(bodies) > 1
+        box.sent += 1
         box.last = _clock()
 
     def _flush_for(self, endpoint: str, alive_fd: int | None) -> None:
@@ -253,12 +299,12 @@ class CastCoalescing:
         if box.held:
             self._flush_box(endpoint, box, alive_fd, True)
 
-    def _flush_others(self, endpoint: str, casting: bool = True) -> bool:
+    def _flush_others(self, endpoint: str) -> bool:
         """Send every held batch but `endpoint`'s without blocking; True if one could not leave.  Under the lock."""
         stuck = False
         for other, box in self._boxes.items():
             if box.held and other != endpoint:
-                frame, bodies = box.take(self.key, casting)
+                frame, bodies = box.take(self.key)
                 sock = self._peers.get(other)
                 try:
                     if sock is not None:
@@ -267,6 +313,7 @@ class CastCoalescing:
                     box.give_back(bodies)
                     stuck = True  # its mailbox is full: the Flusher retries; the next cast there meets it
                     continue
+                box.sent += 1
                 self.batches_sent += len(bodies) > 1
         return stuck
 
@@ -280,7 +327,7 @@ class CastCoalescing:
     def _stop_flusher(self) -> None:
         """Closing: what is held leaves now (as far as the mailboxes take it), then the Flusher ends."""
         if self._flusher is not None:
-            self.flush_held(casting=True)
+            self.flush_held()
             self._flusher.close()
             self._flusher = None
 
