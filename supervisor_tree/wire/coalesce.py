@@ -151,6 +151,8 @@ class Flusher:
             left = self._flush()
             if left == STUCK:  # a full mailbox: try again later
                 backoff = min(_RETRY_MAX_S, backoff * 2)
+            elif left == GROWING:  # the caster is busy filling (and sending) batches: look less often,
+                backoff = MAX_LINGER_S  # since each look takes the interpreter from it
             else:
                 backoff = LINGER_S
             if left:
