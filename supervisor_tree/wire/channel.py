@@ -22,7 +22,7 @@ from typing import Any, cast
 import zmq
 
 from supervisor_tree.wire.auth import FrameKey
-from supervisor_tree.wire.coalesce import CastCoalescing
+from supervisor_tree.wire.coalesce import FLUSH_LINGER_MS, CastCoalescing
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.frames import (
     _CALL_HEAD,
@@ -432,10 +432,10 @@ class Caller(CastCoalescing):
         return reply.unwrap()
 
     def close(self) -> None:
-        self._stop_flusher()
+        flushed = self._stop_flusher()  # casts held until now get up to FLUSH_LINGER_MS to leave
         with self._lock:
-            for sock in self._peers.values():
-                sock.close(0)
+            for endpoint, sock in self._peers.items():
+                sock.close(FLUSH_LINGER_MS if endpoint in flushed else 0)
             self._peers.clear()
             self._fresh.clear()
             self._drop_boxes()

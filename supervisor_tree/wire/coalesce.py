@@ -51,7 +51,7 @@ from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.frames import PROTOCOL, PeerUnavailable, encode_batch, split_batch
 from supervisor_tree.wire.shapes import MALFORMED, BadFrame
 
-__all__ = ["CastCoalescing", "BatchServer", "serve_batch", "unpack_batch", "Outbox", "Flusher", "GAP_S", "LINGER_S", "MAX_COUNT", "MAX_BODY"]
+__all__ = ["FLUSH_LINGER_MS", "CastCoalescing", "BatchServer", "serve_batch", "unpack_batch", "Outbox", "Flusher", "GAP_S", "LINGER_S", "MAX_COUNT", "MAX_BODY"]
 
 GAP_S = 20e-6  # a cast this soon after the previous one to the same endpoint is held: a queue is building up
 LINGER_S = 200e-6  # how often the Flusher looks at held batches: one that stopped growing is sent
@@ -60,6 +60,7 @@ MAX_COUNT = 256  # casts per batch frame (one worker round: see worker.incarnati
 MAX_BODY = 1024  # a pickled cast larger than this is never held: a batch frame stays under 256 KiB
 _RETRY_MAX_S = 0.1  # a batch that could not leave is retried, backing off up to this
 GROWING, STUCK = 1, 2  # what the Flusher's look left behind
+FLUSH_LINGER_MS = 200  # a Caller that closes right after a burst: how long its last batch may take to leave
 _NOBLOCK = int(zmq.NOBLOCK)
 _clock = time.monotonic
 _dumps = pickle.dumps
@@ -326,12 +327,16 @@ class CastCoalescing:
     def _drop_boxes(self) -> None:
         self._boxes.clear()
 
-    def _stop_flusher(self) -> None:
-        """Closing: what is held leaves now (as far as the mailboxes take it), then the Flusher ends."""
+    def _stop_flusher(self) -> set[str]:
+        """Closing: what is held leaves now (as far as the mailboxes take it), then the Flusher ends.
+        The endpoints casts went to (a batch may have left just now): their sockets close with
+        FLUSH_LINGER_MS, not 0, as a plain cast sent just before a close did not need."""
+        flushed = set(self._boxes)
         if self._flusher is not None:
             self.flush_held()
             self._flusher.close()
             self._flusher = None
+        return flushed
 
 
 # ---------------------------------------------------------------------------

@@ -130,3 +130,20 @@ def test_reject_cuts_a_batch_at_the_limit_and_keeps_the_casts_within(tmp_path: P
         push.close(0)
         pull.close(0)
         ctx.term()
+
+
+def test_the_tail_of_a_burst_arrives_without_another_send_and_before_a_close(tree: Tree) -> None:
+    from supervisor_tree.client import Client
+
+    watcher = tree.client
+    start = watcher.call("log", "seen")
+    with Client(tree.run_dir) as idle:  # casts, then does nothing with this client: its Flusher sends the tail
+        for i in range(1000):
+            idle.cast("log", ("idle", i))
+        wait_for(lambda: watcher.call("log", "seen") == start + 1000, 10, "the burst's last batch")
+    closing = Client(tree.run_dir)
+    for i in range(1000):
+        closing.cast("log", ("closing", i))
+    closing.close()  # right after the burst: what it held leaves first
+    wait_for(lambda: watcher.call("log", "seen") == start + 2000, 10, "the batch held at close")
+    assert watcher.call("log", "log")[start:] == [("idle", i) for i in range(1000)] + [("closing", i) for i in range(1000)]
