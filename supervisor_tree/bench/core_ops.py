@@ -11,6 +11,7 @@ Figures (names say what is batched; 64-byte payloads as in the references):
 
 * registry_send_by_name: Names.send(name, (i, payload)), one cast per message;
   counted when the target's count, read by a call after the last send, says so.
+  The API is unbatched; the channel coalesces the casts that queue up (wire/coalesce.py).
   `_batch100`: one cast carries a list of 100 messages.
 * queue_items_batch100: a Producer worker put_many's 100 items per call into the
   queue (capacity 1000); this process get_many's 100 per call, acking the
