@@ -38,6 +38,7 @@ Must not know the byte layout (`frames.encode_batch`), nor open or close sockets
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 import time
@@ -50,6 +51,8 @@ import zmq
 from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.frames import PROTOCOL, PeerUnavailable, encode_batch, split_batch
 from supervisor_tree.wire.shapes import MALFORMED, BadFrame
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FLUSH_LINGER_MS", "CastCoalescing", "BatchServer", "serve_batch", "unpack_batch", "Outbox", "Flusher", "GAP_S", "LINGER_S", "MAX_COUNT", "MAX_BODY"]
 
@@ -149,7 +152,11 @@ class Flusher:
             sleep(backoff)
             if self._closed:
                 return
-            left = self._flush()
+            try:
+                left = self._flush()
+            except Exception:  # e.g. the context was terminated under us: held casts stay held
+                log.warning("%s: stopped sending held casts", self._thread.name, exc_info=True)
+                return
             if left == STUCK:  # a full mailbox: try again later
                 backoff = min(_RETRY_MAX_S, backoff * 2)
             elif left == GROWING:  # the caster is busy filling (and sending) batches: look less often,
