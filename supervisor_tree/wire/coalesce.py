@@ -1,12 +1,14 @@
 """Coalescing casts: when a sender casts to one mailbox faster than one frame at a time pays,
 the casts that queue up leave as one batch frame (one tag, one ZeroMQ send).
 
-Owns `Outbox` (the casts held for one endpoint) and `Flusher` (the thread that sends
-what a burst left behind).  The Caller (`channel.py`) decides per cast, under its lock:
+Owns `Outbox` (the casts held for one endpoint), `Flusher` (the thread that sends
+what a burst left behind), `CastCoalescing` (the Caller's cast methods) and the
+receiving half: `serve_batch` / `unpack_batch`, which a worker's loop hands a batch
+frame to.  The Caller (`channel.py`) decides per cast:
 
 * a cast to an endpoint whose last cast left less than `GAP_S` ago (a queue is building
   up: the program casts in a loop) is held in that endpoint's Outbox instead of sent;
-* an Outbox leaves as one frame when it holds `MAX_COUNT` casts or `MAX_BYTES`, before
+* an Outbox leaves as one frame when it holds `MAX_COUNT` casts, before
   any other frame to that endpoint (a call, an info: order per pair is kept), before
   any call at all (a program that casts to A and then calls B finds A's casts sent),
   when the Caller closes, and otherwise when it stops growing: the Flusher looks every
@@ -33,7 +35,7 @@ Must not know the byte layout (`frames.encode_batch`), nor open or close sockets
 
     box = Outbox(time.monotonic())
     box.held.append(pickle.dumps(("hello", 1)))
-    frame, n = box.take(key)        # a plain cast frame for one, a batch frame for more
+    frame, bodies = box.take(key)   # a plain cast frame for one, a batch frame for more
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from typing import Any, Protocol
 import zmq
 
 from supervisor_tree.wire.auth import FrameKey
-from supervisor_tree.wire.frames import PROTOCOL, PeerUnavailable, encode_batch, split_batch
+from supervisor_tree.wire.frames import PROTOCOL, PeerUnavailable, cast_frame, encode_batch, split_batch
 from supervisor_tree.wire.shapes import MALFORMED, BadFrame
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class Outbox:
         else:
             bodies = [held.popleft() for _ in range(len(held))]
         if len(bodies) == 1:
-            return key.seal(b"S" + bodies[0]), bodies
+            return cast_frame(key, bodies[0]), bodies
         return encode_batch(key, bodies), bodies
 
     def give_back(self, bodies: list[bytes]) -> None:
@@ -179,7 +181,6 @@ class CastCoalescing:
     reply_to: str
     peer_hwm: dict[str, int]
     _peers: Any  # endpoint -> PUSH socket (the Caller's, LRU-ordered)
-    _seal: Callable[[bytes], bytes]
     _send: Callable[..., None]
 
     def _init_coalescing(self) -> None:
@@ -265,7 +266,7 @@ class CastCoalescing:
                     box.held.append(body)
                     self._started()
                     return
-            self._send_now(endpoint, self._seal(b"S" + body), alive_fd, checked)
+            self._send_now(endpoint, cast_frame(self.key, body), alive_fd, checked)
             if box is not None:
                 box.last = _clock()
             elif endpoint not in self.peer_hwm and endpoint in self._peers:  # a mailbox_limit: never batched

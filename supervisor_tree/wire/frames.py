@@ -212,6 +212,11 @@ def reply_frame(key: FrameKey, ref8: bytes, ok: bool, value: object) -> bytes:
 # Decoding (of frames whose tag was checked: `end` is where the body ends)
 
 
+def cast_frame(key: FrameKey, body: bytes) -> bytes:
+    """A cast frame of an already pickled payload (`encode_cast` without the pickling)."""
+    return key.seal(b"S" + body)
+
+
 def encode_batch(key: FrameKey, bodies: list[bytes] | list[memoryview]) -> bytes:
     """One batch frame of already pickled cast payloads (`bodies`, in order)."""
     n = len(bodies)
