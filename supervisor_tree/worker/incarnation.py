@@ -106,6 +106,7 @@ class Incarnation:
         req = self.req
         try:
             self._open_sockets()
+            standby.mark("sockets")
             worker = self._instantiate()
             self._install_signals()
             faults.before_init(req.run_dir, req.worker_id)  # a chaos run's slow or failing start, if any
@@ -126,6 +127,7 @@ class Incarnation:
             declared = idempotency.declared(worker)
             if declared:  # before "ready": callers learn which calls they may retry (node/retries.py)
                 self._notify(("declare", req.worker_id, req.generation, self.pid, {"idempotent": declared}))
+            standby.mark("ready")
             self._notify(("ready", req.worker_id, req.generation, self.pid))
             self.heartbeat.start()
             reason = self._serve()
@@ -137,6 +139,7 @@ class Incarnation:
         pre, req = self.prepared, self.req
         self.mailbox = self._adopt(pre.mailbox, pre.mailbox_at, req.mailbox, mailbox_socket)
         self.control = self._adopt(pre.control, pre.control_at, req.control, control_socket)
+        standby.mark("x_adopted")
         self.replies = channel.ReplySender(self.ctx)
         self.box = Backlog(self.mailbox, self.replies, f"{req.worker_id}#{req.generation}", self.key,
                            req.mailbox_limit, req.mailbox_overflow)

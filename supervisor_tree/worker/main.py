@@ -23,7 +23,7 @@ from supervisor_tree.worker.exits import EXIT_ERROR, exit_status, write_reason
 from supervisor_tree.worker.incarnation import Incarnation
 from supervisor_tree.worker.output import capture
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
-from supervisor_tree.worker.standby import Prepared, prepare
+from supervisor_tree.worker.standby import Prepared, mark, prepare
 
 __all__ = ["run_worker", "prepare_standby", "rehearse"]
 
@@ -66,14 +66,21 @@ def run_worker(req: SpawnRequest, prepared: Prepared | None = None) -> NoReturn:
     A child with `command` executes its program instead (`command.exec_command`); a
     Worker whose callbacks are `async def` runs on an event loop (`aio_incarnation`).
     """
+    if prepared is None:
+        mark("activated")  # a cold fork: forked just now
     if req.command is not None:
         from supervisor_tree.worker.command import exec_command
 
         exec_command(req, prepared)
     capture(req.output)
+    mark("x_capture")
     code = EXIT_ERROR
     try:
-        code = _incarnation_for(req)(req, prepared).run()
+        kind = _incarnation_for(req)
+        mark("x_choose")
+        inc = kind(req, prepared)
+        mark("x_incnew")
+        code = inc.run()
     except BaseException as exc:
         log.error("worker %s#%s: internal error", req.worker_id, req.generation, exc_info=True)
         write_reason(req.run_dir, error(f"internal: {type(exc).__name__}: {exc}"))

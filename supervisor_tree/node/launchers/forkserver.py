@@ -375,6 +375,7 @@ def _cold_main(req: SpawnRequest, name: str) -> NoReturn:
 def _standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
     """Make the context and connect to the node, then wait for the request that activates us."""
     from supervisor_tree.worker import main as worker
+    from supervisor_tree.worker import standby
 
     os.close(w)
     osproc.set_oom_score_adj(cfg.standby_oom_score_adj)  # raising it needs no privilege
@@ -383,6 +384,7 @@ def _standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
     if head is None:
         os._exit(0)  # the node closed our activation socket: never activated
     data = _read_exactly(r, LEN.unpack(head)[0])
+    standby.mark("activated")
     os.close(r)
     if data is None:
         os._exit(0)
@@ -391,7 +393,9 @@ def _standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
     except BadFrame as exc:  # only the node writes here; a bug, not an attack: say so and go
         log.error("standby %d: activated with a bad request (%s); exiting", os.getpid(), exc.reason)
         os._exit(1)
+    standby.mark("x_decoded")
     _become(req, cfg.name)
+    standby.mark("x_become")
     sys.path[:0] = list(req.sys_path)
     worker.run_worker(req, prepared)
 
