@@ -139,7 +139,6 @@ class Incarnation:
         pre, req = self.prepared, self.req
         self.mailbox = self._adopt(pre.mailbox, pre.mailbox_at, req.mailbox, mailbox_socket)
         self.control = self._adopt(pre.control, pre.control_at, req.control, control_socket)
-        standby.mark("x_adopted")
         self.replies = channel.ReplySender(self.ctx)
         self.box = Backlog(self.mailbox, self.replies, f"{req.worker_id}#{req.generation}", self.key,
                            req.mailbox_limit, req.mailbox_overflow)
