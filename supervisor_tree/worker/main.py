@@ -17,12 +17,12 @@ from typing import NoReturn
 
 from supervisor_tree.spec import error
 from supervisor_tree.wire import channel
+from supervisor_tree.worker import faults, idempotency
 from supervisor_tree.worker.aio_incarnation import AioIncarnation  # preloaded by the fork server, asyncio with it
 from supervisor_tree.worker.behaviour import is_async_worker
 from supervisor_tree.worker.exits import EXIT_ERROR, exit_status, write_reason
 from supervisor_tree.worker.incarnation import Incarnation
 from supervisor_tree.worker.output import capture, prepare_capture
-from supervisor_tree.worker import faults, idempotency
 from supervisor_tree.worker.spawn import SpawnRequest, check_request, load_target
 from supervisor_tree.worker.standby import Prepared, mark, prepare
 
