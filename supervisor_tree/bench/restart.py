@@ -63,7 +63,8 @@ from supervisor_tree.wire import rundir
 __all__ = ["OTP_RESTART_US", "Counts", "restart_workload"]
 
 OTP_RESTART_US = 850.0  # DESIGN.md, "Measured on this machine": OTP restarting a child that owns an OS process
-RESTART_TARGET_US, RESTART_P99_TARGET_US = 2_000.0, 10_000.0
+RESTART_TARGET_US, RESTART_P99_TARGET_US = 2_000.0, 5_000.0  # issue 9's targets
+GROUP_TARGET_US = 25_000.0  # a one_for_all group of 10, p50 (issue 9)
 CALL_P50_MAX_RATIO = 1.5  # call p50 within 1.5x of raw REQ/REP
 CAST_MIN_RATIO = 0.5  # casts at least half of raw PUSH/PULL
 PAYLOAD = 64
@@ -298,7 +299,7 @@ def _restart_group(ctx: BenchContext, kills: int) -> list[Measurement]:
     note = (f"kill one of {GROUP} (one_for_all, brutal_kill) -> all {GROUP} new incarnations answered a call "
             f"(resolved and called in start order), kills {GROUP_SETTLE_S * 1000:.0f} ms apart; {standby}; "
             f"reference: one fork -> ready, not {GROUP}")
-    return [replace(ours, note=note, extra={"standby": standby}).compared_to(ref)]
+    return [replace(ours, target=GROUP_TARGET_US, note=note, extra={"standby": standby}).compared_to(ref)]
 
 
 # -- 3 and 4. calls and casts -----------------------------------------------------------

@@ -7,7 +7,7 @@ process of a host) and turning them into one figure per step:
   incarnation), "answered" (its first call answered);
 * the node's, carried in the new incarnation's "started" report (`detail.mono_ns`,
   node/records.py `WorkerRec.marks`): "woke" (its loop woke on the old one's pidfd),
-  "reaped", "spawn_sent" (the request written to a standby), "ready_seen";
+  "reaped", "spawning" (its supervisor decided to start the new one), "ready_seen";
 * the worker's, answered by its control op ``marks`` (worker/standby.py `MARKS`):
   "activated" (it read the request), "sockets" (mailbox and control at their endpoints),
   "ready" (just before it said so).
@@ -36,8 +36,8 @@ __all__ = ["STEPS", "Steps", "collect"]
 STEPS: tuple[tuple[str, str, str], ...] = (
     ("kill -> node woke on the pidfd", "kill", "woke"),
     ("node woke -> reaped", "woke", "reaped"),
-    ("reaped -> request sent (decide, spawn)", "reaped", "spawn_sent"),
-    ("request sent -> standby read it", "spawn_sent", "activated"),
+    ("reaped -> restart decided", "reaped", "spawning"),
+    ("decided -> standby read its request", "spawning", "activated"),
     ("activated -> sockets at endpoints", "activated", "sockets"),
     ("sockets -> ready sent (import, init)", "sockets", "ready"),
     ("ready sent -> node read it", "ready", "ready_seen"),

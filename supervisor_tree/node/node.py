@@ -380,6 +380,7 @@ class Node(WorkerEvents, Life):
         if previous is not None:
             rec.last_exit = previous.last_exit
             rec.marks = {k: v for k, v in previous.marks.items() if k in ("woke", "reaped")}
+        rec.marks["spawning"] = time.monotonic_ns()
         self.by_token[token] = rec
         self.by_id[key] = rec
         start = spec.start if isinstance(spec.start, str) or spec.start is None else cloudpickle.dumps(spec.start)
@@ -404,7 +405,6 @@ class Node(WorkerEvents, Life):
                 mailbox_overflow=spec.mailbox_overflow.value,
             )
         )
-        rec.marks["spawn_sent"] = time.monotonic_ns()
         self.set_timer(NODE, ("start_timeout", token), spec.start_timeout)
 
     # ------------------------------------------------------------------ timers
