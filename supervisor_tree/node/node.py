@@ -103,7 +103,6 @@ class Node(WorkerEvents, Life):
         self.events: EventLog | None = None
         self.inbound_dropped = Dropped(logger, "inbound socket")
         self.woke_ns = 0  # when the loop's poll last returned
-        self._unread: list[tuple[str, int, str]] = []  # reaped incarnations whose output is still to read
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -190,10 +189,11 @@ class Node(WorkerEvents, Life):
                 self._drain_inbound()  # a worker's last words arrive before its death is handled
                 try:
                     for ev in self.launcher.read_events():
-                        self._logs_of(ev)
+                        self.logs.on_launcher_event(ev, self.by_pid, self.by_token)
                         self._on_launcher_event(ev)
                 except LauncherGone as exc:
                     self._fork_server_gone(f"fork_server_lost: {exc}")
+                self._pump()  # a restart's request goes out before control requests and timers are served
             if self.inbound in ready:
                 self._drain_inbound()
             assert self.control is not None
@@ -265,10 +265,8 @@ class Node(WorkerEvents, Life):
                 for action in first:
                     self._execute(run, action)
             finally:  # the reports of a decision are written even if the fork server is gone
-                self._read_unread()
                 for action in rest:
                     self._execute(run, action)
-        self._read_unread()
         assert self.control is not None
         self.control.after_pump()
 

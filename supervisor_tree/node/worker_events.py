@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from supervisor_tree.node.launchers.base import Launcher
     from supervisor_tree.node.systemd import Notifier
     from supervisor_tree.node.timers import Timers
-    from supervisor_tree.node.worker_logs import LogCollector
 
 logger = logging.getLogger("supervisor_tree")
 
@@ -61,26 +60,11 @@ class WorkerEvents:
     inbound_dropped: Dropped
     spec: NodeSpec
     woke_ns: int
-    logs: LogCollector
-    _unread: list[tuple[str, int, str]]
 
     def feed(self, path: str, event: object) -> None: ...
 
     def heartbeat_for(self, spec: ChildSpec) -> Heartbeat:
         return spec.heartbeat or self.spec.heartbeat
-
-    def _logs_of(self, ev: object) -> None:
-        """A reaped incarnation's last output is read after its restart's request went out (`_pump`),
-        before any report of that decision (its stderr tail goes into the `exited` report)."""
-        rec = self.by_pid.get(ev.pid) if isinstance(ev, Reaped) else None
-        if rec is None or not isinstance(ev, Reaped):
-            self.logs.on_launcher_event(ev, self.by_pid, self.by_token)
-        else:
-            self._unread.append((rec.worker_id, rec.generation, "hung" if rec.hung else str(ev.reason)))
-
-    def _read_unread(self) -> None:
-        while self._unread:
-            self.logs.finish(*self._unread.pop(0))
 
     def _on_launcher_event(self, ev: Event) -> None:
         match ev:
