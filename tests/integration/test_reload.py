@@ -99,7 +99,7 @@ def shape(t: Tree) -> list[object]:
     def strip(view: dict[str, Any]) -> dict[str, Any]:
         kids = [{k: (strip(v) if k == "supervisor" else v) for k, v in c.items() if k not in ("uptime", "rss", "stats")}
                 for c in view["children"]]  # fmt: skip
-        return {**view, "children": kids}
+        return {**{k: v for k, v in view.items() if k != "clock"}, "children": kids}  # clock: the node's second
 
     return [strip(t.client.status()["tree"]), [(c["key"], c["restart"]) for c in t.client.which_children("core")]]
 
