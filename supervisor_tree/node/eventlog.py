@@ -58,6 +58,8 @@ def format_text(rec: Record) -> str:
     if isinstance(detail, dict) and "tail" in detail:  # a worker's last stderr lines: shown under the line
         detail = {k: v for k, v in detail.items() if k != "tail"}
         tail = rec["detail"]["tail"]  # type: ignore[index]
+    if isinstance(detail, dict) and "mono_ns" in detail:  # a start's steps, for benchmarks: JSON only
+        detail = {k: v for k, v in detail.items() if k != "mono_ns"}
     extra = " " + " ".join(f"{k}={v}" for k, v in detail.items()) if isinstance(detail, dict) and detail else ""
     below = "".join(f"\n    | {line}" for line in tail[-TAIL_SHOWN:]) if isinstance(tail, list) else ""
     return f"{ts}.{ms:03d} {who}{pid} {rec['event']}{reason}{extra}{below}"

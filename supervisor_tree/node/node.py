@@ -102,6 +102,7 @@ class Node(WorkerEvents, Life):
         self.control: ControlServer | None = None
         self.events: EventLog | None = None
         self.inbound_dropped = Dropped(logger, "inbound socket")
+        self.woke_ns = 0  # when the loop's poll last returned
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -180,6 +181,7 @@ class Node(WorkerEvents, Life):
         while self.exit_reason is None:
             timeout = self._poll_timeout()
             ready = dict(self.poller.poll(timeout))
+            self.woke_ns = time.monotonic_ns()  # a restart's first mark (records.WorkerRec.marks)
             if self._wake_r.fileno() in ready:
                 self._drain_wakeup()
             self._handle_signals()
@@ -191,6 +193,7 @@ class Node(WorkerEvents, Life):
                         self._on_launcher_event(ev)
                 except LauncherGone as exc:
                     self._fork_server_gone(f"fork_server_lost: {exc}")
+                self._pump()  # a restart's request goes out before control requests and timers are served
             if self.inbound in ready:
                 self._drain_inbound()
             assert self.control is not None
@@ -305,6 +308,8 @@ class Node(WorkerEvents, Life):
         assert self.events is not None
         pid = rep.pid if isinstance(rep.pid, int) else None
         reason, detail = self.describe_report(run.path, rep.kind, rep.key, rep.reason, dict(rep.detail) if rep.detail else None)
+        if rep.kind is sv.ReportKind.STARTED and pid is not None and (rec := self.by_pid.get(pid)) is not None:
+            detail = {**(detail or {}), "mono_ns": rec.marks}
         self.events.emit(rep.kind.name.lower(), supervisor=run.path, child=rep.key, pid=pid,
                          generation=rep.generation, reason=reason,
                          detail=self.logs.report_detail(rep.kind.name.lower(), rep.key, rep.generation, rep.reason, detail))
@@ -372,6 +377,8 @@ class Node(WorkerEvents, Life):
         previous = self.by_id.get(key)
         if previous is not None:
             rec.last_exit = previous.last_exit
+            rec.marks = {k: v for k, v in previous.marks.items() if k in ("woke", "reaped")}
+        rec.marks["spawning"] = time.monotonic_ns()
         self.by_token[token] = rec
         self.by_id[key] = rec
         start = spec.start if isinstance(spec.start, str) or spec.start is None else cloudpickle.dumps(spec.start)

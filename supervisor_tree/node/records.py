@@ -68,6 +68,10 @@ class WorkerRec:
     stats: dict[str, object] = field(default_factory=dict)
     hung: bool = False
     last_exit: ExitReason | None = None
+    # CLOCK_MONOTONIC ns of the steps of this incarnation's start, carried in its "started" report
+    # (detail.mono_ns): "woke" and "reaped" (the node's loop woke on, then reaped, the incarnation this
+    # one replaces), "spawning" (the supervisor decided to start it), "ready_seen" (its "ready" read).
+    marks: dict[str, int] = field(default_factory=dict)
 
 
 class NodeState(Protocol):

@@ -59,6 +59,7 @@ class WorkerEvents:
     key: FrameKey
     inbound_dropped: Dropped
     spec: NodeSpec
+    woke_ns: int
 
     def feed(self, path: str, event: object) -> None: ...
 
@@ -93,6 +94,7 @@ class WorkerEvents:
                 if rec.hung:
                     reason = ExitReason(ExitKind.HUNG, f"no heartbeat for {self.heartbeat_for(rec.spec).deadline:g}s")
                 rec.last_exit = reason
+                rec.marks["woke"], rec.marks["reaped"] = self.woke_ns, time.monotonic_ns()
                 was = rec.phase
                 rec.phase = Phase.DONE
                 if rec.sup is None:
@@ -148,6 +150,7 @@ class WorkerEvents:
         if kind == "ready":
             rec.phase = Phase.RUNNING
             rec.ready_at = rec.last_beat = time.monotonic()
+            rec.marks["ready_seen"] = time.monotonic_ns()
             self.feed(rec.sup, sv.ChildStarted(rec.worker_id, pid))
         elif kind == "ignore":
             rec.phase = Phase.DONE

@@ -55,6 +55,7 @@ from supervisor_tree.worker.behaviour import IGNORE, NOREPLY
 from supervisor_tree.worker.exits import exit_status
 from supervisor_tree.worker.heartbeat import LAT_MASK
 from supervisor_tree.worker.incarnation import BATCH, Incarnation
+from supervisor_tree.worker.standby import mark
 
 try:  # uvloop where installed (the `fast` extra)
     import uvloop
@@ -141,6 +142,7 @@ class AioIncarnation(Incarnation):
         req = self.req
         try:
             self._open_sockets()
+            mark("sockets")
             worker = self._instantiate()
             self.loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
@@ -163,6 +165,7 @@ class AioIncarnation(Incarnation):
         declared = idempotency.declared(worker)
         if declared:  # before "ready": callers learn which calls they may retry (node/retries.py)
             self._notify(("declare", req.worker_id, req.generation, self.pid, {"idempotent": declared}))
+        mark("ready")
         self._notify(("ready", req.worker_id, req.generation, self.pid))
         self._beat_soon()
         reason = await self._serve_aio()

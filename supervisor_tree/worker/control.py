@@ -1,4 +1,4 @@
-"""A worker's control socket: the ops served beside its mailbox (ping, stats, code, fault, profile_start,
+"""A worker's control socket: the ops served beside its mailbox (ping, stats, marks, code, fault, profile_start,
 profile_stop, tracemalloc).
 
 Owns the serving of that socket inside the worker process.  A frame is acted on only
@@ -19,12 +19,12 @@ import zmq
 from supervisor_tree.wire import channel
 from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.shapes import MALFORMED, BadFrame, describe
-from supervisor_tree.worker import code, faults
+from supervisor_tree.worker import code, faults, standby
 from supervisor_tree.worker.spawn import SpawnRequest
 
 __all__ = ["serve_control", "OPS"]
 
-OPS = ("ping", "stats", "code", "fault", "profile_start", "profile_stop", "tracemalloc")
+OPS = ("ping", "stats", "marks", "code", "fault", "profile_start", "profile_stop", "tracemalloc")
 
 
 class Host(Protocol):
@@ -80,6 +80,8 @@ def _run(host: Host, op: str, kwargs: dict[str, Any]) -> object:
         return "pong"
     if op == "stats":
         return host.stats(reset_window=False)
+    if op == "marks":  # when this process reached each step of its start (worker/standby.py MARKS)
+        return dict(standby.MARKS)
     if op == "code":  # supervise reload --code: the files this worker's code reaches, as they were at its start
         return code.record(host.worker, code.code_roots(host.req.sys_path), host.req.generation)
     if op == "fault":  # a chaos run's fault (worker/faults.py); the serving loop re-reads the handlers after this

@@ -97,7 +97,13 @@ class Heartbeat:
     def start(self) -> None:
         # _thread, not threading.Thread: Thread.start() waits until the new thread has
         # run, which put ~1 ms between "ready" and serving the first call on a busy host.
-        _thread.start_new_thread(self._run, ())
+        # Started with SIGTERM blocked: a new thread that has not run yet could otherwise take
+        # a stop request, and the main thread, asleep in a handler, would never hear of it.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            _thread.start_new_thread(self._run, ())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
@@ -108,7 +114,7 @@ class Heartbeat:
         self._started.set()
         if self._stop.is_set():
             return
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the main thread takes stop requests
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the main thread takes stop requests (blocked already)
         sock = channel.make_socket(self._ctx, zmq.PUSH, reconnect_ivl=self._reconnect_ivl)
         try:
             channel.connect(sock, self._inbound)

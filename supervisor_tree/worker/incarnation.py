@@ -107,6 +107,7 @@ class Incarnation:
         req = self.req
         try:
             self._open_sockets()
+            standby.mark("sockets")
             worker = self._instantiate()
             self._install_signals()
             faults.before_init(req.run_dir, req.worker_id)  # a chaos run's slow or failing start, if any
@@ -127,6 +128,7 @@ class Incarnation:
             declared = idempotency.declared(worker)
             if declared:  # before "ready": callers learn which calls they may retry (node/retries.py)
                 self._notify(("declare", req.worker_id, req.generation, self.pid, {"idempotent": declared}))
+            standby.mark("ready")
             self._notify(("ready", req.worker_id, req.generation, self.pid))
             self.heartbeat.start()
             reason = self._serve()

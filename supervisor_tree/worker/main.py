@@ -17,13 +17,14 @@ from typing import NoReturn
 
 from supervisor_tree.spec import error
 from supervisor_tree.wire import channel
+from supervisor_tree.worker import faults, idempotency
 from supervisor_tree.worker.aio_incarnation import AioIncarnation  # preloaded by the fork server, asyncio with it
 from supervisor_tree.worker.behaviour import is_async_worker
 from supervisor_tree.worker.exits import EXIT_ERROR, exit_status, write_reason
 from supervisor_tree.worker.incarnation import Incarnation
-from supervisor_tree.worker.output import capture
-from supervisor_tree.worker.spawn import SpawnRequest, load_target
-from supervisor_tree.worker.standby import Prepared, prepare
+from supervisor_tree.worker.output import capture, prepare_capture
+from supervisor_tree.worker.spawn import SpawnRequest, check_request, load_target
+from supervisor_tree.worker.standby import Prepared, mark, prepare
 
 __all__ = ["run_worker", "prepare_standby", "rehearse"]
 
@@ -31,7 +32,9 @@ log = logging.getLogger("supervisor_tree.worker")
 
 
 def prepare_standby(inbound: str, run_dir: str) -> Prepared:
-    """A standby's preparation: sockets bound under its own names, then a rehearsed activation."""
+    """A standby's preparation: sockets bound under its own names, its log handler made, then a
+    rehearsed activation."""
+    prepare_capture()
     return prepare(inbound, standby_in=run_dir, rehearse=rehearse)
 
 
@@ -39,9 +42,12 @@ def rehearse(prepared: Prepared, run_dir: str) -> None:
     req = SpawnRequest(0, ".standby", 0, "supervisor_tree.worker.behaviour:Worker", {}, run_dir, prepared.inbound_endpoint,
                        prepared.mailbox_at, prepared.control_at, 1.0)
     req = pickle.loads(pickle.dumps(req, protocol=channel.PROTOCOL))
-    rehearsal = Incarnation(req, prepared)
+    check_request(req)
+    rehearsal = _incarnation_for(req)(req, prepared)
     rehearsal.replies = channel.ReplySender(rehearsal.ctx)
     rehearsal.worker = load_target(req.start)()  # type: ignore[operator]
+    idempotency.declared(rehearsal.worker)
+    faults.before_init(run_dir, req.worker_id)  # no such file: a stat
     rehearsal.stats(reset_window=True)
     channel.encode_notice(rehearsal.key, ("ready", req.worker_id, req.generation, rehearsal.pid))
     rehearsal.key.verify(channel.reply_frame(rehearsal.key, b"\0" * 8, True, None))
@@ -66,6 +72,8 @@ def run_worker(req: SpawnRequest, prepared: Prepared | None = None) -> NoReturn:
     A child with `command` executes its program instead (`command.exec_command`); a
     Worker whose callbacks are `async def` runs on an event loop (`aio_incarnation`).
     """
+    if prepared is None:
+        mark("activated")  # a cold fork: forked just now
     if req.command is not None:
         from supervisor_tree.worker.command import exec_command
 

@@ -7,6 +7,7 @@ else runs, `capture` puts them on file descriptors 1 and 2, so whatever writes t
 Python `logging` records go to stderr too, each line marked with LOG_MARK so the
 node files them under the stream "log".
 
+    prepare_capture()                   # a standby: the logging handler made ahead
     capture(req.output)                 # a Python worker: fds 1 and 2, and logging
     redirect(req.output)                # a program about to be executed: fds 1 and 2 only
 
@@ -22,7 +23,7 @@ import logging
 import os
 import sys
 
-__all__ = ["LOG_MARK", "capture", "redirect"]
+__all__ = ["LOG_MARK", "capture", "prepare_capture", "redirect"]
 
 LOG_MARK = "\x02"  # first character of a line written by a logging handler (stream "log")
 
@@ -49,6 +50,16 @@ def redirect(output: tuple[str, str] | None) -> bool:
     return True
 
 
+_prepared: logging.Handler | None = None  # made by prepare_capture (a standby), used by capture
+
+
+def prepare_capture() -> None:
+    """Make the logging handler `capture` installs, ahead of time (a standby, while nobody waits)."""
+    global _prepared
+    _prepared = _MarkedHandler(sys.stderr)
+    _prepared.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+
 def capture(output: tuple[str, str] | None) -> None:
     """`redirect`, then line-buffered stdout and tagged logging records on stderr."""
     if not redirect(output):
@@ -57,10 +68,10 @@ def capture(output: tuple[str, str] | None) -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(line_buffering=True)  # a line reaches the log when it is printed, not 8 KiB later
-    root = logging.getLogger()
-    handler = _MarkedHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root.handlers[:] = [handler]
+    if _prepared is None or getattr(_prepared, "stream", None) is not sys.stderr:
+        prepare_capture()
+    assert _prepared is not None
+    logging.getLogger().handlers[:] = [_prepared]
 
 
 class _MarkedHandler(logging.StreamHandler):  # type: ignore[type-arg]

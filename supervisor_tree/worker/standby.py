@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,13 +19,23 @@ import zmq
 
 from supervisor_tree.wire import channel
 
-__all__ = ["Prepared", "prepare", "mailbox_socket", "control_socket", "INBOUND_RECONNECT_MS"]
+__all__ = ["Prepared", "prepare", "mailbox_socket", "control_socket", "mark", "MARKS", "INBOUND_RECONNECT_MS"]
 
 # A standby connects to the node's inbound socket before the node has bound it (the
 # launcher starts first); libzmq's default 100 ms retry would delay the first "ready".
 INBOUND_RECONNECT_MS = 10
 
 _sigterm_handler: Callable[[], None] | None = None  # set by the incarnation once it runs
+
+# When this process reached each step of its start (CLOCK_MONOTONIC ns, comparable across the
+# processes of a host): "activated" (a standby read its request; a cold fork: the fork), "sockets"
+# (its mailbox and control sockets at their endpoints), "ready" (just before it says so).  The
+# worker's control op `marks` answers them: `supervise bench restart` prints where a restart's time goes.
+MARKS: dict[str, int] = {}
+
+
+def mark(step: str) -> None:
+    MARKS[step] = time.monotonic_ns()
 
 
 def on_sigterm(handler: Callable[[], None] | None) -> None:

@@ -21,6 +21,7 @@ from supervisor_tree.bench.harness import (
 )
 from supervisor_tree.bench.hist import Histogram
 from supervisor_tree.bench.measurement import Role, Trial, measure_latency
+from supervisor_tree.bench.restart_steps import STEPS
 from supervisor_tree.config.load import parse_config
 
 OURS = (
@@ -68,6 +69,13 @@ def test_the_workload_measures_everything_beside_a_reference(trees: list[_tree.B
         assert m.reference is not None and m.reference.name == "fork_ready"
         assert "standbys" in str(m.extra["standby"])
     assert single.target == restart.RESTART_TARGET_US and single.p99_target_us == restart.RESTART_P99_TARGET_US
+    assert group.target == restart.GROUP_TARGET_US
+    # where the restart's time went: one row per step, from the marks of the bench, the node and the worker
+    steps = [m for m in measurements if m.name.startswith("restart: ")]
+    assert [m.name.removeprefix("restart: ") for m in steps] == [name for name, _, _ in STEPS]
+    for m in steps:
+        assert m.unit == "µs" and m.better is Better.LOWER and m.latency is not None and m.latency.count == 4, m.name
+    assert sum(m.latency.p50 for m in steps if m.latency) <= 2 * single.latency.max  # parts of the whole
     otp = next(m for m in measurements if m.name.startswith("otp_restart"))
     assert otp.role is Role.REFERENCE and otp.value == restart.OTP_RESTART_US
     call = by_name["call_latency"]

@@ -356,11 +356,14 @@ class _ForkServer:
 # Children of the fork server
 
 
-def _become(req: SpawnRequest, name: str, title: bool = True) -> None:
-    """Take the worker's title and OOM score (a warning in its log when the score cannot be set)."""
+def _become(req: SpawnRequest, name: str, title: bool = True, score: int | None = None) -> None:
+    """Take the worker's title and OOM score (a warning in its log when the score cannot be set).
+    `score`: the one this process is known to have already (a standby's: no /proc read then)."""
     if title:
         osproc.set_title(name, f"{req.worker_id}#{req.generation}")
-    if req.oom_score_adj is not None and (problem := osproc.set_oom_score_adj(req.oom_score_adj)):
+    if req.oom_score_adj is None or req.oom_score_adj == score:
+        return
+    if problem := osproc.set_oom_score_adj(req.oom_score_adj):
         log.warning("worker %s#%s: %s", req.worker_id, req.generation, problem)
 
 
@@ -375,14 +378,17 @@ def _cold_main(req: SpawnRequest, name: str) -> NoReturn:
 def _standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
     """Make the context and connect to the node, then wait for the request that activates us."""
     from supervisor_tree.worker import main as worker
+    from supervisor_tree.worker import standby
 
     os.close(w)
-    osproc.set_oom_score_adj(cfg.standby_oom_score_adj)  # raising it needs no privilege
+    # Raising it needs no privilege; if it failed, a worker's own score is set (or reported) at activation.
+    score = cfg.standby_oom_score_adj if osproc.set_oom_score_adj(cfg.standby_oom_score_adj) is None else None
     prepared = worker.prepare_standby(inbound, cfg.run_dir)
     head = _read_exactly(r, LEN.size)
     if head is None:
         os._exit(0)  # the node closed our activation socket: never activated
     data = _read_exactly(r, LEN.unpack(head)[0])
+    standby.mark("activated")
     os.close(r)
     if data is None:
         os._exit(0)
@@ -391,7 +397,7 @@ def _standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
     except BadFrame as exc:  # only the node writes here; a bug, not an attack: say so and go
         log.error("standby %d: activated with a bad request (%s); exiting", os.getpid(), exc.reason)
         os._exit(1)
-    _become(req, cfg.name)
+    _become(req, cfg.name, score=score)
     sys.path[:0] = list(req.sys_path)
     worker.run_worker(req, prepared)
 
