@@ -28,7 +28,7 @@ import zmq
 from supervisor_tree.client.client import Client
 from supervisor_tree.client.errors import CalleeExited, CallError, CallTimeout, ClientError
 from supervisor_tree.client.target import Target
-from supervisor_tree.wire.channel import Caller, Malformed, PeerBusy, PeerUnavailable, Reply, decode
+from supervisor_tree.wire.channel import Caller, Malformed, PeerBusy, PeerUnavailable, Replies, Reply, decode
 
 __all__ = ["AsyncClient"]
 
@@ -170,9 +170,15 @@ class AsyncClient:
             if isinstance(reply, Malformed):  # no tag (never read), or not a reply
                 caller.dropped.drop("an unnamed sender (PULL)", reply.kind, reply.reason)
             elif isinstance(reply, Reply):
-                waiting = self._pending.get(reply.ref)
-                if waiting is not None and not waiting[0].done():
-                    waiting[0].set_result(reply)
+                self._answer(reply)
+            elif isinstance(reply, Replies):  # a burst's replies, coalesced by the worker
+                for one in reply.replies:
+                    self._answer(one)
+
+    def _answer(self, reply: Reply) -> None:
+        waiting = self._pending.get(reply.ref)
+        if waiting is not None and not waiting[0].done():
+            waiting[0].set_result(reply)
 
     # -- casts --
 

@@ -10,8 +10,11 @@ wire format belongs to wire/; retry policies to retry.py; the exceptions to erro
 
 A call to a worker that is restarting waits for the new incarnation (within the
 timeout).  A call whose callee dies before replying raises `CalleeExited` at once:
-the client watches the callee's pidfd while it waits.  Not thread-safe: use one
-Client per thread.
+the client watches the callee's pidfd while it waits.  Many calls in flight:
+`call_many` (this thread sends and reads, `pipeline.py`) and `call_async` (a
+`concurrent.futures.Future`, settled by the client's reader thread, `inflight.py`);
+neither retries.  Not thread-safe: use one Client per thread (a Future may be waited
+on from any thread).
 
 Trust: the client reads the run's key from RUN/key (only when this user owns it and
 nobody else can read it: `wire.auth`), tags every frame it sends with it and acts on
@@ -20,10 +23,11 @@ no frame without it.  Control requests are JSON (`wire.requests`), never pickle.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -42,11 +46,14 @@ from supervisor_tree.client.errors import (
     NodeNotRunning,
     UntrustedRunDir,
 )
+from supervisor_tree.client.inflight import Inflight
+from supervisor_tree.client.ops import ControlOps
+from supervisor_tree.client.pipeline import Sender, call_many
 from supervisor_tree.client.retry import call_with_retry, died_soon, is_idempotent
 from supervisor_tree.client.target import Target
 from supervisor_tree.spec import RetryPolicy
 from supervisor_tree.wire import auth, rundir
-from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply
+from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply, encode_call
 from supervisor_tree.wire.requests import decode_answer, encode_request
 from supervisor_tree.wire.shapes import UNAUTHENTICATED, BadFrame
 
@@ -54,7 +61,7 @@ if TYPE_CHECKING:
     from supervisor_tree.profiling.remote import AllResult, ProfileResult
 
 
-class Client:
+class Client(ControlOps):
     def __init__(
         self,
         run_dir: str | os.PathLike[str],
@@ -71,7 +78,8 @@ class Client:
         self.ctx = context or zmq.Context()
         self._ctl: zmq.Socket[bytes] | None = None
         self._req_ids = itertools.count(1)
-        self._caller: Caller | None = None
+        self._caller: Sender | None = None
+        self._inflight: Inflight | None = None  # call_async's reader thread, made on first use
         self._targets: dict[str, Target] = {}
         self._key: auth.FrameKey | None = None
 
@@ -86,6 +94,9 @@ class Client:
     def close(self) -> None:
         if any(self.retries.figures.values()) and self._ctl is not None and self.node_running():
             self.retries.flush(self, wait=0.5)  # the last figures, for the node's per-pair report
+        if self._inflight is not None:
+            self._inflight.close()  # before the sockets: its thread uses the context
+            self._inflight = None
         for t in self._targets.values():
             t.close()
         self._targets.clear()
@@ -134,6 +145,9 @@ class Client:
         if self._caller is not None:  # its frames carry the old key
             self._caller.close()
             self._caller = None
+        if self._inflight is not None:
+            self._inflight.close()
+            self._inflight = None
         return True
 
     def control(self, op: str, _wait: float | None = None, **args: object) -> Any:
@@ -176,40 +190,6 @@ class Client:
                 raise ControlRefused(str(answer.value))
             return answer.value
 
-    def status(self, rss: bool = True) -> dict[str, Any]:
-        """The tree as the node sees it; `rss=False`: without each worker's RSS (cheaper for the node)."""
-        return self.control("status", rss=rss)  # type: ignore[no-any-return]
-
-    def wait_started(self, timeout: float = 30.0) -> None:
-        self.control("wait_started", timeout + 1, timeout=timeout)
-
-    def which_children(self, supervisor: str = "root") -> list[dict[str, Any]]:
-        return self.control("which_children", supervisor=supervisor)  # type: ignore[no-any-return]
-
-    def count_children(self, supervisor: str = "root") -> dict[str, int]:
-        return self.control("count_children", supervisor=supervisor)  # type: ignore[no-any-return]
-
-    def start_child(self, supervisor: str, spec: dict[str, object] | None = None, args: dict[str, object] | None = None,
-                    timeout: float = 60.0) -> dict[str, Any]:
-        """OTP's start_child: `spec` as the config writes a child ({"id": ..., "start": "mod:Class", ...}), or, for a
-        simple_one_for_one supervisor, `args` added to its template's (both JSON: the control protocol's)."""
-        return self.control("start_child", timeout, supervisor=supervisor, spec=spec, args=args)  # type: ignore[no-any-return]
-
-    def terminate_child(self, target: str | int, supervisor: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
-        return self.control("terminate_child", timeout, target=target, supervisor=supervisor)  # type: ignore[no-any-return]
-
-    def restart_child(self, child: str, supervisor: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        return self.control("restart_child", timeout, target=child, supervisor=supervisor)  # type: ignore[no-any-return]
-
-    def delete_child(self, child: str, supervisor: str | None = None) -> dict[str, Any]:
-        return self.control("delete_child", target=child, supervisor=supervisor)  # type: ignore[no-any-return]
-
-    def kill(self, worker_id: str, sig: str = "KILL") -> dict[str, Any]:
-        return self.control("kill", id=worker_id, signal=sig)  # type: ignore[no-any-return]
-
-    def stop(self, timeout: float = 600.0) -> dict[str, Any]:
-        return self.control("stop", timeout)  # type: ignore[no-any-return]
-
     # ------------------------------------------------------------------ names
 
     def resolve(self, worker_id: str, *, after_generation: int = 0, timeout: float | None = None) -> Target:
@@ -250,8 +230,13 @@ class Client:
     @property
     def caller(self) -> Caller:
         """This client's sender (one socket per peer mailbox): what typed clients send casts through."""
+        return self.sender
+
+    @property
+    def sender(self) -> Sender:
+        """The same Caller, typed as what pipelined calls send frames through (`pipeline.Sender`)."""
         if self._caller is None:
-            self._caller = Caller(self.ctx, str(self.run_dir / "w"), self.key)
+            self._caller = Sender(self.ctx, str(self.run_dir / "w"), self.key)
         return self._caller
 
     # ------------------------------------------------------------------ calls and casts
@@ -292,12 +277,17 @@ class Client:
     def _call_once(self, worker_id: str, msg: object, timeout: float | None) -> Any:
         t = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + t
-        caller = self.caller
+        caller = self.sender
+        key = caller.key
         while True:
             target = self._live_target(worker_id, deadline)
             target.refuse_messages()
+            if target.dead():  # not sent to an incarnation already gone: the next one takes it
+                target.close()
+                continue
+            ref = caller.take_ref()
             try:
-                ref = caller.send_call(target.mailbox, msg, alive_fd=target.pidfd)
+                caller.send_frame(target.mailbox, encode_call(key, ref, caller.reply_to, msg), target.pidfd)
             except PeerBusy:
                 self._wait_room(caller, target, deadline, worker_id)
                 continue
@@ -331,6 +321,25 @@ class Client:
                 return reason
             self.control("ping", 1.0)  # one round trip lets the node process the exit
         return reason or "unknown"
+
+    def call_many(self, worker_id: str, msgs: Iterable[object], timeout: float | None = None, *, window: int = 100,
+                  return_exceptions: bool = False) -> list[Any]:
+        """Call the worker with each message, up to `window` in flight; the replies in order (`pipeline.call_many`:
+        CalleeExited for what a dead callee owed, `timeout` per call, the first failure raised unless
+        `return_exceptions`; no retries)."""
+        msgs = msgs if isinstance(msgs, Sequence) else list(msgs)
+        self.retries.count(self, worker_id)
+        self.retries.pair(worker_id).requests += max(0, len(msgs) - 1)
+        return call_many(self, worker_id, msgs, timeout=self.timeout if timeout is None else timeout, window=window,
+                         return_exceptions=return_exceptions)
+
+    def call_async(self, worker_id: str, msg: object, timeout: float | None = None) -> concurrent.futures.Future[Any]:
+        """Send `msg` to the worker's handle_call now; the Future its reply settles (`inflight.call_async`:
+        CalleeExited, CallTimeout, CallError as `call` raises them; no retries)."""
+        self.retries.count(self, worker_id)
+        if self._inflight is None:
+            self._inflight = Inflight(self)
+        return self._inflight.call(worker_id, msg, self.timeout if timeout is None else timeout)
 
     def cast(self, worker_id: str, msg: object, timeout: float | None = None) -> None:
         """Send `msg` to the worker's handle_cast; returns once the message is queued for it."""
@@ -387,26 +396,6 @@ class Client:
                 return got.value
             raise CallError(worker_id, got.value)
         raise CalleeExited(worker_id, target.pid, target.generation, self._last_exit(worker_id))
-
-    # ------------------------------------------------------------------ reload
-
-    def reload(self, config: str | None = None, *, dry_run: bool = False, checked: bool = False,
-               timeout: float = 600.0) -> dict[str, Any]:
-        """Apply `config` (None: the node's own) to the running tree, touching only what changed.
-
-        Returns the plan and, unless `dry_run`, the outcome (`{"ok": False, "problems": [...]}`
-        when the config has a problem: then nothing changed).  `checked`: the caller already
-        imported what the config names (else the node runs `supervise check` first)."""
-        return self.control("reload", timeout, path=config, dry_run=dry_run, checked=checked)  # type: ignore[no-any-return]
-
-    def reload_code(self, workers: Sequence[str] = (), *, dry_run: bool = False, timeout: float = 600.0) -> dict[str, Any]:
-        """Restart, one at a time, the running workers (ids or globs; none: all) whose code changed on disk."""
-        from supervisor_tree.client.reload import code_records
-
-        records, unmatched = code_records(self, workers)
-        if unmatched:
-            raise ControlRefused(f"no running worker matches {', '.join(map(repr, unmatched))}")
-        return self.control("reload_code", timeout, records=records, dry_run=dry_run)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ profiling
 

@@ -40,6 +40,7 @@ from supervisor_tree.wire.frames import (
     PeerUnavailable,
     RemoteCallError,
     RemoteError,
+    Replies,
     Reply,
     _dumps,
     decode,
@@ -48,6 +49,7 @@ from supervisor_tree.wire.frames import (
     encode_cast,
     encode_info,
     encode_notice,
+    encode_replies,
     encode_reply,
     loads_payload,
     reply_frame,
@@ -60,9 +62,9 @@ log = logging.getLogger(__name__)
 IPC_PATH_MAX = 107  # Linux: sizeof(sockaddr_un.sun_path) - 1
 
 __all__ = [
-    "CALL", "CAST", "INFO", "REPLY", "NOTICES", "PROTOCOL", "Call", "Cast", "Frame", "Info", "Malformed", "Reply",
+    "CALL", "CAST", "INFO", "REPLY", "NOTICES", "PROTOCOL", "Call", "Cast", "Frame", "Info", "Malformed", "Replies", "Reply",
     "PeerBusy", "PeerUnavailable", "RemoteCallError", "RemoteError", "BadFrame", "FrameKey",
-    "decode", "decode_notice", "encode_call", "encode_cast", "encode_info", "encode_notice", "encode_reply",
+    "decode", "decode_notice", "encode_call", "encode_cast", "encode_info", "encode_notice", "encode_replies", "encode_reply",
     "loads_payload", "reply_frame", "split_call",
     "IPC_PATH_MAX", "readable", "ipc_path", "check_endpoint", "make_socket", "bind", "connect", "move_bind", "unlink_ipc",
     "ReplySender", "Caller",
@@ -411,6 +413,12 @@ class Caller:
             reply = decode(key, frame)
             if isinstance(reply, Reply) and reply.ref == ref:
                 return reply
+            if isinstance(reply, Replies):  # a worker coalesced a burst's replies: ours may be among them
+                mine = [r for r in reply.replies if r.ref == ref]
+                self.discarded += len(reply.replies) - len(mine)
+                if mine:
+                    return mine[0]
+                continue
             self._discard(reply)
 
     def _discard(self, frame: Frame) -> None:

@@ -23,6 +23,8 @@ Frames, one ZeroMQ frame per message, each ``body + tag(body)`` (16 bytes):
 * cast:  ``b"S" + pickle(payload)``
 * info:  ``b"I" + pickle(payload)``
 * reply: ``b"R" + ref (u64 LE) + b"\\x00" ok | b"\\x01" error + pickle(value or RemoteError)``
+* replies: ``b"B" + pickle([(ref, ok, value or RemoteError), ...])``: the replies to one caller that a
+  worker coalesced (calls pipelined to it, handled in one round): `Replies`
 
 Notices a worker sends to the node's inbound socket (("ready", id, gen, pid),
 ("hb", id, gen, pid, stats), ...) are a bare pickled tuple, tagged: `encode_notice` /
@@ -43,6 +45,7 @@ PROTOCOL = 5
 
 # First byte of each frame, as ints: frame[0] of a bytes object is an int.
 CALL, CAST, INFO, REPLY = b"CSIR"
+REPLIES = b"B"[0]
 _CALL_HEAD = struct.Struct("<QH")  # ref, len(reply_to)
 _CALL_BODY = 1 + _CALL_HEAD.size  # offset of reply_to
 _REF = struct.Struct("<Q")
@@ -103,6 +106,13 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Replies:
+    """Several replies to one caller in one frame (a worker coalesced what it answered in one round)."""
+
+    replies: tuple[Reply, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Malformed:
     """A frame that does not decode; `head` is its first bytes, for the log line.
 
@@ -114,7 +124,7 @@ class Malformed:
     kind: str = MALFORMED
 
 
-Frame = Call | Cast | Info | Reply | Malformed
+Frame = Call | Cast | Info | Reply | Replies | Malformed
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +212,11 @@ def reply_frame(key: FrameKey, ref8: bytes, ok: bool, value: object) -> bytes:
     return key.seal(b"R" + ref8 + (_OK if ok else _ERR) + _dumps(value, PROTOCOL))
 
 
+def encode_replies(key: FrameKey, replies: list[tuple[int, bool, object]]) -> bytes:
+    """One frame of (ref, ok, value) replies to one caller; raises what pickle raises (then send them one by one)."""
+    return key.seal(b"B" + _dumps(replies, PROTOCOL))
+
+
 # ---------------------------------------------------------------------------
 # Decoding (of frames whose tag was checked: `end` is where the body ends)
 
@@ -243,6 +258,8 @@ def decode(key: FrameKey, frame: bytes) -> Frame:
             return Info(_loads(memoryview(frame)[1:end]))
         if kind == REPLY:
             return _decode_reply(frame, end)
+        if kind == REPLIES:
+            return Replies(tuple(Reply(ref, ok is True, value) for ref, ok, value in _loads(memoryview(frame)[1:end])))
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a malformed frame
         return Malformed(f"{chr(kind)!r} frame does not decode: {type(exc).__name__}: {exc}", frame[:32])
     return Malformed(f"unknown frame kind {bytes([kind])!r}", frame[:32])

@@ -38,6 +38,7 @@ from supervisor_tree.worker.control import serve_control
 from supervisor_tree.worker.exits import exit_status, write_reason
 from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
 from supervisor_tree.worker.mailbox import Backlog
+from supervisor_tree.worker.replies import MAX_HOLD_NS, HeldReplies
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
 from supervisor_tree.worker.standby import INBOUND_RECONNECT_MS, Prepared, control_socket, mailbox_socket, prepare
 from supervisor_tree.worker.timers import Timers
@@ -266,6 +267,7 @@ class Incarnation:
         assert box is not None
         sock_recv = self.mailbox.recv
         send = self.replies.send
+        held = HeldReplies(send, self.key, self._reply_ok)  # a burst's replies after the first: one frame per caller
         items: list[tuple[Any, int]] = [(control, zmq.POLLIN), (self.mailbox, zmq.POLLIN), (wake, zmq.POLLIN)]
         poll = zmq.zmq_poll
         key = self.key
@@ -316,6 +318,8 @@ class Incarnation:
                             self._malformed(frame, end, exc)
                             continue
                         t0 = clock()
+                        if held.held and t0 - held.since > MAX_HOLD_NS:
+                            held.flush()
                         self.current = (ref8, reply_to)
                         try:
                             value = handle_call(msg)
@@ -326,8 +330,12 @@ class Incarnation:
                         lat_i += 1
                         calls += 1
                         self.current = None
-                        if value is not NOREPLY:
+                        if value is NOREPLY:
+                            pass
+                        elif calls == 1:  # a lone call's reply leaves at once
                             send(reply_to, self._reply_ok(ref8, value))
+                        else:
+                            held.hold(reply_to, ref8, value, t0)
                     elif kind == CAST:
                         try:
                             msg = loads(memoryview(frame)[1:end])
@@ -352,6 +360,8 @@ class Incarnation:
                 self.errors += 1
                 return exc
             finally:
+                if held.held:
+                    held.flush()
                 self.calls += calls
                 self.casts += casts
                 self.infos += infos
