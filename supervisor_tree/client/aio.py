@@ -217,11 +217,15 @@ class Client:
             return ref, fut
 
     async def _reply(self, worker_id: str, ref: int, fut: asyncio.Future[Reply], deadline: float, wait: float) -> Any:
-        timer = asyncio.get_running_loop().call_at(deadline, _time_out, fut, worker_id, wait)
         try:
-            reply = await fut
+            if not fut.done():  # pipelined: often answered already, while the loop read other replies
+                timer = asyncio.get_running_loop().call_at(deadline, _time_out, fut, worker_id, wait)
+                try:
+                    await fut
+                finally:
+                    timer.cancel()
+            reply = fut.result()
         finally:
-            timer.cancel()
             self._pending.pop(ref, None)
         if reply.ok:
             return reply.value
