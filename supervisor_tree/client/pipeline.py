@@ -9,7 +9,9 @@ resolved by a reader thread are `inflight.py`'s; this module starts no thread.
 
     results = call_many(client, "db", [("get", k) for k in keys], timeout=5.0, window=100)
 
-`call_many` sends up to `window` calls, then one more for each reply read; a message
+`call_many` sends up to `window` calls, then one more for each reply read; calls sent
+together go in one frame (`frames.CALLS`; not to a worker with a `mailbox_limit`, whose
+limit counts messages), answered call by call, replies coalesced by the worker; a message
 not yet sent when its callee dies goes to the next incarnation (as `Client.call`
 would send it), the ones in flight fail with `CalleeExited`.  No retries.
 """
@@ -37,9 +39,11 @@ from supervisor_tree.wire.channel import (
     decode,
     encode_call,
 )
+from supervisor_tree.wire.frames import encode_calls
 
 __all__ = ["Client", "Sender", "call_many"]
 
+MAX_CALLS_PER_FRAME = 128  # calls pipelined together in one frame at most (a worker answers them one by one)
 _DEATH_GRACE_MS = 20  # a dead callee's last replies may still be on their way through our I/O thread
 _NOBLOCK, _POLLIN = int(zmq.NOBLOCK), int(zmq.POLLIN)
 _UNSET = object()
@@ -139,13 +143,23 @@ class _Batch:
         mailbox, pidfd, reply_to = target.mailbox, target.pidfd, sender.reply_to
         deadline = time.monotonic() + self.timeout
         while self.sent < len(msgs) and len(self.inflight) < self.window:
-            ref = sender.take_ref()
-            try:
-                frame = encode_call(key, ref, reply_to, msgs[self.sent])
-            except Exception as exc:  # noqa: BLE001 - a message that does not pickle fails alone
-                self._fail(self.sent, CallError(self.worker_id, f"the message does not pickle: {exc!r}"))
-                self.sent += 1
-                continue
+            first = self.sent
+            chunk = msgs[first : first + min(MAX_CALLS_PER_FRAME, self.window - len(self.inflight))]
+            refs = [sender.take_ref() for _ in chunk]
+            frame = None
+            if len(chunk) > 1 and mailbox not in sender.peer_hwm:  # a bounded mailbox counts messages: one each
+                try:
+                    frame = encode_calls(key, reply_to, list(zip(refs, chunk, strict=True)))
+                except Exception:  # noqa: BLE001 - one of them does not pickle: sent one by one, it fails alone
+                    frame = None
+            if frame is None:
+                chunk, refs = chunk[:1], refs[:1]
+                try:
+                    frame = encode_call(key, refs[0], reply_to, chunk[0])
+                except Exception as exc:  # noqa: BLE001 - a message that does not pickle fails alone
+                    self._fail(first, CallError(self.worker_id, f"the message does not pickle: {exc!r}"))
+                    self.sent += 1
+                    continue
             try:
                 sender.send_frame(mailbox, frame, pidfd)
             except PeerBusy:
@@ -155,9 +169,10 @@ class _Batch:
             except PeerUnavailable:
                 self._let_go()
                 return
-            self.inflight[ref] = self.sent
-            self.deadlines.append((deadline, ref))
-            self.sent += 1
+            for k, ref in enumerate(refs):
+                self.inflight[ref] = first + k
+                self.deadlines.append((deadline, ref))
+            self.sent += len(refs)
 
     def _wait_room(self, sender: Sender, target: Target, deadline: float) -> None:
         left = deadline - time.monotonic()

@@ -20,6 +20,8 @@ Imports no socket library.
 Frames, one ZeroMQ frame per message, each ``body + tag(body)`` (16 bytes):
 
 * call:  ``b"C" + ref (u64 LE) + len(reply_to) (u16 LE) + reply_to (utf-8) + pickle(payload)``
+* calls: ``b"K" + len(reply_to) (u16 LE) + reply_to (utf-8) + pickle([(ref, payload), ...])``: calls
+  pipelined to one worker, sent together (`Client.call_many`); each answered as if it came alone
 * cast:  ``b"S" + pickle(payload)``
 * info:  ``b"I" + pickle(payload)``
 * reply: ``b"R" + ref (u64 LE) + b"\\x00" ok | b"\\x01" error + pickle(value or RemoteError)``
@@ -45,10 +47,11 @@ PROTOCOL = 5
 
 # First byte of each frame, as ints: frame[0] of a bytes object is an int.
 CALL, CAST, INFO, REPLY = b"CSIR"
-REPLIES = b"B"[0]
+REPLIES, CALLS = b"BK"
 _CALL_HEAD = struct.Struct("<QH")  # ref, len(reply_to)
 _CALL_BODY = 1 + _CALL_HEAD.size  # offset of reply_to
 _REF = struct.Struct("<Q")
+_RT_LEN = struct.Struct("<H")
 _OK, _ERR = b"\x00", b"\x01"
 
 # The notices the node's inbound socket takes: kind -> field types after (kind, worker id, generation, pid).
@@ -75,6 +78,14 @@ class Call:
     ref: int
     reply_to: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Calls:
+    """Calls pipelined to one worker in one frame: (ref, message) pairs, unpickled, in the order to handle them."""
+
+    reply_to: str
+    calls: tuple[tuple[int, object], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +135,7 @@ class Malformed:
     kind: str = MALFORMED
 
 
-Frame = Call | Cast | Info | Reply | Replies | Malformed
+Frame = Call | Calls | Cast | Info | Reply | Replies | Malformed
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +184,12 @@ class PeerBusy(PeerUnavailable):
 def encode_call(key: FrameKey, ref: int, reply_to: str, payload: object) -> bytes:
     rt = reply_to.encode()
     return key.seal(b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL))
+
+
+def encode_calls(key: FrameKey, reply_to: str, calls: list[tuple[int, object]]) -> bytes:
+    """One frame of (ref, payload) calls to one worker; raises what pickle raises (then send them one by one)."""
+    rt = reply_to.encode()
+    return key.seal(b"K" + _RT_LEN.pack(len(rt)) + rt + _dumps(calls, PROTOCOL))
 
 
 def encode_cast(key: FrameKey, payload: object) -> bytes:
@@ -233,6 +250,18 @@ def split_call(frame: bytes, end: int) -> tuple[bytes, bytes, memoryview]:
     return frame[1:9], frame[_CALL_BODY:stop], memoryview(frame)[stop:end]
 
 
+def split_calls(frame: bytes, end: int) -> tuple[bytes, list[tuple[int, object]]]:
+    """(reply_to as utf-8 bytes, [(ref, message), ...]) of a calls frame's body `frame[:end]`; ValueError (or
+    what unpickling raises) if it is not one.  A worker's: the payload is unpickled here, checked for shape."""
+    (n,) = _RT_LEN.unpack_from(frame, 1) if end >= 3 else (0,)
+    if n == 0 or end < 3 + n:
+        raise ValueError("calls frame without a complete reply address")
+    calls = _loads(memoryview(frame)[3 + n : end])
+    if type(calls) is not list or not all(type(c) is tuple and len(c) == 2 and type(c[0]) is int for c in calls):
+        raise ValueError("calls frame whose payload is not a list of (ref, message)")
+    return frame[3 : 3 + n], calls
+
+
 def loads_payload(payload: bytes | memoryview) -> object:
     """Unpickle a call payload; raises whatever pickle raises on bad bytes."""
     return _loads(payload)
@@ -258,6 +287,9 @@ def decode(key: FrameKey, frame: bytes) -> Frame:
             return Info(_loads(memoryview(frame)[1:end]))
         if kind == REPLY:
             return _decode_reply(frame, end)
+        if kind == CALLS:
+            reply_to, calls = split_calls(frame, end)
+            return Calls(reply_to.decode(), tuple(calls))
         if kind == REPLIES:
             return Replies(tuple(Reply(ref, ok is True, value) for ref, ok, value in _loads(memoryview(frame)[1:end])))
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a malformed frame

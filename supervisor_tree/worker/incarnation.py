@@ -29,7 +29,7 @@ from typing import Any
 import zmq
 
 from supervisor_tree.spec import SHUTDOWN
-from supervisor_tree.wire import auth, channel
+from supervisor_tree.wire import auth, channel, frames
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.shapes import MALFORMED, UNAUTHENTICATED
 from supervisor_tree.worker import faults, idempotency, standby
@@ -38,7 +38,7 @@ from supervisor_tree.worker.control import serve_control
 from supervisor_tree.worker.exits import exit_status, write_reason
 from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
 from supervisor_tree.worker.mailbox import Backlog
-from supervisor_tree.worker.replies import MAX_HOLD_NS, HeldReplies
+from supervisor_tree.worker.replies import MAX_HOLD_NS, HeldReplies, serve_calls
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
 from supervisor_tree.worker.standby import INBOUND_RECONNECT_MS, Prepared, control_socket, mailbox_socket, prepare
 from supervisor_tree.worker.timers import Timers
@@ -273,7 +273,7 @@ class Incarnation:
         key = self.key
         verify = key.verify
         split_call, reply_frame, loads = channel.split_call, channel.reply_frame, pickle.loads
-        CALL, CAST, INFO = channel.CALL, channel.CAST, channel.INFO
+        CALL, CAST, INFO, CALLS = channel.CALL, channel.CAST, channel.INFO, frames.CALLS
         NOBLOCK, Again = zmq.NOBLOCK, zmq.Again
         clock = time.perf_counter_ns
         lat, lat_i = self.lat, self.lat_i
@@ -330,12 +330,13 @@ class Incarnation:
                         lat_i += 1
                         calls += 1
                         self.current = None
-                        if value is NOREPLY:
-                            pass
-                        elif calls == 1:  # a lone call's reply leaves at once
+                        if value is not NOREPLY and calls == 1:  # a lone call's reply leaves at once
                             send(reply_to, self._reply_ok(ref8, value))
-                        else:
+                        elif value is not NOREPLY:
                             held.hold(reply_to, ref8, value, t0)
+                    elif kind == CALLS:  # calls pipelined together (call_many): each as if it came alone
+                        k, lat_i = serve_calls(self, frame, end, handle_call, held, lat_i)
+                        calls += k
                     elif kind == CAST:
                         try:
                             msg = loads(memoryview(frame)[1:end])
@@ -372,11 +373,12 @@ class Incarnation:
             timeout = 0 if n == BATCH or box.pending else -1
 
     def reply(self, token: tuple[bytes, bytes], value: object) -> None:
-        ref8, reply_to = token
-        self.replies.send(reply_to, self._reply_ok(ref8, value))
+        self.replies.send(token[1], self._reply_ok(token[0], value))
 
     def reply_error(self, token: tuple[bytes, bytes], exc: BaseException) -> None:
-        ref8, reply_to = token
+        self._reply_error(token[1], token[0], exc)
+
+    def _reply_error(self, reply_to: bytes, ref8: bytes, exc: BaseException) -> None:
         self.replies.send(reply_to, channel.reply_frame(self.key, ref8, False, channel.RemoteError.from_exception(exc)))
 
     def _reply_ok(self, ref8: bytes, value: object) -> bytes:

@@ -1,4 +1,5 @@
-"""Replies a worker holds back while it answers a burst of pipelined calls, sent as one frame per caller.
+"""Pipelined calls, a worker's side: calls that came in one frame (`serve_calls`), and the replies it holds
+back while it answers a burst (`HeldReplies`), sent as one frame per caller.
 
 Owns coalescing replies (`wire.frames.encode_replies`): the loop (incarnation.py) sends
 the first reply of a round at once, so a lone call waits for nothing, and hands this
@@ -6,7 +7,10 @@ module the rest of the round's replies; they leave together when the round ends,
 one caller has `MAX_HELD` waiting, or before the next call once the oldest has waited
 `MAX_HOLD_NS` (a slow handler does not hold earlier answers back).  One frame per caller
 instead of one per reply: the sends, not the handlers, are what a burst of small calls
-costs (DESIGN.md: batch by serialization, not by frames).  Must not touch the mailbox.
+costs (DESIGN.md: batch by serialization, not by frames).  A calls frame (`frames.CALLS`,
+what `Client.call_many` sends) is served call by call, exactly as if each had come alone:
+same handler, same `Worker.caller()`, a stop between two of them leaves the rest
+unanswered (their caller sees the worker exit).  Must not touch the mailbox.
 
     held = HeldReplies(replies.send, key, loop._reply_ok)
     held.hold(reply_to, ref8, value, now_ns)
@@ -15,12 +19,16 @@ costs (DESIGN.md: batch by serialization, not by frames).  Must not touch the ma
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 from supervisor_tree.wire.auth import FrameKey
-from supervisor_tree.wire.frames import encode_replies
+from supervisor_tree.wire.frames import encode_replies, split_calls
+from supervisor_tree.worker.behaviour import NOREPLY
+from supervisor_tree.worker.heartbeat import LAT_MASK
 
-__all__ = ["HeldReplies", "MAX_HELD", "MAX_HOLD_NS"]
+__all__ = ["HeldReplies", "MAX_HELD", "MAX_HOLD_NS", "serve_calls"]
 
 MAX_HELD = 128  # replies to one caller in one frame at most
 MAX_HOLD_NS = 1_000_000  # 1 ms: held longer than this, they leave before the next call is handled
@@ -64,3 +72,49 @@ class HeldReplies:
                 return
         for ref8, value in items:
             self._send(reply_to, self._one(ref8, value))
+
+
+class _Loop(Protocol):
+    """What `serve_calls` needs of the incarnation (incarnation.py imports this module)."""
+
+    key: FrameKey
+    current: tuple[bytes, bytes] | None
+    lat: list[int]
+    halt: bool
+
+    def _malformed(self, frame: bytes, end: int, exc: BaseException) -> None: ...
+    def _reply_error(self, reply_to: bytes, ref8: bytes, exc: BaseException) -> None: ...
+
+
+def serve_calls(loop: _Loop, frame: bytes, end: int, handle_call: Callable[[object], object], held: HeldReplies,
+                lat_i: int) -> tuple[int, int]:
+    """Handle each call of a calls frame in order; (calls handled, the latency ring's next index).
+
+    Replies are held (`held`) and leave with the round's; a handler that raises is answered
+    with its error, then the exception propagates (the worker crashes, as for a lone call)."""
+    try:
+        reply_to, calls = split_calls(frame, end)
+    except Exception as exc:  # noqa: BLE001 - a frame that does not decode is not a crash
+        loop._malformed(frame, end, exc)
+        return 0, lat_i
+    clock, lat, n = time.perf_counter_ns, loop.lat, 0
+    for ref, msg in calls:
+        ref8 = ref.to_bytes(8, "little")
+        t0 = clock()
+        if held.held and t0 - held.since > MAX_HOLD_NS:
+            held.flush()
+        loop.current = (ref8, reply_to)
+        try:
+            value = handle_call(msg)
+        except Exception as exc:
+            loop._reply_error(reply_to, ref8, exc)
+            raise
+        lat[lat_i & LAT_MASK] = clock() - t0
+        lat_i += 1
+        n += 1
+        loop.current = None
+        if value is not NOREPLY:
+            held.hold(reply_to, ref8, value, t0)
+        if loop.halt:
+            break
+    return n, lat_i
