@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import pickle
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -37,9 +38,10 @@ import zmq
 
 from supervisor_tree.client.client import Client as SyncClient
 from supervisor_tree.client.errors import CalleeExited, CallError, CallTimeout, ClientError
-from supervisor_tree.client.pipeline import Sender
+from supervisor_tree.client.pipeline import MAX_CALLS_PER_FRAME, Sender
 from supervisor_tree.client.target import Target
 from supervisor_tree.wire.channel import Malformed, PeerBusy, PeerUnavailable, Replies, Reply, decode, encode_call
+from supervisor_tree.wire.frames import encode_calls
 
 __all__ = ["Client", "AsyncClient"]
 
@@ -167,22 +169,50 @@ class Client:
                 results[i] = exc
                 failed.append(i)
 
-        for i, msg in enumerate(todo):
-            if len(inflight) >= max(1, window):
+        i = 0
+        while i < len(todo):
+            room = max(1, window) - len(inflight)
+            if room <= 0:
                 await settle_oldest()
+                while inflight and inflight[0][2].done():  # answered meanwhile: room for one frame of many
+                    await settle_oldest()
+                continue
             deadline = loop.time() + wait
             try:
-                ref, fut = await self._send(worker_id, msg, deadline, wait)
+                sent = await self._send_some(worker_id, todo[i : i + min(room, MAX_CALLS_PER_FRAME)], deadline, wait)
             except ClientError as exc:
                 results[i] = exc
                 failed.append(i)
+                i += 1
                 continue
-            inflight.append((i, ref, fut, deadline))
+            inflight.extend((i + k, ref, fut, deadline) for k, (ref, fut) in enumerate(sent))
+            i += len(sent)
         while inflight:
             await settle_oldest()
         if failed and not return_exceptions:
             raise results[min(failed)]
         return results
+
+    async def _send_some(self, worker_id: str, msgs: list[object], deadline: float,
+                         wait: float) -> list[tuple[int, asyncio.Future[Reply]]]:
+        """Send the first of `msgs`, or all of them in one frame (`frames.CALLS`) when the callee is known,
+        alive and its mailbox unbounded: what `call_many` has room for; (ref, Future) of each sent."""
+        caller, target = self._caller_on_loop(), self._targets.get(worker_id)
+        if len(msgs) > 1 and target is not None and target.command is None and not target.dead() \
+                and target.mailbox not in caller.peer_hwm:
+            refs = [caller.take_ref() for _ in msgs]
+            try:
+                caller.send_frame(target.mailbox, encode_calls(caller.key, caller.reply_to, list(zip(refs, msgs, strict=True))),
+                                  target.pidfd)
+            except (PeerUnavailable, ValueError, TypeError, AttributeError, pickle.PicklingError):
+                pass  # busy, gone, or a message that does not pickle: the one-by-one path tells which
+            else:
+                loop = asyncio.get_running_loop()
+                futs = [loop.create_future() for _ in refs]
+                for ref, fut in zip(refs, futs, strict=True):
+                    self._pending[ref] = (fut, target)
+                return list(zip(refs, futs, strict=True))
+        return [await self._send(worker_id, msgs[0], deadline, wait)]
 
     async def _send(self, worker_id: str, msg: object, deadline: float, wait: float) -> tuple[int, asyncio.Future[Reply]]:
         """Send one call (waiting for a restarting callee); its ref and the Future its reply settles."""
