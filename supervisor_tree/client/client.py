@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
@@ -78,6 +78,8 @@ class Client(ControlOps):
         self.ctx = context or zmq.Context()
         self._ctl: zmq.Socket[bytes] | None = None
         self._req_ids = itertools.count(1)
+        self._ahead: dict[int, Any] = {}  # requests sent ahead (req id -> their answer once read, else None)
+        self._resolving: dict[str, int] = {}  # worker id -> a `resolve` sent ahead (a first call's)
         self._caller: Sender | None = None
         self._inflight: Inflight | None = None  # call_async's reader thread, made on first use
         self._targets: dict[str, Target] = {}
@@ -94,15 +96,7 @@ class Client(ControlOps):
     def close(self) -> None:
         if any(self.retries.figures.values()) and self._ctl is not None and self.node_running():
             self.retries.flush(self, wait=0.5)  # the last figures, for the node's per-pair report
-        if self._inflight is not None:
-            self._inflight.close()  # before the sockets: its thread uses the context
-            self._inflight = None
-        for t in self._targets.values():
-            t.close()
-        self._targets.clear()
-        if self._caller is not None:
-            self._caller.close()
-            self._caller = None
+        self._drop_calls()
         if self._ctl is not None:
             self._ctl.close(0)
             self._ctl = None
@@ -139,22 +133,27 @@ class Client(ControlOps):
         if self._key is not None and fresh.fingerprint == self._key.fingerprint:
             return False
         self._key = fresh
-        for t in self._targets.values():
-            t.close()
-        self._targets.clear()
-        if self._caller is not None:  # its frames carry the old key
-            self._caller.close()
-            self._caller = None
+        self._drop_calls()  # their frames carry the old key
+        return True
+
+    def _drop_calls(self) -> None:
+        """Close what calls go through: the reader thread first (it uses the context), targets, sockets."""
         if self._inflight is not None:
             self._inflight.close()
             self._inflight = None
-        return True
+        for t in self._targets.values():
+            t.close()
+        self._targets.clear()
+        if self._caller is not None:
+            self._caller.close()
+            self._caller = None
 
     def control(self, op: str, _wait: float | None = None, **args: object) -> Any:
         """One control request (`args` must make JSON); the node's answer, or raises ControlRefused / CallTimeout."""
         return self._control(op, self.timeout if _wait is None else _wait, args, retry=True)
 
-    def _control(self, op: str, wait: float, args: dict[str, object], retry: bool) -> Any:
+    def _send_request(self, op: str, args: dict[str, object], ahead: bool = False) -> int:
+        """Send one control request without waiting for its answer (`ahead`: another's wait keeps it); its req id."""
         if self._ctl is None:
             if not self.node_running():
                 raise NodeNotRunning(f"no node is running in {self.run_dir}")
@@ -162,30 +161,41 @@ class Client(ControlOps):
             sock.linger = 0
             sock.connect(rundir.endpoint(self.run_dir, "control"))
             self._ctl = sock
-        key = self.key
         req_id = next(self._req_ids)
         try:
-            frame = encode_request(key, req_id, op, args)
+            frame = encode_request(self.key, req_id, op, args)
         except (TypeError, ValueError) as exc:
             raise ClientError(f"control {op!r}: its arguments do not make JSON ({exc}); "
                               "send ids, numbers, strings, lists and tables (a child spec as the config writes it)") from None
         self._ctl.send(frame)
-        deadline = time.monotonic() + wait
+        if ahead:
+            self._ahead[req_id] = None
+        return req_id
+
+    def _control(self, op: str, wait: float, args: dict[str, object], retry: bool, sent: int | None = None) -> Any:
+        """`control`'s request and answer; `sent`: a request already sent ahead (`_send_request`), answered here."""
+        req_id = self._send_request(op, args) if sent is None else sent
+        key, deadline, ctl = self.key, time.monotonic() + wait, cast(zmq.Socket[bytes], self._ctl)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._ctl.poll(int(remaining * 1000) + 1):
+            early = self._ahead.pop(req_id, None)
+            if early is not None:
+                answer = early  # read while another request waited for its own
+            elif (remaining := deadline - time.monotonic()) <= 0 or not ctl.poll(int(remaining * 1000) + 1):
                 if not self.node_running():
                     raise NodeNotRunning(f"the node in {self.run_dir} stopped before answering {op!r}")
                 raise CallTimeout(f"the node did not answer {op!r} within {wait:g}s")
-            try:
-                answer = decode_answer(key, self._ctl.recv())
-            except BadFrame as exc:
-                if exc.kind == UNAUTHENTICATED and retry and self._reload_key():
-                    return self._control(op, max(0.0, deadline - time.monotonic()), args, retry=False)
-                raise UntrustedRunDir(f"the node in {self.run_dir} answered {op!r} with a frame this client "
-                                      f"cannot trust: {exc.reason}") from None
+            else:
+                try:
+                    answer = decode_answer(key, ctl.recv())
+                except BadFrame as exc:
+                    if exc.kind == UNAUTHENTICATED and retry and self._reload_key():
+                        return self._control(op, max(0.0, deadline - time.monotonic()), args, retry=False)
+                    raise UntrustedRunDir(f"the node in {self.run_dir} answered {op!r} with a frame this client "
+                                          f"cannot trust: {exc.reason}") from None
             if answer.req_id != req_id:
-                continue  # a late answer to an earlier request that timed out
+                if answer.req_id in self._ahead:
+                    self._ahead[answer.req_id] = answer  # a request sent ahead: kept for its reader
+                continue  # else a late answer to an earlier request that timed out
             if not answer.ok:
                 raise ControlRefused(str(answer.value))
             return answer.value
@@ -198,8 +208,10 @@ class Client(ControlOps):
         cached = self._targets.get(worker_id)
         if cached is not None and cached.generation > after_generation and not cached.dead():
             return cached
+        ahead = self._resolving.pop(worker_id, None) if after_generation == 0 else None
         try:
-            info = self.control("resolve", t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
+            info = self._control("resolve", t + 0.5, {"id": worker_id, "after_generation": after_generation, "timeout": t},
+                                 retry=True, sent=ahead)
         except ControlRefused as exc:
             # control._try_resolve's refusals: "not running", "is gone", "timeout: ... not running after"
             if "not running" in str(exc) or "is gone" in str(exc):
@@ -243,9 +255,7 @@ class Client(ControlOps):
 
     def call(self, worker_id: str, msg: object, timeout: float | None = None, retry: RetryPolicy | None = None,
              idempotent: bool | None = None) -> Any:
-        """Send `msg` to the worker's handle_call and return its reply.
-
-        `retry`: how to retry a failure a new attempt may cure (retry.py); default: the
+        """Send `msg` to the worker's handle_call and return its reply.  `retry`: how to retry a failure a new attempt may cure (retry.py); default: the
         node's effective policy for this caller and callee (the caller's `retry_calls`,
         else the callee's `retry`, else none; changed live by `supervise retry set`).
         A call is retried only when `idempotent` (default: as the worker declares its
@@ -253,7 +263,12 @@ class Client(ControlOps):
         """
         t = self.timeout if timeout is None else timeout
         book = self.retries
-        view = book.known.get(worker_id) or book.view(self, worker_id)
+        view = book.known.get(worker_id)
+        if view is None:  # a first call: its name resolved in the same round trip as its retry view is learned
+            if worker_id not in self._targets and worker_id not in self._resolving:
+                req: dict[str, object] = {"id": worker_id, "after_generation": 0, "timeout": t}
+                self._resolving[worker_id] = self._send_request("resolve", req, ahead=True)
+            view = book.view(self, worker_id)
         book.count(self, worker_id)
         policy = retry if retry is not None else view.policy
         self.last_attempts = 1
@@ -404,12 +419,8 @@ class Client(ControlOps):
         return Client(self.run_dir, context=self.ctx, timeout=self.timeout, caller=self.retries.caller)
 
     def profile(self, worker_id: str, **kwargs: Any) -> ProfileResult:
-        """Profile a running worker, its code untouched: ``(path, profile)``; ``.stacks`` too.
-
-        ``engine="py-spy"|"yappi"``, ``duration=10``, ``rate=100``, ``fmt="svg"``,
-        ``output``, ``profiles_dir`` (default: the node's ``[profile].dir``), ``clock``,
-        ``native``/``idle``/``gil``: see ``supervisor_tree.profiling.remote.profile``.
-        """
+        """Profile a running worker, its code untouched: ``(path, profile)``; ``.stacks`` too.  ``engine="py-spy"|"yappi"``,
+        ``duration``, ``rate``, ``fmt``, ``output``, ``profiles_dir``, ...: ``supervisor_tree.profiling.remote.profile``."""
         from supervisor_tree.profiling.remote import profile
 
         return profile(self, worker_id, **kwargs)
