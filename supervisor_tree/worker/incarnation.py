@@ -38,7 +38,7 @@ from supervisor_tree.worker.control import serve_control
 from supervisor_tree.worker.exits import exit_status, write_reason
 from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
 from supervisor_tree.worker.mailbox import Backlog
-from supervisor_tree.worker.replies import MAX_HOLD_NS, HeldReplies, serve_calls
+from supervisor_tree.worker.replies import HeldReplies, serve_calls
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
 from supervisor_tree.worker.standby import INBOUND_RECONNECT_MS, Prepared, control_socket, mailbox_socket, prepare
 from supervisor_tree.worker.timers import Timers
@@ -267,7 +267,7 @@ class Incarnation:
         assert box is not None
         sock_recv = self.mailbox.recv
         send = self.replies.send
-        held = HeldReplies(send, self.key, self._reply_ok)  # a burst's replies after the first: one frame per caller
+        held = HeldReplies(send, self.key, self._reply_ok)  # a calls frame's replies: one frame back
         items: list[tuple[Any, int]] = [(control, zmq.POLLIN), (self.mailbox, zmq.POLLIN), (wake, zmq.POLLIN)]
         poll = zmq.zmq_poll
         key = self.key
@@ -318,8 +318,6 @@ class Incarnation:
                             self._malformed(frame, end, exc)
                             continue
                         t0 = clock()
-                        if held.held and t0 - held.since > MAX_HOLD_NS:
-                            held.flush()
                         self.current = (ref8, reply_to)
                         try:
                             value = handle_call(msg)
@@ -330,10 +328,8 @@ class Incarnation:
                         lat_i += 1
                         calls += 1
                         self.current = None
-                        if value is not NOREPLY and calls == 1:  # a lone call's reply leaves at once
+                        if value is not NOREPLY:
                             send(reply_to, self._reply_ok(ref8, value))
-                        elif value is not NOREPLY:
-                            held.hold(reply_to, ref8, value, t0)
                     elif kind == CALLS:  # calls pipelined together (call_many): each as if it came alone
                         k, lat_i = serve_calls(self, frame, end, handle_call, held, lat_i)
                         calls += k
@@ -361,8 +357,6 @@ class Incarnation:
                 self.errors += 1
                 return exc
             finally:
-                if held.held:
-                    held.flush()
                 self.calls += calls
                 self.casts += casts
                 self.infos += infos
@@ -373,7 +367,8 @@ class Incarnation:
             timeout = 0 if n == BATCH or box.pending else -1
 
     def reply(self, token: tuple[bytes, bytes], value: object) -> None:
-        self.replies.send(token[1], self._reply_ok(token[0], value))
+        ref8, reply_to = token
+        self.replies.send(reply_to, self._reply_ok(ref8, value))
 
     def reply_error(self, token: tuple[bytes, bytes], exc: BaseException) -> None:
         self._reply_error(token[1], token[0], exc)

@@ -1,16 +1,14 @@
-"""Pipelined calls, a worker's side: calls that came in one frame (`serve_calls`), and the replies it holds
-back while it answers a burst (`HeldReplies`), sent as one frame per caller.
+"""Pipelined calls, a worker's side: the calls that came in one frame (`serve_calls`), answered in one frame.
 
-Owns coalescing replies (`wire.frames.encode_replies`): the loop (incarnation.py) sends
-the first reply of a round at once, so a lone call waits for nothing, and hands this
-module the rest of the round's replies; they leave together when the round ends, when
-one caller has `MAX_HELD` waiting, or before the next call once the oldest has waited
-`MAX_HOLD_NS` (a slow handler does not hold earlier answers back).  One frame per caller
-instead of one per reply: the sends, not the handlers, are what a burst of small calls
-costs (DESIGN.md: batch by serialization, not by frames).  A calls frame (`frames.CALLS`,
-what `Client.call_many` sends) is served call by call, exactly as if each had come alone:
-same handler, same `Worker.caller()`, a stop between two of them leaves the rest
-unanswered (their caller sees the worker exit).  Must not touch the mailbox.
+A calls frame (`frames.CALLS`: what `Client.call_many` sends, the calls it had room for)
+is served call by call, exactly as if each had come alone: the same handler, the same
+`Worker.caller()`, a stop between two of them leaves the rest unanswered (their caller
+sees the worker exit).  Their replies are held (`HeldReplies`) and leave together
+(`frames.encode_replies`) when the frame is served, when `MAX_HELD` wait, or before the
+next call once the oldest waited `MAX_HOLD_NS`.  One frame back instead of one per
+reply: the sends, not the handlers, are what a burst of small calls costs (DESIGN.md:
+batch by serialization, not by frames).  A call that came alone is answered at once by
+the loop (incarnation.py), never held.  Must not touch the mailbox.
 
     held = HeldReplies(replies.send, key, loop._reply_ok)
     held.hold(reply_to, ref8, value, now_ns)
@@ -90,31 +88,35 @@ def serve_calls(loop: _Loop, frame: bytes, end: int, handle_call: Callable[[obje
                 lat_i: int) -> tuple[int, int]:
     """Handle each call of a calls frame in order; (calls handled, the latency ring's next index).
 
-    Replies are held (`held`) and leave with the round's; a handler that raises is answered
-    with its error, then the exception propagates (the worker crashes, as for a lone call)."""
+    Replies are held (`held`) and sent when the frame is done (or before a crash); a handler that
+    raises is answered with its error, then the exception propagates (the worker crashes, as for
+    a lone call)."""
     try:
         reply_to, calls = split_calls(frame, end)
     except Exception as exc:  # noqa: BLE001 - a frame that does not decode is not a crash
         loop._malformed(frame, end, exc)
         return 0, lat_i
     clock, lat, n = time.perf_counter_ns, loop.lat, 0
-    for ref, msg in calls:
-        ref8 = ref.to_bytes(8, "little")
-        t0 = clock()
-        if held.held and t0 - held.since > MAX_HOLD_NS:
-            held.flush()
-        loop.current = (ref8, reply_to)
-        try:
-            value = handle_call(msg)
-        except Exception as exc:
-            loop._reply_error(reply_to, ref8, exc)
-            raise
-        lat[lat_i & LAT_MASK] = clock() - t0
-        lat_i += 1
-        n += 1
-        loop.current = None
-        if value is not NOREPLY:
-            held.hold(reply_to, ref8, value, t0)
-        if loop.halt:
-            break
+    try:
+        for ref, msg in calls:
+            ref8 = ref.to_bytes(8, "little")
+            t0 = clock()
+            if held.held and t0 - held.since > MAX_HOLD_NS:
+                held.flush()
+            loop.current = (ref8, reply_to)
+            try:
+                value = handle_call(msg)
+            except Exception as exc:
+                loop._reply_error(reply_to, ref8, exc)
+                raise
+            lat[lat_i & LAT_MASK] = clock() - t0
+            lat_i += 1
+            n += 1
+            loop.current = None
+            if value is not NOREPLY:
+                held.hold(reply_to, ref8, value, t0)
+            if loop.halt:
+                break
+    finally:
+        held.flush()
     return n, lat_i
