@@ -94,12 +94,12 @@ def workers(t: Tree) -> dict[str, tuple[int, int]]:
 
 
 def shape(t: Tree) -> list[object]:
-    """The tree as status shows it, without what changes by itself (uptime, memory, counters)."""
+    """The tree as status shows it, without what changes by itself (uptime, memory, counters, the node's clock)."""
 
     def strip(view: dict[str, Any]) -> dict[str, Any]:
         kids = [{k: (strip(v) if k == "supervisor" else v) for k, v in c.items() if k not in ("uptime", "rss", "stats")}
                 for c in view["children"]]  # fmt: skip
-        return {**view, "children": kids}
+        return {**{k: v for k, v in view.items() if k != "clock"}, "children": kids}
 
     return [strip(t.client.status()["tree"]), [(c["key"], c["restart"]) for c in t.client.which_children("core")]]
 
