@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from typing import Any, TypedDict, cast
 
 from supervisor_tree.client import CallError, Client
 from supervisor_tree.workers._component import BadRequest, Refused, expect, reraise
+from supervisor_tree.workers._pipelined import typed_future, typed_list
 from supervisor_tree.workers.pool_member import TaskFailed
 
 __all__ = ["PoolClient", "Lease", "PoolTimeout", "MemberExited", "DEFAULT_TIMEOUT"]
@@ -56,6 +58,20 @@ class PoolClient:
 
     def run(self, task: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
         return self._call(("run", task, args, timeout), timeout)
+
+    def run_async(self, task: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Future[Any]:
+        """`run` without waiting for its answer: a Future of the task's value (or its typed error)."""
+        fut = self.client.call_async(self.pool_id, ("run", task, args, timeout), timeout + self.task_timeout)
+        return typed_future(fut, _ERRORS, None, "pool: run")
+
+    def map(self, task: str, args: Sequence[tuple[Any, ...]], timeout: float = DEFAULT_TIMEOUT,
+            window: int = 100) -> list[Any]:
+        """One `run` per argument tuple, `window` in flight (pipelined), so the manager spreads them over its
+        members as they free up; the values in order, the first failure raised.  (`run_many` is one call.)"""
+        msgs = [("run", task, tuple(a), timeout) for a in args]
+        results = self.client.call_many(self.pool_id, msgs, timeout + self.task_timeout, window=window,
+                                        return_exceptions=True)
+        return typed_list(results, _ERRORS, None, "pool: run")
 
     def run_many(self, task: str, args: list[Any], timeout: float = DEFAULT_TIMEOUT, chunk: int = 256) -> list[Any]:
         return expect(self._call(("run_many", task, args, timeout, chunk), timeout), list, "pool: run_many")

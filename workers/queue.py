@@ -40,6 +40,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,7 @@ from supervisor_tree.workers._component import (
     expect,
     reraise,
 )
+from supervisor_tree.workers._pipelined import typed_future, typed_list
 
 __all__ = ["Queue", "QueueClient", "QueueFull"]
 
@@ -346,6 +348,19 @@ class QueueClient:
     def put_many(self, items: list[Any], block: bool = True, timeout: float = DEFAULT_TIMEOUT) -> int:
         return expect(self._call(("put_many", items, block, timeout), timeout), int, "queue: put_many")
 
+    def put_async(self, item: Any, block: bool = True, timeout: float = DEFAULT_TIMEOUT) -> Future[int]:
+        """`put` without waiting for its answer: a Future of the depth (or QueueFull)."""
+        return typed_future(self.client.call_async(self.queue_id, ("put", item, block, timeout), self._wire(timeout)),
+                            _ERRORS, int, "queue: put")
+
+    def put_each(self, items: Sequence[Any], block: bool = True, timeout: float = DEFAULT_TIMEOUT,
+                 window: int = 100) -> list[int]:
+        """One `put` per item, `window` of them in flight (pipelined): each item is its own request, as with
+        `put`, without a round trip each.  The depths; the first refusal (QueueFull) is raised."""
+        msgs = [("put", item, block, timeout) for item in items]
+        return typed_list(self.client.call_many(self.queue_id, msgs, self._wire(timeout), window=window,
+                                                return_exceptions=True), _ERRORS, int, "queue: put")
+
     def get(self, block: bool = True, timeout: float = DEFAULT_TIMEOUT, ack: Any = None) -> tuple[int | None, Any] | None:
         delivery = self._call(("get", block, timeout, self.consumer, ack), timeout)
         return None if delivery is None else expect(delivery, tuple, "queue: get")
@@ -354,6 +369,17 @@ class QueueClient:
                  ack: Any = None) -> tuple[int | None, list[Any]]:
         delivery = self._call(("get_many", n, block, timeout, self.consumer, ack), timeout)
         return expect(delivery, tuple, "queue: get_many")
+
+    def get_async(self, block: bool = True, timeout: float = DEFAULT_TIMEOUT, ack: Any = None) -> Future[Any]:
+        """`get` without waiting for its answer: a Future of the delivery ((tag, item), or None)."""
+        msg = ("get", block, timeout, self.consumer, ack)
+        return typed_future(self.client.call_async(self.queue_id, msg, self._wire(timeout)), _ERRORS, None, "queue: get")
+
+    def get_each(self, n: int, block: bool = True, timeout: float = DEFAULT_TIMEOUT, window: int = 100) -> list[Any]:
+        """`n` `get`s, `window` in flight (pipelined): each delivery ((tag, item), or None when none came in time)."""
+        msgs = [("get", block, timeout, self.consumer, None)] * n
+        return typed_list(self.client.call_many(self.queue_id, msgs, self._wire(timeout), window=window,
+                                                return_exceptions=True), _ERRORS, None, "queue: get")
 
     def ack(self, tags: int | list[int]) -> int:
         return expect(self._call(("ack", tags), 0.0), int, "queue: ack")
@@ -370,9 +396,15 @@ class QueueClient:
     def stats(self) -> dict[str, Any]:
         return expect(self._call(("stats",), 0.0), dict, "queue: stats")
 
+    def _wire(self, waits: float) -> float:
+        return max(self.client.timeout, waits + self.WIRE_MARGIN)
+
     def _call(self, msg: tuple[object, ...], waits: float | None) -> object:
-        wire = None if waits is None else max(self.client.timeout, waits + self.WIRE_MARGIN)
+        wire = None if waits is None else self._wire(waits)
         try:
             return self.client.call(self.queue_id, msg, timeout=wire)
         except CallError as exc:
-            reraise(exc, {"QueueFull": QueueFull, "BadRequest": BadRequest})
+            reraise(exc, _ERRORS)
+
+
+_ERRORS: dict[str, type[Exception]] = {"QueueFull": QueueFull, "BadRequest": BadRequest}

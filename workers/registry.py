@@ -41,6 +41,8 @@ from __future__ import annotations
 import os
 import select
 import time
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
@@ -310,6 +312,22 @@ class Names:
         if entry is None or entry.target.dead():
             entry = self._fresh(name, entry, timeout)
         return self.client.call(entry.target.worker_id, msg, timeout=timeout)
+
+    def call_async(self, name: str, msg: object, timeout: float | None = None) -> Future[Any]:
+        """`call` without waiting for the reply: the Client's Future (`Client.call_async`)."""
+        return self.client.call_async(self._worker_of(name, timeout), msg, timeout=timeout)
+
+    def call_many(self, name: str, msgs: Sequence[object], timeout: float | None = None, *, window: int = 100,
+                  return_exceptions: bool = False) -> list[Any]:
+        """Call the worker registered as `name` with each message, pipelined (`Client.call_many`)."""
+        return self.client.call_many(self._worker_of(name, timeout), msgs, timeout, window=window,
+                                     return_exceptions=return_exceptions)
+
+    def _worker_of(self, name: str, timeout: float | None) -> str:
+        entry = self._cache.get(name)
+        if entry is None or entry.target.dead():
+            entry = self._fresh(name, entry, timeout)
+        return entry.target.worker_id
 
     def _fresh(self, name: str, entry: _Bound | None, timeout: float | None) -> _Bound:
         """The cache entry of `name`, its incarnation checked alive; looked up again if it died."""

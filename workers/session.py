@@ -23,11 +23,13 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from supervisor_tree.client import CallError, Client
 from supervisor_tree.workers._component import BadRequest, Component, expect, reraise
+from supervisor_tree.workers._pipelined import typed_future, typed_list
 
 __all__ = ["Session", "SessionClient"]
 
@@ -213,8 +215,21 @@ class SessionClient:
     def batch(self, ops: list[tuple[Any, ...]]) -> list[Any]:
         return expect(self._call(("batch", ops)), list, "session: batch")
 
+    def get_async(self, sid: str) -> Future[Any]:
+        """`get` without waiting for its answer: a Future of the session's data."""
+        return typed_future(self.client.call_async(self.worker_id, ("get", sid)), _ERRORS, None, "session: get")
+
+    def each(self, ops: Sequence[tuple[Any, ...]], window: int = 100) -> list[Any]:
+        """Each op (("create", data), ("get", sid), ...) its own call, `window` in flight (pipelined): the
+        answers in order, the first refusal raised.  (`batch` is one call; this is one op per request.)"""
+        results = self.client.call_many(self.worker_id, list(ops), window=window, return_exceptions=True)
+        return typed_list(results, _ERRORS, None, "session")
+
     def _call(self, msg: tuple[object, ...]) -> object:
         try:
             return self.client.call(self.worker_id, msg)
         except CallError as exc:
-            reraise(exc, {"BadRequest": BadRequest})
+            reraise(exc, _ERRORS)
+
+
+_ERRORS: dict[str, type[Exception]] = {"BadRequest": BadRequest}

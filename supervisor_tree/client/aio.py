@@ -1,8 +1,15 @@
-"""`AsyncClient`: calls and casts from asyncio code, the event loop never blocked on a socket.
+"""The asyncio `Client` (public as `supervisor_tree.aio.Client`; `AsyncClient` is the same class).
 
-    async with AsyncClient(run_dir) as c:
+    from supervisor_tree.aio import Client
+
+    async with Client(run_dir) as c:
         replies = await asyncio.gather(*(c.call("db", ("get", k)) for k in keys))
+        values = await c.call_many("db", [("get", k) for k in keys])    # a window of 100 in flight
         c.cast("log", "done")
+        await c.status()                                                 # control requests: awaitables too
+
+The sync Client's API as awaitables: `call`, `call_many`, `call_async` (a Task), `cast`,
+`resolve` and the control requests (`control`, `status`, `which_children`, ... `kill`).
 
 What an asyncio worker's `await self.call(...)` and `self.cast(...)` use.  The
 sends go through the same `Caller` as `Client`'s (non-blocking pushes); replies are
@@ -10,8 +17,10 @@ read when the loop sees the Caller's reply socket readable (`loop.add_reader` on
 ZeroMQ fd, drained to empty each time, as that fd is edge-triggered), and each
 wakes the future of its ref, so any number of calls wait at once.  A callee that dies
 fails its calls with `CalleeExited` (the loop watches each callee's pidfd).  Name
-lookups go to the node through a `Client` in one helper thread (a lookup may wait for
-a restart), never on the loop.  Not thread-safe: one AsyncClient per event loop.
+lookups and control requests go to the node through a sync `Client` in one helper
+thread (a lookup may wait for a restart), never on the loop.  zmq.asyncio is not used:
+its per-message cost (20x on one-way throughput here, DESIGN.md) is what the reader
+on the raw fd avoids.  Not thread-safe: one Client per event loop.
 """
 
 from __future__ import annotations
@@ -19,33 +28,43 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import pickle
 from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import zmq
 
-from supervisor_tree.client.client import Client
+from supervisor_tree.client.client import Client as SyncClient
 from supervisor_tree.client.errors import CalleeExited, CallError, CallTimeout, ClientError
+from supervisor_tree.client.pipeline import MAX_CALLS_PER_FRAME, Sender
 from supervisor_tree.client.target import Target
-from supervisor_tree.wire.channel import Caller, Malformed, PeerBusy, PeerUnavailable, Reply, decode
+from supervisor_tree.wire.channel import Malformed, PeerBusy, PeerUnavailable, Replies, Reply, decode, encode_call
+from supervisor_tree.wire.frames import encode_calls
 
-__all__ = ["AsyncClient"]
+__all__ = ["Client", "AsyncClient"]
 
 _DEATH_GRACE_S = 0.02  # a callee's last reply may still be on its way when its pidfd says it died
 _BUSY_RETRY_S = 0.001  # a full mailbox (backpressure): look again this soon
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
-class AsyncClient:
+def _time_out(fut: asyncio.Future[Reply], worker_id: str, wait: float) -> None:
+    if not fut.done():
+        fut.set_exception(CallTimeout(f"call to worker {worker_id!r} timed out after {wait:g}s"))
+
+
+class Client:
     """See the module docstring.  `context`: share a ZeroMQ context (a worker's own)."""
 
     def __init__(self, run_dir: str | os.PathLike[str], *, context: zmq.Context[Any] | None = None,
                  timeout: float = 5.0) -> None:
         self.run_dir = Path(run_dir)
         self.timeout = timeout
-        self._names = Client(run_dir, context=context, timeout=timeout)  # used in the helper thread only
+        self._names = SyncClient(run_dir, context=context, timeout=timeout)  # used in the helper thread only
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="supervise-names")
-        self._caller: Caller | None = None
+        self._caller: Sender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._targets: dict[str, Target] = {}
         self._pending: dict[int, tuple[asyncio.Future[Reply], Target]] = {}
@@ -55,7 +74,7 @@ class AsyncClient:
 
     # -- lifecycle --
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -86,10 +105,10 @@ class AsyncClient:
         self._thread.shutdown(wait=True)
         self._names.close()
 
-    def _caller_on_loop(self) -> Caller:
+    def _caller_on_loop(self) -> Sender:
         if self._caller is None:
             self._loop = asyncio.get_running_loop()
-            self._caller = Caller(self._names.ctx, str(self.run_dir / "w"), self._names.key)
+            self._caller = Sender(self._names.ctx, str(self.run_dir / "w"), self._names.key)
             self._reply_fd = int(self._caller.reply_socket.getsockopt(zmq.FD))
             self._loop.add_reader(self._reply_fd, self._on_replies)
         return self._caller
@@ -121,21 +140,100 @@ class AsyncClient:
     # -- calls --
 
     async def call(self, worker_id: str, msg: object, timeout: float | None = None) -> Any:
-        """Send `msg` to the worker's handle_call and await its reply (see `Client.call`)."""
-        caller = self._caller_on_loop()
+        """Send `msg` to the worker's handle_call and await its reply (see the sync `Client.call`; no retries)."""
+        wait = self.timeout if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + wait
+        ref, fut = await self._send(worker_id, msg, deadline, wait)
+        return await self._reply(worker_id, ref, fut, deadline, wait)
+
+    def call_async(self, worker_id: str, msg: object, timeout: float | None = None) -> asyncio.Task[Any]:
+        """`call` as a Task of its own, started now: await it (or gather many) later."""
+        return asyncio.ensure_future(self.call(worker_id, msg, timeout))
+
+    async def call_many(self, worker_id: str, msgs: Iterable[object], timeout: float | None = None, *,
+                        window: int = 100, return_exceptions: bool = False) -> list[Any]:
+        """Each message's reply in order, up to `window` calls in flight (the sync `Client.call_many`'s rules:
+        `timeout` per call, the first failure by position raised unless `return_exceptions`)."""
         loop = asyncio.get_running_loop()
         wait = self.timeout if timeout is None else timeout
-        deadline = loop.time() + wait
+        todo = list(msgs)
+        results: list[Any] = [None] * len(todo)
+        failed: list[int] = []
+        inflight: deque[tuple[int, int, asyncio.Future[Reply], float]] = deque()
+
+        async def settle_oldest() -> None:
+            i, ref, fut, deadline = inflight.popleft()
+            try:
+                results[i] = await self._reply(worker_id, ref, fut, deadline, wait)
+            except ClientError as exc:
+                results[i] = exc
+                failed.append(i)
+
+        i = 0
+        while i < len(todo):
+            room = max(1, window) - len(inflight)
+            if room <= 0:
+                await settle_oldest()
+                while inflight and inflight[0][2].done():  # answered meanwhile: room for one frame of many
+                    await settle_oldest()
+                continue
+            deadline = loop.time() + wait
+            try:
+                sent = await self._send_some(worker_id, todo[i : i + min(room, MAX_CALLS_PER_FRAME)], deadline, wait)
+            except ClientError as exc:
+                results[i] = exc
+                failed.append(i)
+                i += 1
+                continue
+            inflight.extend((i + k, ref, fut, deadline) for k, (ref, fut) in enumerate(sent))
+            i += len(sent)
+        while inflight:
+            await settle_oldest()
+        if failed and not return_exceptions:
+            raise results[min(failed)]
+        return results
+
+    async def _send_some(self, worker_id: str, msgs: list[object], deadline: float,
+                         wait: float) -> list[tuple[int, asyncio.Future[Reply]]]:
+        """Send the first of `msgs`, or all of them in one frame (`frames.CALLS`) when the callee is known,
+        alive and its mailbox unbounded: what `call_many` has room for; (ref, Future) of each sent."""
+        caller, target = self._caller_on_loop(), self._targets.get(worker_id)
+        if len(msgs) > 1 and target is not None and target.command is None and not target.dead() \
+                and target.mailbox not in caller.peer_hwm:
+            refs = [caller.take_ref() for _ in msgs]
+            try:
+                caller.send_frame(target.mailbox, encode_calls(caller.key, caller.reply_to, list(zip(refs, msgs, strict=True))),
+                                  target.pidfd)
+            except (PeerUnavailable, ValueError, TypeError, AttributeError, pickle.PicklingError):
+                pass  # busy, gone, or a message that does not pickle: the one-by-one path tells which
+            else:
+                loop = asyncio.get_running_loop()
+                futs = [loop.create_future() for _ in refs]
+                for ref, fut in zip(refs, futs, strict=True):
+                    self._pending[ref] = (fut, target)
+                return list(zip(refs, futs, strict=True))
+        return [await self._send(worker_id, msgs[0], deadline, wait)]
+
+    async def _send(self, worker_id: str, msg: object, deadline: float, wait: float) -> tuple[int, asyncio.Future[Reply]]:
+        """Send one call (waiting for a restarting callee); its ref and the Future its reply settles."""
+        caller = self._caller_on_loop()
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                target = await self._target(worker_id, deadline)
+                target = self._targets.get(worker_id)
+                if target is None or target.pidfd is None:
+                    target = await self._target(worker_id, deadline)
             except ClientError as exc:
                 if "timeout" in str(exc) or loop.time() >= deadline:
                     raise CallTimeout(f"call to worker {worker_id!r} timed out after {wait:g}s ({exc})") from None
                 raise
             target.refuse_messages()
+            if target.dead():  # not sent to an incarnation already gone: the next one takes it
+                self._drop(target)
+                continue
+            ref = caller.take_ref()
             try:
-                ref = caller.send_call(target.mailbox, msg, alive_fd=target.pidfd)
+                caller.send_frame(target.mailbox, encode_call(caller.key, ref, caller.reply_to, msg), target.pidfd)
             except PeerBusy:
                 if loop.time() >= deadline:
                     raise CallTimeout(f"worker {worker_id!r}'s mailbox stayed full (backpressure) past the timeout") from None
@@ -146,33 +244,85 @@ class AsyncClient:
                 continue
             fut: asyncio.Future[Reply] = loop.create_future()
             self._pending[ref] = (fut, target)
-            try:
-                reply = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise CallTimeout(f"call to worker {worker_id!r} timed out after {wait:g}s") from None
-            finally:
-                self._pending.pop(ref, None)
-            if reply.ok:
-                return reply.value
-            raise CallError(worker_id, reply.value)
+            return ref, fut
+
+    async def _reply(self, worker_id: str, ref: int, fut: asyncio.Future[Reply], deadline: float, wait: float) -> Any:
+        try:
+            if not fut.done():  # pipelined: often answered already, while the loop read other replies
+                timer = asyncio.get_running_loop().call_at(deadline, _time_out, fut, worker_id, wait)
+                try:
+                    await fut
+                finally:
+                    timer.cancel()
+            reply = fut.result()
+        finally:
+            self._pending.pop(ref, None)
+        if reply.ok:
+            return reply.value
+        raise CallError(worker_id, reply.value)
 
     def _on_replies(self) -> None:
         caller = self._caller
         if caller is None:
             return
-        sock = caller.reply_socket
-        while cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        recv = caller.reply_socket.recv
+        while True:  # the fd is edge-triggered: drained until the socket says there is nothing left
             try:
-                frame = sock.recv(zmq.NOBLOCK)
+                frame = recv(_NOBLOCK)
             except zmq.Again:
                 return
             reply = decode(caller.key, frame)
             if isinstance(reply, Malformed):  # no tag (never read), or not a reply
                 caller.dropped.drop("an unnamed sender (PULL)", reply.kind, reply.reason)
             elif isinstance(reply, Reply):
-                waiting = self._pending.get(reply.ref)
-                if waiting is not None and not waiting[0].done():
-                    waiting[0].set_result(reply)
+                self._answer(reply)
+            elif isinstance(reply, Replies):  # a burst's replies, coalesced by the worker
+                for one in reply.replies:
+                    self._answer(one)
+
+    def _answer(self, reply: Reply) -> None:
+        waiting = self._pending.get(reply.ref)
+        if waiting is not None and not waiting[0].done():
+            waiting[0].set_result(reply)
+
+    # -- control requests (the sync Client's, in the helper thread) --
+
+    async def _in_thread(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    async def control(self, op: str, _wait: float | None = None, **args: object) -> Any:
+        """One control request (see the sync `Client.control`)."""
+        return await self._in_thread(lambda: self._names.control(op, _wait, **args))
+
+    async def resolve(self, worker_id: str, *, after_generation: int = 0, timeout: float | None = None) -> Target:
+        return await self._in_thread(lambda: self._names.resolve(worker_id, after_generation=after_generation,  # type: ignore[no-any-return]
+                                                                 timeout=timeout))
+
+    async def status(self, rss: bool = True) -> dict[str, Any]:
+        return await self._in_thread(lambda: self._names.status(rss))  # type: ignore[no-any-return]
+
+    async def which_children(self, supervisor: str = "root") -> list[dict[str, Any]]:
+        return await self._in_thread(lambda: self._names.which_children(supervisor))  # type: ignore[no-any-return]
+
+    async def count_children(self, supervisor: str = "root") -> dict[str, int]:
+        return await self._in_thread(lambda: self._names.count_children(supervisor))  # type: ignore[no-any-return]
+
+    async def start_child(self, supervisor: str, spec: dict[str, object] | None = None,
+                          args: dict[str, object] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        return await self._in_thread(lambda: self._names.start_child(supervisor, spec, args, timeout))  # type: ignore[no-any-return]
+
+    async def terminate_child(self, target: str | int, supervisor: str | None = None,
+                              timeout: float = 120.0) -> dict[str, Any]:
+        return await self._in_thread(lambda: self._names.terminate_child(target, supervisor, timeout))  # type: ignore[no-any-return]
+
+    async def restart_child(self, child: str, supervisor: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        return await self._in_thread(lambda: self._names.restart_child(child, supervisor, timeout))  # type: ignore[no-any-return]
+
+    async def delete_child(self, child: str, supervisor: str | None = None) -> dict[str, Any]:
+        return await self._in_thread(lambda: self._names.delete_child(child, supervisor))  # type: ignore[no-any-return]
+
+    async def kill(self, worker_id: str, sig: str = "KILL") -> dict[str, Any]:
+        return await self._in_thread(lambda: self._names.kill(worker_id, sig))  # type: ignore[no-any-return]
 
     # -- casts --
 
@@ -263,3 +413,6 @@ class AsyncClient:
             target.close()
 
         asyncio.ensure_future(loop.run_in_executor(self._thread, last_exit)).add_done_callback(fail)
+
+
+AsyncClient = Client  # the name it had first

@@ -10,8 +10,11 @@ wire format belongs to wire/; retry policies to retry.py; the exceptions to erro
 
 A call to a worker that is restarting waits for the new incarnation (within the
 timeout).  A call whose callee dies before replying raises `CalleeExited` at once:
-the client watches the callee's pidfd while it waits.  Not thread-safe: use one
-Client per thread.
+the client watches the callee's pidfd while it waits.  Many calls in flight:
+`call_many` (this thread sends and reads, `pipeline.py`) and `call_async` (a
+`concurrent.futures.Future`, settled by the client's reader thread, `inflight.py`);
+neither retries.  Not thread-safe: use one Client per thread (a Future may be waited
+on from any thread).
 
 Trust: the client reads the run's key from RUN/key (only when this user owns it and
 nobody else can read it: `wire.auth`), tags every frame it sends with it and acts on
@@ -20,13 +23,14 @@ no frame without it.  Control requests are JSON (`wire.requests`), never pickle.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
@@ -42,11 +46,14 @@ from supervisor_tree.client.errors import (
     NodeNotRunning,
     UntrustedRunDir,
 )
+from supervisor_tree.client.inflight import Inflight
+from supervisor_tree.client.ops import ControlOps
+from supervisor_tree.client.pipeline import Sender, call_many
 from supervisor_tree.client.retry import call_with_retry, died_soon, is_idempotent
 from supervisor_tree.client.target import Target
 from supervisor_tree.spec import RetryPolicy
 from supervisor_tree.wire import auth, rundir
-from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply
+from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply, encode_call
 from supervisor_tree.wire.requests import decode_answer, encode_request
 from supervisor_tree.wire.shapes import UNAUTHENTICATED, BadFrame
 
@@ -54,7 +61,7 @@ if TYPE_CHECKING:
     from supervisor_tree.profiling.remote import AllResult, ProfileResult
 
 
-class Client:
+class Client(ControlOps):
     def __init__(
         self,
         run_dir: str | os.PathLike[str],
@@ -71,7 +78,10 @@ class Client:
         self.ctx = context or zmq.Context()
         self._ctl: zmq.Socket[bytes] | None = None
         self._req_ids = itertools.count(1)
-        self._caller: Caller | None = None
+        self._ahead: dict[int, Any] = {}  # requests sent ahead (req id -> their answer once read, else None)
+        self._resolving: dict[str, int] = {}  # worker id -> a `resolve` sent ahead (a first call's)
+        self._caller: Sender | None = None
+        self._inflight: Inflight | None = None  # call_async's reader thread, made on first use
         self._targets: dict[str, Target] = {}
         self._key: auth.FrameKey | None = None
 
@@ -86,12 +96,7 @@ class Client:
     def close(self) -> None:
         if any(self.retries.figures.values()) and self._ctl is not None and self.node_running():
             self.retries.flush(self, wait=0.5)  # the last figures, for the node's per-pair report
-        for t in self._targets.values():
-            t.close()
-        self._targets.clear()
-        if self._caller is not None:
-            self._caller.close()
-            self._caller = None
+        self._drop_calls()
         if self._ctl is not None:
             self._ctl.close(0)
             self._ctl = None
@@ -128,19 +133,27 @@ class Client:
         if self._key is not None and fresh.fingerprint == self._key.fingerprint:
             return False
         self._key = fresh
+        self._drop_calls()  # their frames carry the old key
+        return True
+
+    def _drop_calls(self) -> None:
+        """Close what calls go through: the reader thread first (it uses the context), targets, sockets."""
+        if self._inflight is not None:
+            self._inflight.close()
+            self._inflight = None
         for t in self._targets.values():
             t.close()
         self._targets.clear()
-        if self._caller is not None:  # its frames carry the old key
+        if self._caller is not None:
             self._caller.close()
             self._caller = None
-        return True
 
     def control(self, op: str, _wait: float | None = None, **args: object) -> Any:
         """One control request (`args` must make JSON); the node's answer, or raises ControlRefused / CallTimeout."""
         return self._control(op, self.timeout if _wait is None else _wait, args, retry=True)
 
-    def _control(self, op: str, wait: float, args: dict[str, object], retry: bool) -> Any:
+    def _send_request(self, op: str, args: dict[str, object], ahead: bool = False) -> int:
+        """Send one control request without waiting for its answer (`ahead`: another's wait keeps it); its req id."""
         if self._ctl is None:
             if not self.node_running():
                 raise NodeNotRunning(f"no node is running in {self.run_dir}")
@@ -148,67 +161,44 @@ class Client:
             sock.linger = 0
             sock.connect(rundir.endpoint(self.run_dir, "control"))
             self._ctl = sock
-        key = self.key
         req_id = next(self._req_ids)
         try:
-            frame = encode_request(key, req_id, op, args)
+            frame = encode_request(self.key, req_id, op, args)
         except (TypeError, ValueError) as exc:
             raise ClientError(f"control {op!r}: its arguments do not make JSON ({exc}); "
                               "send ids, numbers, strings, lists and tables (a child spec as the config writes it)") from None
         self._ctl.send(frame)
-        deadline = time.monotonic() + wait
+        if ahead:
+            self._ahead[req_id] = None
+        return req_id
+
+    def _control(self, op: str, wait: float, args: dict[str, object], retry: bool, sent: int | None = None) -> Any:
+        """`control`'s request and answer; `sent`: a request already sent ahead (`_send_request`), answered here."""
+        req_id = self._send_request(op, args) if sent is None else sent
+        key, deadline, ctl = self.key, time.monotonic() + wait, cast(zmq.Socket[bytes], self._ctl)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._ctl.poll(int(remaining * 1000) + 1):
+            early = self._ahead.pop(req_id, None)
+            if early is not None:
+                answer = early  # read while another request waited for its own
+            elif (remaining := deadline - time.monotonic()) <= 0 or not ctl.poll(int(remaining * 1000) + 1):
                 if not self.node_running():
                     raise NodeNotRunning(f"the node in {self.run_dir} stopped before answering {op!r}")
                 raise CallTimeout(f"the node did not answer {op!r} within {wait:g}s")
-            try:
-                answer = decode_answer(key, self._ctl.recv())
-            except BadFrame as exc:
-                if exc.kind == UNAUTHENTICATED and retry and self._reload_key():
-                    return self._control(op, max(0.0, deadline - time.monotonic()), args, retry=False)
-                raise UntrustedRunDir(f"the node in {self.run_dir} answered {op!r} with a frame this client "
-                                      f"cannot trust: {exc.reason}") from None
+            else:
+                try:
+                    answer = decode_answer(key, ctl.recv())
+                except BadFrame as exc:
+                    if exc.kind == UNAUTHENTICATED and retry and self._reload_key():
+                        return self._control(op, max(0.0, deadline - time.monotonic()), args, retry=False)
+                    raise UntrustedRunDir(f"the node in {self.run_dir} answered {op!r} with a frame this client "
+                                          f"cannot trust: {exc.reason}") from None
             if answer.req_id != req_id:
-                continue  # a late answer to an earlier request that timed out
+                if answer.req_id in self._ahead:
+                    self._ahead[answer.req_id] = answer  # a request sent ahead: kept for its reader
+                continue  # else a late answer to an earlier request that timed out
             if not answer.ok:
                 raise ControlRefused(str(answer.value))
             return answer.value
-
-    def status(self, rss: bool = True) -> dict[str, Any]:
-        """The tree as the node sees it; `rss=False`: without each worker's RSS (cheaper for the node)."""
-        return self.control("status", rss=rss)  # type: ignore[no-any-return]
-
-    def wait_started(self, timeout: float = 30.0) -> None:
-        self.control("wait_started", timeout + 1, timeout=timeout)
-
-    def which_children(self, supervisor: str = "root") -> list[dict[str, Any]]:
-        return self.control("which_children", supervisor=supervisor)  # type: ignore[no-any-return]
-
-    def count_children(self, supervisor: str = "root") -> dict[str, int]:
-        return self.control("count_children", supervisor=supervisor)  # type: ignore[no-any-return]
-
-    def start_child(self, supervisor: str, spec: dict[str, object] | None = None, args: dict[str, object] | None = None,
-                    timeout: float = 60.0) -> dict[str, Any]:
-        """OTP's start_child: `spec` as the config writes a child ({"id": ..., "start": "mod:Class", ...}), or, for a
-        simple_one_for_one supervisor, `args` added to its template's (both JSON: the control protocol's)."""
-        return self.control("start_child", timeout, supervisor=supervisor, spec=spec, args=args)  # type: ignore[no-any-return]
-
-    def terminate_child(self, target: str | int, supervisor: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
-        return self.control("terminate_child", timeout, target=target, supervisor=supervisor)  # type: ignore[no-any-return]
-
-    def restart_child(self, child: str, supervisor: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        return self.control("restart_child", timeout, target=child, supervisor=supervisor)  # type: ignore[no-any-return]
-
-    def delete_child(self, child: str, supervisor: str | None = None) -> dict[str, Any]:
-        return self.control("delete_child", target=child, supervisor=supervisor)  # type: ignore[no-any-return]
-
-    def kill(self, worker_id: str, sig: str = "KILL") -> dict[str, Any]:
-        return self.control("kill", id=worker_id, signal=sig)  # type: ignore[no-any-return]
-
-    def stop(self, timeout: float = 600.0) -> dict[str, Any]:
-        return self.control("stop", timeout)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ names
 
@@ -218,8 +208,10 @@ class Client:
         cached = self._targets.get(worker_id)
         if cached is not None and cached.generation > after_generation and not cached.dead():
             return cached
+        ahead = self._resolving.pop(worker_id, None) if after_generation == 0 else None
         try:
-            info = self.control("resolve", t + 0.5, id=worker_id, after_generation=after_generation, timeout=t)
+            info = self._control("resolve", t + 0.5, {"id": worker_id, "after_generation": after_generation, "timeout": t},
+                                 retry=True, sent=ahead)
         except ControlRefused as exc:
             # control._try_resolve's refusals: "not running", "is gone", "timeout: ... not running after"
             if "not running" in str(exc) or "is gone" in str(exc):
@@ -250,17 +242,20 @@ class Client:
     @property
     def caller(self) -> Caller:
         """This client's sender (one socket per peer mailbox): what typed clients send casts through."""
+        return self.sender
+
+    @property
+    def sender(self) -> Sender:
+        """The same Caller, typed as what pipelined calls send frames through (`pipeline.Sender`)."""
         if self._caller is None:
-            self._caller = Caller(self.ctx, str(self.run_dir / "w"), self.key)
+            self._caller = Sender(self.ctx, str(self.run_dir / "w"), self.key)
         return self._caller
 
     # ------------------------------------------------------------------ calls and casts
 
     def call(self, worker_id: str, msg: object, timeout: float | None = None, retry: RetryPolicy | None = None,
              idempotent: bool | None = None) -> Any:
-        """Send `msg` to the worker's handle_call and return its reply.
-
-        `retry`: how to retry a failure a new attempt may cure (retry.py); default: the
+        """Send `msg` to the worker's handle_call and return its reply.  `retry`: how to retry a failure a new attempt may cure (retry.py); default: the
         node's effective policy for this caller and callee (the caller's `retry_calls`,
         else the callee's `retry`, else none; changed live by `supervise retry set`).
         A call is retried only when `idempotent` (default: as the worker declares its
@@ -268,7 +263,12 @@ class Client:
         """
         t = self.timeout if timeout is None else timeout
         book = self.retries
-        view = book.known.get(worker_id) or book.view(self, worker_id)
+        view = book.known.get(worker_id)
+        if view is None:  # a first call: its name resolved in the same round trip as its retry view is learned
+            if worker_id not in self._targets and worker_id not in self._resolving:
+                req: dict[str, object] = {"id": worker_id, "after_generation": 0, "timeout": t}
+                self._resolving[worker_id] = self._send_request("resolve", req, ahead=True)
+            view = book.view(self, worker_id)
         book.count(self, worker_id)
         policy = retry if retry is not None else view.policy
         self.last_attempts = 1
@@ -292,12 +292,17 @@ class Client:
     def _call_once(self, worker_id: str, msg: object, timeout: float | None) -> Any:
         t = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + t
-        caller = self.caller
+        caller = self.sender
+        key = caller.key
         while True:
             target = self._live_target(worker_id, deadline)
             target.refuse_messages()
+            if target.dead():  # not sent to an incarnation already gone: the next one takes it
+                target.close()
+                continue
+            ref = caller.take_ref()
             try:
-                ref = caller.send_call(target.mailbox, msg, alive_fd=target.pidfd)
+                caller.send_frame(target.mailbox, encode_call(key, ref, caller.reply_to, msg), target.pidfd)
             except PeerBusy:
                 self._wait_room(caller, target, deadline, worker_id)
                 continue
@@ -331,6 +336,25 @@ class Client:
                 return reason
             self.control("ping", 1.0)  # one round trip lets the node process the exit
         return reason or "unknown"
+
+    def call_many(self, worker_id: str, msgs: Iterable[object], timeout: float | None = None, *, window: int = 100,
+                  return_exceptions: bool = False) -> list[Any]:
+        """Call the worker with each message, up to `window` in flight; the replies in order (`pipeline.call_many`:
+        CalleeExited for what a dead callee owed, `timeout` per call, the first failure raised unless
+        `return_exceptions`; no retries)."""
+        msgs = msgs if isinstance(msgs, Sequence) else list(msgs)
+        self.retries.count(self, worker_id)
+        self.retries.pair(worker_id).requests += max(0, len(msgs) - 1)
+        return call_many(self, worker_id, msgs, timeout=self.timeout if timeout is None else timeout, window=window,
+                         return_exceptions=return_exceptions)
+
+    def call_async(self, worker_id: str, msg: object, timeout: float | None = None) -> concurrent.futures.Future[Any]:
+        """Send `msg` to the worker's handle_call now; the Future its reply settles (`inflight.call_async`:
+        CalleeExited, CallTimeout, CallError as `call` raises them; no retries)."""
+        self.retries.count(self, worker_id)
+        if self._inflight is None:
+            self._inflight = Inflight(self)
+        return self._inflight.call(worker_id, msg, self.timeout if timeout is None else timeout)
 
     def cast(self, worker_id: str, msg: object, timeout: float | None = None) -> None:
         """Send `msg` to the worker's handle_cast; returns once the message is queued for it."""
@@ -388,26 +412,6 @@ class Client:
             raise CallError(worker_id, got.value)
         raise CalleeExited(worker_id, target.pid, target.generation, self._last_exit(worker_id))
 
-    # ------------------------------------------------------------------ reload
-
-    def reload(self, config: str | None = None, *, dry_run: bool = False, checked: bool = False,
-               timeout: float = 600.0) -> dict[str, Any]:
-        """Apply `config` (None: the node's own) to the running tree, touching only what changed.
-
-        Returns the plan and, unless `dry_run`, the outcome (`{"ok": False, "problems": [...]}`
-        when the config has a problem: then nothing changed).  `checked`: the caller already
-        imported what the config names (else the node runs `supervise check` first)."""
-        return self.control("reload", timeout, path=config, dry_run=dry_run, checked=checked)  # type: ignore[no-any-return]
-
-    def reload_code(self, workers: Sequence[str] = (), *, dry_run: bool = False, timeout: float = 600.0) -> dict[str, Any]:
-        """Restart, one at a time, the running workers (ids or globs; none: all) whose code changed on disk."""
-        from supervisor_tree.client.reload import code_records
-
-        records, unmatched = code_records(self, workers)
-        if unmatched:
-            raise ControlRefused(f"no running worker matches {', '.join(map(repr, unmatched))}")
-        return self.control("reload_code", timeout, records=records, dry_run=dry_run)  # type: ignore[no-any-return]
-
     # ------------------------------------------------------------------ profiling
 
     def clone(self) -> Client:
@@ -415,12 +419,8 @@ class Client:
         return Client(self.run_dir, context=self.ctx, timeout=self.timeout, caller=self.retries.caller)
 
     def profile(self, worker_id: str, **kwargs: Any) -> ProfileResult:
-        """Profile a running worker, its code untouched: ``(path, profile)``; ``.stacks`` too.
-
-        ``engine="py-spy"|"yappi"``, ``duration=10``, ``rate=100``, ``fmt="svg"``,
-        ``output``, ``profiles_dir`` (default: the node's ``[profile].dir``), ``clock``,
-        ``native``/``idle``/``gil``: see ``supervisor_tree.profiling.remote.profile``.
-        """
+        """Profile a running worker, its code untouched: ``(path, profile)``; ``.stacks`` too.  ``engine="py-spy"|"yappi"``,
+        ``duration``, ``rate``, ``fmt``, ``output``, ``profiles_dir``, ...: ``supervisor_tree.profiling.remote.profile``."""
         from supervisor_tree.profiling.remote import profile
 
         return profile(self, worker_id, **kwargs)

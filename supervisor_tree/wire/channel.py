@@ -14,7 +14,6 @@ import collections
 import itertools
 import logging
 import os
-import select
 import time
 from collections.abc import Iterable
 from typing import Any, cast
@@ -24,6 +23,17 @@ import zmq
 from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.coalesce import FLUSH_LINGER_MS, CastCoalescing
 from supervisor_tree.wire.dropped import Dropped
+from supervisor_tree.wire.endpoints import (
+    IPC_PATH_MAX,
+    bind,
+    check_endpoint,
+    connect,
+    ipc_path,
+    make_socket,
+    move_bind,
+    readable,
+    unlink_ipc,
+)
 from supervisor_tree.wire.frames import (
     _CALL_HEAD,
     BATCH,
@@ -42,6 +52,7 @@ from supervisor_tree.wire.frames import (
     PeerUnavailable,
     RemoteCallError,
     RemoteError,
+    Replies,
     Reply,
     _dumps,
     decode,
@@ -51,6 +62,7 @@ from supervisor_tree.wire.frames import (
     encode_cast,
     encode_info,
     encode_notice,
+    encode_replies,
     encode_reply,
     loads_payload,
     reply_frame,
@@ -61,93 +73,14 @@ from supervisor_tree.wire.shapes import BadFrame
 
 log = logging.getLogger(__name__)
 
-IPC_PATH_MAX = 107  # Linux: sizeof(sockaddr_un.sun_path) - 1
-
 __all__ = [
-    "BATCH", "CALL", "CAST", "INFO", "REPLY", "NOTICES", "PROTOCOL", "Call", "Cast", "Frame", "Info", "Malformed", "Reply",
-    "PeerBusy", "PeerUnavailable", "RemoteCallError", "RemoteError", "BadFrame", "FrameKey",
-    "decode", "decode_notice", "encode_batch", "encode_call", "encode_cast", "encode_info", "encode_notice", "encode_reply",
-    "loads_payload", "reply_frame", "split_batch", "split_call",
+    "BATCH", "CALL", "CAST", "INFO", "REPLY", "NOTICES", "PROTOCOL", "Call", "Cast", "Frame", "Info", "Malformed", "Replies",
+    "Reply", "PeerBusy", "PeerUnavailable", "RemoteCallError", "RemoteError", "BadFrame", "FrameKey",
+    "decode", "decode_notice", "encode_batch", "encode_call", "encode_cast", "encode_info", "encode_notice", "encode_replies",
+    "encode_reply", "loads_payload", "reply_frame", "split_batch", "split_call",
     "IPC_PATH_MAX", "readable", "ipc_path", "check_endpoint", "make_socket", "bind", "connect", "move_bind", "unlink_ipc",
     "ReplySender", "Caller",
 ]
-
-
-# ---------------------------------------------------------------------------
-# Sockets
-
-
-def readable(fd: int, timeout: float = 0.0) -> bool:
-    """Whether `fd` (a pidfd: its process died) is readable within `timeout` s.
-
-    poll, not select: select refuses descriptors past 1023, which a busy process
-    (a server holding thousands of connections) has."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(int(timeout * 1000)))
-
-
-def ipc_path(endpoint: str) -> str | None:
-    """The filesystem path of an ipc:// endpoint, None for other transports."""
-    return endpoint[len("ipc://") :] if endpoint.startswith("ipc://") else None
-
-
-def check_endpoint(endpoint: str) -> str:
-    """Return `endpoint`, or raise ValueError when its ipc path is longer than Linux allows."""
-    path = ipc_path(endpoint)
-    if path is not None and len(path.encode()) > IPC_PATH_MAX:
-        raise ValueError(
-            f"ipc path is {len(path.encode())} bytes, over Linux's limit of {IPC_PATH_MAX} for a "
-            f"unix socket: {path}; use a shorter --run-dir (e.g. under /tmp)"
-        )
-    return endpoint
-
-
-def make_socket(ctx: zmq.Context[Any], kind: int, **options: int) -> zmq.Socket[bytes]:
-    """A socket with linger 0 (closing never blocks) plus `options` (names of zmq constants)."""
-    sock: zmq.Socket[bytes] = ctx.socket(kind)
-    sock.setsockopt(zmq.LINGER, 0)
-    for name, value in options.items():
-        sock.setsockopt(getattr(zmq, name.upper()), value)
-    return sock
-
-
-def bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
-    sock.bind(check_endpoint(endpoint))
-
-
-def connect(sock: zmq.Socket[bytes], endpoint: str) -> None:
-    sock.connect(check_endpoint(endpoint))
-
-
-def move_bind(bound: str, endpoint: str) -> bool:
-    """Make a socket bound at `bound` reachable at `endpoint` instead, without a new bind.
-
-    Works for ipc:// endpoints on one filesystem: a unix socket is found by the
-    name of its file, and rename(2) moves that name atomically (a standby binds
-    early under a name of its own and takes its worker's name when activated;
-    binding costs 0.1-0.3 ms on ext4).  False when it cannot be done: other
-    transports, or another filesystem; then bind the endpoint afresh.
-    """
-    src, dst = ipc_path(bound), ipc_path(endpoint)
-    if src is None or dst is None:
-        return False
-    check_endpoint(endpoint)
-    try:
-        os.rename(src, dst)
-    except OSError:
-        return False
-    return True
-
-
-def unlink_ipc(endpoint: str) -> None:
-    """Remove an ipc endpoint's socket file (libzmq 4.3 leaves it behind when the socket closes)."""
-    path = ipc_path(endpoint)
-    if path:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
 
 
 # ---------------------------------------------------------------------------
@@ -416,6 +349,12 @@ class Caller(CastCoalescing):
             reply = decode(key, frame)
             if isinstance(reply, Reply) and reply.ref == ref:
                 return reply
+            if isinstance(reply, Replies):  # a worker coalesced a burst's replies: ours may be among them
+                mine = [r for r in reply.replies if r.ref == ref]
+                self.discarded += len(reply.replies) - len(mine)
+                if mine:
+                    return mine[0]
+                continue
             self._discard(reply)
 
     def _discard(self, frame: Frame) -> None:

@@ -20,12 +20,16 @@ Imports no socket library.
 Frames, one ZeroMQ frame per message, each ``body + tag(body)`` (16 bytes):
 
 * call:  ``b"C" + ref (u64 LE) + len(reply_to) (u16 LE) + reply_to (utf-8) + pickle(payload)``
+* calls: ``b"K" + len(reply_to) (u16 LE) + reply_to (utf-8) + pickle([(ref, payload), ...])``: calls
+  pipelined to one worker, sent together (`Client.call_many`); each answered as if it came alone
 * cast:  ``b"S" + pickle(payload)``
 * info:  ``b"I" + pickle(payload)``
 * reply: ``b"R" + ref (u64 LE) + b"\\x00" ok | b"\\x01" error + pickle(value or RemoteError)``
-* batch: ``b"B" + count (u32 LE) + count * len (u32 LE) + the count pickles, one per cast``: casts a sender
+* batch: ``b"M" + count (u32 LE) + count * len (u32 LE) + the count pickles, one per cast``: casts a sender
   coalesced (`wire.coalesce`), one tag for all; the receiver hands them to handle_cast one by
   one, in order (`split_batch`; a batch that does not parse is `BadFrame`, dropped whole)
+* replies: ``b"B" + pickle([(ref, ok, value or RemoteError), ...])``: the replies to one caller that a
+  worker coalesced (calls pipelined to it, handled in one round): `Replies`
 
 Notices a worker sends to the node's inbound socket (("ready", id, gen, pid),
 ("hb", id, gen, pid, stats), ...) are a bare pickled tuple, tagged: `encode_notice` /
@@ -45,10 +49,13 @@ from supervisor_tree.wire.shapes import MALFORMED, UNAUTHENTICATED, BadFrame, Fi
 PROTOCOL = 5
 
 # First byte of each frame, as ints: frame[0] of a bytes object is an int.
-CALL, CAST, INFO, REPLY, BATCH = b"CSIRB"
+CALL, CAST, INFO, REPLY = b"CSIR"
+BATCH = b"M"[0]  # casts a sender coalesced (wire.coalesce), to a worker's mailbox
+REPLIES, CALLS = b"BK"  # replies a worker coalesced, to a caller; calls a caller pipelined, to a worker
 _CALL_HEAD = struct.Struct("<QH")  # ref, len(reply_to)
 _CALL_BODY = 1 + _CALL_HEAD.size  # offset of reply_to
 _REF = struct.Struct("<Q")
+_RT_LEN = struct.Struct("<H")
 _OK, _ERR = b"\x00", b"\x01"
 _U32 = struct.Struct("<I")
 BATCH_HEAD = 1 + _U32.size  # kind byte + count
@@ -81,6 +88,14 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class Calls:
+    """Calls pipelined to one worker in one frame: (ref, message) pairs, unpickled, in the order to handle them."""
+
+    reply_to: str
+    calls: tuple[tuple[int, object], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Cast:
     payload: object
 
@@ -109,6 +124,13 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Replies:
+    """Several replies to one caller in one frame (a worker coalesced what it answered in one round)."""
+
+    replies: tuple[Reply, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Malformed:
     """A frame that does not decode; `head` is its first bytes, for the log line.
 
@@ -120,7 +142,7 @@ class Malformed:
     kind: str = MALFORMED
 
 
-Frame = Call | Cast | Info | Reply | Malformed
+Frame = Call | Calls | Cast | Info | Reply | Replies | Malformed
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +193,12 @@ def encode_call(key: FrameKey, ref: int, reply_to: str, payload: object) -> byte
     return key.seal(b"C" + _CALL_HEAD.pack(ref, len(rt)) + rt + _dumps(payload, PROTOCOL))
 
 
+def encode_calls(key: FrameKey, reply_to: str, calls: list[tuple[int, object]]) -> bytes:
+    """One frame of (ref, payload) calls to one worker; raises what pickle raises (then send them one by one)."""
+    rt = reply_to.encode()
+    return key.seal(b"K" + _RT_LEN.pack(len(rt)) + rt + _dumps(calls, PROTOCOL))
+
+
 def encode_cast(key: FrameKey, payload: object) -> bytes:
     return key.seal(b"S" + _dumps(payload, PROTOCOL))
 
@@ -208,6 +236,11 @@ def reply_frame(key: FrameKey, ref8: bytes, ok: bool, value: object) -> bytes:
     return key.seal(b"R" + ref8 + (_OK if ok else _ERR) + _dumps(value, PROTOCOL))
 
 
+def encode_replies(key: FrameKey, replies: list[tuple[int, bool, object]]) -> bytes:
+    """One frame of (ref, ok, value) replies to one caller; raises what pickle raises (then send them one by one)."""
+    return key.seal(b"B" + _dumps(replies, PROTOCOL))
+
+
 # ---------------------------------------------------------------------------
 # Decoding (of frames whose tag was checked: `end` is where the body ends)
 
@@ -220,7 +253,7 @@ def cast_frame(key: FrameKey, body: bytes) -> bytes:
 def encode_batch(key: FrameKey, bodies: list[bytes] | list[memoryview]) -> bytes:
     """One batch frame of already pickled cast payloads (`bodies`, in order)."""
     n = len(bodies)
-    return key.seal(b"".join((b"B", _U32.pack(n), struct.pack(f"<{n}I", *map(len, bodies)), *bodies)))
+    return key.seal(b"".join((b"M", _U32.pack(n), struct.pack(f"<{n}I", *map(len, bodies)), *bodies)))
 
 
 def batch_count(frame: bytes, end: int) -> int:
@@ -269,6 +302,18 @@ def split_call(frame: bytes, end: int) -> tuple[bytes, bytes, memoryview]:
     return frame[1:9], frame[_CALL_BODY:stop], memoryview(frame)[stop:end]
 
 
+def split_calls(frame: bytes, end: int) -> tuple[bytes, list[tuple[int, object]]]:
+    """(reply_to as utf-8 bytes, [(ref, message), ...]) of a calls frame's body `frame[:end]`; ValueError (or
+    what unpickling raises) if it is not one.  A worker's: the payload is unpickled here, checked for shape."""
+    (n,) = _RT_LEN.unpack_from(frame, 1) if end >= 3 else (0,)
+    if n == 0 or end < 3 + n:
+        raise ValueError("calls frame without a complete reply address")
+    calls = _loads(memoryview(frame)[3 + n : end])
+    if type(calls) is not list or not all(type(c) is tuple and len(c) == 2 and type(c[0]) is int for c in calls):
+        raise ValueError("calls frame whose payload is not a list of (ref, message)")
+    return frame[3 : 3 + n], calls
+
+
 def loads_payload(payload: bytes | memoryview) -> object:
     """Unpickle a call payload; raises whatever pickle raises on bad bytes."""
     return _loads(payload)
@@ -294,6 +339,11 @@ def decode(key: FrameKey, frame: bytes) -> Frame:
             return Info(_loads(memoryview(frame)[1:end]))
         if kind == REPLY:
             return _decode_reply(frame, end)
+        if kind == CALLS:
+            reply_to, calls = split_calls(frame, end)
+            return Calls(reply_to.decode(), tuple(calls))
+        if kind == REPLIES:
+            return Replies(tuple(Reply(ref, ok is True, value) for ref, ok, value in _loads(memoryview(frame)[1:end])))
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a malformed frame
         return Malformed(f"{chr(kind)!r} frame does not decode: {type(exc).__name__}: {exc}", frame[:32])
     return Malformed(f"unknown frame kind {bytes([kind])!r}", frame[:32])

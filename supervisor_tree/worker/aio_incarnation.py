@@ -41,13 +41,14 @@ import pickle
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from supervisor_tree.spec import SHUTDOWN
-from supervisor_tree.wire import channel
+from supervisor_tree.wire import channel, frames
 from supervisor_tree.wire.coalesce import unpack_batch
 from supervisor_tree.wire.shapes import UNAUTHENTICATED
 from supervisor_tree.worker import faults, idempotency
@@ -100,6 +101,7 @@ class AioIncarnation(Incarnation):
         super().__init__(req, prepared)
         self.max_concurrency = max(1, req.max_concurrency)
         self.calls_in_flight: set[asyncio.Task[None]] = set()
+        self.calls_waiting: deque[tuple[bytes, bytes, object]] = deque()  # a calls frame's rest, past max_concurrency
         self.graceful = False  # a trapped stop request: let the calls in flight finish
         self.crashed = False
         self.stopper: asyncio.Task[Any] | None = None  # the task that called stop(): its reply goes out
@@ -267,7 +269,8 @@ class AioIncarnation(Incarnation):
     def _read_mailbox(self) -> None:
         recv, Again = self.mailbox.recv, zmq.Again
         n = 0
-        while self.reading and not self._stopping.is_set() and len(self.calls_in_flight) < self.max_concurrency:
+        while (self.reading and not self._stopping.is_set() and not self.calls_waiting
+               and len(self.calls_in_flight) < self.max_concurrency):
             if n == BATCH:  # give the tasks a turn; the fd will not wake us for what is already queued
                 self.loop.call_soon(self._read_mailbox)
                 return
@@ -292,9 +295,18 @@ class AioIncarnation(Incarnation):
             except Exception as exc:  # noqa: BLE001
                 self._malformed(frame, end, exc)
                 return
-            task = self.loop.create_task(self._call(ref8, reply_to, msg))
-            self.calls_in_flight.add(task)
-            task.add_done_callback(self._call_done)
+            self._start_call(ref8, reply_to, msg)
+        elif kind == frames.CALLS:  # calls pipelined together (call_many): each a task, as if it came alone
+            try:
+                reply_to, calls = frames.split_calls(frame, end)
+            except Exception as exc:  # noqa: BLE001
+                self._malformed(frame, end, exc)
+                return
+            for ref, msg in calls:
+                if len(self.calls_in_flight) < self.max_concurrency:
+                    self._start_call(ref.to_bytes(8, "little"), reply_to, msg)
+                else:
+                    self.calls_waiting.append((ref.to_bytes(8, "little"), reply_to, msg))
         elif kind in (channel.CAST, channel.INFO):
             try:
                 msg = pickle.loads(memoryview(frame)[1:end])
@@ -307,6 +319,11 @@ class AioIncarnation(Incarnation):
                 self.ordered.put_nowait((True, msg))
         else:
             self._malformed(frame, end, ValueError(f"unknown frame kind {frame[:1]!r}"))
+
+    def _start_call(self, ref8: bytes, reply_to: bytes, msg: object) -> None:
+        task = self.loop.create_task(self._call(ref8, reply_to, msg))
+        self.calls_in_flight.add(task)
+        task.add_done_callback(self._call_done)
 
     async def _call(self, ref8: bytes, reply_to: bytes, msg: object) -> None:
         assert self.worker is not None
@@ -334,6 +351,9 @@ class AioIncarnation(Incarnation):
     def _call_done(self, task: asyncio.Task[None]) -> None:
         full = len(self.calls_in_flight) >= self.max_concurrency
         self.calls_in_flight.discard(task)
+        if self.calls_waiting and self.reading and not self._stopping.is_set():
+            self._start_call(*self.calls_waiting.popleft())
+            full = not self.calls_waiting and len(self.calls_in_flight) < self.max_concurrency
         if full and self.reading:
             self.loop.call_soon(self._read_mailbox)
 

@@ -29,7 +29,7 @@ from typing import Any
 import zmq
 
 from supervisor_tree.spec import SHUTDOWN
-from supervisor_tree.wire import auth, channel
+from supervisor_tree.wire import auth, channel, frames
 from supervisor_tree.wire.coalesce import serve_batch
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.shapes import MALFORMED, UNAUTHENTICATED
@@ -39,6 +39,7 @@ from supervisor_tree.worker.control import serve_control
 from supervisor_tree.worker.exits import exit_status, write_reason
 from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
 from supervisor_tree.worker.mailbox import Backlog
+from supervisor_tree.worker.replies import HeldReplies, serve_calls
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
 from supervisor_tree.worker.standby import INBOUND_RECONNECT_MS, Prepared, control_socket, mailbox_socket, prepare
 from supervisor_tree.worker.timers import Timers
@@ -269,12 +270,13 @@ class Incarnation:
         assert box is not None
         sock_recv = self.mailbox.recv
         send = self.replies.send
+        held = HeldReplies(send, self.key, self._reply_ok)  # a calls frame's replies: one frame back
         items: list[tuple[Any, int]] = [(control, zmq.POLLIN), (self.mailbox, zmq.POLLIN), (wake, zmq.POLLIN)]
         poll = zmq.zmq_poll
         key = self.key
         verify = key.verify
         split_call, reply_frame, loads = channel.split_call, channel.reply_frame, pickle.loads
-        CALL, CAST, INFO, BATCH_FRAME = channel.CALL, channel.CAST, channel.INFO, channel.BATCH
+        CALL, CAST, INFO, BATCH_FRAME, CALLS = channel.CALL, channel.CAST, channel.INFO, channel.BATCH, frames.CALLS
         NOBLOCK, Again = zmq.NOBLOCK, zmq.Again
         clock = time.perf_counter_ns
         lat, lat_i = self.lat, self.lat_i
@@ -331,6 +333,9 @@ class Incarnation:
                         self.current = None
                         if value is not NOREPLY:
                             send(reply_to, self._reply_ok(ref8, value))
+                    elif kind == CALLS:  # calls pipelined together (call_many): each as if it came alone
+                        k, lat_i = serve_calls(self, frame, end, handle_call, held, lat_i)
+                        calls += k
                     elif kind == CAST:
                         try:
                             msg = loads(memoryview(frame)[1:end])
@@ -371,7 +376,9 @@ class Incarnation:
         self.replies.send(reply_to, self._reply_ok(ref8, value))
 
     def reply_error(self, token: tuple[bytes, bytes], exc: BaseException) -> None:
-        ref8, reply_to = token
+        self._reply_error(token[1], token[0], exc)
+
+    def _reply_error(self, reply_to: bytes, ref8: bytes, exc: BaseException) -> None:
         self.replies.send(reply_to, channel.reply_frame(self.key, ref8, False, channel.RemoteError.from_exception(exc)))
 
     def _reply_ok(self, ref8: bytes, value: object) -> bytes:

@@ -79,6 +79,12 @@ def test_max_concurrency_bounds_the_calls_in_flight(start_tree) -> None:  # type
     assert t.client.call("sleepy", "figures")["most_in_flight"] == 3
 
 
+def test_pipelined_calls_sent_in_one_frame_still_respect_max_concurrency(start_tree) -> None:  # type: ignore[no-untyped-def]
+    t = start_tree(tree_toml(child("sleepy", SLEEPER, extra="max_concurrency = 3", delay=0.02)))
+    assert t.client.call_many("sleepy", [["sleep", i] for i in range(40)], window=40) == list(range(40))
+    assert t.client.call("sleepy", "figures")["most_in_flight"] == 3
+
+
 def test_a_raising_handler_answers_the_error_and_the_worker_restarts(start_tree) -> None:  # type: ignore[no-untyped-def]
     t = start_tree(tree_toml(child("sleepy", SLEEPER)))
     with pytest.raises(CallError, match="ValueError: boom from an async handler"):

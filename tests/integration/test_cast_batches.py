@@ -88,7 +88,7 @@ def test_a_malformed_batch_is_counted_and_dropped_and_the_worker_keeps_serving(t
     key = auth.key_for(tree.run_dir)
     start = c.call(worker, "seen")
     malformed = c.control_worker(worker, "stats", {})["malformed"]
-    says_three = key.seal(b"B" + struct.pack("<II", 3, 5) + dumps("lost"))  # one entry where three are announced
+    says_three = key.seal(b"M" + struct.pack("<II", 3, 5) + dumps("lost"))  # one entry where three are announced
     bad_middle = frames.encode_batch(key, [dumps(("m", 1)), b"\x80\x05not a pickle", dumps(("m", 2))])
     untagged = frames.encode_batch(auth.FrameKey(bytes(32)), [dumps(("forged", 1))])
     send_raw(target.mailbox, says_three, bad_middle, untagged)

@@ -346,3 +346,18 @@ def test_reply_sender_is_lru_bounded(ctx: zmq.Context, short_dir: str) -> None:
         sender.send(f"ipc://{short_dir}/c-{n}".encode(), b"R")
     assert list(sender._socks) == [f"ipc://{short_dir}/c-{n}".encode() for n in (1, 2)]
     sender.close()
+
+
+def test_a_reply_coalesced_with_others_reaches_its_waiting_call(
+    ctx: zmq.Context, short_dir: str, fake_worker: FakeWorker
+) -> None:
+    with Caller(ctx, short_dir, KEY) as caller:
+        first = caller.send_call(fake_worker.endpoint, 1)
+        second = caller.send_call(fake_worker.endpoint, 2)
+        fake_worker.recv()
+        call2 = fake_worker.recv()
+        assert isinstance(call2, Call)
+        frame = channel.encode_replies(KEY, [(first, True, "late"), (second, False, "refused")])
+        fake_worker.replies.send(call2.reply_to.encode(), frame)  # one frame, as a worker sends a burst's replies
+        assert caller.wait_reply(second, 5.0) == Reply(second, False, "refused")
+        assert caller.discarded == 1
