@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import zmq
 
+from supervisor_tree.wire import curve
 from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.frames import (
@@ -108,11 +109,15 @@ def make_socket(ctx: zmq.Context[Any], kind: int, **options: int) -> zmq.Socket[
     return sock
 
 
-def bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
+def bind(sock: zmq.Socket[bytes], endpoint: str) -> str:
+    """Bind (tcp://: CURVE, `curve.secure`); returns the endpoint bound (tcp://HOST:0 gets its port)."""
+    curve.secure(sock, endpoint, server=True)
     sock.bind(check_endpoint(endpoint))
+    return str(sock.getsockopt_string(zmq.LAST_ENDPOINT)) if curve.is_tcp(endpoint) else endpoint
 
 
 def connect(sock: zmq.Socket[bytes], endpoint: str) -> None:
+    curve.secure(sock, endpoint, server=False)
     sock.connect(check_endpoint(endpoint))
 
 
@@ -244,10 +249,10 @@ class Caller:
         self._ctx = ctx
         self.key = key
         self._seal = key.seal
-        self.reply_to = check_endpoint(f"ipc://{directory}/c-{os.getpid()}-{next(_caller_seq)}")
+        self._pull = make_socket(ctx, zmq.PULL, rcvhwm=100_000)  # `directory` may be tcp://HOST (CURVE, a free port)
+        at = f"{directory}:*" if curve.is_tcp(directory) else f"ipc://{directory}/c-{os.getpid()}-{next(_caller_seq)}"
+        self.reply_to = bind(self._pull, at)
         self._reply_to = self.reply_to.encode()
-        self._pull = make_socket(ctx, zmq.PULL, rcvhwm=100_000)
-        self._pull.bind(self.reply_to)
         self._peers: collections.OrderedDict[str, zmq.Socket[bytes]] = collections.OrderedDict()
         self._fresh: set[str] = set()  # peers not yet seen connected
         self._max_peers = max_peers
