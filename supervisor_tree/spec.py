@@ -196,6 +196,8 @@ class ChildSpec:
     mailbox_limit: int | None = None  # messages waiting in the worker's mailbox; None: ZeroMQ's high-water marks
     mailbox_overflow: Overflow = Overflow.BACKPRESSURE
     oom_score_adj: int = WORKER_OOM_SCORE_ADJ  # -1000..1000, the worker process's (Linux)
+    resources: Mapping[str, float] | None = None  # backend = "ray": what the worker's actor asks of the cluster
+    node_affinity: str | None = None  # backend = "ray": the Ray node (hex id) the actor must run on
 
     @property
     def effective_shutdown(self) -> Shutdown:
