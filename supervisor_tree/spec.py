@@ -252,6 +252,7 @@ class ExitKind(enum.Enum):
     EXIT_CODE = "exit_code"  # non-zero exit status
     ERROR = "error"  # an uncaught exception, or an error reason the worker chose
     HUNG = "hung"  # missed heartbeats
+    NODE_LOST = "node_lost"  # the host it ran on left the cluster (backend = "ray"): abnormal, as a crash is
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +277,8 @@ class ExitReason:
                 return f"{{exit_code,{self.detail}}}"
             case ExitKind.ERROR:
                 return f"{{error,{self.detail}}}"
-            case ExitKind.HUNG:
-                return f"{{hung,{self.detail}}}" if self.detail else "hung"
+            case ExitKind.HUNG | ExitKind.NODE_LOST:
+                return f"{{{self.kind.value},{self.detail}}}" if self.detail else self.kind.value
 
     def to_json(self) -> str:
         return str(self)

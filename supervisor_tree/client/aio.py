@@ -28,6 +28,7 @@ import zmq
 from supervisor_tree.client.client import Client
 from supervisor_tree.client.errors import CalleeExited, CallError, CallTimeout, ClientError
 from supervisor_tree.client.target import Target
+from supervisor_tree.wire import curve
 from supervisor_tree.wire.channel import Caller, Malformed, PeerBusy, PeerUnavailable, Reply, decode
 
 __all__ = ["AsyncClient"]
@@ -89,7 +90,7 @@ class AsyncClient:
     def _caller_on_loop(self) -> Caller:
         if self._caller is None:
             self._loop = asyncio.get_running_loop()
-            self._caller = Caller(self._names.ctx, str(self.run_dir / "w"), self._names.key)
+            self._caller = Caller(self._names.ctx, curve.reply_directory(self.run_dir), self._names.key)
             self._reply_fd = int(self._caller.reply_socket.getsockopt(zmq.FD))
             self._loop.add_reader(self._reply_fd, self._on_replies)
         return self._caller

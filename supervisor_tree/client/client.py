@@ -45,7 +45,7 @@ from supervisor_tree.client.errors import (
 from supervisor_tree.client.retry import call_with_retry, died_soon, is_idempotent
 from supervisor_tree.client.target import Target
 from supervisor_tree.spec import RetryPolicy
-from supervisor_tree.wire import auth, rundir
+from supervisor_tree.wire import auth, curve, rundir
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply
 from supervisor_tree.wire.requests import decode_answer, encode_request
 from supervisor_tree.wire.shapes import UNAUTHENTICATED, BadFrame
@@ -96,6 +96,7 @@ class Client:
             self._ctl.close(0)
             self._ctl = None
         if self._own_ctx:
+            curve.close_gate(self.ctx)  # a tcp:// reply socket's ZAP handler: its thread would keep ctx.term() waiting
             self.ctx.term()
 
     def node_running(self) -> bool:
@@ -251,7 +252,7 @@ class Client:
     def caller(self) -> Caller:
         """This client's sender (one socket per peer mailbox): what typed clients send casts through."""
         if self._caller is None:
-            self._caller = Caller(self.ctx, str(self.run_dir / "w"), self.key)
+            self._caller = Caller(self.ctx, curve.reply_directory(self.run_dir), self.key)
         return self._caller
 
     # ------------------------------------------------------------------ calls and casts

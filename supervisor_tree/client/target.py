@@ -48,7 +48,7 @@ class Target:
         retry = info.get("retry")
         policy = RetryPolicy.from_json(retry) if isinstance(retry, dict) else None
         return cls(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], policy,
-                   open_pidfd(info["pid"]), info.get("command"))
+                   None if info.get("host") else open_pidfd(info["pid"]), info.get("command"))
 
     def close(self) -> None:
         if self.pidfd is not None:

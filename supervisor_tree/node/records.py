@@ -68,6 +68,7 @@ class WorkerRec:
     stats: dict[str, object] = field(default_factory=dict)
     hung: bool = False
     last_exit: ExitReason | None = None
+    host: str = ""  # where a placed worker runs ("HOSTNAME/IP"); "" is this machine
 
 
 class NodeState(Protocol):

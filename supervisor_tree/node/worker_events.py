@@ -77,10 +77,12 @@ class WorkerEvents:
                     self.feed(rec.sup, sv.ChildStartFailed(rec.worker_id, error))
             case ForkServerLost() | ForkServerRestarted():
                 self._on_fork_server(ev)
-            case Spawned(token=token, pid=pid):
+            case Spawned(token=token, pid=pid, where=where):
                 rec = self.by_token.pop(token, None)
                 if rec is None:
                     return
+                if where is not None:  # placed on another host: its endpoints are known only now
+                    rec.host, rec.mailbox, rec.control = where
                 if rec.pid is None:
                     rec.pid = pid
                 self.by_pid[pid] = rec

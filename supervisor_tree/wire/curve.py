@@ -32,10 +32,11 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-__all__ = ["CURVE_FILE", "use", "in_use", "secure", "CurveKeys", "CurveKeyError", "Gate", "create_keys", "read_keys", "keys_for", "held_keys",
-           "hold_keys", "forget_keys", "serve", "dial", "is_tcp"]
+__all__ = ["CURVE_FILE", "TCP_HOST_FILE", "reply_directory", "use", "in_use", "secure", "CurveKeys", "CurveKeyError", "Gate", "create_keys", "read_keys", "keys_for", "held_keys",
+           "hold_keys", "forget_keys", "close_gate", "serve", "dial", "is_tcp"]
 
 CURVE_FILE = "curve"
+TCP_HOST_FILE = "tcp_host"  # RUN/tcp_host: the address a client on the node's machine takes its reply socket at
 ZAP_DOMAIN = "supervise"  # the domain our server sockets name; the Gate answers for it
 
 
@@ -83,6 +84,7 @@ def serve(sock: zmq.Socket[Any], keys: CurveKeys) -> None:
     sock.setsockopt(zmq.CURVE_SERVER, 1)
     sock.setsockopt(zmq.CURVE_SECRETKEY, keys.server_secret)
     sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler (a closed Gate) means refused, never let in
 
 
 def dial(sock: zmq.Socket[Any], keys: CurveKeys) -> None:
@@ -133,6 +135,13 @@ class Gate:
 
 
 _gates: dict[int, Gate] = {}
+
+
+def close_gate(ctx: zmq.Context[Any]) -> None:
+    """Stop `ctx`'s ZAP handler, if it has one (before ctx.term(), which would wait for its thread)."""
+    gate = _gates.get(id(ctx))
+    if gate is not None:
+        gate.close()
 
 
 def _quiet_log() -> Any:
@@ -244,3 +253,15 @@ def read_keys(run_dir: str | os.PathLike[str]) -> CurveKeys:
     if len(parts) != 4 or any(len(p) != 40 for p in parts):
         raise CurveKeyError(f"{path}: expected four z85 keys of 40 characters, one a line; not written by a node")
     return CurveKeys(*parts)
+
+
+def reply_directory(run_dir: str | os.PathLike[str]) -> str:
+    """Where a client of the run in `run_dir` takes its reply address (`channel.Caller`'s directory):
+    RUN/w (ipc) for a tree on this machine; tcp://HOST for a tree with workers elsewhere (RUN/tcp_host),
+    whose CURVE keys this process then uses."""
+    try:
+        host = (Path(run_dir) / TCP_HOST_FILE).read_text().strip()
+    except FileNotFoundError:
+        return os.path.join(run_dir, "w")
+    use(keys_for(run_dir))
+    return f"tcp://{host}"
