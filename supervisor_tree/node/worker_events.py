@@ -92,7 +92,7 @@ class WorkerEvents:
                 rec = self.by_pid.pop(pid, None)
                 if rec is None:
                     return
-                if rec.hung:
+                if rec.hung and reason.kind is not ExitKind.NODE_LOST:  # a lost host says more than its silence
                     reason = ExitReason(ExitKind.HUNG, f"no heartbeat for {self.heartbeat_for(rec.spec).deadline:g}s")
                 rec.last_exit = reason
                 was = rec.phase

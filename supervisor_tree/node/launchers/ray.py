@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 __all__ = ["RayLauncher", "Placement"]
 
 Placement = Callable[[str], tuple[Mapping[str, float] | None, str | None]]  # child id -> (resources, node id)
+_UNAVAILABLE_RETRY = 0.2  # seconds between asking an unreachable actor again
 _SPECIAL = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}  # Ray takes these as options, not resources
 
 
@@ -152,12 +153,21 @@ class RayLauncher:
         actor.pids.add(pid)
         self._by_pid[pid] = actor
         self._post(Spawned(req.token, pid, (host, mailbox, control)))
-        actor.handle.wait_exit.remote(pid).future().add_done_callback(lambda f: self._exited(pid, actor, f))
+        self._watch(pid, actor)
+
+    def _watch(self, pid: int, actor: _Actor) -> None:
+        if not self._closed:
+            actor.handle.wait_exit.remote(pid).future().add_done_callback(lambda f: self._exited(pid, actor, f))
 
     def _exited(self, pid: int, actor: _Actor, future: Future[Any]) -> None:
         try:
             kind, detail = future.result()
             reason = ExitReason(ExitKind(kind), detail)
+        except ray.exceptions.ActorUnavailableError:
+            # Ray cannot reach the actor just now (a broken connection, a node not yet declared dead):
+            # not an exit.  Ask again shortly; a dead actor answers ActorDiedError, a live one its reason.
+            threading.Timer(_UNAVAILABLE_RETRY, self._watch, (pid, actor)).start()
+            return
         except Exception as exc:  # noqa: BLE001 - the actor (and so the worker) is gone
             actor.dead = True
             why = self._death(actor, exc)
