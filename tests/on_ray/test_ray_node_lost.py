@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.nodes import Tree, wait_for, write_config
+from tests.nodes import Tree, write_config
 from tests.on_ray.conftest import RayCluster
 from tests.on_ray.test_otp_on_ray import config, worker
 
