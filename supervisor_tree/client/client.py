@@ -243,8 +243,8 @@ class Client:
 
     def _live_target(self, worker_id: str, deadline: float) -> Target:
         target = self._targets.get(worker_id)
-        if target is not None and target.pidfd is not None:
-            return target  # the send checks its pidfd (Caller._send with alive_fd)
+        if target is not None and (target.pidfd is not None or target.host):
+            return target  # the send checks its pidfd (Caller._send with alive_fd); a remote one, its connection
         after = target.generation if target is not None else 0
         return self.resolve(worker_id, after_generation=after, timeout=max(0.001, deadline - time.monotonic()))
 

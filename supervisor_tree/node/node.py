@@ -30,7 +30,7 @@ from pathlib import Path
 import cloudpickle
 import zmq
 
-from supervisor_tree.node import control_ops, retry_ops  # noqa: F401  (retry_ops: importing registers its ops)
+from supervisor_tree.node import control_ops, host_ops, retry_ops  # noqa: F401  (importing registers their ops)
 from supervisor_tree.node.control import ControlServer
 from supervisor_tree.node.eventlog import EventLog
 from supervisor_tree.node.launchers.base import Launcher, LauncherGone

@@ -68,7 +68,8 @@ class WorkerRec:
     stats: dict[str, object] = field(default_factory=dict)
     hung: bool = False
     last_exit: ExitReason | None = None
-    host: str = ""  # where a placed worker runs ("HOSTNAME/IP"); "" is this machine
+    host: str = ""  # where a placed worker runs ("HOSTNAME/IP NODE"); "" is this machine
+    early: tuple[str, tuple[object, ...]] | None = None  # a placed worker's "ready" that beat its Spawned (endpoints)
 
 
 class NodeState(Protocol):

@@ -88,6 +88,9 @@ class WorkerEvents:
                 self.by_pid[pid] = rec
                 if rec.phase is Phase.DONE and rec.sup is None:
                     self.launcher.kill(pid, signal.SIGKILL)  # abandoned while forking
+                if rec.early is not None:  # its "ready" came first: act on it now that its endpoints are known
+                    early, rec.early = rec.early, None
+                    self._on_inbound(*early)
             case Reaped(pid=pid, reason=reason):
                 rec = self.by_pid.pop(pid, None)
                 if rec is None:
@@ -145,6 +148,9 @@ class WorkerEvents:
         worker_id, gen, pid = cast(tuple[str, int, int], msg[1:4])  # their types are checked: frames.NOTICES
         rec = self._find(worker_id, gen, pid)
         if rec is None or rec.phase is not Phase.SPAWNING or rec.sup is None:
+            return
+        if not rec.mailbox:  # placed elsewhere, and the launcher has not named its endpoints yet (Spawned)
+            rec.early = (kind, msg)
             return
         self.timers.cancel(NODE, ("start_timeout", rec.token))
         if kind == "ready":

@@ -9,13 +9,14 @@ nodes (by `resources`), so every restart crosses a Ray node boundary.
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.nodes import Tree, wait_for, write_config
+from tests.nodes import SUPERVISE, Tree, wait_for, write_config
 from tests.on_ray.conftest import RayCluster
 
 PUPPET = "supervisor_tree.workers.puppet:Puppet"
@@ -130,3 +131,16 @@ def test_shutdown_walks_backwards_and_a_timeout_ends_in_kill(tree_of) -> None:
     exits = [line for line in t.trace() if line.startswith("exited")]
     assert [e.split()[1] for e in exits] == ["last#1", "stubborn#1", "first#1"]
     assert exits[1] == "exited stubborn#1 killed" and exits[0] == "exited last#1 shutdown"
+
+
+def test_profile_runs_py_spy_on_the_workers_host(tree_of, tmp_path: Path) -> None:
+    t = tree_of('strategy = "one_for_one"', [worker("busy", "side2")])
+    spinning = subprocess.Popen([*SUPERVISE, "call", "busy", '{"cmd": "spin", "seconds": 6}', "--timeout", "60",
+                                 "--run-dir", str(t.run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out = tmp_path / "busy.txt"
+        done = t.cli("profile", "busy", "--duration", "2", "--format", "collapsed", "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        assert "hot_spin" in out.read_text()
+    finally:
+        spinning.communicate(timeout=60)

@@ -69,6 +69,7 @@ class RayLauncher:
         self._actors: dict[str, _Actor] = {}
         self._by_pid: dict[int, _Actor] = {}
         self._events: list[Event] = []
+        self._later: list[Callable[[], None]] = []
         self._lock = threading.Lock()  # Ray's callback threads post events; the node reads them
         self._wake = -1
         self._remote: Any = None
@@ -92,6 +93,9 @@ class RayLauncher:
     def _post(self, event: Event) -> None:
         with self._lock:
             self._events.append(event)
+        self._post_wake()
+
+    def _post_wake(self) -> None:
         try:
             os.eventfd_write(self._wake, 1)
         except OSError:  # closed: the node is stopping
@@ -104,6 +108,9 @@ class RayLauncher:
             pass
         with self._lock:
             events, self._events = self._events, []
+            later, self._later = self._later, []
+        for call in later:  # answers that must reach the node on its own thread (profile_async)
+            call()
         return events
 
     # -- spawning
@@ -196,12 +203,24 @@ class RayLauncher:
         actor = self._by_pid.get(pid)
         return actor.host if actor is not None else None
 
-    def profile(self, pid: int, seconds: float, rate: int, fmt: str) -> bytes:
-        """py-spy on the worker's own host, through its actor (blocks for `seconds`)."""
+    def profile_async(self, pid: int, seconds: float, rate: int, done: Callable[[bytes | str], None]) -> None:
+        """py-spy on the worker's own host, through its actor; `done(raw collapsed bytes | error text)` is
+        called from `read_events` (the node's thread) once it is over.  Never blocks."""
         actor = self._by_pid.get(pid)
         if actor is None or actor.dead:
             raise LauncherError(f"no live Ray actor holds pid {pid}")
-        return bytes(ray.get(actor.handle.profile.remote(pid, seconds, rate, fmt), timeout=seconds + 90))
+        future: Future[Any] = actor.handle.profile.remote(pid, seconds, rate, "raw").future()
+
+        def finished(f: Future[Any]) -> None:
+            try:
+                outcome: bytes | str = bytes(f.result())
+            except Exception as exc:  # noqa: BLE001 - py-spy's failure or the actor's death, told to the caller
+                outcome = str(exc).strip().splitlines()[-1][:400] if str(exc).strip() else type(exc).__name__
+            with self._lock:
+                self._later.append(lambda: done(outcome))
+            self._post_wake()
+
+        future.add_done_callback(finished)
 
     def close(self) -> None:
         if self._closed:

@@ -133,7 +133,7 @@ class WorkerHost:
         out = Path(self.run_dir) / f"profile-{pid}-{time.monotonic_ns()}.{'txt' if fmt == 'raw' else fmt}"
         pyspy = shutil.which("py-spy") or "py-spy"
         done = subprocess.run([pyspy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-                               "--rate", str(rate), "--format", fmt, "--output", str(out), "--nonblocking"],
+                               "--rate", str(rate), "--format", fmt, "--output", str(out), "--function"],
                               capture_output=True, text=True, timeout=seconds + 60)
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(f"py-spy on {self.hostname} failed: {(done.stderr or done.stdout).strip()[-400:]}")
