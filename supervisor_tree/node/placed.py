@@ -46,7 +46,8 @@ def placed_launcher(spec: NodeSpec, run_dir: Path, sys_path: tuple[str, ...],
         rec = by_id.get(worker_id)
         return (rec.spec.resources, rec.spec.node_affinity) if rec is not None else (None, None)
 
-    return RayLauncher(str(run_dir), backend, name=spec.name, placement=placement, sys_path=sys_path)
+    return RayLauncher(str(run_dir), backend, name=spec.name, placement=placement, sys_path=sys_path,
+                       preload=tuple(spec.preload))
 
 
 def open_transport(run_dir: Path, backend: Backend) -> None:

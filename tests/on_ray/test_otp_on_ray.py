@@ -24,7 +24,10 @@ PUPPET = "supervisor_tree.workers.puppet:Puppet"
 
 def config(cluster: RayCluster, flags: str, children: list[str]) -> str:
     body = "\n".join(f"[[tree.children]]\n{textwrap.dedent(c).strip()}\n" for c in children)
-    return (f'[node]\nname = "onray"\nbackend = "ray"\naddress = "{cluster.address}"\n\n'
+    # Heartbeats: generous, as on any loaded machine (three Ray nodes share two cores here); the stories
+    # are about kills, exits and orders, and a false `hung` would change them.
+    return (f'[node]\nname = "onray"\nbackend = "ray"\naddress = "{cluster.address}"\n'
+            "heartbeat = { interval = 1.0, misses = 10 }\n\n"
             f"[tree]\n{textwrap.dedent(flags).strip()}\n\n{body}")
 
 

@@ -63,8 +63,9 @@ class RayLauncher:
     """Workers as Ray actors: see the module docstring.  `placement` names a child's resources and node."""
 
     def __init__(self, run_dir: str, backend: Backend, *, name: str, placement: Placement,
-                 sys_path: tuple[str, ...] = ()) -> None:
+                 sys_path: tuple[str, ...] = (), preload: tuple[str, ...] = ()) -> None:
         self.run_dir = os.path.abspath(run_dir)
+        self.preload = preload
         self.backend, self.name, self.placement, self.sys_path = backend, name, placement, sys_path
         self._actors: dict[str, _Actor] = {}
         self._by_pid: dict[int, _Actor] = {}
@@ -140,7 +141,8 @@ class RayLauncher:
         if node_id:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
         handle = self._remote.options(**options).remote(
-            self.name, req.worker_id, self._secret, self._keys, req.inbound, self.sys_path)
+            self.name, req.worker_id, self._secret, self._keys, req.inbound, self.sys_path,
+            (*self.preload, *((req.start.partition(":")[0],) if isinstance(req.start, str) and req.start else ())))
         actor = _Actor(handle, "", "")
         self._actors[req.worker_id] = actor
         return actor

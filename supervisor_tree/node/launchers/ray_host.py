@@ -33,6 +33,7 @@ import ray
 
 from supervisor_tree.node.launchers.base import Reaped, Spawned, SpawnFailed
 from supervisor_tree.node.launchers.local import LocalLauncher
+from supervisor_tree.profiling.pyspy import find_pyspy
 from supervisor_tree.wire import auth, curve
 from supervisor_tree.wire.rundir import base_dir
 from supervisor_tree.worker.spawn import SpawnRequest
@@ -51,7 +52,7 @@ class WorkerHost:
     """One child's host agent on a Ray node: see the module docstring.  Thread-safe (a threaded actor)."""
 
     def __init__(self, name: str, child: str, secret: bytes, keys: curve.CurveKeys, inbound: str,
-                 sys_path: tuple[str, ...]) -> None:
+                 sys_path: tuple[str, ...], preload: tuple[str, ...] = ()) -> None:
         self.child = child
         self.ip, self.node_id = ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id()
         self.hostname = socket.gethostname()
@@ -59,7 +60,8 @@ class WorkerHost:
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         auth.hold_key(self.run_dir, auth.FrameKey(secret))
         curve.use(keys)  # inherited by the fork server and every worker it forks: their tcp:// sockets use CURVE
-        self._launcher = LocalLauncher(self.run_dir, sys_path=sys_path, standby=1, inbound=inbound,
+        # `preload`: the child's own module (and [node] preload): its standby activates without importing it
+        self._launcher = LocalLauncher(self.run_dir, preload=preload, sys_path=sys_path, standby=1, inbound=inbound,
                                        name=f"{name}/{child}")
         self._lock = threading.Lock()  # the launcher is not thread-safe: actor calls and the pump take turns
         self._changed = threading.Condition(self._lock)
@@ -131,7 +133,7 @@ class WorkerHost:
     def profile(self, pid: int, seconds: float, rate: int, fmt: str) -> bytes:
         """py-spy record of the worker `pid` on this host, its output file's bytes (raises with py-spy's words)."""
         out = Path(self.run_dir) / f"profile-{pid}-{time.monotonic_ns()}.{'txt' if fmt == 'raw' else fmt}"
-        pyspy = shutil.which("py-spy") or "py-spy"
+        pyspy = find_pyspy()  # beside this interpreter (the venv's), else on PATH: a Ray worker's PATH may lack it
         done = subprocess.run([pyspy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
                                "--rate", str(rate), "--format", fmt, "--output", str(out), "--function"],
                               capture_output=True, text=True, timeout=seconds + 60)
