@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run console browser test lint typecheck contracts pytest check benchmark-quick benchmark clean venv
+.PHONY: run console browser test test-ray lint typecheck contracts pytest check benchmark-quick benchmark clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ typecheck: $(STAMP)      ## mypy --strict over the package, the components inclu
 
 pytest: $(STAMP) browser ## the test suite alone
 	$(BIN)/python -m pytest -q
+
+# Ray is an optional extra (large): installed into this venv only here, never by `make test`.  The tests
+# start and stop a local three-node Ray cluster themselves, on loopback only (tests/on_ray/conftest.py).
+test-ray: $(STAMP)       ## the tree on a local multi-node Ray cluster (installs the ray extra first)
+	@$(BIN)/python -c "import ray" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[ray]'
+	SUPERVISE_RAY_TESTS=1 $(BIN)/python -m pytest -q tests/on_ray
 
 benchmark-quick: $(STAMP) ## every benchmark, short (under 2 minutes)
 	$(BIN)/supervise bench --quick

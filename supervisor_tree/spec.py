@@ -196,6 +196,8 @@ class ChildSpec:
     mailbox_limit: int | None = None  # messages waiting in the worker's mailbox; None: ZeroMQ's high-water marks
     mailbox_overflow: Overflow = Overflow.BACKPRESSURE
     oom_score_adj: int = WORKER_OOM_SCORE_ADJ  # -1000..1000, the worker process's (Linux)
+    resources: Mapping[str, float] | None = None  # backend = "ray": what the worker's actor asks of the cluster
+    node_affinity: str | None = None  # backend = "ray": the Ray node (hex id) the actor must run on
 
     @property
     def effective_shutdown(self) -> Shutdown:
@@ -250,6 +252,7 @@ class ExitKind(enum.Enum):
     EXIT_CODE = "exit_code"  # non-zero exit status
     ERROR = "error"  # an uncaught exception, or an error reason the worker chose
     HUNG = "hung"  # missed heartbeats
+    NODE_LOST = "node_lost"  # the host it ran on left the cluster (backend = "ray"): abnormal, as a crash is
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +277,8 @@ class ExitReason:
                 return f"{{exit_code,{self.detail}}}"
             case ExitKind.ERROR:
                 return f"{{error,{self.detail}}}"
-            case ExitKind.HUNG:
-                return f"{{hung,{self.detail}}}" if self.detail else "hung"
+            case ExitKind.HUNG | ExitKind.NODE_LOST:
+                return f"{{{self.kind.value},{self.detail}}}" if self.detail else self.kind.value
 
     def to_json(self) -> str:
         return str(self)

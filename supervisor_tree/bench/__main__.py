@@ -13,6 +13,7 @@ others still ran and were saved); 2 bad usage (unknown workload, bad option).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, metavar="N", help="warm-up rounds before the repeats")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="seconds per sustained workload")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="ray: `restart` on a Ray cluster beside Ray's own actor restart (needs the ray extra)")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --backend ray: the cluster (default: a local two-node one, started and stopped here)")
     return p
 
 
@@ -51,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--repeats must be >= {MIN_REPEATS} (a median and a spread need them); got {args.repeats}")
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0; got {args.warmup}")
+    if args.backend == "ray":
+        return _on_ray(parser, args)
     try:
         result = run(args.names, quick=args.quick, repeats=args.repeats, warmup=args.warmup, duration=args.duration)
     except UnknownWorkload as e:
@@ -63,6 +70,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in result.failed:
         err.print(f"bench: workload {name} failed: {result.workloads[name].error}", highlight=False)
     return 1 if result.failed else 0
+
+
+def _on_ray(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if list(args.names) != ["restart"]:
+        parser.error(f"--backend ray measures the workload restart only; got {' '.join(args.names) or 'none'}")
+    from supervisor_tree.config.placement import ray_missing
+
+    missing = ray_missing()
+    if missing:
+        parser.error(missing.replace('backend = "ray"', "--backend ray"))
+    if args.address is None:  # our own local cluster: loopback only (read by Ray when it is imported)
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from supervisor_tree.bench.ray_restart import main as ray_main
+
+    return ray_main(rounds=10 if args.quick else 30, address=args.address)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from rich.text import Text
 
 __all__ = ["render_status", "OPTIONAL_COLUMNS"]
 
-COLUMNS = ("ID", "TYPE", "RESTART", "STATE", "PID", "GEN", "UPTIME", "RSS")
+COLUMNS = ("ID", "TYPE", "RESTART", "STATE", "PID", "HOST", "GEN", "UPTIME", "RSS")  # HOST: a placed tree's only
 OPTIONAL_COLUMNS = ("RSS", "UPTIME", "RESTART", "GEN")  # dropped first to last when the width runs out
 _RIGHT = {"PID", "GEN", "UPTIME", "RSS"}
 _STATE_STYLE = {"running": "green", "restarting": "yellow", "not_running": "dim", "starting": "cyan",
@@ -53,6 +53,7 @@ def _rows(sup: dict[str, Any], depth: int) -> Iterator[dict[str, str]]:
             "RESTART": child["restart"],
             "STATE": child["state"],
             "PID": str(child["pid"] or "-"),
+            "HOST": str(child.get("host") or "-"),
             "GEN": str(child["generation"] or "-"),
             "UPTIME": _uptime(child.get("uptime")),
             "RSS": _rss(child.get("rss")),
@@ -66,8 +67,9 @@ def _width(column: str, rows: list[dict[str, str]]) -> int:
 
 
 def fitting_columns(rows: list[dict[str, str]], width: int) -> list[str]:
-    """The columns to show within `width` characters (a heavy-edged table: 3 per column, plus 1)."""
-    shown = list(COLUMNS)
+    """The columns to show within `width` characters (a heavy-edged table: 3 per column, plus 1).
+    HOST only when a worker runs on another host (`[node] backend = "ray"`)."""
+    shown = [c for c in COLUMNS if c != "HOST" or any(r["HOST"] != "-" for r in rows)]
     for optional in (None, *OPTIONAL_COLUMNS):
         if optional is not None:
             shown.remove(optional)

@@ -40,6 +40,7 @@ from supervisor_tree.client.client import Client as SyncClient
 from supervisor_tree.client.errors import CalleeExited, CallError, CallTimeout, ClientError
 from supervisor_tree.client.pipeline import MAX_CALLS_PER_FRAME, Sender
 from supervisor_tree.client.target import Target
+from supervisor_tree.wire import curve
 from supervisor_tree.wire.channel import Malformed, PeerBusy, PeerUnavailable, Replies, Reply, decode, encode_call
 from supervisor_tree.wire.frames import encode_calls
 
@@ -108,7 +109,7 @@ class Client:
     def _caller_on_loop(self) -> Sender:
         if self._caller is None:
             self._loop = asyncio.get_running_loop()
-            self._caller = Sender(self._names.ctx, str(self.run_dir / "w"), self._names.key)
+            self._caller = Sender(self._names.ctx, curve.reply_directory(self.run_dir), self._names.key)
             self._reply_fd = int(self._caller.reply_socket.getsockopt(zmq.FD))
             self._loop.add_reader(self._reply_fd, self._on_replies)
         return self._caller

@@ -52,7 +52,7 @@ from supervisor_tree.client.pipeline import Sender, call_many
 from supervisor_tree.client.retry import call_with_retry, died_soon, is_idempotent
 from supervisor_tree.client.target import Target
 from supervisor_tree.spec import RetryPolicy
-from supervisor_tree.wire import auth, rundir
+from supervisor_tree.wire import auth, curve, rundir
 from supervisor_tree.wire.channel import Caller, PeerBusy, PeerUnavailable, Reply, encode_call
 from supervisor_tree.wire.requests import decode_answer, encode_request
 from supervisor_tree.wire.shapes import UNAUTHENTICATED, BadFrame
@@ -101,6 +101,7 @@ class Client(ControlOps):
             self._ctl.close(0)
             self._ctl = None
         if self._own_ctx:
+            curve.close_gate(self.ctx)  # a tcp:// reply socket's ZAP handler: its thread would keep ctx.term() waiting
             self.ctx.term()
 
     def node_running(self) -> bool:
@@ -234,8 +235,8 @@ class Client(ControlOps):
 
     def _live_target(self, worker_id: str, deadline: float) -> Target:
         target = self._targets.get(worker_id)
-        if target is not None and target.pidfd is not None:
-            return target  # the send checks its pidfd (Caller._send with alive_fd)
+        if target is not None and (target.pidfd is not None or target.host):
+            return target  # the send checks its pidfd (Caller._send with alive_fd); a remote one, its connection
         after = target.generation if target is not None else 0
         return self.resolve(worker_id, after_generation=after, timeout=max(0.001, deadline - time.monotonic()))
 
@@ -248,7 +249,7 @@ class Client(ControlOps):
     def sender(self) -> Sender:
         """The same Caller, typed as what pipelined calls send frames through (`pipeline.Sender`)."""
         if self._caller is None:
-            self._caller = Sender(self.ctx, str(self.run_dir / "w"), self.key)
+            self._caller = Sender(self.ctx, curve.reply_directory(self.run_dir), self.key)
         return self._caller
 
     # ------------------------------------------------------------------ calls and casts

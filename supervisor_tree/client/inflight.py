@@ -35,13 +35,14 @@ import zmq
 from supervisor_tree.client.errors import CalleeExited, CallError, CallTimeout, ClientError
 from supervisor_tree.client.pipeline import Client
 from supervisor_tree.client.target import Target
+from supervisor_tree.wire import curve
 from supervisor_tree.wire.channel import (
     Malformed,
     PeerBusy,
     PeerUnavailable,
     Replies,
     Reply,
-    check_endpoint,
+    bind,
     decode,
     encode_call,
     make_socket,
@@ -64,9 +65,10 @@ class Inflight:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._key = client.key
-        self.reply_to = check_endpoint(f"ipc://{client.run_dir / 'w'}/a-{os.getpid()}-{next(_seq)}")
+        directory = curve.reply_directory(client.run_dir)  # RUN/w, or tcp://HOST for a tree with workers elsewhere
+        at = f"{directory}:*" if curve.is_tcp(directory) else f"ipc://{directory}/a-{os.getpid()}-{next(_seq)}"
         self._pull = make_socket(client.ctx, zmq.PULL, rcvhwm=100_000)
-        self._pull.bind(self.reply_to)
+        self.reply_to = bind(self._pull, at)
         self._refs = itertools.count(1)
         self._pending: dict[int, _Owed] = {}
         self._deadlines: deque[tuple[float, int]] = deque()  # appended by the Client's thread

@@ -30,6 +30,7 @@ class Target:
     retry: RetryPolicy | None
     pidfd: int | None
     command: str | None = None  # an external program (a port): it has a pid, but no mailbox
+    host: str | None = None  # placed on another host ([node] backend = "ray"): its pid is that host's
 
     def refuse_messages(self) -> None:
         """Raise NotAWorker for an external program: only Python workers take calls and casts."""
@@ -48,7 +49,7 @@ class Target:
         retry = info.get("retry")
         policy = RetryPolicy.from_json(retry) if isinstance(retry, dict) else None
         return cls(worker_id, info["pid"], info["generation"], info["mailbox"], info["control"], policy,
-                   open_pidfd(info["pid"]), info.get("command"))
+                   None if info.get("host") else open_pidfd(info["pid"]), info.get("command"), info.get("host"))
 
     def close(self) -> None:
         if self.pidfd is not None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from supervisor_tree.config.placement import Backend
 from supervisor_tree.spec import AutoShutdown, NodeSpec, Shutdown, ShutdownKind, Strategy, SupervisorSpec
 
 __all__ = ["describe"]
@@ -19,6 +20,10 @@ def describe(spec: NodeSpec) -> str:
     supervisors, workers = _count(spec.tree)
     lines = [f"ok: {_plural(supervisors, 'supervisor')}, {_plural(workers, 'worker')}",
              f"{ROOT_ID}  {_flags(spec.tree)}"]  # fmt: skip
+    backend = spec.extra.get("backend")
+    if isinstance(backend, Backend) and not backend.is_local:
+        lines.insert(1, f"backend {backend.kind}  address {backend.address}  node reached at {backend.host} "
+                        "(tcp, CurveZMQ)")
     _describe_children(spec.tree, 1, lines)
     return "\n".join(lines)
 
@@ -48,6 +53,10 @@ def _describe_children(sup: SupervisorSpec, depth: int, lines: list[str]) -> Non
         parts += [child.restart.value, f"shutdown {_shutdown(child.effective_shutdown)}"]
         if child.significant:
             parts.append("significant")
+        if child.resources:
+            parts.append("resources " + ",".join(f"{k}={v:g}" for k, v in sorted(child.resources.items())))
+        if child.node_affinity:
+            parts.append(f"on node {child.node_affinity[:12]}")
         lines.append("  " * depth + "  ".join(parts))
         if child.supervisor is not None:
             _describe_children(child.supervisor, depth + 1, lines)

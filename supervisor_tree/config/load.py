@@ -35,6 +35,7 @@ from pathlib import Path
 
 from supervisor_tree.config.errors import ConfigError
 from supervisor_tree.config.imports import args_problem, current_name, module_problem, target_problem
+from supervisor_tree.config.placement import check_placed, read_backend, read_placement
 from supervisor_tree.config.ports import read_command
 from supervisor_tree.config.retry import read_budget, read_retry, read_retry_calls, unknown_callee
 from supervisor_tree.config.schema import (
@@ -161,6 +162,7 @@ class _Reader:
         self.worker_ids: list[str] = []
         self._import_problems: dict[str, str | None] = {}
         self.callees: list[tuple[Table, str]] = []  # (child table, callee id) from retry_calls
+        self.placed: list[tuple[Table, bool]] = []  # (worker table, is a port): checked against the backend
 
     def report(self, where: str, message: str) -> None:
         self.problems.append(f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}")
@@ -171,6 +173,7 @@ class _Reader:
         node = self._table_at(top, "node")
         name, preload, heartbeat = self._node(node) if node else (DEFAULT_NODE_NAME, (), Heartbeat())
         logs = self._logs(node)
+        backend = read_backend(node, self.check_imports)
         tree_table = self._table_at(top, "tree")
         if tree_table is None and "tree" not in data:
             self.report("", "[tree] is required: the root supervisor, with its children as [[tree.children]]")
@@ -179,11 +182,13 @@ class _Reader:
         metrics = self._metrics(self._table_at(top, "metrics"))
         for t, callee in self.callees:
             self._report_if(t, unknown_callee(callee, self.worker_ids))
+        for t, is_port in self.placed:
+            check_placed(t, backend, is_port)
         if self.problems:
             raise ConfigError(self.problems)
         return NodeSpec(tree=tree, name=name, source=self.source, config_dir=self.config_dir,
                         heartbeat=heartbeat, preload=preload,
-                        extra={"profile": profile, "logs": logs, "metrics": metrics})  # fmt: skip
+                        extra={"profile": profile, "logs": logs, "metrics": metrics, "backend": backend})  # fmt: skip
 
     def _table_at(self, top: Table, key: str) -> Table | None:
         if key not in top.data:
@@ -301,6 +306,8 @@ class _Reader:
             start = self._start(t)
         args: dict[str, object] = t.get(
             "args", lambda v: check_table("args", v, " (keyword arguments for init)"), dict, {})
+        resources, node_affinity = read_placement(t)
+        self.placed.append((t, command is not None))
         if isinstance(start, str) and self.check_imports and self._import_problems.get(start, "") is None:
             self._report_if(t, args_problem(start, args, self.config_dir, template=template))
         return ChildSpec(id=child_id, start=start, args=args, restart=restart, shutdown=shutdown,
@@ -312,7 +319,8 @@ class _Reader:
                          mailbox_limit=t.get("mailbox_limit", check_limit, int, None),
                          mailbox_overflow=t.get("mailbox_overflow", lambda v: check_enum("mailbox_overflow", v, Overflow),
                                                 Overflow, Overflow.BACKPRESSURE),
-                         oom_score_adj=t.get("oom_score_adj", check_oom_score_adj, int, WORKER_OOM_SCORE_ADJ))  # fmt: skip
+                         oom_score_adj=t.get("oom_score_adj", check_oom_score_adj, int, WORKER_OOM_SCORE_ADJ),
+                         resources=resources, node_affinity=node_affinity)  # fmt: skip
 
     def _retry_calls(self, t: Table) -> dict[str, RetryPolicy]:
         calls = read_retry_calls(t)

@@ -24,18 +24,19 @@ from supervisor_tree.spec import _got, _is_int
 T = TypeVar("T")
 
 TOP_KEYS = ("node", "tree", "profile", "metrics")
-NODE_KEYS = ("name", "preload", "heartbeat", "logs")
+NODE_KEYS = ("name", "preload", "heartbeat", "logs", "backend", "address", "host")
 FLAG_KEYS = ("strategy", "intensity", "period", "auto_shutdown")
 TREE_KEYS = (*FLAG_KEYS, "children")
 # A child's keys: shared by both types, then the ones only one type may have.
 COMMON_CHILD_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff")
 PORT_KEYS = ("command", "env", "cwd", "stop_signal", "ready")  # an external program (a port) instead of start
 WORKER_ONLY_KEYS = ("start", "args", "start_timeout", "retry", "retry_budget", "retry_calls", "heartbeat",
-                    "max_concurrency", "mailbox_limit", "mailbox_overflow", "oom_score_adj", *PORT_KEYS)
+                    "max_concurrency", "mailbox_limit", "mailbox_overflow", "oom_score_adj", "resources", "node_affinity",
+                    *PORT_KEYS)
 SUPERVISOR_ONLY_KEYS = TREE_KEYS
 WORKER_KEYS = ("id", "start", "args", "restart", "shutdown", "type", "significant",
                "start_timeout", "backoff", "retry", "retry_budget", "retry_calls", "heartbeat", "max_concurrency",
-               "mailbox_limit", "mailbox_overflow", "oom_score_adj", *PORT_KEYS)  # fmt: skip
+               "mailbox_limit", "mailbox_overflow", "oom_score_adj", "resources", "node_affinity", *PORT_KEYS)  # fmt: skip
 READY_KEYS = ("tcp", "stdout")
 SUPERVISOR_KEYS = ("id", "type", "restart", "shutdown", "significant", "backoff", *TREE_KEYS)
 ALL_CHILD_KEYS = (*WORKER_KEYS, *FLAG_KEYS, "children")

@@ -234,6 +234,7 @@ class ControlServer:
                 "pid": rec.pid,
                 "generation": rec.generation,
                 "mailbox": rec.mailbox,
+                "host": rec.host or None,  # placed on another host: its pid is not one of this machine's
                 "control": rec.control,
                 "retry": None if rec.spec.retry is None else rec.spec.retry.to_json(),  # RetryPolicy.from_json
                 "command": None if rec.spec.command is None else str(rec.spec.command),  # a port: no mailbox

@@ -76,11 +76,13 @@ def child_view(server: ControlServer, path: str, info: sv.ChildInfo, rss: bool =
     rec = node.by_id.get(info.key)
     if rec is not None and rec.generation == info.generation and rec.ready_at is not None:
         view["uptime"] = round(time.monotonic() - rec.ready_at, 3)
-        view["rss"] = rss_of(rec.pid) if rss else None
+        view["rss"] = rss_of(rec.pid) if rss and not rec.host else None  # a remote pid is not ours to read
         if rec.stats:
             view["stats"] = rec.stats
     if rec is not None and rec.last_exit is not None:
         view["last_exit"] = str(rec.last_exit)
+    if rec is not None and rec.host:
+        view["host"] = rec.host
     return view
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import cloudpickle
 import zmq
 
-from supervisor_tree.node import control_ops, retry_ops  # noqa: F401  (retry_ops: importing registers its ops)
+from supervisor_tree.node import control_ops, host_ops, retry_ops  # noqa: F401  (importing registers their ops)
 from supervisor_tree.node.control import ControlServer
 from supervisor_tree.node.eventlog import EventLog
 from supervisor_tree.node.launchers.base import Launcher, LauncherGone
@@ -38,6 +38,7 @@ from supervisor_tree.node.launchers.local import LocalLauncher
 from supervisor_tree.node.launchers.port import PortLauncher
 from supervisor_tree.node.life import Life
 from supervisor_tree.node.logfiles import LogLimits, SharedLog
+from supervisor_tree.node.placed import backend_of, bind_inbound, close_transport, open_transport, placed_launcher
 from supervisor_tree.node.plan import NODE, processes_first, standby_for
 from supervisor_tree.node.records import Phase, SupHandle, SupRun, WorkerRec
 from supervisor_tree.node.reload import ReloadService
@@ -78,10 +79,12 @@ class Node(WorkerEvents, Life):
         self._on_started = on_started
         self.notifier = Notifier.from_environ()  # before the fork server: its children must not inherit it
         self._init_life()
+        self.by_id: dict[str, WorkerRec] = {}
         sys_path = (spec.config_dir,) if spec.config_dir else ()
         self.sys_path = tuple(str(p) for p in sys_path)
         # The fork server must exist before this process creates a ZeroMQ context.
-        inner = launcher or LocalLauncher(
+        self.backend = backend_of(spec)
+        inner = launcher or placed_launcher(spec, self.run_dir, self.sys_path, self.by_id) or LocalLauncher(
             str(self.run_dir), preload=spec.preload, sys_path=self.sys_path, standby=standby_for(spec.tree),
             name=spec.name,
         )
@@ -90,7 +93,6 @@ class Node(WorkerEvents, Life):
         self.sups: dict[str, SupRun] = {}
         self.by_token: dict[int, WorkerRec] = {}
         self.by_pid: dict[int, WorkerRec] = {}
-        self.by_id: dict[str, WorkerRec] = {}
         self.queue: deque[tuple[str, object]] = deque()
         self._tokens = itertools.count(1)
         self._generations: dict[str, int] = {}  # the newest generation of each child id, node-wide
@@ -115,6 +117,7 @@ class Node(WorkerEvents, Life):
         try:
             # A fresh key per run, made before the fork server so that it and every worker inherit it.
             self.key = auth.create_key(self.run_dir)
+            open_transport(self.run_dir, self.backend)  # backend = "ray": CURVE keys for tcp://
             self.launcher.start()
             self._open_sockets()
             try:
@@ -136,8 +139,7 @@ class Node(WorkerEvents, Life):
         self.ctx = zmq.Context()
         self.inbound = self.ctx.socket(zmq.PULL)
         self.inbound.linger = 0
-        self.inbound_ep = rundir.endpoint(self.run_dir, "inbound")
-        self.inbound.bind(self.inbound_ep)
+        self.inbound_ep = bind_inbound(self.inbound, self.run_dir, self.backend)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.linger = 0
         self.pub.bind(rundir.endpoint(self.run_dir, "events"))
@@ -238,6 +240,7 @@ class Node(WorkerEvents, Life):
             if hasattr(self, "ctx"):
                 self.inbound.close(0)
                 self.pub.close(0)
+                close_transport(self.ctx, self.run_dir)
                 self.ctx.term()
                 signal.set_wakeup_fd(-1)
             (self.run_dir / "node.json").unlink(missing_ok=True)
@@ -373,7 +376,8 @@ class Node(WorkerEvents, Life):
         token = next(self._tokens)
         self._generations[key] = max(gen, self._generations.get(key, 0))
         base = self.run_dir / "w" / f"{key}-{gen}"
-        rec = WorkerRec(key, sup, gen, spec, token, f"ipc://{base}.mbx", f"ipc://{base}.ctl")
+        here = self.backend.is_local  # elsewhere: the launcher names the endpoints (Spawned.where)
+        rec = WorkerRec(key, sup, gen, spec, token, f"ipc://{base}.mbx" if here else "", f"ipc://{base}.ctl" if here else "")
         previous = self.by_id.get(key)
         if previous is not None:
             rec.last_exit = previous.last_exit
@@ -397,7 +401,7 @@ class Node(WorkerEvents, Life):
                 sys_path=self.sys_path,
                 oom_score_adj=spec.oom_score_adj,
                 command=spec.command,
-                output=self.logs.open(key, gen),
+                output=self.logs.open(key, gen) if here else None,
                 max_concurrency=spec.max_concurrency or DEFAULT_MAX_CONCURRENCY,
                 mailbox_limit=spec.mailbox_limit,
                 mailbox_overflow=spec.mailbox_overflow.value,

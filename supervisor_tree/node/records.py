@@ -72,6 +72,8 @@ class WorkerRec:
     # (detail.mono_ns): "woke" and "reaped" (the node's loop woke on, then reaped, the incarnation this
     # one replaces), "spawning" (the supervisor decided to start it), "ready_seen" (its "ready" read).
     marks: dict[str, int] = field(default_factory=dict)
+    host: str = ""  # where a placed worker runs ("HOSTNAME/IP NODE"); "" is this machine
+    early: tuple[str, tuple[object, ...]] | None = None  # a placed worker's "ready" that beat its Spawned (endpoints)
 
 
 class NodeState(Protocol):

@@ -78,20 +78,25 @@ class WorkerEvents:
                     self.feed(rec.sup, sv.ChildStartFailed(rec.worker_id, error))
             case ForkServerLost() | ForkServerRestarted():
                 self._on_fork_server(ev)
-            case Spawned(token=token, pid=pid):
+            case Spawned(token=token, pid=pid, where=where):
                 rec = self.by_token.pop(token, None)
                 if rec is None:
                     return
+                if where is not None:  # placed on another host: its endpoints are known only now
+                    rec.host, rec.mailbox, rec.control = where
                 if rec.pid is None:
                     rec.pid = pid
                 self.by_pid[pid] = rec
                 if rec.phase is Phase.DONE and rec.sup is None:
                     self.launcher.kill(pid, signal.SIGKILL)  # abandoned while forking
+                if rec.early is not None:  # its "ready" came first: act on it now that its endpoints are known
+                    early, rec.early = rec.early, None
+                    self._on_inbound(*early)
             case Reaped(pid=pid, reason=reason):
                 rec = self.by_pid.pop(pid, None)
                 if rec is None:
                     return
-                if rec.hung:
+                if rec.hung and reason.kind is not ExitKind.NODE_LOST:  # a lost host says more than its silence
                     reason = ExitReason(ExitKind.HUNG, f"no heartbeat for {self.heartbeat_for(rec.spec).deadline:g}s")
                 rec.last_exit = reason
                 rec.marks["woke"], rec.marks["reaped"] = self.woke_ns, time.monotonic_ns()
@@ -145,6 +150,9 @@ class WorkerEvents:
         worker_id, gen, pid = cast(tuple[str, int, int], msg[1:4])  # their types are checked: frames.NOTICES
         rec = self._find(worker_id, gen, pid)
         if rec is None or rec.phase is not Phase.SPAWNING or rec.sup is None:
+            return
+        if not rec.mailbox:  # placed elsewhere, and the launcher has not named its endpoints yet (Spawned)
+            rec.early = (kind, msg)
             return
         self.timers.cancel(NODE, ("start_timeout", rec.token))
         if kind == "ready":

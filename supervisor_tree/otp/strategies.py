@@ -41,14 +41,14 @@ def exit_outcome(restart: Restart, kind: ExitKind) -> ExitOutcome:
                 case ExitKind.NORMAL | ExitKind.SHUTDOWN | ExitKind.SHUTDOWN_WITH: return ExitOutcome.KEEP  # S06
                 case ExitKind.KILLED: return ExitOutcome.RESTART  # S07: killed is abnormal
                 case ExitKind.SIGNALLED | ExitKind.EXIT_CODE: return ExitOutcome.RESTART
-                case ExitKind.ERROR | ExitKind.HUNG: return ExitOutcome.RESTART  # S07
+                case ExitKind.ERROR | ExitKind.HUNG | ExitKind.NODE_LOST: return ExitOutcome.RESTART  # S07
                 case _: assert_never(kind)
         case Restart.TEMPORARY:
             match kind:
                 case ExitKind.NORMAL | ExitKind.SHUTDOWN | ExitKind.SHUTDOWN_WITH: return ExitOutcome.FORGET  # S08
                 case ExitKind.KILLED: return ExitOutcome.FORGET_REPORTED
                 case ExitKind.SIGNALLED | ExitKind.EXIT_CODE: return ExitOutcome.FORGET_REPORTED
-                case ExitKind.ERROR | ExitKind.HUNG: return ExitOutcome.FORGET_REPORTED  # S08
+                case ExitKind.ERROR | ExitKind.HUNG | ExitKind.NODE_LOST: return ExitOutcome.FORGET_REPORTED  # S08
                 case _: assert_never(kind)
         case _:
             assert_never(restart)
@@ -66,7 +66,7 @@ def is_clean_stop(reason: ExitReason, restart: Restart, shutdown: ShutdownKind) 
         case ExitKind.SHUTDOWN: return True
         case ExitKind.KILLED: return shutdown is ShutdownKind.BRUTAL_KILL
         case ExitKind.NORMAL | ExitKind.SHUTDOWN_WITH: return lenient
-        case ExitKind.SIGNALLED | ExitKind.EXIT_CODE | ExitKind.ERROR | ExitKind.HUNG: return False
+        case ExitKind.SIGNALLED | ExitKind.EXIT_CODE | ExitKind.ERROR | ExitKind.HUNG | ExitKind.NODE_LOST: return False
         case _: assert_never(reason.kind)
 
 

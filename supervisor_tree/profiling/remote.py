@@ -218,7 +218,13 @@ def profile(client: Client, worker: str, *, engine: str | Engine = "py-spy", dur
     capture_opts, chosen = capture_options(engine=engine, duration=duration, rate=rate, fmt=fmt,
                                            clock=clock, **options)
     directory = profiles_dir_of(client, profiles_dir)
-    target = target_of(client, worker)
+    found = client.resolve(worker)
+    if found.host:  # placed on another host: py-spy runs there (profiling/hosted.py)
+        from supervisor_tree.profiling.hosted import record_on_host
+
+        hosted = record_on_host(client, found, capture_opts)
+        return ProfileResult(write(hosted, chosen, output, directory), hosted)
+    target = Target(worker, int(found.pid), int(found.generation))
     control = control_of(client, worker) if capture_opts.engine is Engine.YAPPI else None
     try:
         result = capture(target, capture_opts, control, cancel=cancel)

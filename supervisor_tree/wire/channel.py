@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import zmq
 
+from supervisor_tree.wire import curve
 from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.coalesce import FLUSH_LINGER_MS, CastCoalescing
 from supervisor_tree.wire.dropped import Dropped
@@ -184,10 +185,10 @@ class Caller(CastCoalescing):
         self._ctx = ctx
         self.key = key
         self._seal = key.seal
-        self.reply_to = check_endpoint(f"ipc://{directory}/c-{os.getpid()}-{next(_caller_seq)}")
+        self._pull = make_socket(ctx, zmq.PULL, rcvhwm=100_000)  # `directory` may be tcp://HOST (CURVE, a free port)
+        at = f"{directory}:*" if curve.is_tcp(directory) else f"ipc://{directory}/c-{os.getpid()}-{next(_caller_seq)}"
+        self.reply_to = bind(self._pull, at)
         self._reply_to = self.reply_to.encode()
-        self._pull = make_socket(ctx, zmq.PULL, rcvhwm=100_000)
-        self._pull.bind(self.reply_to)
         self._peers: collections.OrderedDict[str, zmq.Socket[bytes]] = collections.OrderedDict()
         self._fresh: set[str] = set()  # peers not yet seen connected
         self._max_peers = max_peers

@@ -15,6 +15,8 @@ from typing import Any
 
 import zmq
 
+from supervisor_tree.wire import curve
+
 __all__ = ["IPC_PATH_MAX", "readable", "ipc_path", "check_endpoint", "make_socket", "bind", "connect", "move_bind", "unlink_ipc"]
 
 IPC_PATH_MAX = 107  # Linux: sizeof(sockaddr_un.sun_path) - 1
@@ -55,11 +57,15 @@ def make_socket(ctx: zmq.Context[Any], kind: int, **options: int) -> zmq.Socket[
     return sock
 
 
-def bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
+def bind(sock: zmq.Socket[bytes], endpoint: str) -> str:
+    """Bind (tcp://: CURVE, `curve.secure`); returns the endpoint bound (tcp://HOST:0 gets its port)."""
+    curve.secure(sock, endpoint, server=True)
     sock.bind(check_endpoint(endpoint))
+    return str(sock.getsockopt_string(zmq.LAST_ENDPOINT)) if curve.is_tcp(endpoint) else endpoint
 
 
 def connect(sock: zmq.Socket[bytes], endpoint: str) -> None:
+    curve.secure(sock, endpoint, server=False)
     sock.connect(check_endpoint(endpoint))
 
 

@@ -207,7 +207,8 @@ def test_an_unknown_key_suggests_the_close_one_and_lists_the_allowed() -> None:
     assert problems(one_child('id = "counter"\nstart = "m:C"\nrestrat = "permanent"')) == [
         'config.toml: tree.children[0] "counter": unknown key "restrat" (did you mean "restart"?); allowed: '
         "id, start, args, restart, shutdown, type, significant, start_timeout, backoff, retry, retry_budget, "
-        "retry_calls, heartbeat, max_concurrency, mailbox_limit, mailbox_overflow, oom_score_adj, command, env, cwd, "
+        "retry_calls, heartbeat, max_concurrency, mailbox_limit, mailbox_overflow, oom_score_adj, resources, "
+        "node_affinity, command, env, cwd, "
         "stop_signal, ready"
     ]
 

@@ -32,6 +32,7 @@ REASONS = {
     ExitKind.EXIT_CODE: ExitReason(ExitKind.EXIT_CODE, "3"),
     ExitKind.ERROR: error("boom"),
     ExitKind.HUNG: ExitReason(ExitKind.HUNG, "no heartbeat for 2s"),
+    ExitKind.NODE_LOST: ExitReason(ExitKind.NODE_LOST, "Ray node 7120b9b3e004 (vm/127.0.0.1) left the cluster"),
 }
 NORMAL_CLASS = {ExitKind.NORMAL, ExitKind.SHUTDOWN, ExitKind.SHUTDOWN_WITH}
 GROUP_STRATEGIES = [Strategy.ONE_FOR_ONE, Strategy.ONE_FOR_ALL, Strategy.REST_FOR_ONE]

@@ -32,6 +32,7 @@ __all__ = ["Spawned", "SpawnFailed", "Reaped", "ForkServerLost", "ForkServerRest
 class Spawned:
     token: int
     pid: int
+    where: tuple[str, str, str] | None = None  # (host, mailbox, control) of a worker the launcher placed elsewhere
 
 
 @dataclass(frozen=True, slots=True)
