@@ -99,6 +99,7 @@ def unit_file(*, name: str, exec_start: Sequence[str], working_directory: str, w
         "Type=notify",
         "NotifyAccess=main",
         f"ExecStart={shlex.join(exec_start)}",
+        "ExecReload=/bin/kill -HUP $MAINPID",  # `systemctl reload`: the node reloads its config (SIGHUP)
         # SIGTERM to the node alone: it stops the tree in reverse start order; whatever is
         # left when TimeoutStopSec runs out gets SIGKILL, the whole cgroup.
         "KillMode=mixed",

@@ -145,6 +145,66 @@ def test_the_programs_own_children_die_with_it(start_tree) -> None:  # type: ign
     t.wait_started("family", 2)
 
 
+def _zombies_under(parent: int) -> list[int]:
+    """The processes in state Z whose parent is `parent` (from /proc/PID/stat)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == b"Z" and int(fields[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
+def _ended(pid: int, born: float) -> bool:
+    """No process `pid` at all any more (not even a zombie): reaped."""
+    try:
+        return psutil.Process(pid).create_time() != born
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _node_pid(t: Tree) -> int:
+    node = t.node_pid()
+    assert node is not None
+    return node
+
+
+def test_a_killed_programs_children_are_reaped_not_left_as_zombies_of_the_node(start_tree) -> None:  # type: ignore[no-untyped-def]
+    t = start_tree(tree_toml(program("family", ["sh", "-c", "sleep 305 & sleep 306 & exec sleep 307"])))
+    node, leader = _node_pid(t), t.pid_of("family")
+    group = wait_for(lambda: len(_group_of(leader)) == 3 and _group_of(leader), what="the program and its two sleeps")
+    born = {pid: psutil.Process(pid).create_time() for pid in group}
+    os.kill(leader, signal.SIGKILL)  # its two sleeps are reparented to the node (a subreaper), then killed
+    t.wait_started("family", 2)
+    assert wait_for(lambda: all(_ended(pid, at) for pid, at in born.items()), what="the killed group reaped")
+    assert wait_for(lambda: not _zombies_under(node), what="no zombie under the node")
+
+
+def test_a_grandchild_that_outlives_its_parent_is_reaped_when_it_exits(start_tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    late, left, go = tmp_path / "late.pid", tmp_path / "left.pid", tmp_path / "go"
+    # The inner shell exits at once: its sleep, reparented to the node, exits by itself a moment later.
+    running = f'sh -c "sleep 0.5 & echo \\$! > {late}"; exec sleep 308'
+    # Exits normally once told to (after it started), leaving its background job.
+    exiting = f"sleep 309 & echo $! > {left}; while [ ! -e {go} ]; do sleep 0.05; done; exit 0"
+    t = start_tree(tree_toml(program("runs", ["sh", "-c", running]),
+                             program("quits", ["sh", "-c", exiting], restart="temporary")))
+    node = _node_pid(t)
+    go.touch()
+    for pidfile in (late, left):
+        pid = int(wait_for(lambda f=pidfile: f.exists() and f.read_text().strip(), what=f"{pidfile.name}"))
+        assert wait_for(lambda p=pid: _ended(p, -1.0) or psutil.Process(p).ppid() == node or
+                        psutil.Process(p).status() == psutil.STATUS_ZOMBIE, what="reparented to the node")
+        assert wait_for(lambda p=pid: not psutil.pid_exists(p), what=f"the process of {pidfile.name} reaped")
+    exited = t.wait_event(lambda e: e["event"] == "exited" and e["child"] == "quits", what="quits' exit")
+    assert exited["reason"] == "normal"
+    assert not _zombies_under(node)
+    assert t.pid_of("runs") and t.cli("status").returncode == 0  # the running program is untouched
+
+
 def test_no_orphans_after_the_node_is_sigkilled(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, tree_toml(http_server(port), program("family", ["sh", "-c", "sleep 303 & sleep 304 & wait"])))

@@ -90,7 +90,8 @@ def test_systemd_unit_is_a_notify_service_that_systemd_accepts(tmp_path: Path) -
     assert made.returncode == 0, made.stderr
     unit = made.stdout
     for line in ("Type=notify", "NotifyAccess=main", "KillMode=mixed", "Restart=on-failure", "WatchdogSec=20",
-                 "RuntimeDirectory=supervise-prod", "TimeoutStopSec=40"):  # two workers x 5000 ms, +30 s
+                 "RuntimeDirectory=supervise-prod", "TimeoutStopSec=40",  # two workers x 5000 ms, +30 s
+                 "ExecReload=/bin/kill -HUP $MAINPID"):  # `systemctl reload`: SIGHUP reloads the config  # two workers x 5000 ms, +30 s
         assert line in unit.splitlines(), f"{line} missing from:\n{unit}"
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_start.endswith(f"-m supervisor_tree.cli start {cfg} --run-dir /run/supervise-prod")
@@ -205,6 +206,22 @@ def test_heart_stops_with_the_reason_when_the_config_no_longer_loads(tree: Tree)
             '"first_to_go": oom_score_adj must be an integer from -1000 to 1000; got \'high\'') in log
     assert not tree.running()
     wait_for(lambda: not _alive(heart), 10, "the heart process to exit")
+
+
+def test_sighup_to_the_heart_reloads_the_nodes_config(tree: Tree) -> None:
+    started = supervise("start", str(tree.config), "--heart", "--detach", "--run-dir", str(tree.run_dir), timeout=90)
+    assert started.returncode == 0, started.stderr
+    heart, node = heart_pid(tree.run_dir), tree.node_pid()
+    assert heart is not None and node is not None
+    assert "added" not in tree.cli("status").stdout
+    tree.config.write_text(TREE + f'\n[[tree.children]]\nid = "added"\nstart = "{PUPPET}"\n')
+    os.kill(heart, signal.SIGHUP)
+    wait_for(lambda: (s := tree.cli("status")).returncode == 0 and "added" in s.stdout, 30,
+             "the added child in `supervise status`")
+    tree.wait_started("added", 1)
+    assert tree.pid_of("added") in [p for pids in children_by_role(node).values() for p in pids]
+    assert tree.node_pid() == node and heart_pid(tree.run_dir) == heart  # reloaded in place, not restarted
+    assert _alive(heart) and _alive(node)
 
 
 def _alive(pid: int) -> bool:

@@ -1,15 +1,18 @@
-"""systemd's notify protocol, spoken to a datagram socket standing in for NOTIFY_SOCKET."""
+"""systemd's notify protocol, spoken to a datagram socket standing in for NOTIFY_SOCKET; the unit file."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from supervisor_tree.node.systemd import Notifier
+from supervisor_tree.node.systemd import Notifier, unit_file
 
 
 @pytest.fixture
@@ -93,3 +96,24 @@ def test_a_receiver_that_does_not_read_never_blocks_the_sender(listener: tuple[s
     assert [r.getMessage() for r in caplog.records if "notifications dropped" in r.getMessage()] == [
         f"systemd notify socket {path}: its queue is full; notifications dropped"]
     notifier.close()
+
+
+def test_the_units_reload_command_sends_sighup_to_the_main_process(tmp_path: Path) -> None:
+    unit = unit_file(name="shop", exec_start=["/usr/bin/python3", "-m", "supervisor_tree.cli", "start", "app.toml"],
+                     working_directory=str(tmp_path), watchdog_sec=30, stop_timeout_sec=40)
+    service = unit.split("[Service]\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    reload = [line.removeprefix("ExecReload=") for line in service if line.startswith("ExecReload=")]
+    assert reload == ["/bin/kill -HUP $MAINPID"]
+    # What systemd runs for `systemctl reload`, $MAINPID being a process that waits for SIGHUP.
+    got = tmp_path / "got"
+    main = subprocess.Popen([sys.executable, "-c", "import signal, sys; "
+                             f"signal.signal(signal.SIGHUP, lambda *_: open({str(got)!r}, 'w').close() or sys.exit(0)); "
+                             "print('ready', flush=True); signal.pause()"], stdout=subprocess.PIPE, text=True)
+    with main:
+        try:
+            assert main.stdout is not None and main.stdout.readline() == "ready\n"
+            argv = shlex.split(reload[0].replace("$MAINPID", str(main.pid)))
+            assert subprocess.run(argv, timeout=10).returncode == 0
+            assert main.wait(10) == 0 and got.exists()
+        finally:
+            main.kill()

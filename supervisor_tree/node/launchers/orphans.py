@@ -4,9 +4,12 @@
     remove_standby_files(run_dir, pid)      # a standby's, bound under names of its own
     killed = sweep("default", known_pids)   # after the fork server's death: its intermediates,
                                             # and workers or standbys it had not announced yet
+    left = reap_strays(pgid, leader)        # a program's descendants reparented here (we are a
+                                            # subreaper): reap the dead ones; None once none is left
 
 Owns finding those processes (this process's descendants whose title names the tree,
-osproc.title) and killing them; the launcher reaps them.
+osproc.title, or the members of a program's process group) and killing or reaping them;
+the launcher reaps the processes it watches (workers, standbys, programs) itself.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from supervisor_tree.node.launchers import osproc
 from supervisor_tree.wire.channel import unlink_ipc
 from supervisor_tree.worker.spawn import SpawnRequest
 
-__all__ = ["remove_ipc_files", "remove_standby_files", "sweep"]
+__all__ = ["remove_ipc_files", "remove_standby_files", "reap_strays", "sweep"]
 
 
 def remove_ipc_files(req: SpawnRequest) -> None:
@@ -68,3 +71,28 @@ def sweep(name: str, known: set[int]) -> list[int]:
 def _is_role(short_name: str) -> bool:
     """A short process name osproc.set_title gives a fork server, a standby or a worker (ID#GEN)."""
     return short_name in ("fork-server", "standby") or "#" in short_name
+
+
+def reap_strays(pgid: int, leader: int | None) -> int | None:
+    """Reap this process's dead children in process group `pgid` but `leader` (the launcher's to reap).
+
+    An external program's descendants are reparented to us (a child subreaper) when their
+    parent dies; nothing else waits for them, so each would stay a zombie until the node
+    exits.  `leader`: the program's pid while the launcher still watches it (its wait
+    status is the supervisor's exit reason), else None.  Returns how many are reaped, or
+    None when no child of ours is left in the group (forget it then; with a leader it
+    cannot happen).  Never blocks.
+    """
+    reaped = 0
+    while True:
+        try:
+            found = os.waitid(os.P_PGID, pgid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return None if leader is None else reaped
+        if found is None or found.si_pid == leader:  # none dead; or the leader first: the launcher's, soon
+            return reaped
+        try:
+            os.waitpid(found.si_pid, os.WNOHANG)
+        except ChildProcessError:  # reaped meanwhile by whoever owns it
+            pass
+        reaped += 1

@@ -24,6 +24,11 @@ events name the program itself.  What this module adds:
 * No orphans: when a program is reaped, what is left of its process group is killed;
   and a sweeper process (`sweeper.py`, started with the first program) kills every
   group still registered when the node dies, however it dies.
+* No zombies: the node is a child subreaper, so a program's descendants whose parent
+  died (a shell's background jobs, what is left of a killed group) become its children.
+  The shim reaps those of a program's process group as they die (`orphans.reap_strays`,
+  every pass; the program itself stays the wrapped launcher's to reap), and forgets the
+  group once none is left.
 
 Python workers pass straight through to the wrapped launcher.
 """
@@ -45,6 +50,7 @@ from typing import IO, Any, Protocol
 import zmq
 
 from supervisor_tree.node.launchers.base import Event, Launcher, Reaped, Spawned, SpawnFailed
+from supervisor_tree.node.launchers.orphans import reap_strays
 from supervisor_tree.spec import SHUTDOWN, Command, ExitKind, ExitReason, ReadyKind, signal_number
 from supervisor_tree.wire import auth, channel
 from supervisor_tree.worker.command import exec_fifo
@@ -96,6 +102,7 @@ class PortLauncher:
         self._key: auth.FrameKey | None = None  # read by the shim thread when it starts
         self._closing = False
         self._gone: list[_Port] = []  # for the shim to close
+        self._groups: dict[int, int | None] = {}  # a program's process group -> its leader while unreaped
         self._shim: threading.Thread | None = None
         self._sweeper: subprocess.Popen[bytes] | None = None
 
@@ -177,6 +184,7 @@ class PortLauncher:
                     return ev
                 port.pid = ev.pid
                 self._by_pid[ev.pid] = port
+                self._groups[ev.pid] = ev.pid
             self._sweep(f"+{ev.pid}")
             self._ensure_shim()
             self._wake.set()
@@ -185,6 +193,7 @@ class PortLauncher:
                 port = self._by_pid.pop(ev.pid, None)
                 if port is not None:
                     self._retire(port)
+                    self._groups[ev.pid] = None  # the leader is reaped: the shim reaps the rest as it dies
             if port is not None:
                 _signal_group(ev.pid, signal.SIGKILL)  # what the program left behind dies with it
                 self._sweep(f"-{ev.pid}")
@@ -229,6 +238,9 @@ class PortLauncher:
                     for port in self._gone:
                         _close_port(port)
                     self._gone.clear()
+                    for pgid, leader in list(self._groups.items()):  # under the lock: a leader is never stale
+                        if reap_strays(pgid, leader) is None:
+                            del self._groups[pgid]
                 pending = False
                 for port in ports:
                     pending |= self._tend(port, sock)
