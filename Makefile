@@ -57,7 +57,7 @@ test-ray: $(STAMP)       ## the tree on a local multi-node Ray cluster (installs
 	@$(BIN)/python -c "import ray" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[ray]'
 	SUPERVISE_RAY_TESTS=1 $(BIN)/python -m pytest -q tests/on_ray
 
-benchmark-quick: $(STAMP) ## every benchmark, short (under 2 minutes)
+benchmark-quick: $(STAMP) ## every benchmark, short (about 4 minutes on 2 cores)
 	$(BIN)/supervise bench --quick
 
 benchmark: $(STAMP)
