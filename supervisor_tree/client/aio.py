@@ -132,6 +132,9 @@ class Client:
 
     def _drop(self, target: Target) -> None:
         """Forget an incarnation that is gone: stop watching its pidfd, close it."""
+        if target.dead() and any(t is target and not fut.done() for fut, t in self._pending.values()):
+            self._on_death(target)  # what it owed fails (nothing would watch its pidfd once dropped)
+            return
         if self._targets.get(target.worker_id) is target:
             del self._targets[target.worker_id]
         if target.pidfd is not None:

@@ -173,8 +173,11 @@ class _Batch:
                 if not self.inflight:  # full, and no reply of ours will make room: wait for it
                     self._wait_room(sender, target, deadline)
                 return
-            except PeerUnavailable:
-                self._let_go()
+            except PeerUnavailable:  # it died: what it owed fails now (nothing would watch its pidfd once let go)
+                if target.dead():
+                    self._callee_died(sender)
+                else:
+                    self._let_go()
                 return
             for k, ref in enumerate(refs):
                 self.inflight[ref] = first + k

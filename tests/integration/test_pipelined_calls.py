@@ -97,7 +97,7 @@ def test_call_many_fails_what_the_dead_incarnation_owed_and_sends_the_rest_to_th
         results = c.call_many("q", msgs, window=5, return_exceptions=True)
         assert results[:3] == [0, 1, 2]
         assert isinstance(results[3], CallError) and "poisoned" in str(results[3])
-        assert all(r == i or isinstance(r, CalleeExited) for i, r in enumerate(results) if i > 3)
+        assert all(r == i or isinstance(r, CalleeExited) for i, r in enumerate(results) if i > 3), [(i, repr(r)) for i, r in enumerate(results) if i > 3 and not (r == i or isinstance(r, CalleeExited))]
         assert any(isinstance(r, CalleeExited) for r in results), results
         assert results[-1] == 39  # not sent to the dead one: answered by its successor
         with pytest.raises(CallError, match="poisoned"):  # without return_exceptions: the first failure
@@ -172,3 +172,18 @@ def test_the_asyncio_client_from_an_asyncio_program(tree: Tree, tmp_path: Path) 
             assert await c.call("p", echo("again")) == "again"
 
     asyncio.run(main())
+
+
+def test_the_asyncio_call_many_fails_what_the_dead_incarnation_owed_and_sends_the_rest_to_the_next(tree: Tree) -> None:
+    async def main() -> list[object]:
+        async with AioClient(tree.run_dir, timeout=30) as c:
+            msgs: list[object] = [echo(i) for i in range(40)]
+            msgs[3] = {"cmd": "raise", "message": "poisoned"}  # the handler raises: the worker answers, then dies
+            return await c.call_many("q", msgs, window=5, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert results[:3] == [0, 1, 2]
+    assert isinstance(results[3], CallError) and "poisoned" in str(results[3])
+    unexpected = [(i, r) for i, r in enumerate(results) if i > 3 and not (r == i or isinstance(r, CalleeExited))]
+    assert not unexpected  # each call either answered or failed as owed by the dead incarnation: none timed out
+    assert results[-1] == 39
