@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -327,8 +328,10 @@ def _drop_bytecode(files: set[str]) -> None:
     """A changed module's cached bytecode goes, so no import can take it for the new source
     (pyc validation compares whole-second mtimes and sizes: an edit within the second of the
     last compile, keeping the size, would otherwise import the old code)."""
+    if sys.implementation.cache_tag is None:  # this Python writes no bytecode cache: nothing to drop
+        return
     for path in files:
         try:
             os.unlink(importlib.util.cache_from_source(path))
-        except (OSError, ValueError, NotImplementedError):  # no cached file, or no cache on this Python (cache_tag None)
+        except (OSError, ValueError):  # no cached file, or a path cache_from_source cannot place
             pass

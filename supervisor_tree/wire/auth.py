@@ -26,10 +26,11 @@ import hashlib
 import hmac
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["TAG_SIZE", "KEY_FILE", "SMALL_BODY", "FrameKey", "RunKeyError", "create_key", "key_for", "held_key",
-           "hold_key", "read_key", "forget_key"]
+           "hold_key", "read_key", "forget_key", "UntrustedFile", "write_private", "read_private"]
 
 TAG_SIZE = 16
 SECRET_SIZE = 32
@@ -109,15 +110,7 @@ def create_key(run_dir: str | os.PathLike[str]) -> FrameKey:
     Call it before forking the processes that must share it (they inherit it).
     """
     secret = os.urandom(SECRET_SIZE)
-    path = Path(run_dir) / KEY_FILE
-    tmp = path.with_name(f".{KEY_FILE}-{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, secret)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_private(Path(run_dir) / KEY_FILE, secret)
     key = FrameKey(secret)
     _held[_where(run_dir)] = key
     return key
@@ -150,20 +143,14 @@ def read_key(run_dir: str | os.PathLike[str]) -> FrameKey:
     """RUN/key, trusted only when this user owns it and nobody else can read or write it."""
     path = Path(run_dir) / KEY_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        secret = read_private(path, SECRET_SIZE + 1, _untrusted)
     except FileNotFoundError:
         raise RunKeyError(f"{path}: no key there; no node of this version is running in {run_dir}") from None
+    except UntrustedFile as exc:
+        raise RunKeyError(f"{path}: {exc}") from None
     except OSError as exc:
         raise RunKeyError(f"{path}: cannot read the run's key ({exc.strerror}); "
                         "only the user who started the node can talk to it") from None  # fmt: skip
-    try:
-        st = os.fstat(fd)
-        problem = _untrusted(st)
-        if problem:
-            raise RunKeyError(f"{path}: {problem}")
-        secret = os.read(fd, SECRET_SIZE + 1)
-    finally:
-        os.close(fd)
     if len(secret) != SECRET_SIZE:
         raise RunKeyError(f"{path}: a run key is {SECRET_SIZE} bytes; this file has {len(secret)} "
                         "(not written by a node: stop the node and start it again)")  # fmt: skip
@@ -180,3 +167,32 @@ def _untrusted(st: os.stat_result) -> str | None:
         return (f"mode {stat.S_IMODE(st.st_mode):04o} lets others read or write it; a run's key must be 0600 "
                 "(stop the node and start it again: it writes a new one)")  # fmt: skip
     return None
+
+
+class UntrustedFile(Exception):
+    """A private file (a key) this process must not trust; the message says why."""
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """`data` into `path`, mode 0600, atomically: a new file beside it (never through a link), then rename."""
+    tmp = path.with_name(f".{path.name}-{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_private(path: Path, limit: int, untrusted: Callable[[os.stat_result], str | None]) -> bytes:
+    """Up to `limit` bytes of `path` (never through a link), once `untrusted(its stat)` found nothing wrong;
+    raises UntrustedFile with what it found, OSError (FileNotFoundError) when it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        problem = untrusted(os.fstat(fd))
+        if problem:
+            raise UntrustedFile(problem)
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)

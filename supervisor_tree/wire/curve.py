@@ -32,6 +32,8 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from supervisor_tree.wire.auth import UntrustedFile, read_private, write_private
+
 __all__ = ["CURVE_FILE", "TCP_HOST_FILE", "reply_directory", "use", "in_use", "secure", "CurveKeys", "CurveKeyError", "Gate", "create_keys", "read_keys", "keys_for", "held_keys",
            "hold_keys", "forget_keys", "close_gate", "serve", "dial", "is_tcp"]
 
@@ -195,15 +197,7 @@ def _where(run_dir: str | os.PathLike[str]) -> str:
 def create_keys(run_dir: str | os.PathLike[str]) -> CurveKeys:
     """Fresh keys for the tree in `run_dir`: written 0600 to RUN/curve (atomically) and held in memory."""
     keys = CurveKeys.generate()
-    path = Path(run_dir) / CURVE_FILE
-    tmp = path.with_name(f".{CURVE_FILE}-{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, keys.lines())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_private(Path(run_dir) / CURVE_FILE, keys.lines())
     _held[_where(run_dir)] = keys
     return keys
 
@@ -233,26 +227,27 @@ def read_keys(run_dir: str | os.PathLike[str]) -> CurveKeys:
     """RUN/curve, trusted only when this user owns it and nobody else can read or write it."""
     path = Path(run_dir) / CURVE_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        data = read_private(path, 4096, _untrusted)
     except FileNotFoundError:
         raise CurveKeyError(f"{path}: no CURVE keys there; is a node with backend = \"ray\" running in {run_dir}?") from None
+    except UntrustedFile as exc:
+        raise CurveKeyError(f"{path}: {exc}") from None
     except OSError as exc:
         raise CurveKeyError(f"{path}: cannot read the tree's CURVE keys ({exc.strerror}); "
                             "only the user who started the node can talk to it") from None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.getuid():
-            raise CurveKeyError(f"{path}: owned by uid {st.st_uid}, not by you (uid {os.getuid()}); refusing it")
-        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
-            raise CurveKeyError(f"{path}: mode {stat.S_IMODE(st.st_mode):04o}; the tree's CURVE keys must be a 0600 "
-                                "file (stop the node and start it again: it writes new ones)")
-        data = os.read(fd, 4096)
-    finally:
-        os.close(fd)
     parts = data.split()
     if len(parts) != 4 or any(len(p) != 40 for p in parts):
         raise CurveKeyError(f"{path}: expected four z85 keys of 40 characters, one a line; not written by a node")
     return CurveKeys(*parts)
+
+
+def _untrusted(st: os.stat_result) -> str | None:
+    if st.st_uid != os.getuid():
+        return f"owned by uid {st.st_uid}, not by you (uid {os.getuid()}); refusing it"
+    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
+        return (f"mode {stat.S_IMODE(st.st_mode):04o}; the tree's CURVE keys must be a 0600 "
+                "file (stop the node and start it again: it writes new ones)")  # fmt: skip
+    return None
 
 
 def reply_directory(run_dir: str | os.PathLike[str]) -> str:
