@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from nodes import REPO, SUPERVISE, Tree, supervise, wait_for, write_config
+from nodes import REPO, SUPERVISE, Tree, dead, supervise, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -133,7 +133,7 @@ def _pgid(pid: int) -> int | None:
 
 
 def _gone(pids: list[int]) -> bool:
-    return not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    return all(dead(p) for p in pids)  # each may vanish between two looks: dead() takes that as gone
 
 
 def test_the_programs_own_children_die_with_it(start_tree) -> None:  # type: ignore[no-untyped-def]
@@ -167,6 +167,13 @@ def _ended(pid: int, born: float) -> bool:
         return True
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return psutil.Process(pid).ppid()
+    except psutil.NoSuchProcess:
+        return None
+
+
 def _node_pid(t: Tree) -> int:
     node = t.node_pid()
     assert node is not None
@@ -196,8 +203,7 @@ def test_a_grandchild_that_outlives_its_parent_is_reaped_when_it_exits(start_tre
     go.touch()
     for pidfile in (late, left):
         pid = int(wait_for(lambda f=pidfile: f.exists() and f.read_text().strip(), what=f"{pidfile.name}"))
-        assert wait_for(lambda p=pid: _ended(p, -1.0) or psutil.Process(p).ppid() == node or
-                        psutil.Process(p).status() == psutil.STATUS_ZOMBIE, what="reparented to the node")
+        assert wait_for(lambda p=pid: _ended(p, -1.0) or _parent(p) == node or dead(p), what="reparented to the node")
         assert wait_for(lambda p=pid: not psutil.pid_exists(p), what=f"the process of {pidfile.name} reaped")
     exited = t.wait_event(lambda e: e["event"] == "exited" and e["child"] == "quits", what="quits' exit")
     assert exited["reason"] == "normal"
