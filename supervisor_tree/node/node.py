@@ -84,12 +84,14 @@ class Node(WorkerEvents, Life):
         self.sys_path = tuple(str(p) for p in sys_path)
         # The fork server must exist before this process creates a ZeroMQ context.
         self.backend = backend_of(spec)
-        inner = launcher or placed_launcher(spec, self.run_dir, self.sys_path, self.by_id) or LocalLauncher(
+        placed = None if launcher else placed_launcher(spec, self.run_dir, self.sys_path, self.by_id)
+        inner = launcher or placed or LocalLauncher(
             str(self.run_dir), preload=spec.preload, sys_path=self.sys_path, standby=standby_for(spec.tree),
             name=spec.name,
         )
         self.logs = LogCollector(self.run_dir, spec.extra.get("logs"))  # type: ignore[arg-type]  # RUN/logs/ID.log
-        self.launcher: Launcher = PortLauncher(inner, str(self.run_dir), self.logs)  # external programs (command)
+        # External programs (command), and the process groups of the children on this machine.
+        self.launcher: Launcher = PortLauncher(inner, str(self.run_dir), self.logs, local=placed is None)
         self.sups: dict[str, SupRun] = {}
         self.by_token: dict[int, WorkerRec] = {}
         self.by_pid: dict[int, WorkerRec] = {}

@@ -348,6 +348,7 @@ class _ForkServer:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.read(gate, 1)  # blocks until the intermediate exited (no spinning while it forks our siblings)
         os.close(gate)
+        os.setpgid(0, 0)  # a group of our own: what we start dies with us (node/launchers/groups.py)
         osproc.await_parent(self.cfg.parent_pid, intermediate)
         osproc.die_with_parent(self.cfg.parent_pid)
 

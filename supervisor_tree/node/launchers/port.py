@@ -21,16 +21,13 @@ events name the program itself.  What this module adds:
   reasons: after a stop request, death by the stop signal (or exit 0, or 128+signal)
   is `shutdown`; otherwise exit 0 is `normal`, a signal `killed` / `{signal,NAME}`,
   any other code `{exit_code,N}` (80-82 included: a program's codes mean nothing to us).
-* No orphans: when a program is reaped, what is left of its process group is killed;
-  and a sweeper process (`sweeper.py`, started with the first program) kills every
-  group still registered when the node dies, however it dies.
-* No zombies: the node is a child subreaper, so a program's descendants whose parent
-  died (a shell's background jobs, what is left of a killed group) become its children.
-  The shim reaps those of a program's process group as they die (`orphans.reap_strays`,
-  every pass; the program itself stays the wrapped launcher's to reap), and forgets the
-  group once none is left.
+* No orphans, no zombies (`groups.py`), for programs and Python workers on this machine
+  alike: when a child is reaped, what is left of its process group is killed; the
+  sweeper kills every group still registered when the node dies, however it dies; the
+  shim reaps the group's dead (the node is a child subreaper, so they become its
+  children): a program's every pass while it runs, a worker's once it ended.
 
-Python workers pass straight through to the wrapped launcher.
+Python workers otherwise pass straight through to the wrapped launcher.
 """
 
 from __future__ import annotations
@@ -40,17 +37,15 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import zmq
 
 from supervisor_tree.node.launchers.base import Event, Launcher, Reaped, Spawned, SpawnFailed
-from supervisor_tree.node.launchers.orphans import reap_strays
+from supervisor_tree.node.launchers.groups import Groups, signal_group
 from supervisor_tree.spec import SHUTDOWN, Command, ExitKind, ExitReason, ReadyKind, signal_number
 from supervisor_tree.wire import auth, channel
 from supervisor_tree.worker.command import exec_fifo
@@ -90,8 +85,11 @@ class _Port:
 class PortLauncher:
     """A Launcher: ports handled here, everything else by `inner`.  Thread-safe where the shim reads."""
 
-    def __init__(self, inner: Launcher, run_dir: str, lines: LineSource | None = None) -> None:
+    def __init__(self, inner: Launcher, run_dir: str, lines: LineSource | None = None, local: bool = True) -> None:
+        """`local`: `inner`'s children are this machine's processes (not Ray actors' workers), so
+        their process groups are this launcher's to kill and reap."""
         self.inner = inner
+        self.local = local
         self.run_dir = run_dir
         self.inbound = f"ipc://{os.path.abspath(run_dir)}/inbound"
         self.lines = lines
@@ -102,9 +100,8 @@ class PortLauncher:
         self._key: auth.FrameKey | None = None  # read by the shim thread when it starts
         self._closing = False
         self._gone: list[_Port] = []  # for the shim to close
-        self._groups: dict[int, int | None] = {}  # a program's process group -> its leader while unreaped
+        self.groups = Groups()
         self._shim: threading.Thread | None = None
-        self._sweeper: subprocess.Popen[bytes] | None = None
 
     def __getattr__(self, name: str) -> Any:  # the wrapped launcher's own extras (pid, standbys_at_hand)
         if name == "inner":
@@ -131,7 +128,7 @@ class PortLauncher:
 
     def read_events(self) -> list[Event]:
         events = self.inner.read_events()
-        if not (self._by_token or self._by_pid):
+        if not (self.local or self._by_token or self._by_pid):
             return events
         return [self._port_event(ev) for ev in events]
 
@@ -142,9 +139,9 @@ class PortLauncher:
             return
         if sig == signal.SIGTERM:  # the node's stop request: the stop signal, to the whole group
             port.stop_requested = True
-            _signal_group(pid, signal_number(port.command.stop_signal))
+            signal_group(pid, signal_number(port.command.stop_signal))
         elif sig == signal.SIGKILL:
-            _signal_group(pid, sig)
+            signal_group(pid, sig)
         else:
             self.inner.kill(pid, sig)
 
@@ -160,14 +157,7 @@ class PortLauncher:
             self._by_token.clear()
             self._by_pid.clear()
             self._gone.clear()
-        if self._sweeper is not None:  # EOF: it kills every group still registered, then exits
-            assert self._sweeper.stdin is not None
-            with contextlib.suppress(OSError):
-                self._sweeper.stdin.close()
-            try:
-                self._sweeper.wait(5.0)
-            except subprocess.TimeoutExpired:
-                self._sweeper.kill()
+        self.groups.close()
 
     # -- events --
 
@@ -180,12 +170,14 @@ class PortLauncher:
         elif isinstance(ev, Spawned):
             with self._lock:
                 port = self._by_token.pop(ev.token, None)
-                if port is None:
-                    return ev
-                port.pid = ev.pid
-                self._by_pid[ev.pid] = port
-                self._groups[ev.pid] = ev.pid
-            self._sweep(f"+{ev.pid}")
+                if port is not None:
+                    port.pid = ev.pid
+                    self._by_pid[ev.pid] = port
+            if port is None:
+                if self.local:
+                    self.groups.started(ev.pid)
+                return ev
+            self.groups.started(ev.pid, watch_while_running=True)
             self._ensure_shim()
             self._wake.set()
         elif isinstance(ev, Reaped):
@@ -193,10 +185,10 @@ class PortLauncher:
                 port = self._by_pid.pop(ev.pid, None)
                 if port is not None:
                     self._retire(port)
-                    self._groups[ev.pid] = None  # the leader is reaped: the shim reaps the rest as it dies
+            if (port is not None or self.local) and self.groups.ended(ev.pid):  # what it left behind dies with it
+                self._ensure_shim()  # and is reaped as it dies
+                self._wake.set()
             if port is not None:
-                _signal_group(ev.pid, signal.SIGKILL)  # what the program left behind dies with it
-                self._sweep(f"-{ev.pid}")
                 return Reaped(ev.pid, port_reason(ev.reason, port.stop_requested, port.command.stop_signal))
         return ev
 
@@ -205,19 +197,6 @@ class PortLauncher:
         port.gone = True
         self._gone.append(port)
         self._wake.set()
-
-    def _sweep(self, line: str) -> None:
-        if self._sweeper is None:
-            self._sweeper = subprocess.Popen([sys.executable, "-m", "supervisor_tree.node.launchers.sweeper"],
-                                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True)
-        stdin: IO[bytes] | None = self._sweeper.stdin
-        assert stdin is not None
-        try:
-            stdin.write(f"{line}\n".encode())
-            stdin.flush()
-        except OSError:
-            log.warning("the port sweeper (pid %d) is gone; orphans of programs may outlive a killed node",
-                        self._sweeper.pid)
 
     # -- the shim: readiness and heartbeats --
 
@@ -238,9 +217,7 @@ class PortLauncher:
                     for port in self._gone:
                         _close_port(port)
                     self._gone.clear()
-                    for pgid, leader in list(self._groups.items()):  # under the lock: a leader is never stale
-                        if reap_strays(pgid, leader) is None:
-                            del self._groups[pgid]
+                    self.groups.reap()
                 pending = False
                 for port in ports:
                     pending |= self._tend(port, sock)
@@ -341,18 +318,6 @@ def _notify(sock: zmq.Socket[bytes], key: auth.FrameKey | None, notice: tuple[ob
     assert key is not None  # set by the shim thread before it tends a port
     with contextlib.suppress(zmq.Again):
         sock.send(channel.encode_notice(key, notice), zmq.NOBLOCK)
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    """`sig` to the process group `pid` leads, or to `pid` alone before it made its group."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-    except PermissionError:  # the pid is not (yet) a group leader we may signal
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
 
 
 def _open_exec_fifo(path: str) -> int | None:

@@ -1,11 +1,11 @@
-"""The port sweeper: kills what external programs left behind when the node dies, however it dies.
+"""The sweeper: kills what the tree's children started when the node dies, however it dies.
 
-    python -m supervisor_tree.node.launchers.sweeper     # stdin: "+PGID" / "-PGID" lines from the node
+    python -S .../node/launchers/sweeper.py              # stdin: "+PGID" / "-PGID" lines from the node
 
-A program's process group (its children, their children) does not die with the fork
-server the way the program itself does (PR_SET_PDEATHSIG is per process).  The node
-starts this small process with its first program and tells it each program's group
-as it starts and ends.  When its stdin reaches EOF (the node stopped, or was killed:
+What a worker or a program started (its process group: its children, their children)
+does not die with the node the way the child itself does (PR_SET_PDEATHSIG is per
+process).  The node (groups.py) starts this small process with its first child and
+tells it each child's group as it starts and ends.  When its stdin reaches EOF (the node stopped, or was killed:
 the kernel closes the node's end either way) it sends SIGKILL to every group still
 registered and exits.  It ignores SIGINT and SIGTERM (the node decides the order of a
 stop), imports nothing but the standard library, and owns nothing else.
