@@ -8,12 +8,12 @@ and lets go of a dead one's sockets.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import select
+from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor_tree.client.errors import NotAWorker
 from supervisor_tree.spec import RetryPolicy
-from supervisor_tree.wire.channel import readable
 
 __all__ = ["Target", "open_pidfd"]
 
@@ -31,6 +31,7 @@ class Target:
     pidfd: int | None
     command: str | None = None  # an external program (a port): it has a pid, but no mailbox
     host: str | None = None  # placed on another host ([node] backend = "ray"): its pid is that host's
+    _watch: select.poll | None = field(default=None, repr=False, compare=False)  # polls the pidfd: made once
 
     def refuse_messages(self) -> None:
         """Raise NotAWorker for an external program: only Python workers take calls and casts."""
@@ -38,10 +39,16 @@ class Target:
             raise NotAWorker(f"worker {self.worker_id!r} runs a program ({self.command}): it takes no calls, "
                              "casts or control requests; its pid, signals, events and logs are all there is")
 
+
     def dead(self) -> bool:
+        """Whether this incarnation died (its pidfd is readable); asked before every call, so one poll syscall."""
         if self.pidfd is None:
             return True
-        return readable(self.pidfd)
+        watch = self._watch
+        if watch is None:
+            watch = self._watch = select.poll()
+            watch.register(self.pidfd, select.POLLIN)
+        return bool(watch.poll(0))
 
     @classmethod
     def of_answer(cls, worker_id: str, info: dict[str, Any]) -> Target:
@@ -52,6 +59,7 @@ class Target:
                    None if info.get("host") else open_pidfd(info["pid"]), info.get("command"), info.get("host"))
 
     def close(self) -> None:
+        self._watch = None
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None

@@ -267,13 +267,16 @@ class AioIncarnation(Incarnation):
             self.loop.remove_reader(self.control_fd)
 
     def _read_mailbox(self) -> None:
-        recv, Again = self.mailbox.recv, zmq.Again
+        recv, Again, poll = self.mailbox.recv, zmq.Again, zmq.zmq_poll
+        mailbox_only = [(self.mailbox, zmq.POLLIN)]
         n = 0
         while (self.reading and not self._stopping.is_set() and not self.calls_waiting
                and len(self.calls_in_flight) < self.max_concurrency):
             if n == BATCH:  # give the tasks a turn; the fd will not wake us for what is already queued
                 self.loop.call_soon(self._read_mailbox)
                 return
+            if n == 1 and not poll(mailbox_only, 0):  # it reads the socket's events, as Again would: the fd re-arms
+                return  # a frame that came alone: a poll is cheaper than raising Again
             try:
                 frame = recv(zmq.NOBLOCK)
             except Again:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
 import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import cast
 
 import zmq
 
@@ -139,23 +140,11 @@ class Incarnation:
 
     def _open_sockets(self) -> None:
         pre, req = self.prepared, self.req
-        self.mailbox = self._adopt(pre.mailbox, pre.mailbox_at, req.mailbox, mailbox_socket)
-        self.control = self._adopt(pre.control, pre.control_at, req.control, control_socket)
+        self.mailbox = standby.adopt(self.ctx, pre.mailbox, pre.mailbox_at, req.mailbox, mailbox_socket)
+        self.control = standby.adopt(self.ctx, pre.control, pre.control_at, req.control, control_socket)
         self.replies = channel.ReplySender(self.ctx)
         self.box = Backlog(self.mailbox, self.replies, f"{req.worker_id}#{req.generation}", self.key,
                            req.mailbox_limit, req.mailbox_overflow)
-
-    def _adopt(self, sock: zmq.Socket[bytes] | None, bound_at: str, endpoint: str,
-               make: Callable[[zmq.Context[Any]], zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
-        """The standby's socket renamed to `endpoint`, or a new socket bound there."""
-        if sock is not None:
-            if channel.move_bind(bound_at, endpoint):
-                return sock
-            sock.close(0)
-            channel.unlink_ipc(bound_at)
-        sock = make(self.ctx)
-        channel.bind(sock, endpoint)
-        return sock
 
     def _instantiate(self) -> Worker:
         req = self.req
@@ -271,16 +260,22 @@ class Incarnation:
         sock_recv = self.mailbox.recv
         send = self.replies.send
         held = HeldReplies(send, self.key, self._reply_ok)  # a calls frame's replies: one frame back
-        items: list[tuple[Any, int]] = [(control, zmq.POLLIN), (self.mailbox, zmq.POLLIN), (wake, zmq.POLLIN)]
-        poll = zmq.zmq_poll
+        # One poll(2) on raw fds.  A ZMQ_FD fires for a message only if its socket was seen empty since: the
+        # control socket is read to Again when it fires; a blocking poll follows a round that saw the mailbox empty.
+        control_fd = int(control.getsockopt(zmq.FD))
+        fds = select.poll()
+        for fd in (control_fd, int(self.mailbox.getsockopt(zmq.FD)), wake):
+            fds.register(fd, select.POLLIN)
+        events, EVENTS, POLLIN = cast("Callable[[int], int]", self.mailbox.getsockopt), zmq.EVENTS, zmq.POLLIN
+        self._serve_control()  # what came before the loop
+        poll = fds.poll
         key = self.key
         verify = key.verify
         split_call, reply_frame, loads = channel.split_call, channel.reply_frame, pickle.loads
         CALL, CAST, INFO, BATCH_FRAME, CALLS = channel.CALL, channel.CAST, channel.INFO, channel.BATCH, frames.CALLS
-        NOBLOCK, Again = zmq.NOBLOCK, zmq.Again
-        clock = time.perf_counter_ns
+        NOBLOCK, Again, clock = zmq.NOBLOCK, zmq.Again, time.perf_counter_ns
         lat, lat_i = self.lat, self.lat_i
-        timeout = -1
+        timeout = 0  # the mailbox may hold what came before the loop
         while True:
             if self.halt:
                 reason = self._on_halt()
@@ -288,24 +283,29 @@ class Incarnation:
                     return reason
             if self.timers:
                 timeout = self.timers.wait_ms(timeout)
-            for sock, _ in poll(items, timeout):
-                if sock is control:
+            for fd, _ in poll(timeout):
+                if fd == control_fd:
                     self._serve_control()  # may arm a fault, which wraps the handlers: read them again
                     handle_call, handle_cast, handle_info = worker.handle_call, worker.handle_cast, worker.handle_info
-                elif sock == wake:  # zmq_poll gives raw fds back as ints
+                elif fd == wake:
                     _drain_fd(wake)
             if self.halt:
                 timeout = 0
                 continue
             n = calls = casts = infos = 0
             recv = box.before_round(sock_recv)
+            seen_empty = False  # the socket itself, since its last commands: a blocking poll may wait
             try:
                 if self.timers:
                     self._fire_timers(handle_info)
                 while n < BATCH:
+                    if n == 1 and recv is sock_recv and not events(EVENTS) & POLLIN:
+                        seen_empty = True  # a frame that came alone (its caller waits): cheaper than raising Again
+                        break
                     try:
                         frame = recv(NOBLOCK)
                     except Again:
+                        seen_empty = recv is sock_recv
                         break
                     n += 1
                     end = verify(frame)
@@ -369,7 +369,7 @@ class Incarnation:
                 if n > self.max_batch:
                     self.max_batch = n
             box.after_round(n >= BATCH)
-            timeout = 0 if n >= BATCH or box.pending else -1
+            timeout = -1 if seen_empty and not box.pending else 0
 
     def reply(self, token: tuple[bytes, bytes], value: object) -> None:
         ref8, reply_to = token

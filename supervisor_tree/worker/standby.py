@@ -19,7 +19,7 @@ import zmq
 
 from supervisor_tree.wire import channel
 
-__all__ = ["Prepared", "prepare", "mailbox_socket", "control_socket", "mark", "MARKS", "INBOUND_RECONNECT_MS"]
+__all__ = ["Prepared", "prepare", "adopt", "mailbox_socket", "control_socket", "mark", "MARKS", "INBOUND_RECONNECT_MS"]
 
 # A standby connects to the node's inbound socket before the node has bound it (the
 # launcher starts first); libzmq's default 100 ms retry would delay the first "ready".
@@ -102,3 +102,16 @@ def mailbox_socket(ctx: zmq.Context[Any]) -> zmq.Socket[bytes]:
 
 def control_socket(ctx: zmq.Context[Any]) -> zmq.Socket[bytes]:
     return channel.make_socket(ctx, zmq.PULL)
+
+
+def adopt(ctx: zmq.Context[Any], sock: zmq.Socket[bytes] | None, bound_at: str, endpoint: str,
+          make: Callable[[zmq.Context[Any]], zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
+    """The standby's socket renamed to `endpoint`, or a new socket bound there."""
+    if sock is not None:
+        if channel.move_bind(bound_at, endpoint):
+            return sock
+        sock.close(0)
+        channel.unlink_ipc(bound_at)
+    sock = make(ctx)
+    channel.bind(sock, endpoint)
+    return sock
