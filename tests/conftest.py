@@ -1,5 +1,8 @@
 """Fixtures for every test.
 
+`start_tree(text)`: a tree started from a config text (detached, in the test's tmp
+dir), stopped when the test ends; call it again for more trees.
+
 `no_leaked_processes` (autouse) fails a test that leaves a child process behind:
 every descendant of the test process that appeared during the test must be gone
 (or a zombie, which holds no resources but its pid) once the test's own fixtures
@@ -9,9 +12,12 @@ have torn down.  Leaked processes are SIGKILLed so that the next test starts cle
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
+from nodes import Trees
 
 LEAK_GRACE_S = 3.0  # what a process may take to exit after its test let it go
 
@@ -53,3 +59,10 @@ def no_leaked_processes():
             except psutil.Error:
                 pass
         pytest.fail(f"the test left {len(leaked)} process(es) behind: {described}", pytrace=False)
+
+
+@pytest.fixture
+def start_tree(tmp_path: Path) -> Iterator[Trees]:
+    trees = Trees(tmp_path)
+    yield trees
+    trees.stop_all()

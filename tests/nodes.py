@@ -131,6 +131,35 @@ def write_config(directory: Path, text: str, name: str = "tree.toml") -> Path:
     return path
 
 
+def started(config: Path) -> Tree:
+    """A tree started from `config` (detached); the test fails with the CLI's output if it did not start."""
+    t = Tree(config)
+    result = t.start()
+    assert result.returncode == 0, result.stderr + result.stdout
+    return t
+
+
+class Trees:
+    """Starts trees from config texts written in `directory`, and stops every one of them (a fixture's teardown)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.trees: list[Tree] = []
+
+    def __call__(self, text: str, expect_ok: bool = True) -> Tree:
+        """`expect_ok=False`: a start that may fail (the test looks at `t.started`)."""
+        t = Tree(write_config(self.directory, text))
+        self.trees.append(t)  # stopped even if it fails to start: a half-started node is cleaned up too
+        result = t.start()
+        if expect_ok:
+            assert result.returncode == 0, result.stderr + result.stdout
+        return t
+
+    def stop_all(self) -> None:
+        for t in self.trees:
+            t.stop()
+
+
 # ---------------------------------------------------------------- the node's processes, by title
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodes import Tree, write_config
+from nodes import Tree, Trees
 
 from supervisor_tree.workers.pool_tree import pool_toml
 
@@ -41,15 +41,7 @@ def pool(size: int = 2, max_overflow: int = 1, overflow_ttl: float = 0.3, id: st
 
 @pytest.fixture
 def start_tree(tmp_path: Path) -> Iterator[Callable[..., Tree]]:
-    trees: list[Tree] = []
-
-    def start(*children: str) -> Tree:
-        t = Tree(write_config(tmp_path, HEAD + "\n" + "\n\n".join(children) + "\n"))
-        trees.append(t)
-        result = t.start()
-        assert result.returncode == 0, result.stderr + result.stdout
-        return t
-
-    yield start
-    for t in trees:
-        t.stop()
+    """Trees of the components' children (after HEAD), stopped when the test ends."""
+    trees = Trees(tmp_path)
+    yield lambda *children: trees(HEAD + "\n" + "\n\n".join(children) + "\n")
+    trees.stop_all()

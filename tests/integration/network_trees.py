@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nodes import Tree, write_config
+from nodes import Tree, started, write_config
 
 from supervisor_tree.workers.pool_tree import pool_toml
 
@@ -39,10 +39,7 @@ args = {{ port = 0, max_line = {MAX_LINE}, max_connections = {max_connections}, 
 
 
 def start_tree(directory: Path, text: str) -> Tree:
-    t = Tree(write_config(directory, text))
-    started = t.start()
-    assert started.returncode == 0, started.stderr
-    return t
+    return started(write_config(directory, text))
 
 
 def port_of(t: Tree) -> int:

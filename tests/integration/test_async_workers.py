@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodes import Tree, wait_for, write_config
+from nodes import Tree, wait_for
 
 from supervisor_tree.client import CalleeExited, CallError
 from supervisor_tree.client.aio import AsyncClient
@@ -35,22 +35,6 @@ def child(id: str, start: str, shutdown: int = 5000, extra: str = "", **args: An
     if args:
         lines.append("args = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in args.items()) + " }")
     return "\n".join(lines + ([extra] if extra else []))
-
-
-@pytest.fixture
-def start_tree(tmp_path: Path):  # type: ignore[no-untyped-def]
-    trees: list[Tree] = []
-
-    def start(text: str) -> Tree:
-        t = Tree(write_config(tmp_path, text))
-        trees.append(t)
-        result = t.start()
-        assert result.returncode == 0, result.stderr
-        return t
-
-    yield start
-    for t in trees:
-        t.stop()
 
 
 def gather_calls(run_dir: Path, worker: str, msgs: list[object], timeout: float = 60.0) -> list[object]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from nodes import Tree, wait_for, write_config
+from nodes import Tree, started, wait_for, write_config
 
 from supervisor_tree.wire import auth, frames
 from supervisor_tree.wire.channel import ReplySender, make_socket
@@ -44,9 +44,7 @@ mailbox_overflow = "drop_oldest"
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    t = Tree(write_config(tmp_path_factory.mktemp("casts"), TREE))
-    result = t.start()
-    assert result.returncode == 0, result.stderr
+    t = started(write_config(tmp_path_factory.mktemp("casts"), TREE))
     yield t
     t.stop()
 

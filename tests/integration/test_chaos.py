@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 import pytest
-from nodes import REPO, SUPERVISE, Tree, supervise, wait_for, write_config
+from nodes import REPO, SUPERVISE, Tree, started, supervise, wait_for, write_config
 
 from supervisor_tree.chaos.report import ChaosReport
 from supervisor_tree.chaos.schedule import read_log
@@ -67,9 +67,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tree(config: Path):  # type: ignore[no-untyped-def]
-    t = Tree(config)
-    started = t.start()
-    assert started.returncode == 0, started.stderr
+    t = started(config)
     yield t
     t.stop()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodes import REPO, SUPERVISE, Tree, wait_for, write_config
+from nodes import REPO, SUPERVISE, Tree, started, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -98,8 +98,7 @@ class Board:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Iterator[Tree]:
-    t = Tree(write_config(tmp_path, TREE))
-    assert t.start().returncode == 0
+    t = started(write_config(tmp_path, TREE))
     yield t
     t.stop()
 

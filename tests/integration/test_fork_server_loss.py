@@ -10,12 +10,11 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from nodes import Tree, children_by_role, dead, fork_server_of, title_of, wait_for, write_config
+from nodes import Tree, children_by_role, dead, fork_server_of, title_of, wait_for
 
 from supervisor_tree.client import Client
 
@@ -33,30 +32,14 @@ def tree_toml(name: str, intensity: int, period: int, *children: str, preload: s
     return node + f"[tree]\nintensity = {intensity}\nperiod = {period}\n\n" + "\n".join(children)
 
 
-@pytest.fixture
-def make_tree(tmp_path: Path) -> Iterator[Any]:
-    trees: list[Tree] = []
-
-    def make(text: str) -> Tree:
-        tree = Tree(write_config(tmp_path, text))
-        trees.append(tree)
-        started = tree.start()
-        assert started.returncode == 0, started.stderr
-        return tree
-
-    yield make
-    for tree in trees:
-        tree.stop()
-
-
 def events_named(tree: Tree, name: str) -> list[dict[str, Any]]:
     return [e for e in tree.events() if e["event"] == name]
 
 
-def test_sigkill_of_the_fork_server_under_calls_leaves_the_tree_serving(make_tree: Any) -> None:
+def test_sigkill_of_the_fork_server_under_calls_leaves_the_tree_serving(start_tree: Any) -> None:
     group = ('[[tree.children]]\nid = "g"\ntype = "supervisor"\nstrategy = "one_for_all"\nintensity = 5\nperiod = 10\n'
              + puppet("d", "[[tree.children.children]]") + puppet("e", "[[tree.children.children]]"))
-    tree = make_tree(tree_toml("serving", 5, 10, puppet("a"), puppet("b"), group))
+    tree = start_tree(tree_toml("serving", 5, 10, puppet("a"), puppet("b"), group))
     node = tree.node_pid()
     assert node is not None
     pids = {w: tree.pid_of(w) for w in ("a", "b", "d", "e")}
@@ -106,8 +89,8 @@ def test_sigkill_of_the_fork_server_under_calls_leaves_the_tree_serving(make_tre
     assert tree.node_pid() == node and tree.running()
 
 
-def test_a_spawn_lost_with_the_fork_server_counts_against_intensity_and_the_crash_loop_escalates(make_tree: Any) -> None:
-    tree = make_tree(tree_toml("loop", 3, 60, puppet("p")))
+def test_a_spawn_lost_with_the_fork_server_counts_against_intensity_and_the_crash_loop_escalates(start_tree: Any) -> None:
+    tree = start_tree(tree_toml("loop", 3, 60, puppet("p")))
     node = tree.node_pid()
     assert node is not None
     crash = {"cmd": "raise", "message": "crash"}
@@ -147,9 +130,9 @@ def test_a_spawn_lost_with_the_fork_server_counts_against_intensity_and_the_cras
     wait_for(lambda: not tree.running(), 30, "the node to exit")
 
 
-def test_a_fork_server_that_cannot_be_started_again_ends_the_node_with_that_reason(make_tree: Any, tmp_path: Path) -> None:
+def test_a_fork_server_that_cannot_be_started_again_ends_the_node_with_that_reason(start_tree: Any, tmp_path: Path) -> None:
     (tmp_path / "prodmod.py").write_text("LOADED = True\n")
-    tree = make_tree(tree_toml("fragile", 5, 10, puppet("p", shutdown="2000"), preload="prodmod"))
+    tree = start_tree(tree_toml("fragile", 5, 10, puppet("p", shutdown="2000"), preload="prodmod"))
     node = tree.node_pid()
     assert node is not None
     (tmp_path / "prodmod.py").unlink()  # a replacement fork server cannot preload it any more

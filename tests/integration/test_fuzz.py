@@ -22,7 +22,7 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nodes import Tree, wait_for, write_config
+from nodes import Tree, started, wait_for, write_config
 
 from supervisor_tree.wire import auth
 from supervisor_tree.wire.requests import decode_answer
@@ -61,8 +61,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     config = write_config(tmp_path_factory.mktemp("fuzz"), '[node]\nheartbeat = { interval = 0.2, misses = 10 }\n'
                           '[tree]\n[[tree.children]]\nid = "p"\nstart = "supervisor_tree.workers.puppet:Puppet"\n'
                           '[[tree.children]]\nid = "a"\nstart = "tests.integration.aio_workers:Sleeper"\n')  # asyncio
-    t = Tree(config)
-    assert t.start().returncode == 0
+    t = started(config)
     yield t
     t.stop()
 

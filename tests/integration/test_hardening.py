@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from nodes import Tree, supervise, wait_for, write_config
+from nodes import Tree, started, supervise, wait_for, write_config
 
 from supervisor_tree.wire import auth
 from supervisor_tree.wire.requests import decode_answer, encode_request
@@ -33,9 +33,7 @@ def puppet_tree(*, logs: str = "", intensity: int = 5) -> str:
 
 @pytest.fixture
 def tree(tmp_path: Path):  # type: ignore[no-untyped-def]
-    t = Tree(write_config(tmp_path, puppet_tree()))
-    result = t.start()
-    assert result.returncode == 0, result.stderr
+    t = started(write_config(tmp_path, puppet_tree()))
     yield t
     t.stop()
 

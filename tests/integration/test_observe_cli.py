@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodes import Tree, supervise, wait_for, write_config
+from nodes import Tree, started, supervise, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -56,9 +56,7 @@ start = "{PUPPET}"
 
 @pytest.fixture
 def healthy(tmp_path: Path) -> Iterator[Tree]:
-    t = Tree(write_config(tmp_path, HEALTHY))
-    started = t.start()
-    assert started.returncode == 0, started.stderr
+    t = started(write_config(tmp_path, HEALTHY))
     yield t
     t.stop()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from nodes import Tree, wait_for, write_config
+from nodes import Tree, started, wait_for, write_config
 
 from supervisor_tree.aio import Client as AioClient
 from supervisor_tree.client import CalleeExited, CallError, CallTimeout, Client
@@ -49,9 +49,7 @@ def echo(value: object) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    t = Tree(write_config(tmp_path_factory.mktemp("pipelined"), CONFIG))
-    started = t.start()
-    assert started.returncode == 0, started.stderr
+    t = started(write_config(tmp_path_factory.mktemp("pipelined"), CONFIG))
     yield t
     t.stop()
 

@@ -55,22 +55,6 @@ def get(port: int) -> int:
         return int(r.status)
 
 
-@pytest.fixture
-def start_tree(tmp_path: Path):  # type: ignore[no-untyped-def]
-    trees: list[Tree] = []
-
-    def start(text: str) -> Tree:
-        t = Tree(write_config(tmp_path, text))
-        trees.append(t)
-        result = t.start()
-        assert result.returncode == 0, result.stderr
-        return t
-
-    yield start
-    for t in trees:
-        t.stop()
-
-
 def test_sigkill_restarts_the_program_and_one_for_all_siblings_with_it(start_tree) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     t = start_tree(tree_toml(worker("before"), http_server(port), worker("after"), strategy="one_for_all"))

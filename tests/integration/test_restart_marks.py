@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from nodes import Tree, write_config
+from nodes import Tree, started, write_config
 
 from supervisor_tree.client import CallError
 
@@ -21,9 +21,7 @@ CONFIG = f'[tree]\nintensity = 100\nperiod = 10\n\n[[tree.children]]\nid = "p"\n
 
 @pytest.fixture
 def tree(tmp_path: Path):  # type: ignore[no-untyped-def]
-    t = Tree(write_config(tmp_path, CONFIG))
-    result = t.start()
-    assert result.returncode == 0, result.stderr
+    t = started(write_config(tmp_path, CONFIG))
     yield t
     t.stop()
 

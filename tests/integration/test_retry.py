@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from nodes import Tree, wait_for, write_config
+from nodes import Tree, started, wait_for, write_config
 
 from supervisor_tree.client import CalleeExited, CallError, CallTimeout, Client, ControlRefused, RetryRefused
 from supervisor_tree.spec import RetryOn, RetryPolicy, RetryWait
@@ -41,9 +41,7 @@ ECHO = {"cmd": "echo", "value": 7}
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    t = Tree(write_config(tmp_path_factory.mktemp("retry"), CONFIG))
-    started = t.start()
-    assert started.returncode == 0, started.stderr
+    t = started(write_config(tmp_path_factory.mktemp("retry"), CONFIG))
     yield t
     t.stop()
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from nodes import Tree, write_config
+from nodes import Tree, started, write_config
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,9 +38,7 @@ budget = [0.5]
 
 @pytest.fixture
 def tree(tmp_path: Path):  # type: ignore[no-untyped-def]
-    t = Tree(write_config(tmp_path, CONFIG))
-    started = t.start()
-    assert started.returncode == 0, started.stderr
+    t = started(write_config(tmp_path, CONFIG))
     yield t
     t.stop()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from nodes import Tree, dead, wait_for, write_config
+from nodes import Tree, dead, started, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,9 +35,7 @@ shutdown = 2000
 
 @pytest.fixture
 def tree(tmp_path: Path):  # type: ignore[no-untyped-def]
-    t = Tree(write_config(tmp_path, TREE))
-    result = t.start()
-    assert result.returncode == 0, result.stderr
+    t = started(write_config(tmp_path, TREE))
     yield t
     t.stop()
 
@@ -72,15 +70,15 @@ def test_what_a_killed_worker_started_is_killed_and_reaped(tree: Tree) -> None:
 def test_what_a_stopped_worker_started_dies_with_it(tree: Tree) -> None:
     node = tree.node_pid()
     assert node is not None
-    started = _family(tree, 2)
+    family = _family(tree, 2)
     stopped = tree.cli("stop")
     assert stopped.returncode == 0, stopped.stderr
-    assert wait_for(lambda: all(dead(p) for p in started), what="what the worker started gone with the tree")
+    assert wait_for(lambda: all(dead(p) for p in family), what="what the worker started gone with the tree")
 
 
 def test_what_a_worker_started_dies_with_a_killed_node(tree: Tree) -> None:
     node = tree.node_pid()
     assert node is not None
-    started = _family(tree, 3)
+    family = _family(tree, 3)
     os.kill(node, signal.SIGKILL)
-    assert wait_for(lambda: all(dead(p) for p in started), what="what the worker started gone with the node")
+    assert wait_for(lambda: all(dead(p) for p in family), what="what the worker started gone with the node")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nodes import REPO, SUPERVISE, Tree, supervise, wait_for, write_config
+from nodes import REPO, SUPERVISE, Tree, started, supervise, wait_for, write_config
 
 from supervisor_tree.client import CallError
 
@@ -26,9 +26,7 @@ def tree_toml(logs: str = "") -> str:
 
 @pytest.fixture
 def tree(tmp_path: Path):  # type: ignore[no-untyped-def]
-    t = Tree(write_config(tmp_path, tree_toml()))
-    result = t.start()
-    assert result.returncode == 0, result.stderr
+    t = started(write_config(tmp_path, tree_toml()))
     yield t
     t.stop()
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
-from nodes import Tree, wait_for, write_config
+from nodes import Tree, wait_for
 
 from supervisor_tree.client import CalleeExited, CallError
 
@@ -32,23 +32,6 @@ def child(id: str, restart: str = "permanent", shutdown: object = 1000, **args: 
 def tree_toml(*children: str, strategy: str = "one_for_one", intensity: int = 10, period: int = 10, auto_shutdown: str = "never") -> str:
     head = f'[node]\nheartbeat = {{ interval = 0.2, misses = 5 }}\n\n[tree]\nstrategy = "{strategy}"\nintensity = {intensity}\nperiod = {period}\nauto_shutdown = "{auto_shutdown}"\n\n'
     return head + "\n\n".join(children) + "\n"
-
-
-@pytest.fixture
-def start_tree(tmp_path: Path):  # type: ignore[no-untyped-def]
-    trees: list[Tree] = []
-
-    def start(text: str, expect_ok: bool = True) -> Tree:
-        t = Tree(write_config(tmp_path, text))
-        trees.append(t)
-        result = t.start()
-        if expect_ok:
-            assert result.returncode == 0, result.stderr
-        return t
-
-    yield start
-    for t in trees:
-        t.stop()
 
 
 def crash(t: Tree, worker: str, reason: object = "crash") -> None:
