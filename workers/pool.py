@@ -35,33 +35,34 @@ A caller never hangs on a dead member: its task fails with MemberExited once the
 node reports the exit.  `timeout` bounds the wait for a free member (PoolTimeout);
 how long the task itself may run is the caller's wire timeout.
 
-Batches: when runs outnumber the free members (many callers, or one pipelining them:
-`PoolClient.map`), a free member is handed up to `batch` of the waiting runs at once, in
-order (the waiting ones shared evenly over the free members), in one message; it runs
-them one by one, answers their callers together (one frame per caller) and tells the
-manager once.  Each run keeps its own answer: a task that raises fails its caller only;
-a run still waiting in a batch at its deadline is answered PoolTimeout, not run.  A member
-that dies fails with MemberExited every run of its batch it had not answered (each run
-at most once, never run again elsewhere).  Assignment happens after the messages at hand
-were handled (a calls frame of 100 runs is shared out as a whole).  `batch = 1`: one run
-per member at a time (poolboy's own way).
+Batches: runs are short (a few microseconds: handing one to a member costs more than
+running it) and outnumber the free members (many callers, or one pipelining them:
+`PoolClient.map`): a free member is handed the next waiting runs, in order, as many as
+run in `spread` seconds by the members' reports of late (at most `batch`), in one
+message; it runs them one by one, answers their callers together (one frame per caller)
+and tells the manager once.  Runs that take longer go one per member (poolboy's way).
+Each run keeps its own answer: a task that raises fails its caller only; a run still
+waiting in a batch at its deadline is answered PoolTimeout, not run.  A member that dies
+fails with MemberExited every run of its batch it had not answered (each run at most
+once, never run again elsewhere).  Assignment happens after the messages at hand were
+handled (a calls frame of 100 runs is shared out as a whole).  `batch = 1`: never more
+than one run per member.
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor_tree import NOREPLY
 from supervisor_tree.workers._component import BadRequest, Component, NodeEvents, PidWatch, Token, deadline_of
 from supervisor_tree.workers.pool_client import DEFAULT_TIMEOUT, Lease, MemberExited, PoolClient, PoolTimeout
 from supervisor_tree.workers.pool_member import Job, PoolMember, TaskFailed, register_task
+from supervisor_tree.workers.pool_state import Kind, Member, Request, State, Ticket
 
 __all__ = ["PoolManager", "PoolMember", "PoolClient", "Lease", "PoolTimeout", "MemberExited", "TaskFailed",
            "register_task"]
@@ -71,55 +72,6 @@ log = logging.getLogger(__name__)
 _REAP = ("pool", "reap")
 _OVERFLOW = ("pool", "overflow")
 _ASSIGN = ("pool", "assign")
-SPREAD_S = 200e-6  # a batch shorter than this (in task time) costs more to hand over than it runs: not split finer
-
-
-class State(enum.Enum):
-    IDLE = "idle"
-    BUSY = "busy"  # running a job
-    OUT = "out"  # checked out
-    DOWN = "down"  # exited; its supervisor restarts it
-
-
-class Kind(enum.Enum):
-    CHECKOUT = "checkout"
-    RUN = "run"
-    RUN_MANY = "run_many"
-
-
-@dataclass(slots=True, eq=False)  # identity: a request is found in the waiting line by itself
-class Request:
-    """A request waiting for a member (every request passes through the waiting line)."""
-
-    kind: Kind
-    token: Token
-    deadline: float | None
-    task: str = ""
-    args: Any = ()
-    chunk: int = 1
-    holder: int | None = None  # checkout: the pid whose death checks the member back in
-
-
-@dataclass(slots=True)
-class Member:
-    key: str
-    pid: int
-    generation: int
-    overflow: bool
-    state: State = State.IDLE
-    jobs: list[tuple[int, int]] = field(default_factory=list)  # (ticket, chunk) of the batch it runs, while busy
-    holder: tuple[int | None, int] | None = None  # (pid, ref) while out; pid None: no holder watched
-    idle_since: float = 0.0
-
-
-@dataclass(slots=True)
-class Ticket:
-    token: Token
-    task: str
-    many: bool
-    results: list[Any] = field(default_factory=list)
-    pending: int = 0
-    direct: bool = False  # one member answers the caller itself; the manager only answers its death
 
 
 class PoolManager(Component):
@@ -135,18 +87,21 @@ class PoolManager(Component):
     Init args: members (the simple_one_for_one supervisor's id), size (10),
     max_overflow (5), overflow_ttl (s an idle overflow member lives, 1.0),
     member_args (extra args for each member), events_poll (s, 0.02),
-    batch (runs handed to one member at once when runs outnumber free members, 32).
+    batch (at most this many runs handed to one member at once, 32), spread (s: runs are handed out
+    together only as many as run in this long, by the members' reports of late, 200e-6).
     """
 
     idempotent_calls = frozenset({"stats"})  # a task may not be: `call(..., idempotent=True)` for one that is
 
     def init(self, members: str = "pool_members", size: int = 10, max_overflow: int = 5, overflow_ttl: float = 1.0,
-             member_args: dict[str, Any] | None = None, events_poll: float = 0.02, batch: int = 32) -> None:
+             member_args: dict[str, Any] | None = None, events_poll: float = 0.02, batch: int = 32,
+             spread: float = 200e-6) -> None:
         if size < 1 or max_overflow < 0 or batch < 1:
             raise ValueError(f"size and batch must be >= 1 and max_overflow >= 0; got size={size}, batch={batch}, "
                              f"max_overflow={max_overflow}")
         self.batch = batch
-        self.task_s = 1e-3  # what a task takes (members report it): assume slow until they say
+        self.spread = spread
+        self.task_s = 1e-3  # what a run takes lately (members report it): one per member until they say less
         self.sup, self.size, self.max_overflow, self.overflow_ttl = members, size, max_overflow, overflow_ttl
         self.member_args = dict(member_args or {})
         self.members: dict[str, Member] = {}
@@ -154,7 +109,7 @@ class PoolManager(Component):
         self.waiting: deque[Request] = deque()
         self.tickets: dict[int, Ticket] = {}
         self.refs = itertools.count(1)
-        self.counts = {"tasks": 0, "batches": 0, "checkouts": 0, "member_exits": 0, "overflow_started": 0, "reaped": 0}
+        self.counts = {"tasks": 0, "handoffs": 0, "batches": 0, "checkouts": 0, "member_exits": 0, "overflow_started": 0, "reaped": 0}
         self.reap_armed = self.overflow_armed = self.assign_armed = False
         self.events = NodeEvents(self, kinds=("exited", "started"))
         self.holders = PidWatch()
@@ -215,7 +170,7 @@ class PoolManager(Component):
 
     def op_done(self, key: str, generation: int, done: list[tuple[int, int, bool, Any]], seconds: float = 0.0) -> None:
         if done:  # what one task takes, on average lately (seconds: the batch's run time)
-            self.task_s += (max(seconds / len(done), 1e-7) - self.task_s) * min(1.0, len(done) / 64)
+            self.task_s += (max(seconds / len(done), 1e-7) - self.task_s) * min(1.0, len(done) / 16)
         member = self.members.get(key)
         if member is not None and member.generation == generation and member.state is State.BUSY:
             self._release(member)
@@ -284,10 +239,8 @@ class PoolManager(Component):
                     return
             kind = waiting[0].kind
             if kind is Kind.RUN:
-                # Shared evenly over the free members, unless a share would be shorter than
-                # handing it over costs (tasks of a few microseconds): then fewer, fuller batches.
-                even = -(-len(waiting) // len(self.idle))
-                self._dispatch_runs(min(self.batch, max(even, int(SPREAD_S / self.task_s))))
+                # One run per member unless runs are short (lately): then as many as run in `spread`.
+                self._dispatch_runs(min(self.batch, max(1, int(self.spread / self.task_s))))
                 continue
             r = waiting.popleft()
             if kind is Kind.CHECKOUT:
@@ -311,6 +264,7 @@ class PoolManager(Component):
             tickets[tid] = Ticket(r.token, r.task, False, direct=True)
             jobs.append((tid, 0, r.task, r.args, False, r.token, r.deadline))
         self.counts["tasks"] += len(jobs)
+        self.counts["handoffs"] += 1  # messages that carried runs to members: tasks / handoffs runs per message
         self._send_jobs(member, jobs)
 
     def _dispatch_many(self, token: Token, task: str, args: Any, chunk: int) -> None:
