@@ -49,5 +49,5 @@ def pool_toml(
         f'[[tree.children.children.children]]\nid = "{id}_member"\nstart = "supervisor_tree.workers.pool_member:PoolMember"\n'
         f"{_line('shutdown', member_shutdown)}\n"
         f'[[tree.children.children]]\nid = "{id}"\nstart = "supervisor_tree.workers.pool:PoolManager"\n'
-        f"args = {{ {manager_args} }}\n{_line('shutdown', manager_shutdown)}"
+        f"args = {{ {args_toml} }}\n{_line('shutdown', manager_shutdown)}"
     )
