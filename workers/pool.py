@@ -168,9 +168,11 @@ class PoolManager(Component):
         self._release(member)
         return True
 
-    def op_done(self, key: str, generation: int, done: list[tuple[int, int, bool, Any]], seconds: float = 0.0) -> None:
-        if done:  # what one task takes, on average lately (seconds: the batch's run time)
-            self.task_s += (max(seconds / len(done), 1e-7) - self.task_s) * min(1.0, len(done) / 16)
+    def op_done(self, key: str, generation: int, done: list[tuple[int, int, bool, Any]], seconds: float = 0.0,
+                ran: int = 1) -> None:
+        """A member finished its batch: `done` holds the outcomes of run_many parts (the runs it answered
+        itself), `seconds` what the batch's `ran` tasks took."""
+        self.task_s += (max(seconds / max(ran, 1), 1e-7) - self.task_s) * min(1.0, ran / 16)  # what one takes, lately
         member = self.members.get(key)
         if member is not None and member.generation == generation and member.state is State.BUSY:
             self._release(member)
@@ -179,9 +181,7 @@ class PoolManager(Component):
             t = tickets.get(ticket)
             if t is None:
                 continue  # failed already (another chunk's member died, or a task raised)
-            if t.direct:
-                del tickets[ticket]  # the member answered the caller
-            elif not ok:
+            if not ok:
                 del tickets[ticket]
                 self.reply_error(t.token, TaskFailed(f"task {t.task!r} raised {value}"))
             else:
@@ -189,14 +189,15 @@ class PoolManager(Component):
                 t.pending -= 1
                 if t.pending == 0:
                     del tickets[ticket]
-                    self.reply(t.token, [v for part in t.results for v in part] if t.many else t.results[0])
+                    self.reply(t.token, [v for part in t.results for v in part])
 
     def op_stats(self) -> dict[str, Any]:
         states = [m.state for m in self.members.values()]
         return {**self.counts, "size": self.size, "max_overflow": self.max_overflow, "members": len(self.members),
                 "idle": states.count(State.IDLE), "busy": states.count(State.BUSY),
                 "checked_out": states.count(State.OUT), "down": states.count(State.DOWN),
-                "overflow": sum(m.overflow for m in self.members.values()), "waiting": len(self.waiting), "in_flight": len(self.tickets)}
+                "overflow": sum(m.overflow for m in self.members.values()), "waiting": len(self.waiting),
+                "in_flight": sum(len(m.jobs) for m in self.members.values())}
 
     # -- assigning members --
 
@@ -255,14 +256,12 @@ class PoolManager(Component):
 
     def _dispatch_runs(self, share: int) -> None:
         """Hand the next `share` waiting runs (fewer when another kind of request comes first) to one member."""
-        waiting, tickets, refs = self.waiting, self.tickets, self.refs
+        waiting = self.waiting
         member = self.members[self.idle.pop()]
         jobs: list[Job] = []
         while len(jobs) < share and waiting and waiting[0].kind is Kind.RUN:
-            r = waiting.popleft()
-            tid = next(refs)
-            tickets[tid] = Ticket(r.token, r.task, False, direct=True)
-            jobs.append((tid, 0, r.task, r.args, False, r.token, r.deadline))
+            r = waiting.popleft()  # the member answers its caller: the manager keeps the job only for its death
+            jobs.append((0, 0, r.task, r.args, False, r.token, r.deadline))
         self.counts["tasks"] += len(jobs)
         self.counts["handoffs"] += 1  # messages that carried runs to members: tasks / handoffs runs per message
         self._send_jobs(member, jobs)
@@ -271,15 +270,15 @@ class PoolManager(Component):
         parts = max(1, min(len(self.idle), math.ceil(len(args) / chunk)))
         step = math.ceil(len(args) / parts)
         tid = next(self.refs)
-        self.tickets[tid] = Ticket(token, task, True, [None] * parts, parts, direct=parts == 1)
+        if parts > 1:  # one part: the member answers the caller itself, one hop and two pickles fewer
+            self.tickets[tid] = Ticket(token, task, [None] * parts, parts)
         self.counts["batches"] += 1
         for i in range(parts):
-            # One part: the member answers the caller itself, one hop and two pickles fewer.
             job: Job = (tid, i, task, args[i * step:(i + 1) * step], True, token if parts == 1 else None, None)
             self._send_jobs(self.members[self.idle.pop()], [job])
 
     def _send_jobs(self, member: Member, jobs: list[Job]) -> None:
-        member.state, member.jobs = State.BUSY, [(job[0], job[1]) for job in jobs]
+        member.state, member.jobs = State.BUSY, jobs
         try:
             self.cast(member.key, ("jobs", jobs))
         except Exception as exc:  # noqa: BLE001 - dead and not restarted in time: its callers are told
@@ -355,12 +354,13 @@ class PoolManager(Component):
 
     def _member_exited(self, member: Member, reason: object) -> None:
         self.counts["member_exits"] += 1
-        for ticket, _ in member.jobs:
-            t = self.tickets.pop(ticket, None)
-            if t is not None:
-                running = f"while running task {t.task!r}" if len(member.jobs) == 1 else (
-                    f"before answering task {t.task!r} (one of a batch of {len(member.jobs)} it was handed)")
-                self.reply_error(t.token, MemberExited(
+        for ticket, _, task, _, _, caller, _ in member.jobs:
+            t = self.tickets.pop(ticket, None) if caller is None else None
+            token = caller if caller is not None else t.token if t is not None else None
+            if token is not None:  # answered (or failed) already when its ticket is gone
+                running = f"while running task {task!r}" if len(member.jobs) == 1 else (
+                    f"before answering task {task!r} (one of a batch of {len(member.jobs)} it was handed)")
+                self.reply_error(token, MemberExited(
                     f"pool member {member.key!r} (pid {member.pid}, generation {member.generation}) exited {running}: "
                     f"{reason}; its supervisor restarts it"))
         if member.holder is not None:

@@ -114,33 +114,32 @@ class PoolMember(Component):
         done: list[tuple[int, int, bool, Any]] = []
         answers: list[tuple[Any, bool, object]] = []
         clock = time.monotonic
-        held_since = started = clock()
+        started = held_since = clock()
         for i, (ticket, chunk, task, args, many, caller, deadline) in enumerate(jobs):
             self.jobs += 1
-            if i and caller is not None and deadline is not None and deadline <= clock():
-                ok, value = False, None  # it waited behind this batch's earlier jobs for longer than it may
-                err: Exception = PoolTimeout(f"pool member {self.id!r}: no member free in time (task {task!r} waited "
-                                             f"behind {i} earlier task(s) of its batch); raise size or the timeout")
-            else:
-                try:
-                    fn = find_task(task)
-                    ok, value = True, [fn(*a) for a in args] if many else fn(*args)
-                except Exception as exc:  # noqa: BLE001 - the task's failure is its caller's answer, not our crash
-                    ok, value = False, f"{type(exc).__name__}: {exc}"
-                err = TaskFailed(f"task {task!r} raised {value}")
-            if caller is None:
-                done.append((ticket, chunk, ok, value if ok else err.args[0]))
+            now = clock() if i else started
+            if i and caller is not None and deadline is not None and deadline <= now:
+                answers.append((caller, False, PoolTimeout(  # it waited behind this batch's earlier jobs too long
+                    f"pool member {self.id!r}: no member free in time (task {task!r} waited behind {i} earlier "
+                    "task(s) of its batch); raise size or the timeout")))
                 continue
-            done.append((ticket, chunk, ok, None))
-            if not answers:
-                held_since = clock()
-            answers.append((caller, ok, value if ok else err))
-            if i + 1 < len(jobs) and clock() - held_since > HOLD_S:
+            try:
+                fn = find_task(task)
+                ok, value = True, [fn(*a) for a in args] if many else fn(*args)
+            except Exception as exc:  # noqa: BLE001 - the task's failure is its caller's answer, not our crash
+                ok, value = False, f"{type(exc).__name__}: {exc}"
+            if caller is None:
+                done.append((ticket, chunk, ok, value))
+                continue
+            if answers and now - held_since > HOLD_S:  # a slow batch: what is held leaves before the next task
                 self.reply_many(answers)
                 answers = []
+            if not answers:
+                held_since = now
+            answers.append((caller, True, value) if ok else (caller, False, TaskFailed(f"task {task!r} raised {value}")))
         # "done" first: the caller's next request, sent after our answer, then most likely
         # finds the manager knowing that we are free (no needless overflow member).
-        self.cast(self.manager, ("done", self.id, self.generation, done, clock() - started))
+        self.cast(self.manager, ("done", self.id, self.generation, done, clock() - started, len(jobs)))
         if answers:
             self.reply_many(answers)
 

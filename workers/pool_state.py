@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor_tree.workers._component import Token
+from supervisor_tree.workers.pool_member import Job
 
 __all__ = ["State", "Kind", "Request", "Member", "Ticket"]
 
@@ -47,16 +48,16 @@ class Member:
     generation: int
     overflow: bool
     state: State = State.IDLE
-    jobs: list[tuple[int, int]] = field(default_factory=list)  # (ticket, chunk) of the batch it runs, while busy
+    jobs: list[Job] = field(default_factory=list)  # the batch it runs, while busy (answered by it, or at its death)
     holder: tuple[int | None, int] | None = None  # (pid, ref) while out; pid None: no holder watched
     idle_since: float = 0.0
 
 
 @dataclass(slots=True)
 class Ticket:
+    """A run_many split over several members: the parts' values gathered, then one answer."""
+
     token: Token
     task: str
-    many: bool
-    results: list[Any] = field(default_factory=list)
-    pending: int = 0
-    direct: bool = False  # one member answers the caller itself; the manager only answers its death
+    results: list[Any]
+    pending: int
