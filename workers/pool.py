@@ -35,12 +35,14 @@ A caller never hangs on a dead member: its task fails with MemberExited once the
 node reports the exit.  `timeout` bounds the wait for a free member (PoolTimeout);
 how long the task itself may run is the caller's wire timeout.
 
-Batches: runs are short (a few microseconds: handing one to a member costs more than
+Batches: when runs are short (a few microseconds: handing one to a member costs more than
 running it) and outnumber the free members (many callers, or one pipelining them:
 `PoolClient.map`): a free member is handed the next waiting runs, in order, as many as
 run in `spread` seconds by the members' reports of late (at most `batch`), in one
 message; it runs them one by one, answers their callers together (one frame per caller)
-and tells the manager once.  Runs that take longer go one per member (poolboy's way).
+and tells the manager once.  Runs that take longer go one per member (poolboy's way); short
+runs start no overflow member (one frees within `spread`, sooner than a fork).  An answer
+may wait for the next task of its batch (at most `HOLD_S` plus that task's run).
 Each run keeps its own answer: a task that raises fails its caller only; a run still
 waiting in a batch at its deadline is answered PoolTimeout, not run.  A member that dies
 fails with MemberExited every run of its batch it had not answered (each run at most
@@ -375,7 +377,9 @@ class PoolManager(Component):
             return self._assign()
         if msg == _OVERFLOW:
             self.overflow_armed = False
-            return self._assign(overflow=True)
+            # Short runs wait for no fork: batched, a member frees within `spread`.
+            short = bool(self.waiting) and self.waiting[0].kind is Kind.RUN and self.task_s * 2 <= self.spread
+            return None if short else self._assign(overflow=True)  # a done assigns them (_release)
         if msg != _REAP:
             return super().on_info(msg)
         self.reap_armed = False
