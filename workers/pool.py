@@ -149,7 +149,17 @@ class PoolManager(Component):
     # -- requests --
 
     def op_run(self, task: str, args: Any = (), timeout: float | None = DEFAULT_TIMEOUT) -> object:
-        return self._enqueue(Request(Kind.RUN, self.caller(), deadline_of(timeout), task, args))
+        if timeout is None or timeout <= 0 or self._deadline_due is None:
+            return self._enqueue(Request(Kind.RUN, self.caller(), deadline_of(timeout), task, args))
+        # A run that may wait, with the deadline timer armed: `_enqueue`'s waiting case, inlined (a pipelined
+        # burst of runs comes through here; the timer, armed for an earlier deadline, fires before this one).
+        deadline = time.monotonic() + timeout
+        self.waiting.append(Request(Kind.RUN, self.caller(), deadline, task, args))
+        if deadline < self._deadline_due:
+            self.arm_deadline(deadline)
+        if not self.assign_armed:
+            self._assign_soon()
+        return NOREPLY
 
     def op_run_many(self, task: str, args: Any, timeout: float | None = DEFAULT_TIMEOUT, chunk: int = 256) -> object:
         if not isinstance(args, (list, tuple)):
