@@ -81,6 +81,10 @@ class Component(Worker):
 
     def handle_call(self, msg: object) -> object:
         try:
+            if type(msg) is tuple and msg:  # the typed clients' positional form: no dict, no slice kept
+                fn = self._ops.get(msg[0])
+                if fn is not None:
+                    return fn(self, *msg[1:])
             fn, args, kwargs = self._bind(msg)
             return fn(self, *args, **kwargs)
         except Refused as exc:

@@ -48,4 +48,9 @@ def typed_future(fut: concurrent.futures.Future[Any], errors: dict[str, type[Exc
 
 def typed_list(results: list[Any], errors: dict[str, type[Exception]], kind: type[_T] | None, what: str) -> list[Any]:
     """`call_many(..., return_exceptions=True)`'s results, typed; the first failure (by position) is raised."""
+    if kind is None:
+        if not any(isinstance(value, BaseException) for value in results):
+            return results  # nothing failed and any reply will do: the list as it came
+    elif all(type(value) is kind for value in results):
+        return results  # each exactly of the expected kind (else `_typed` says which is not, or raises the failure)
     return [_typed(value, errors, kind, what) for value in results]

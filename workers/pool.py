@@ -34,23 +34,37 @@ then the manager (one_for_all: the manager's state is only good with its members
 A caller never hangs on a dead member: its task fails with MemberExited once the
 node reports the exit.  `timeout` bounds the wait for a free member (PoolTimeout);
 how long the task itself may run is the caller's wire timeout.
+
+Batches: when runs are short (a few microseconds: handing one to a member costs more than
+running it) and outnumber the free members (many callers, or one pipelining them:
+`PoolClient.map`): a free member is handed the next waiting runs, in order, as many as
+run in `spread` seconds by the members' reports of late (at most `batch`), in one
+message; it runs them one by one, answers their callers together (one frame per caller)
+and tells the manager once.  Runs that take longer go one per member (poolboy's way); short
+runs start no overflow member (one frees within `spread`, sooner than a fork).  An answer
+may wait for the next task of its batch (at most `HOLD_S` plus that task's run).
+Each run keeps its own answer: a task that raises fails its caller only; a run still
+waiting in a batch at its deadline is answered PoolTimeout, not run.  A member that dies
+fails with MemberExited every run of its batch it had not answered (each run at most
+once, never run again elsewhere).  Assignment happens after the messages at hand were
+handled (a calls frame of 100 runs is shared out as a whole).  `batch = 1`: never more
+than one run per member.
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor_tree import NOREPLY
 from supervisor_tree.workers._component import BadRequest, Component, NodeEvents, PidWatch, Token, deadline_of
 from supervisor_tree.workers.pool_client import DEFAULT_TIMEOUT, Lease, MemberExited, PoolClient, PoolTimeout
-from supervisor_tree.workers.pool_member import PoolMember, TaskFailed, register_task
+from supervisor_tree.workers.pool_member import Job, PoolMember, TaskFailed, register_task
+from supervisor_tree.workers.pool_state import Kind, Member, Request, State, Ticket
 
 __all__ = ["PoolManager", "PoolMember", "PoolClient", "Lease", "PoolTimeout", "MemberExited", "TaskFailed",
            "register_task"]
@@ -59,54 +73,7 @@ log = logging.getLogger(__name__)
 
 _REAP = ("pool", "reap")
 _OVERFLOW = ("pool", "overflow")
-
-
-class State(enum.Enum):
-    IDLE = "idle"
-    BUSY = "busy"  # running a job
-    OUT = "out"  # checked out
-    DOWN = "down"  # exited; its supervisor restarts it
-
-
-class Kind(enum.Enum):
-    CHECKOUT = "checkout"
-    RUN = "run"
-    RUN_MANY = "run_many"
-
-
-@dataclass(slots=True, eq=False)  # identity: a request is found in the waiting line by itself
-class Request:
-    """A request waiting for a member (every request passes through the waiting line)."""
-
-    kind: Kind
-    token: Token
-    deadline: float | None
-    task: str = ""
-    args: Any = ()
-    chunk: int = 1
-    holder: int | None = None  # checkout: the pid whose death checks the member back in
-
-
-@dataclass(slots=True)
-class Member:
-    key: str
-    pid: int
-    generation: int
-    overflow: bool
-    state: State = State.IDLE
-    job: tuple[int, int] | None = None  # (ticket, chunk) while busy
-    holder: tuple[int | None, int] | None = None  # (pid, ref) while out; pid None: no holder watched
-    idle_since: float = 0.0
-
-
-@dataclass(slots=True)
-class Ticket:
-    token: Token
-    task: str
-    many: bool
-    results: list[Any] = field(default_factory=list)
-    pending: int = 0
-    direct: bool = False  # one member answers the caller itself; the manager only answers its death
+_ASSIGN = ("pool", "assign")
 
 
 class PoolManager(Component):
@@ -121,15 +88,22 @@ class PoolManager(Component):
 
     Init args: members (the simple_one_for_one supervisor's id), size (10),
     max_overflow (5), overflow_ttl (s an idle overflow member lives, 1.0),
-    member_args (extra args for each member), events_poll (s, 0.02).
+    member_args (extra args for each member), events_poll (s, 0.02),
+    batch (at most this many runs handed to one member at once, 32), spread (s: runs are handed out
+    together only as many as run in this long, by the members' reports of late, 200e-6).
     """
 
     idempotent_calls = frozenset({"stats"})  # a task may not be: `call(..., idempotent=True)` for one that is
 
     def init(self, members: str = "pool_members", size: int = 10, max_overflow: int = 5, overflow_ttl: float = 1.0,
-             member_args: dict[str, Any] | None = None, events_poll: float = 0.02) -> None:
-        if size < 1 or max_overflow < 0:
-            raise ValueError(f"size must be >= 1 and max_overflow >= 0; got size={size}, max_overflow={max_overflow}")
+             member_args: dict[str, Any] | None = None, events_poll: float = 0.02, batch: int = 32,
+             spread: float = 200e-6) -> None:
+        if size < 1 or max_overflow < 0 or batch < 1:
+            raise ValueError(f"size and batch must be >= 1 and max_overflow >= 0; got size={size}, batch={batch}, "
+                             f"max_overflow={max_overflow}")
+        self.batch = batch
+        self.spread = spread
+        self.task_s = 1e-3  # what a run takes lately (members report it): one per member until they say less
         self.sup, self.size, self.max_overflow, self.overflow_ttl = members, size, max_overflow, overflow_ttl
         self.member_args = dict(member_args or {})
         self.members: dict[str, Member] = {}
@@ -137,8 +111,8 @@ class PoolManager(Component):
         self.waiting: deque[Request] = deque()
         self.tickets: dict[int, Ticket] = {}
         self.refs = itertools.count(1)
-        self.counts = {"tasks": 0, "batches": 0, "checkouts": 0, "member_exits": 0, "overflow_started": 0, "reaped": 0}
-        self.reap_armed = self.overflow_armed = False
+        self.counts = {"tasks": 0, "handoffs": 0, "batches": 0, "checkouts": 0, "member_exits": 0, "overflow_started": 0, "reaped": 0}
+        self.reap_armed = self.overflow_armed = self.assign_armed = False
         self.events = NodeEvents(self, kinds=("exited", "started"))
         self.holders = PidWatch()
         self.counts["adopted"] = self._adopt()
@@ -175,7 +149,17 @@ class PoolManager(Component):
     # -- requests --
 
     def op_run(self, task: str, args: Any = (), timeout: float | None = DEFAULT_TIMEOUT) -> object:
-        return self._enqueue(Request(Kind.RUN, self.caller(), deadline_of(timeout), task, args))
+        if timeout is None or timeout <= 0 or self._deadline_due is None:
+            return self._enqueue(Request(Kind.RUN, self.caller(), deadline_of(timeout), task, args))
+        # A run that may wait, with the deadline timer armed: `_enqueue`'s waiting case, inlined (a pipelined
+        # burst of runs comes through here; the timer, armed for an earlier deadline, fires before this one).
+        deadline = time.monotonic() + timeout
+        self.waiting.append(Request(Kind.RUN, self.caller(), deadline, task, args))
+        if deadline < self._deadline_due:
+            self.arm_deadline(deadline)
+        if not self.assign_armed:
+            self._assign_soon()
+        return NOREPLY
 
     def op_run_many(self, task: str, args: Any, timeout: float | None = DEFAULT_TIMEOUT, chunk: int = 256) -> object:
         if not isinstance(args, (list, tuple)):
@@ -196,54 +180,66 @@ class PoolManager(Component):
         self._release(member)
         return True
 
-    def op_done(self, key: str, generation: int, ticket: int, chunk: int, ok: bool, value: Any) -> None:
+    def op_done(self, key: str, generation: int, done: list[tuple[int, int, bool, Any]], seconds: float = 0.0,
+                ran: int = 1) -> None:
+        """A member finished its batch: `done` holds the outcomes of run_many parts (the runs it answered
+        itself), `seconds` what the batch's `ran` tasks took."""
+        self.task_s += (max(seconds / max(ran, 1), 1e-7) - self.task_s) * min(1.0, ran / 16)  # what one takes, lately
         member = self.members.get(key)
         if member is not None and member.generation == generation and member.state is State.BUSY:
             self._release(member)
-        t = self.tickets.get(ticket)
-        if t is None:
-            return  # failed already (another chunk's member died, or a task raised)
-        if t.direct:
-            del self.tickets[ticket]  # the member answered the caller
-            return
-        if not ok:
-            del self.tickets[ticket]
-            self.reply_error(t.token, TaskFailed(f"task {t.task!r} raised {value}"))
-            return
-        t.results[chunk] = value
-        t.pending -= 1
-        if t.pending == 0:
-            del self.tickets[ticket]
-            self.reply(t.token, [v for part in t.results for v in part] if t.many else t.results[0])
+        tickets = self.tickets
+        for ticket, chunk, ok, value in done:
+            t = tickets.get(ticket)
+            if t is None:
+                continue  # failed already (another chunk's member died, or a task raised)
+            if not ok:
+                del tickets[ticket]
+                self.reply_error(t.token, TaskFailed(f"task {t.task!r} raised {value}"))
+            else:
+                t.results[chunk] = value
+                t.pending -= 1
+                if t.pending == 0:
+                    del tickets[ticket]
+                    self.reply(t.token, [v for part in t.results for v in part])
 
     def op_stats(self) -> dict[str, Any]:
         states = [m.state for m in self.members.values()]
         return {**self.counts, "size": self.size, "max_overflow": self.max_overflow, "members": len(self.members),
                 "idle": states.count(State.IDLE), "busy": states.count(State.BUSY),
                 "checked_out": states.count(State.OUT), "down": states.count(State.DOWN),
-                "overflow": sum(m.overflow for m in self.members.values()), "waiting": len(self.waiting), "in_flight": len(self.tickets)}
+                "overflow": sum(m.overflow for m in self.members.values()), "waiting": len(self.waiting),
+                "in_flight": sum(len(m.jobs) for m in self.members.values())}
 
     # -- assigning members --
 
     def _enqueue(self, request: Request) -> object:
         self.waiting.append(request)
-        self._assign()
-        if request not in self.waiting:
-            return NOREPLY
         deadline = request.deadline
-        if deadline is not None and deadline <= time.monotonic():
-            self._assign(overflow=True)  # a request that cannot wait takes an overflow member now
+        if deadline is None or deadline > time.monotonic():
+            if deadline is not None:
+                self.arm_deadline(deadline)
+            self._assign_soon()
+            return NOREPLY
+        self._assign()  # a request that cannot wait is served now, or refused
+        if request in self.waiting:
+            self._assign(overflow=True)  # it takes an overflow member now
             if request in self.waiting:
                 self.waiting.remove(request)
                 self._forget_holder(request.holder, None)
                 raise PoolTimeout(self._busy_text())
-        elif deadline is not None:
-            self.arm_deadline(deadline)
         return NOREPLY
+
+    def _assign_soon(self) -> None:
+        """Assign once the messages at hand were handled: a burst of runs is shared out as a whole."""
+        if not self.assign_armed and self.waiting:
+            self.assign_armed = True
+            self.send_after(0, _ASSIGN)
 
     def _assign(self, overflow: bool = False) -> None:
         """Serve waiting requests in order while members are free (or overflow may start)."""
-        while self.waiting:
+        waiting = self.waiting
+        while waiting:
             if not self.idle:
                 # Start an overflow member only after the messages already here were
                 # handled: a "done" among them frees a member without a fork.
@@ -254,8 +250,13 @@ class PoolManager(Component):
                     return
                 if not self._start_overflow():
                     return
-            r = self.waiting.popleft()
-            if r.kind is Kind.CHECKOUT:
+            kind = waiting[0].kind
+            if kind is Kind.RUN:
+                # One run per member unless runs are short (lately): then as many as run in `spread`.
+                self._dispatch_runs(min(self.batch, max(1, int(self.spread / self.task_s))))
+                continue
+            r = waiting.popleft()
+            if kind is Kind.CHECKOUT:
                 member = self.members[self.idle.pop()]
                 ref = next(self.refs)
                 member.state, member.holder = State.OUT, (r.holder, ref)
@@ -263,33 +264,46 @@ class PoolManager(Component):
                 lease: Lease = {"member": member.key, "ref": ref}
                 self.reply(r.token, lease)
             else:
-                self._dispatch(r.token, r.task, r.args if r.kind is Kind.RUN_MANY else [r.args],
-                               many=r.kind is Kind.RUN_MANY, chunk=r.chunk)
+                self._dispatch_many(r.token, r.task, r.args, r.chunk)
 
-    def _dispatch(self, token: Token, task: str, args: Any, many: bool, chunk: int) -> None:
-        parts = max(1, min(len(self.idle), math.ceil(len(args) / chunk))) if many else 1
+    def _dispatch_runs(self, share: int) -> None:
+        """Hand the next `share` waiting runs (fewer when another kind of request comes first) to one member."""
+        waiting = self.waiting
+        member = self.members[self.idle.pop()]
+        jobs: list[Job] = []
+        while len(jobs) < share and waiting and waiting[0].kind is Kind.RUN:
+            r = waiting.popleft()  # the member answers its caller: the manager keeps the job only for its death
+            jobs.append((0, 0, r.task, r.args, False, r.token, r.deadline))
+        self.counts["tasks"] += len(jobs)
+        self.counts["handoffs"] += 1  # messages that carried runs to members: tasks / handoffs runs per message
+        self._send_jobs(member, jobs)
+
+    def _dispatch_many(self, token: Token, task: str, args: Any, chunk: int) -> None:
+        parts = max(1, min(len(self.idle), math.ceil(len(args) / chunk)))
         step = math.ceil(len(args) / parts)
         tid = next(self.refs)
-        self.tickets[tid] = Ticket(token, task, many, [None] * parts, parts, direct=parts == 1)
-        self.counts["tasks" if not many else "batches"] += 1
+        if parts > 1:  # one part: the member answers the caller itself, one hop and two pickles fewer
+            self.tickets[tid] = Ticket(token, task, [None] * parts, parts)
+        self.counts["batches"] += 1
         for i in range(parts):
-            member = self.members[self.idle.pop()]
-            member.state, member.job = State.BUSY, (tid, i)
-            job = args[i * step:(i + 1) * step] if many else args[0]
-            # One part: the member answers the caller itself, one hop and two pickles fewer.
-            try:
-                self.cast(member.key, ("job", tid, i, task, job, many, token if parts == 1 else None))
-            except Exception as exc:  # noqa: BLE001 - dead and not restarted in time: its caller is told
-                self._member_exited(member, f"unreachable ({exc})")
+            job: Job = (tid, i, task, args[i * step:(i + 1) * step], True, token if parts == 1 else None, None)
+            self._send_jobs(self.members[self.idle.pop()], [job])
+
+    def _send_jobs(self, member: Member, jobs: list[Job]) -> None:
+        member.state, member.jobs = State.BUSY, jobs
+        try:
+            self.cast(member.key, ("jobs", jobs))
+        except Exception as exc:  # noqa: BLE001 - dead and not restarted in time: its callers are told
+            self._member_exited(member, f"unreachable ({exc})")
 
     def _release(self, member: Member) -> None:
         if member.holder is not None:
             self._forget_holder(member.holder[0], member)
-        member.state, member.job, member.holder = State.IDLE, None, None
+        member.state, member.jobs, member.holder = State.IDLE, [], None
         member.idle_since = time.monotonic()
         self.idle.append(member.key)
         if self.waiting:
-            self._assign()
+            self._assign_soon()
         elif member.overflow and not self.reap_armed:
             self.reap_armed = True
             self.send_after(self.overflow_ttl, _REAP)
@@ -352,22 +366,30 @@ class PoolManager(Component):
 
     def _member_exited(self, member: Member, reason: object) -> None:
         self.counts["member_exits"] += 1
-        if member.job is not None:
-            t = self.tickets.pop(member.job[0], None)
-            if t is not None:
-                self.reply_error(t.token, MemberExited(
-                    f"pool member {member.key!r} (pid {member.pid}, generation {member.generation}) exited while "
-                    f"running task {t.task!r}: {reason}; its supervisor restarts it"))
+        for ticket, _, task, _, _, caller, _ in member.jobs:
+            t = self.tickets.pop(ticket, None) if caller is None else None
+            token = caller if caller is not None else t.token if t is not None else None
+            if token is not None:  # answered (or failed) already when its ticket is gone
+                running = f"while running task {task!r}" if len(member.jobs) == 1 else (
+                    f"before answering task {task!r} (one of a batch of {len(member.jobs)} it was handed)")
+                self.reply_error(token, MemberExited(
+                    f"pool member {member.key!r} (pid {member.pid}, generation {member.generation}) exited {running}: "
+                    f"{reason}; its supervisor restarts it"))
         if member.holder is not None:
             self._forget_holder(member.holder[0], member)
         if member.key in self.idle:
             self.idle.remove(member.key)
-        member.state, member.job, member.holder = State.DOWN, None, None
+        member.state, member.jobs, member.holder = State.DOWN, [], None
 
     def on_info(self, msg: object) -> None:
+        if msg == _ASSIGN:
+            self.assign_armed = False
+            return self._assign()
         if msg == _OVERFLOW:
             self.overflow_armed = False
-            return self._assign(overflow=True)
+            # Short runs wait for no fork: batched, a member frees within `spread`.
+            short = bool(self.waiting) and self.waiting[0].kind is Kind.RUN and self.task_s * 2 <= self.spread
+            return None if short else self._assign(overflow=True)  # a done assigns them (_release)
         if msg != _REAP:
             return super().on_info(msg)
         self.reap_armed = False

@@ -22,15 +22,11 @@ from typing import Any, TypedDict, cast
 from supervisor_tree.client import CallError, Client
 from supervisor_tree.workers._component import BadRequest, Refused, expect, reraise
 from supervisor_tree.workers._pipelined import typed_future, typed_list
-from supervisor_tree.workers.pool_member import TaskFailed
+from supervisor_tree.workers.pool_member import PoolTimeout, TaskFailed
 
 __all__ = ["PoolClient", "Lease", "PoolTimeout", "MemberExited", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 5.0  # s a request may wait for a free member
-
-
-class PoolTimeout(Refused):
-    """No member was free within the request's timeout."""
 
 
 class MemberExited(Refused):

@@ -1,7 +1,7 @@
 """A pooled worker process (poolboy's worker), and the tasks it can run by name.
 
-Owns running one job for the pool manager and telling it the outcome, and the
-table of built-in tasks.  Subclass `PoolMember` to give members state (a
+Owns running the jobs the pool manager hands it (one, or a batch in order when tasks
+outnumber free members) and telling it the outcome, and the table of built-in tasks.  Subclass `PoolMember` to give members state (a
 connection...) and ops of your own for callers that check a member out.
 
     # a task is "module:function" (imported in the member) or a built-in name:
@@ -22,11 +22,20 @@ from typing import Any
 
 from supervisor_tree.workers._component import Component, Refused
 
-__all__ = ["PoolMember", "TaskFailed", "register_task", "find_task", "TASKS"]
+__all__ = ["PoolMember", "TaskFailed", "PoolTimeout", "Job", "register_task", "find_task", "TASKS"]
+
+HOLD_S = 1e-3  # a batch's answers are held at most this long (then sent), so a slow task delays no earlier answer
+
+Job = tuple[int, int, str, Any, bool, Any, "float | None"]
+"""(ticket, chunk, task, args, many, caller token or None, deadline or None): one job of a batch (workers/pool.py)."""
 
 
 class TaskFailed(Refused):
     """The task raised (the member lives on), or names nothing that can run."""
+
+
+class PoolTimeout(Refused):
+    """No member was free within the request's timeout."""
 
 
 def _echo(*args: Any) -> Any:
@@ -88,7 +97,7 @@ class PoolMember(Component):
     """One pooled process.  Started by the pool manager through the members'
     simple_one_for_one supervisor, with `manager` (the manager's id) in its args.
 
-    Ops: job(...) (cast from the manager: run and report), run(task, args=[])
+    Ops: jobs([...]) (cast from the manager: run and report), run(task, args=[])
     (a call from whoever checked this member out), info().
     """
 
@@ -97,25 +106,42 @@ class PoolMember(Component):
         self.args = args
         self.jobs = 0
 
-    def op_job(self, ticket: int, chunk: int, task: str, args: Any, many: bool, caller: Any = None) -> None:
-        """Run a job; answer `caller` directly when given (OTP's gen_server:reply from another
-        process), else send the value to the manager; either way tell the manager we are free."""
-        self.jobs += 1
-        try:
-            fn = find_task(task)
-            ok, value = True, [fn(*a) for a in args] if many else fn(*args)
-        except Exception as exc:  # noqa: BLE001 - the task's failure is its caller's answer, not our crash
-            ok, value = False, f"{type(exc).__name__}: {exc}"
-        if caller is None:
-            self.cast(self.manager, ("done", self.id, self.generation, ticket, chunk, ok, value))
-            return
+    def op_jobs(self, jobs: list[Job]) -> None:
+        """Run a batch of jobs in order.  A job with a `caller` is answered to it directly (OTP's
+        gen_server:reply from another process), the answers to one caller together (`reply_many`);
+        the others' values go to the manager.  One "done" tells the manager the outcome and that we
+        are free.  A job still waiting here at its deadline is answered PoolTimeout, not run."""
+        done: list[tuple[int, int, bool, Any]] = []
+        answers: list[tuple[Any, bool, object]] = []
+        clock = time.monotonic
+        started = held_since = clock()
+        for i, (ticket, chunk, task, args, many, caller, deadline) in enumerate(jobs):
+            self.jobs += 1
+            now = clock() if i else started
+            if i and caller is not None and deadline is not None and deadline <= now:
+                answers.append((caller, False, PoolTimeout(  # it waited behind this batch's earlier jobs too long
+                    f"pool member {self.id!r}: no member free in time (task {task!r} waited behind {i} earlier "
+                    "task(s) of its batch); raise size or the timeout")))
+                continue
+            try:
+                fn = find_task(task)
+                ok, value = True, [fn(*a) for a in args] if many else fn(*args)
+            except Exception as exc:  # noqa: BLE001 - the task's failure is its caller's answer, not our crash
+                ok, value = False, f"{type(exc).__name__}: {exc}"
+            if caller is None:
+                done.append((ticket, chunk, ok, value))
+                continue
+            if answers and now - held_since > HOLD_S:  # a slow batch: what is held leaves before the next task
+                self.reply_many(answers)
+                answers = []
+            if not answers:
+                held_since = now
+            answers.append((caller, True, value) if ok else (caller, False, TaskFailed(f"task {task!r} raised {value}")))
         # "done" first: the caller's next request, sent after our answer, then most likely
         # finds the manager knowing that we are free (no needless overflow member).
-        self.cast(self.manager, ("done", self.id, self.generation, ticket, chunk, ok, None))
-        if ok:
-            self.reply(caller, value)
-        else:
-            self.reply_error(caller, TaskFailed(f"task {task!r} raised {value}"))
+        self.cast(self.manager, ("done", self.id, self.generation, done, clock() - started, len(jobs)))
+        if answers:
+            self.reply_many(answers)
 
     def op_run(self, task: str, args: Any = ()) -> Any:
         self.jobs += 1

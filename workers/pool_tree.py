@@ -32,12 +32,15 @@ def pool_toml(
     period: int | None = 10,
     member_shutdown: object = 2000,
     manager_shutdown: object = 5000,
+    manager_args: dict[str, object] | None = None,
 ) -> str:
-    """A `[[tree.children]]` entry of the root declaring a pool (see the module docstring)."""
-    args = {"members": f"{id}_members", "size": size, "max_overflow": max_overflow}
+    """A `[[tree.children]]` entry of the root declaring a pool (see the module docstring); `manager_args`:
+    more of the manager's init args (batch, spread, ...: workers/pool.py)."""
+    args: dict[str, object] = {"members": f"{id}_members", "size": size, "max_overflow": max_overflow}
     if overflow_ttl is not None:
         args["overflow_ttl"] = overflow_ttl
-    manager_args = ", ".join(f"{k} = {json.dumps(v)}" for k, v in args.items())
+    args.update(manager_args or {})
+    args_toml = ", ".join(f"{k} = {json.dumps(v)}" for k, v in args.items())
     return (
         f'[[tree.children]]\nid = "{id}_sup"\ntype = "supervisor"\nstrategy = "one_for_all"\n'
         f"{_line('intensity', intensity)}{_line('period', period)}\n"
@@ -46,5 +49,5 @@ def pool_toml(
         f'[[tree.children.children.children]]\nid = "{id}_member"\nstart = "supervisor_tree.workers.pool_member:PoolMember"\n'
         f"{_line('shutdown', member_shutdown)}\n"
         f'[[tree.children.children]]\nid = "{id}"\nstart = "supervisor_tree.workers.pool:PoolManager"\n'
-        f"args = {{ {manager_args} }}\n{_line('shutdown', manager_shutdown)}"
+        f"args = {{ {args_toml} }}\n{_line('shutdown', manager_shutdown)}"
     )

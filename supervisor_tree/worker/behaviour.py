@@ -160,6 +160,21 @@ class Worker:
         assert loop is not None, "reply_error() is only available inside a running worker"
         loop.reply_error(token, exc)
 
+    def reply_many(self, answers: list[tuple[tuple[bytes, bytes], bool, object]]) -> None:
+        """Answer several deferred calls: (token, ok, value or the exception) each, in order; the answers
+        to one caller leave in one frame (a pipelining caller reads one message, not one per answer)."""
+        loop = self._st_loop
+        assert loop is not None, "reply_many() is only available inside a running worker"
+        many = getattr(loop, "reply_many", None)
+        if many is not None:
+            return many(answers)  # type: ignore[no-any-return]
+        for token, ok, value in answers:  # a loop without it (asyncio's): one frame each
+            if ok:
+                loop.reply(token, value)
+            else:
+                loop.reply_error(token, value if isinstance(value, BaseException) else RuntimeError(str(value)))
+        return None
+
     def send_after(self, seconds: float, msg: object) -> int:
         """Deliver `msg` to handle_info after `seconds` (erlang:send_after).  Returns a timer id."""
         loop = self._st_loop

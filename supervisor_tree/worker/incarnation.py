@@ -40,7 +40,7 @@ from supervisor_tree.worker.control import serve_control
 from supervisor_tree.worker.exits import exit_status, write_reason
 from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
 from supervisor_tree.worker.mailbox import Backlog
-from supervisor_tree.worker.replies import HeldReplies, serve_calls
+from supervisor_tree.worker.replies import HeldReplies, send_answers, serve_calls
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
 from supervisor_tree.worker.standby import INBOUND_RECONNECT_MS, Prepared, control_socket, mailbox_socket, prepare
 from supervisor_tree.worker.timers import Timers
@@ -55,10 +55,6 @@ EXIT_LINGER_MS = 200  # how long the last replies and notices may take to leave 
 
 class _StopRequested(BaseException):
     """Raised in the main thread by SIGTERM when the worker does not trap exits."""
-
-
-# ---------------------------------------------------------------------------
-# One incarnation
 
 
 class Incarnation:
@@ -377,6 +373,9 @@ class Incarnation:
 
     def reply_error(self, token: tuple[bytes, bytes], exc: BaseException) -> None:
         self._reply_error(token[1], token[0], exc)
+
+    def reply_many(self, answers: list[tuple[tuple[bytes, bytes], bool, object]]) -> None:
+        send_answers(self.replies.send, self.key, self._reply_ok, answers)
 
     def _reply_error(self, reply_to: bytes, ref8: bytes, exc: BaseException) -> None:
         self.replies.send(reply_to, channel.reply_frame(self.key, ref8, False, channel.RemoteError.from_exception(exc)))

@@ -8,7 +8,9 @@ sees the worker exit).  Their replies are held (`HeldReplies`) and leave togethe
 next call once the oldest waited `MAX_HOLD_NS`.  One frame back instead of one per
 reply: the sends, not the handlers, are what a burst of small calls costs (DESIGN.md:
 batch by serialization, not by frames).  A call that came alone is answered at once by
-the loop (incarnation.py), never held.  Must not touch the mailbox.
+the loop (incarnation.py), never held.  `send_answers`: deferred answers a handler gives together
+(`Worker.reply_many`, e.g. a pool member's batch of tasks), one frame per caller.  Must
+not touch the mailbox.
 
     held = HeldReplies(replies.send, key, loop._reply_ok)
     held.hold(reply_to, ref8, value, now_ns)
@@ -22,11 +24,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from supervisor_tree.wire.auth import FrameKey
-from supervisor_tree.wire.frames import encode_replies, split_calls
+from supervisor_tree.wire.frames import RemoteError, encode_replies, reply_frame, split_calls
 from supervisor_tree.worker.behaviour import NOREPLY
 from supervisor_tree.worker.heartbeat import LAT_MASK
 
-__all__ = ["HeldReplies", "MAX_HELD", "MAX_HOLD_NS", "serve_calls"]
+__all__ = ["HeldReplies", "MAX_HELD", "MAX_HOLD_NS", "serve_calls", "send_answers"]
 
 MAX_HELD = 128  # replies to one caller in one frame at most
 MAX_HOLD_NS = 1_000_000  # 1 ms: held longer than this, they leave before the next call is handled
@@ -70,6 +72,29 @@ class HeldReplies:
                 return
         for ref8, value in items:
             self._send(reply_to, self._one(ref8, value))
+
+
+def send_answers(send: Callable[[bytes, bytes], object], key: FrameKey, one: Callable[[bytes, object], bytes],
+                 answers: list[tuple[tuple[bytes, bytes], bool, object]]) -> None:
+    """Deferred calls answered together (`Worker.reply_many`): (token, ok, value or the exception) each; the
+    answers to one caller leave in one frame (`encode_replies`), in the order given."""
+    by_caller: dict[bytes, list[tuple[int, bool, object]]] = {}
+    for (ref8, reply_to), ok, value in answers:
+        if not ok:
+            value = RemoteError.from_exception(value) if isinstance(value, BaseException) else RemoteError("Error", str(value))
+        by_caller.setdefault(reply_to, []).append((int.from_bytes(ref8, "little"), ok, value))
+    for reply_to, items in by_caller.items():
+        if len(items) > 1:
+            try:
+                frame = encode_replies(key, items)
+            except Exception:  # noqa: BLE001 - a value that does not pickle: each reply alone says which
+                pass
+            else:
+                send(reply_to, frame)
+                continue
+        for ref, ok, value in items:
+            ref8 = ref.to_bytes(8, "little")
+            send(reply_to, one(ref8, value) if ok else reply_frame(key, ref8, False, value))
 
 
 class _Loop(Protocol):

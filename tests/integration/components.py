@@ -34,9 +34,9 @@ def worker(id: str, start: str, restart: str = "permanent", **args: Any) -> str:
     return "\n".join(lines)
 
 
-def pool(size: int = 2, max_overflow: int = 1, overflow_ttl: float = 0.3, id: str = "pool") -> str:
+def pool(size: int = 2, max_overflow: int = 1, overflow_ttl: float = 0.3, id: str = "pool", **manager_args: Any) -> str:
     """A pool as examples/pool.toml declares one: a one_for_all supervisor of the members' sofo and the manager."""
-    return pool_toml(id, size=size, max_overflow=max_overflow, overflow_ttl=overflow_ttl)
+    return pool_toml(id, size=size, max_overflow=max_overflow, overflow_ttl=overflow_ttl, manager_args=manager_args)
 
 
 @pytest.fixture
