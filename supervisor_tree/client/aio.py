@@ -151,8 +151,15 @@ class Client:
         return await self._reply(worker_id, ref, fut, deadline, wait)
 
     def call_async(self, worker_id: str, msg: object, timeout: float | None = None) -> asyncio.Task[Any]:
-        """`call` as a Task of its own, started now: await it (or gather many) later."""
-        return asyncio.ensure_future(self.call(worker_id, msg, timeout))
+        """`call` as a Task of its own: await it (or gather many) later.  Sent before it returns when the
+        callee is resolved and its mailbox has room (so a `kill` after it finds the call owed); else the Task
+        sends it, waiting for the callee as `call` does."""
+        sent = self._send_now(worker_id, msg)
+        if sent is None:
+            return asyncio.ensure_future(self.call(worker_id, msg, timeout))
+        wait = self.timeout if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + wait
+        return asyncio.ensure_future(self._reply(worker_id, sent[0], sent[1], deadline, wait))
 
     async def call_many(self, worker_id: str, msgs: Iterable[object], timeout: float | None = None, *,
                         window: int = 100, return_exceptions: bool = False) -> list[Any]:
@@ -220,7 +227,7 @@ class Client:
 
     async def _send(self, worker_id: str, msg: object, deadline: float, wait: float) -> tuple[int, asyncio.Future[Reply]]:
         """Send one call (waiting for a restarting callee); its ref and the Future its reply settles."""
-        caller = self._caller_on_loop()
+        self._caller_on_loop()  # before a resolve: the loop it sets is where the callee's pidfd is watched
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -231,24 +238,43 @@ class Client:
                 if "timeout" in str(exc) or loop.time() >= deadline:
                     raise CallTimeout(f"call to worker {worker_id!r} timed out after {wait:g}s ({exc})") from None
                 raise
-            target.refuse_messages()
-            if target.dead():  # not sent to an incarnation already gone: the next one takes it
-                self._drop(target)
-                continue
-            ref = caller.take_ref()
             try:
-                caller.send_frame(target.mailbox, encode_call(caller.key, ref, caller.reply_to, msg), target.pidfd)
+                sent = self._send_to(target, msg, loop)
             except PeerBusy:
                 if loop.time() >= deadline:
                     raise CallTimeout(f"worker {worker_id!r}'s mailbox stayed full (backpressure) past the timeout") from None
                 await asyncio.sleep(_BUSY_RETRY_S)
                 continue
-            except PeerUnavailable:
-                self._drop(target)
-                continue
-            fut: asyncio.Future[Reply] = loop.create_future()
-            self._pending[ref] = (fut, target)
-            return ref, fut
+            if sent is not None:
+                return sent
+
+    def _send_now(self, worker_id: str, msg: object) -> tuple[int, asyncio.Future[Reply]] | None:
+        """Send one call at once if nothing needs waiting for (a resolved, live callee with room), else None."""
+        target = self._targets.get(worker_id)
+        if target is None or target.pidfd is None:
+            return None
+        try:
+            return self._send_to(target, msg, asyncio.get_running_loop())
+        except PeerBusy:
+            return None
+
+    def _send_to(self, target: Target, msg: object, loop: asyncio.AbstractEventLoop) -> tuple[int, asyncio.Future[Reply]] | None:
+        """Send one call to `target`: its ref and the Future its reply settles; None if the target is gone
+        (dropped: the next incarnation takes the call).  Raises PeerBusy (mailbox full) and NotAWorker."""
+        caller = self._caller_on_loop()
+        target.refuse_messages()
+        if target.dead():  # not sent to an incarnation already gone: the next one takes it
+            self._drop(target)
+            return None
+        ref = caller.take_ref()
+        try:
+            caller.send_frame(target.mailbox, encode_call(caller.key, ref, caller.reply_to, msg), target.pidfd)
+        except PeerUnavailable:
+            self._drop(target)
+            return None
+        fut: asyncio.Future[Reply] = loop.create_future()
+        self._pending[ref] = (fut, target)
+        return ref, fut
 
     async def _reply(self, worker_id: str, ref: int, fut: asyncio.Future[Reply], deadline: float, wait: float) -> Any:
         try:
