@@ -3,9 +3,10 @@
 A mixin of `node.Node`, which owns the state it reads.  `_spawn_worker` carries out a
 Spawn.  `_start_ahead(run)`, after each decision of a supervisor, hands the workers its
 plan will start next (a one_for_all or rest_for_one restart: while the node still stops
-their siblings) to standbys ahead of their turn (`LocalLauncher.prepare`): each builds its
-incarnation and waits.  Its Spawn, when it comes, is only the go: the standby takes its
-title, binds its endpoints and runs init then, so init still runs strictly in start
+their siblings) to standbys ahead of their turn (`LocalLauncher.prepare`, with its output
+FIFOs made, not yet announced in its log): each builds its incarnation and waits.  Its
+Spawn, when it comes, is only the go (one byte): the standby takes its title, binds its
+endpoints and runs init then, so init still runs strictly in start
 order, each after the previous one's "ready" (OTP: start_link of child N returns before
 child N+1 starts).  A prepared start whose plan no longer has it (a start failed, the
 supervisor stopped) is discarded: its standby exits, unreported, having run nothing.
@@ -88,10 +89,11 @@ class Starts:
         token = next(self._tokens)
         req = self._request(key, spec, args, gen, token, None)
         held = self._ahead.pop((sup, key, gen), None)
-        if held is not None and held == dataclasses.replace(req, token=held.token):
-            req = dataclasses.replace(req, token=held.token)  # its go: the standby holding it starts now
+        if held is not None and held == dataclasses.replace(req, token=held.token, output=held.output):
+            req = held  # its go: the standby holding it starts now
+            self.logs.announce(key, gen)
         elif held is not None:
-            self.launcher.discard(held.token)  # the spec changed meanwhile
+            self._discard(held)  # the spec changed meanwhile
         self._generations[key] = max(gen, self._generations.get(key, 0))
         rec = WorkerRec(key, sup, gen, spec, req.token, req.mailbox, req.control)
         previous = self.by_id.get(key)
@@ -101,7 +103,7 @@ class Starts:
         rec.marks["spawning"] = time.monotonic_ns()
         self.by_token[req.token] = rec
         self.by_id[key] = rec
-        if self.backend.is_local:
+        if self.backend.is_local and req is not held:
             req = dataclasses.replace(req, output=self.logs.open(key, gen))
         self.launcher.spawn(req)
         self.set_timer(NODE, ("start_timeout", req.token), spec.start_timeout)
@@ -116,15 +118,22 @@ class Starts:
                 if child is not None and not child.spec.is_supervisor and child.spec.command is None:
                     wanted[(run.path, key, child.generation + 1)] = (child.spec, child.args)
         for ahead in [a for a in self._ahead if a[0] == run.path and a not in wanted]:
-            self.launcher.discard(self._ahead.pop(ahead).token)
+            self._discard(self._ahead.pop(ahead))
         for ahead, (spec, args) in wanted.items():
             if ahead not in self._ahead:
-                req = self._request(ahead[1], spec, args, ahead[2], next(self._tokens), None)
+                _, key, gen = ahead
+                output = self.logs.open(key, gen, announce=False)
+                req = self._request(key, spec, args, gen, next(self._tokens), output)
                 if not self.launcher.prepare(req):
+                    self.logs.drop(key, gen)
                     return  # no standby at hand: the rest start as usual
                 self._ahead[ahead] = req
 
     def _forget_ahead(self) -> None:
         """Discard the starts prepared for supervisors that are gone."""
         for ahead in [a for a in self._ahead if a[0] not in self.sups]:
-            self.launcher.discard(self._ahead.pop(ahead).token)
+            self._discard(self._ahead.pop(ahead))
+
+    def _discard(self, req: SpawnRequest) -> None:
+        self.launcher.discard(req.token)
+        self.logs.drop(req.worker_id, req.generation)

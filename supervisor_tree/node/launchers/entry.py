@@ -3,8 +3,8 @@
 A standby reads its activation socket (the node's other end, `local.LocalLauncher`):
 a request (length, then the pickled `SpawnRequest`) activates it at once; a zero
 length first means "ahead of its turn" (`LocalLauncher.prepare`): it builds its
-incarnation, then waits for the same request again (its go) before it takes its title,
-binds its endpoints and runs init.  EOF at either wait: it exits, unreported.
+incarnation, then waits for one byte, GO, before it takes its title, binds its
+endpoints and runs init.  EOF at either wait: it exits, unreported.
 
     standby_main(r, w, inbound, cfg)     # in the forked standby; never returns
     cold_main(req, name)                 # in a process forked for one request
@@ -25,9 +25,10 @@ from supervisor_tree.worker.spawn import SpawnRequest
 
 log = logging.getLogger("supervisor_tree.node.launchers.forkserver")
 
-__all__ = ["LEN", "cold_main", "standby_main", "read_exactly"]
+__all__ = ["LEN", "GO", "cold_main", "standby_main", "read_exactly"]
 
 LEN = struct.Struct("<I")
+GO = b"\x01"  # a standby prepared ahead: now run (LocalLauncher.spawn of its token)
 
 
 def _become(req: SpawnRequest, name: str, title: bool = True, score: int | None = None) -> None:
@@ -65,16 +66,16 @@ def standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
         worker.run_worker(req, prepared)
     sys.path[:0] = list(req.sys_path)
 
-    def go() -> SpawnRequest:
-        """Prepared ahead of its turn (LocalLauncher.prepare): wait for the same request again, its go."""
-        now, again = _read_request(r)
+    def go() -> None:
+        """Prepared ahead of its turn (LocalLauncher.prepare): wait for GO; EOF: it will not come."""
+        from supervisor_tree.worker import standby
+
+        got = os.read(r, 1)
+        standby.mark("activated")
         os.close(r)
-        if again or now.token != req.token:
-            log.error("standby %d: prepared for token %d, then sent %s; exiting", os.getpid(), req.token,
-                      "a second request ahead" if again else f"token {now.token}")
-            os._exit(1)
-        _become(now, cfg.name, score=score)
-        return now
+        if got != GO:
+            os._exit(0 if not got else 1)
+        _become(req, cfg.name, score=score)
 
     worker.run_worker(req, prepared, go=go)
 

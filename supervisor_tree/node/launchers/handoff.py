@@ -59,11 +59,12 @@ class StandbyHandoff:
         else:
             self._standbys.append((pid, fds[0]))
 
-    def _activate(self, pid: int, fd: int, req: SpawnRequest, data: bytes) -> bool:
-        """Write the request into a standby's activation socket (closed after); False: it died meanwhile."""
+    def _activate(self, pid: int, fd: int, req: SpawnRequest, frame: bytes) -> bool:
+        """Write `frame` (the request, or GO) into a standby's activation socket (closed after);
+        False: it died meanwhile."""
         try:
             with socket.socket(fileno=fd) as activation:
-                activation.sendall(LEN.pack(len(data)) + data, socket.MSG_NOSIGNAL)
+                activation.sendall(frame, socket.MSG_NOSIGNAL)
         except OSError:  # it died while waiting: its pidfd reaps it (never reported)
             return False
         self._require_reaper().activated(pid, req)
@@ -75,9 +76,9 @@ class StandbyHandoff:
     def prepare(self, req: SpawnRequest) -> bool:
         """Hand `req` to a standby ahead of its turn; False when none is at hand.
 
-        The standby builds its incarnation (the request read, the worker's module loaded) and
-        waits: it takes its title, binds its endpoints and runs init only once `spawn(req)`
-        (same token) sends the request again, its go.  Until then it is nobody's worker:
+        The standby builds its incarnation (the request read, the worker's module loaded, its
+        output on `req.output`) and waits: it takes its title, binds its endpoints and runs
+        init only once `spawn(req)` (same token) sends it GO.  Until then it is nobody's worker:
         `discard(token)` (or the node's end) makes it exit unreported.  The fork server is
         told it is gone at its go, so it does not refill its standbys during a group restart.
         """

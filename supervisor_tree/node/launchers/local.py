@@ -54,6 +54,7 @@ from supervisor_tree.node.launchers.base import (
     reason_from_status,
     take_reason_file,
 )
+from supervisor_tree.node.launchers.entry import GO, LEN
 from supervisor_tree.node.launchers.handoff import StandbyHandoff, dumps_request
 from supervisor_tree.node.launchers.orphans import remove_ipc_files, remove_standby_files, sweep
 from supervisor_tree.node.launchers.pipe import ServerConfig
@@ -156,16 +157,16 @@ class LocalLauncher(StandbyHandoff):
 
         With a standby at hand the request goes straight into its activation socket
         (it starts at once) and the fork server is told afterwards; else the fork
-        server forks a new process.
+        server forks a new process.  A request handed ahead (`prepare`) gets its go.
         """
-        data = dumps_request(req)
-        if (held := self._held.pop(req.token, None)) is not None:
-            if self._activate(*held, req, data):
+        if (held := self._held.pop(req.token, None)) is not None:  # prepared ahead: its go
+            if self._activate(*held, req, GO):
                 return
             self._send(("discard", held[0]))  # it died while held
+        data = dumps_request(req)
         while self._standbys:
             pid, fd = self._standbys.popleft()
-            if self._activate(pid, fd, req, data):
+            if self._activate(pid, fd, req, LEN.pack(len(data)) + data):
                 return
             self._send(("discard", pid))
         if self._server is None:
