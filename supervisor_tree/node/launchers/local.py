@@ -178,9 +178,13 @@ class LocalLauncher(StandbyHandoff):
     def refresh(self, preload: Sequence[str], also: Sequence[str] = ()) -> None:
         """Have the fork server import the project's modules again from disk (and `also`); its
         standbys go (their activation sockets closed: they exit, reaped here).  Done when
-        `code.epoch` grows (read_events); `code.problems` says what failed."""
+        `code.epoch` grows (read_events); `code.problems` says what failed.  So do the ones
+        prepared ahead (they hold the old code): those starts take a new standby (or a fork) at their turn."""
         while self._standbys:
             os.close(self._standbys.popleft()[1])
+        for _, fd in self._held.values():
+            os.close(fd)
+        self._held.clear()
         self.code.refreshing += 1
         self._send(("refresh", tuple(preload), tuple(also)))
 
