@@ -86,6 +86,7 @@ class Starts:
         )
 
     def _spawn_worker(self, sup: str, key: str, spec: ChildSpec, args: object, gen: int) -> None:
+        decided = time.monotonic_ns()  # the "spawning" mark: the supervisor decided to start it
         token = next(self._tokens)
         req = self._request(key, spec, args, gen, token, None)
         held = self._ahead.pop((sup, key, gen), None)
@@ -100,7 +101,7 @@ class Starts:
         if previous is not None:
             rec.last_exit = previous.last_exit
             rec.marks = {k: v for k, v in previous.marks.items() if k in ("woke", "reaped")}
-        rec.marks["spawning"] = time.monotonic_ns()
+        rec.marks["spawning"] = decided
         self.by_token[req.token] = rec
         self.by_id[key] = rec
         if self.backend.is_local and req is not held:
