@@ -11,7 +11,8 @@ shifts within seconds):
    one row per step of it (``restart: kill -> node woke on the pidfd``, ...): where
    the time went, from marks the node and the worker leave (restart_steps.py).
 2. ``restart_one_for_all_10``: kill one of a one_for_all group of 10 -> all ten
-   new incarnations have answered a call.  Then one row per step of it
+   new incarnations have answered a call (each resolved in start order and called
+   with `call_async` as soon as resolved: one client's calls in flight together).  Then one row per step of it
    (``restart_one_for_all_10: kill -> victim reaped``, ...; restart_group.py).
 3. ``call``: round trips to the puppet's echo (64 B), vs raw REQ/REP and raw
    PUSH/PULL both ways (our pattern).
@@ -37,6 +38,7 @@ import signal
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -182,17 +184,22 @@ def _kill_and_wait(client: Client, events: zmq.Socket[bytes], ids: list[str], vi
     _drain(events)
     t0 = _now()
     os.kill(pid, signal.SIGKILL)
-    pids, generations = [], []
+    pids, generations, answers = [], [], []
     deadline = time.monotonic() + CALL_TIMEOUT
     t_resolved = 0
-    for w in ids:
+    for w in ids:  # a group: each called as soon as it is resolved, the calls in flight together
         target = _resolve_newer(client, events, w, gens[w], deadline)
         t_resolved = _now()
-        if client.call(w, {"cmd": "echo", "value": w}, timeout=CALL_TIMEOUT) != w:
-            raise BenchError(f"worker {w!r} answered its echo with something else")
+        if len(ids) == 1:
+            answers.append(client.call(w, {"cmd": "echo", "value": w}, timeout=CALL_TIMEOUT))
+        else:
+            answers.append(client.call_async(w, {"cmd": "echo", "value": w}, timeout=CALL_TIMEOUT))
         pids.append(target.pid)
         generations.append(target.generation)
+    answers = [a.result() if isinstance(a, Future) else a for a in answers]
     t_answered = _now()
+    if answers != ids:
+        raise BenchError(f"workers {ids} answered their echoes with {answers}")
     if isinstance(steps, GroupSteps):
         steps.add(group_marks(events, ids, generations, victim, {"kill": t0, "answered": t_answered}))
     elif steps is not None and len(ids) == 1:
@@ -302,7 +309,7 @@ def _restart_group(ctx: BenchContext, kills: int) -> list[Measurement]:
     with BenchTree(config, base=ctx.run_dir) as tree:
         ours, ref, standby = _restart_measurements(ctx, tree, ids, kills, name, GROUP_SETTLE_S, steps)
     note = (f"kill one of {GROUP} (one_for_all, brutal_kill) -> all {GROUP} new incarnations answered a call "
-            f"(resolved and called in start order), kills {GROUP_SETTLE_S * 1000:.0f} ms apart; {standby}; "
+            f"(resolved in start order, each called (call_async) as soon as resolved), kills {GROUP_SETTLE_S * 1000:.0f} ms apart; {standby}; "
             f"reference: one fork -> ready, not {GROUP}")
     return [replace(ours, target=GROUP_TARGET_US, note=note, extra={"standby": standby}).compared_to(ref),
             *steps.measurements(name)]
