@@ -11,7 +11,9 @@ shifts within seconds):
    one row per step of it (``restart: kill -> node woke on the pidfd``, ...): where
    the time went, from marks the node and the worker leave (restart_steps.py).
 2. ``restart_one_for_all_10``: kill one of a one_for_all group of 10 -> all ten
-   new incarnations have answered a call.
+   new incarnations have answered a call (each resolved in start order and called
+   with `call_async` as soon as resolved: one client's calls in flight together).  Then one row per step of it
+   (``restart_one_for_all_10: kill -> victim reaped``, ...; restart_group.py).
 3. ``call``: round trips to the puppet's echo (64 B), vs raw REQ/REP and raw
    PUSH/PULL both ways (our pattern).
 4. ``cast``: one-way casts, counted when the worker has handled the last one (a
@@ -36,6 +38,7 @@ import signal
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,6 +59,7 @@ from supervisor_tree.bench.harness import (
     workload,
 )
 from supervisor_tree.bench.measurement import Role
+from supervisor_tree.bench.restart_group import GroupSteps, group_marks
 from supervisor_tree.bench.restart_steps import Steps, collect
 from supervisor_tree.client import Client, ControlRefused
 from supervisor_tree.wire import rundir
@@ -170,27 +174,35 @@ def _standby_pool(tree: BenchTree) -> set[int]:
 
 
 def _kill_and_wait(client: Client, events: zmq.Socket[bytes], ids: list[str], victim: str,
-                   steps: Steps | None = None) -> tuple[int, list[int]]:
+                   steps: Steps | GroupSteps | None = None) -> tuple[int, list[int]]:
     """SIGKILL `victim`; return (ns until every one of `ids` has a newer incarnation that
     answered a call, the new pids).  Timed from just before os.kill.  `steps`: where the
-    time of a one-worker restart went (restart_steps.py), gathered after the timing."""
+    time of a one-worker restart (restart_steps.py) or of a group restart (restart_group.py)
+    went, gathered after the timing."""
     gens = {w: client.resolve(w).generation for w in ids}
     pid = client.resolve(victim).pid
     _drain(events)
     t0 = _now()
     os.kill(pid, signal.SIGKILL)
-    pids, generations = [], []
+    pids, generations, answers = [], [], []
     deadline = time.monotonic() + CALL_TIMEOUT
     t_resolved = 0
-    for w in ids:
+    for w in ids:  # a group: each called as soon as it is resolved, the calls in flight together
         target = _resolve_newer(client, events, w, gens[w], deadline)
         t_resolved = _now()
-        if client.call(w, {"cmd": "echo", "value": w}, timeout=CALL_TIMEOUT) != w:
-            raise BenchError(f"worker {w!r} answered its echo with something else")
+        if len(ids) == 1:
+            answers.append(client.call(w, {"cmd": "echo", "value": w}, timeout=CALL_TIMEOUT))
+        else:
+            answers.append(client.call_async(w, {"cmd": "echo", "value": w}, timeout=CALL_TIMEOUT))
         pids.append(target.pid)
         generations.append(target.generation)
+    answers = [a.result() if isinstance(a, Future) else a for a in answers]
     t_answered = _now()
-    if steps is not None and len(ids) == 1:
+    if answers != ids:
+        raise BenchError(f"workers {ids} answered their echoes with {answers}")
+    if isinstance(steps, GroupSteps):
+        steps.add(group_marks(events, ids, generations, victim, {"kill": t0, "answered": t_answered}))
+    elif steps is not None and len(ids) == 1:
         steps.add(collect(client, events, ids[0], generations[0],
                           {"kill": t0, "resolved": t_resolved, "answered": t_answered}))
     return t_answered - t0, pids
@@ -222,7 +234,7 @@ def _drain(sock: zmq.Socket[bytes]) -> None:
 
 
 def _kill_round(tree: BenchTree, ids: list[str], kills: int, settle: float,
-                steps: Steps | None = None) -> tuple[Trial, int, int]:
+                steps: Steps | GroupSteps | None = None) -> tuple[Trial, int, int]:
     """`kills` kills (victims in turn); (Trial with latencies, standby hits, restarts)."""
     samples, hits, restarts = [], 0, 0
     with Client(tree.run_dir, timeout=CALL_TIMEOUT) as client:
@@ -250,7 +262,7 @@ def _kill_round(tree: BenchTree, ids: list[str], kills: int, settle: float,
 
 
 def _restart_measurements(ctx: BenchContext, tree: BenchTree, ids: list[str], kills: int, name: str,
-                          settle: float, steps: Steps | None = None) -> tuple[Measurement, Measurement, str]:
+                          settle: float, steps: Steps | GroupSteps | None = None) -> tuple[Measurement, Measurement, str]:
     per = _per_round(kills, ctx.repeats)
     hits: list[int] = []
 
@@ -293,13 +305,14 @@ def _restart_single(ctx: BenchContext, kills: int) -> list[Measurement]:
 def _restart_group(ctx: BenchContext, kills: int) -> list[Measurement]:
     ids = [f"g{i}" for i in range(GROUP)]
     config = tree_toml(groups={"grp": [worker_toml(w) for w in ids]})
+    name, steps = f"restart_one_for_all_{GROUP}", GroupSteps()
     with BenchTree(config, base=ctx.run_dir) as tree:
-        ours, ref, standby = _restart_measurements(ctx, tree, ids, kills, f"restart_one_for_all_{GROUP}",
-                                                   GROUP_SETTLE_S)
+        ours, ref, standby = _restart_measurements(ctx, tree, ids, kills, name, GROUP_SETTLE_S, steps)
     note = (f"kill one of {GROUP} (one_for_all, brutal_kill) -> all {GROUP} new incarnations answered a call "
-            f"(resolved and called in start order), kills {GROUP_SETTLE_S * 1000:.0f} ms apart; {standby}; "
+            f"(resolved in start order, each called (call_async) as soon as resolved), kills {GROUP_SETTLE_S * 1000:.0f} ms apart; {standby}; "
             f"reference: one fork -> ready, not {GROUP}")
-    return [replace(ours, target=GROUP_TARGET_US, note=note, extra={"standby": standby}).compared_to(ref)]
+    return [replace(ours, target=GROUP_TARGET_US, note=note, extra={"standby": standby}).compared_to(ref),
+            *steps.measurements(name)]
 
 
 # -- 3 and 4. calls and casts -----------------------------------------------------------

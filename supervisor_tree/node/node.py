@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-import cloudpickle
 import zmq
 
 from supervisor_tree.node import control_ops, host_ops, retry_ops  # noqa: F401  (importing registers their ops)
@@ -39,17 +38,17 @@ from supervisor_tree.node.launchers.port import PortLauncher
 from supervisor_tree.node.life import Life
 from supervisor_tree.node.logfiles import LogLimits, SharedLog
 from supervisor_tree.node.placed import backend_of, bind_inbound, close_transport, open_transport, placed_launcher
-from supervisor_tree.node.plan import NODE, processes_first, standby_for
+from supervisor_tree.node.plan import NODE, kill_ahead, processes_first, standby_for
 from supervisor_tree.node.records import Phase, SupHandle, SupRun, WorkerRec
 from supervisor_tree.node.reload import ReloadService
 from supervisor_tree.node.retries import RetryTable
+from supervisor_tree.node.starts import Starts
 from supervisor_tree.node.systemd import Notifier
 from supervisor_tree.node.timers import Timers
 from supervisor_tree.node.worker_events import WorkerEvents
 from supervisor_tree.node.worker_logs import LogCollector
 from supervisor_tree.otp import supervisor as sv
 from supervisor_tree.spec import (
-    DEFAULT_MAX_CONCURRENCY,
     KILLED,
     SHUTDOWN,
     ChildSpec,
@@ -63,7 +62,7 @@ from supervisor_tree.worker.spawn import SpawnRequest
 logger = logging.getLogger("supervisor_tree")
 
 
-class Node(WorkerEvents, Life):
+class Node(WorkerEvents, Life, Starts):
     """One tree's node: see the module docstring."""
 
     def __init__(
@@ -98,6 +97,7 @@ class Node(WorkerEvents, Life):
         self.queue: deque[tuple[str, object]] = deque()
         self._tokens = itertools.count(1)
         self._generations: dict[str, int] = {}  # the newest generation of each child id, node-wide
+        self._ahead: dict[tuple[str, str, int], SpawnRequest] = {}  # starts handed to standbys ahead (starts.py)
         self.timers = Timers()
         self.exit_reason: ExitReason | None = None
         self.started = False
@@ -269,9 +269,15 @@ class Node(WorkerEvents, Life):
             try:
                 for action in first:
                     self._execute(run, action)
+                for pid in kill_ahead(run.state, first):  # brutal_kill siblings die together (plan.py)
+                    if self._alive(pid):
+                        self.launcher.kill(pid, signal.SIGKILL)
+                self._start_ahead(run)  # the plan's next starts prepared meanwhile (starts.py)
             finally:  # the reports of a decision are written even if the fork server is gone
                 for action in rest:
                     self._execute(run, action)
+        if self._ahead:
+            self._forget_ahead()
         assert self.control is not None
         self.control.after_pump()
 
@@ -291,7 +297,7 @@ class Node(WorkerEvents, Life):
                 if isinstance(pid, SupHandle):
                     self._kill_subtree(pid.path)
                     self.feed(run.path, sv.ChildExited(key, pid, KILLED))
-                elif isinstance(pid, int):
+                elif isinstance(pid, int) and self._alive(pid):  # reaped: its exit is queued, the pid may be reused
                     self.launcher.kill(pid, signal.SIGKILL)
             case sv.SetTimer(key=key, delay=delay):
                 self.set_timer(run.path, key, delay)
@@ -308,6 +314,10 @@ class Node(WorkerEvents, Life):
                 self._on_supervisor_exit(run, reason)
             case _:
                 logger.error("supervisor %s produced an unknown action %r; ignored", run.path, action)
+
+    def _alive(self, pid: int) -> bool:
+        """Not reaped yet: a worker the launcher named (by_pid), or one that spoke first (by_token)."""
+        return pid in self.by_pid or any(r.pid == pid for r in self.by_token.values())
 
     def _report(self, run: SupRun, rep: sv.Report) -> None:
         assert self.events is not None
@@ -373,43 +383,6 @@ class Node(WorkerEvents, Life):
                     self.launcher.kill(rec.pid, signal.SIGKILL)
 
     # ------------------------------------------------------------------ workers
-
-    def _spawn_worker(self, sup: str, key: str, spec: ChildSpec, args: object, gen: int) -> None:
-        token = next(self._tokens)
-        self._generations[key] = max(gen, self._generations.get(key, 0))
-        base = self.run_dir / "w" / f"{key}-{gen}"
-        here = self.backend.is_local  # elsewhere: the launcher names the endpoints (Spawned.where)
-        rec = WorkerRec(key, sup, gen, spec, token, f"ipc://{base}.mbx" if here else "", f"ipc://{base}.ctl" if here else "")
-        previous = self.by_id.get(key)
-        if previous is not None:
-            rec.last_exit = previous.last_exit
-            rec.marks = {k: v for k, v in previous.marks.items() if k in ("woke", "reaped")}
-        rec.marks["spawning"] = time.monotonic_ns()
-        self.by_token[token] = rec
-        self.by_id[key] = rec
-        start = spec.start if isinstance(spec.start, str) or spec.start is None else cloudpickle.dumps(spec.start)
-        self.launcher.spawn(
-            SpawnRequest(
-                token=token,
-                worker_id=key,
-                generation=gen,
-                start=start or "",
-                args=dict(args),  # type: ignore[call-overload]
-                run_dir=str(self.run_dir),
-                inbound=self.inbound_ep,
-                mailbox=rec.mailbox,
-                control=rec.control,
-                heartbeat_interval=self.heartbeat_for(spec).interval,
-                sys_path=self.sys_path,
-                oom_score_adj=spec.oom_score_adj,
-                command=spec.command,
-                output=self.logs.open(key, gen) if here else None,
-                max_concurrency=spec.max_concurrency or DEFAULT_MAX_CONCURRENCY,
-                mailbox_limit=spec.mailbox_limit,
-                mailbox_overflow=spec.mailbox_overflow.value,
-            )
-        )
-        self.set_timer(NODE, ("start_timeout", token), spec.start_timeout)
 
     # ------------------------------------------------------------------ timers
 

@@ -2,6 +2,9 @@
 
     standby_for(spec.tree)              # how many pre-forked standbys the fork server keeps
     first, rest = processes_first(actions)
+    pids = kill_ahead(run.state, actions)   # brutal_kill siblings to SIGKILL now, newest first
+
+They read a supervisor's state; they never change it (otp/ stays pure: the effects are the node's).
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from supervisor_tree.otp import supervisor as sv
-from supervisor_tree.spec import Strategy, SupervisorSpec
+from supervisor_tree.otp.state import AwaitStop, ChildStatus
+from supervisor_tree.spec import ShutdownKind, Strategy, SupervisorSpec
 
-__all__ = ["NODE", "STANDBY_MIN", "STANDBY_MAX", "standby_for", "processes_first"]
+__all__ = ["NODE", "STANDBY_MIN", "STANDBY_MAX", "standby_for", "processes_first", "kill_ahead"]
 
 NODE = "__node__"  # owner of the node's own timers
 STANDBY_MIN, STANDBY_MAX = 2, 16  # pre-forked standbys the fork server keeps (see standby_for)
@@ -67,3 +71,39 @@ def processes_first(actions: Sequence[object]) -> tuple[list[object], list[objec
     if not first:
         return [], list(actions)
     return first, [a for a in actions if not _touches_a_process(a)]
+
+
+def kill_ahead(state: sv.SupervisorState, actions: Sequence[object]) -> list[int]:
+    """The pids of the brutal_kill workers a stop plan would kill next, one after the other,
+    each after the previous one's exit (R9): the node SIGKILLs them now, newest first.
+
+    When: this decision sent Kill to the child the plan now waits for (a brutal_kill child,
+    or one whose shutdown timeout fired).  Which: the children next in `plan.to_stop` that
+    are running workers with shutdown brutal_kill, up to the first that is not (a timeout or
+    infinity shutdown, or a nested supervisor): that one gets its stop request only after
+    every later sibling is dead, as before.  Children with no process are passed over (their
+    stop is bookkeeping).
+
+    Why nobody can tell: a SIGKILLed process runs no more of its own code, so none of these
+    children can observe that its newer sibling was not dead yet; the supervisor still
+    stops them in its order, taking each exit (queued meanwhile) as the answer to its stop
+    (OTP's unlink_flush), so the "exited" reports keep reverse start order.  What it saves:
+    the kernel tears the processes down together (~2.5 ms each, one after the other before).
+    """
+    plan = state.plan
+    if plan is None or plan.parallel or not isinstance(plan.waiting, AwaitStop) or plan.waiting.timer is not None:
+        return []
+    key = plan.waiting.key
+    if not any(isinstance(a, sv.Kill) and a.key == key for a in actions):
+        return []
+    pids = []
+    for next_key in plan.to_stop:
+        child = state.child(next_key)
+        if child is None or child.status is not ChildStatus.RUNNING:
+            continue
+        if child.spec.is_supervisor or not isinstance(child.pid, int):
+            break
+        if child.spec.effective_shutdown.kind is not ShutdownKind.BRUTAL_KILL:
+            break
+        pids.append(child.pid)
+    return pids

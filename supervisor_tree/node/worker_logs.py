@@ -155,8 +155,10 @@ class LogCollector:
 
     # -- incarnations --
 
-    def open(self, worker_id: str, generation: int) -> tuple[str, str] | None:
-        """FIFOs for the new incarnation's stdout and stderr, open for reading; None when they cannot be made."""
+    def open(self, worker_id: str, generation: int, announce: bool = True) -> tuple[str, str] | None:
+        """FIFOs for the new incarnation's stdout and stderr, open for reading; None when they cannot be made.
+        `announce` False: a start prepared ahead of its turn (node/starts.py); `announce` writes its
+        "--- starting ---" at its go, or `drop` forgets it."""
         if self._thread is None:
             return None
         base = self.run_dir / "w" / f"{worker_id}-{generation}"
@@ -180,8 +182,26 @@ class LogCollector:
             for fd, stream in zip(inc.fds, ("out", "err")):
                 self._by_fd[fd] = (inc, stream)
                 self._selector.register(fd, selectors.EVENT_READ)
-            self._write(inc, "sys", "--- starting ---")
+            if announce:
+                self._write(inc, "sys", "--- starting ---")
         return paths
+
+    def announce(self, worker_id: str, generation: int) -> None:
+        with self._lock:
+            if (inc := self._running.get((worker_id, generation))) is not None:
+                self._write(inc, "sys", "--- starting ---")
+
+    def drop(self, worker_id: str, generation: int) -> None:
+        """A start prepared ahead that did not come: its FIFOs go, nothing is written."""
+        with self._lock:
+            inc = self._running.pop((worker_id, generation), None)
+            for fd in inc.fds if inc is not None else ():
+                self._by_fd.pop(fd, None)
+                self._selector.unregister(fd)
+                os.close(fd)
+            for path in inc.paths if inc is not None else ():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
 
     def watch(self, worker_id: str, generation: int, watcher: LineWatcher) -> bool:
         """Call `watcher(stream, text)` on each new line of that incarnation until it returns True."""

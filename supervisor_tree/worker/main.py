@@ -13,6 +13,8 @@ import logging
 import os
 import pickle
 import sys
+import time
+from collections.abc import Callable
 from typing import NoReturn
 
 from supervisor_tree.spec import error
@@ -66,11 +68,14 @@ def _incarnation_for(req: SpawnRequest) -> type[Incarnation]:
     return AioIncarnation if is_async_worker(target) else Incarnation
 
 
-def run_worker(req: SpawnRequest, prepared: Prepared | None = None) -> NoReturn:
+def run_worker(req: SpawnRequest, prepared: Prepared | None = None, go: Callable[[], None] | None = None) -> NoReturn:
     """Run one incarnation in this (freshly forked) process; never returns.
 
     A child with `command` executes its program instead (`command.exec_command`); a
     Worker whose callbacks are `async def` runs on an event loop (`aio_incarnation`).
+    `go`: a standby handed its request ahead of its turn builds its incarnation, then
+    waits in `go` for its turn before it runs it: its endpoints, its init and everything
+    a sibling could observe come after the go.
     """
     if prepared is None:
         mark("activated")  # a cold fork: forked just now
@@ -81,7 +86,11 @@ def run_worker(req: SpawnRequest, prepared: Prepared | None = None) -> NoReturn:
     capture(req.output)
     code = EXIT_ERROR
     try:
-        code = _incarnation_for(req)(req, prepared).run()
+        incarnation = _incarnation_for(req)(req, prepared)
+        if go is not None:
+            go()
+            incarnation.started = time.monotonic()
+        code = incarnation.run()
     except BaseException as exc:
         log.error("worker %s#%s: internal error", req.worker_id, req.generation, exc_info=True)
         write_reason(req.run_dir, error(f"internal: {type(exc).__name__}: {exc}"))

@@ -28,7 +28,7 @@ period = 10
 
 [[tree.children]]
 id = "parent"
-start = "tests.integration.group_workers:Parent"
+start = "tests.integration.family_workers:Parent"
 shutdown = 2000
 """
 

@@ -33,7 +33,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +40,7 @@ from typing import NoReturn, Protocol
 
 from supervisor_tree.node.launchers import osproc, pipe, refresh
 from supervisor_tree.node.launchers.base import Spawned, SpawnFailed
+from supervisor_tree.node.launchers.entry import LEN, cold_main, read_exactly, standby_main
 from supervisor_tree.node.launchers.pipe import ServerConfig
 from supervisor_tree.wire import auth
 from supervisor_tree.wire.dropped import Dropped
@@ -63,7 +63,6 @@ class Conn(Protocol):
     def close(self) -> None: ...
 
 
-LEN = struct.Struct("<I")
 _STANDBY_MAX_EARLY_DEATHS = 3
 _REFILL_DELAY = 0.005  # s after a spawn before a replacement standby is forked
 
@@ -239,7 +238,7 @@ class _ForkServer:
         """A cold spawn: the node had no standby."""
         self.last_spawn = time.monotonic()
         self.inbound = req.inbound
-        pids = list(self.fork([lambda: _cold_main(req, self.cfg.name)], f"{req.worker_id}#{req.generation}"))
+        pids = list(self.fork([lambda: cold_main(req, self.cfg.name)], f"{req.worker_id}#{req.generation}"))
         if not pids:
             self.send(("events", [SpawnFailed(req.token, "fork failed: no process could be made (see the node's log)")]))
             return
@@ -268,7 +267,7 @@ class _ForkServer:
         # died is an EPIPE error even if the node let SIGPIPE kill.
         pairs = [(theirs.detach(), ours.detach()) for theirs, ours in
                  (socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(n))]
-        children = [lambda r=r, w=w: _standby_main(r, w, self.inbound, self.cfg) for r, w in pairs]
+        children = [lambda r=r, w=w: standby_main(r, w, self.inbound, self.cfg) for r, w in pairs]
         announced = 0
         try:
             for (_, w), pid in zip(pairs, self.fork(children, "standby", pairs)):
@@ -308,7 +307,7 @@ class _ForkServer:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         try:  # its exit is reaped later (SIGCHLD): not in the way
             for _ in children:
-                data = _read_exactly(r, LEN.size)
+                data = read_exactly(r, LEN.size)
                 if data is None:
                     return
                 pid: int = LEN.unpack(data)[0]
@@ -355,63 +354,6 @@ class _ForkServer:
 
 # ---------------------------------------------------------------------------
 # Children of the fork server
-
-
-def _become(req: SpawnRequest, name: str, title: bool = True, score: int | None = None) -> None:
-    """Take the worker's title and OOM score (a warning in its log when the score cannot be set).
-    `score`: the one this process is known to have already (a standby's: no /proc read then)."""
-    if title:
-        osproc.set_title(name, f"{req.worker_id}#{req.generation}")
-    if req.oom_score_adj is None or req.oom_score_adj == score:
-        return
-    if problem := osproc.set_oom_score_adj(req.oom_score_adj):
-        log.warning("worker %s#%s: %s", req.worker_id, req.generation, problem)
-
-
-def _cold_main(req: SpawnRequest, name: str) -> NoReturn:
-    from supervisor_tree.worker import main as worker
-
-    _become(req, name, title=False)  # titled when forked
-    sys.path[:0] = list(req.sys_path)
-    worker.run_worker(req)
-
-
-def _standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
-    """Make the context and connect to the node, then wait for the request that activates us."""
-    from supervisor_tree.worker import main as worker
-    from supervisor_tree.worker import standby
-
-    os.close(w)
-    # Raising it needs no privilege; if it failed, a worker's own score is set (or reported) at activation.
-    score = cfg.standby_oom_score_adj if osproc.set_oom_score_adj(cfg.standby_oom_score_adj) is None else None
-    prepared = worker.prepare_standby(inbound, cfg.run_dir)
-    head = _read_exactly(r, LEN.size)
-    if head is None:
-        os._exit(0)  # the node closed our activation socket: never activated
-    data = _read_exactly(r, LEN.unpack(head)[0])
-    standby.mark("activated")
-    os.close(r)
-    if data is None:
-        os._exit(0)
-    try:
-        req = pipe.decode_spawn_request(data)
-    except BadFrame as exc:  # only the node writes here; a bug, not an attack: say so and go
-        log.error("standby %d: activated with a bad request (%s); exiting", os.getpid(), exc.reason)
-        os._exit(1)
-    _become(req, cfg.name, score=score)
-    sys.path[:0] = list(req.sys_path)
-    worker.run_worker(req, prepared)
-
-
-def _read_exactly(fd: int, n: int) -> bytes | None:
-    chunks = []
-    while n:
-        chunk = os.read(fd, n)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
 
 
 def _reap_intermediates() -> None:

@@ -18,6 +18,7 @@ start, and `read_events` raises `LauncherGone` (the node ends with that reason).
     launcher = LocalLauncher(run_dir, preload=["myapp.workers"], name="myapp")
     launcher.start()                       # before any zmq.Context in this process
     launcher.spawn(SpawnRequest(token=1, worker_id="counter", generation=1, ...))
+    launcher.prepare(req); ...; launcher.spawn(req)   # a start ahead of its turn: only its go waits
     ...poll launcher.fileno(); for ev in launcher.read_events(): Spawned / Reaped / ...
     launcher.close()                       # SIGKILLs and reaps every worker
 
@@ -33,10 +34,8 @@ import collections
 import gc
 import logging
 import os
-import pickle
 import resource
 import select
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -55,7 +54,8 @@ from supervisor_tree.node.launchers.base import (
     reason_from_status,
     take_reason_file,
 )
-from supervisor_tree.node.launchers.forkserver import LEN as _LEN
+from supervisor_tree.node.launchers.entry import GO, LEN
+from supervisor_tree.node.launchers.handoff import StandbyHandoff, dumps_request
 from supervisor_tree.node.launchers.orphans import remove_ipc_files, remove_standby_files, sweep
 from supervisor_tree.node.launchers.pipe import ServerConfig
 from supervisor_tree.node.launchers.reaper import Reaper
@@ -74,7 +74,7 @@ FORK_SERVER_LOSSES, FORK_SERVER_PERIOD = 5, 60.0  # more losses than this within
 _FD_LIMIT = 1 << 16  # a pidfd per worker: raise the soft limit of open files up to this (or the hard limit)
 
 
-class LocalLauncher:
+class LocalLauncher(StandbyHandoff):
     """A fork server on this machine, and the reaper of what it forks.  See the module docstring.
 
     `standby`: how many pre-forked processes to keep ready (0: fork on every spawn).
@@ -100,6 +100,7 @@ class LocalLauncher:
         self._wake = -1  # an eventfd: events made here (activations) wake the node's poll
         self._reaper: Reaper | None = None
         self._standbys: collections.deque[tuple[int, int]] = collections.deque()  # (pid, activation socket fd)
+        self._held: dict[int, tuple[int, int]] = {}  # token -> (pid, fd) of a standby prepared ahead (prepare)
         self._cold: dict[int, SpawnRequest] = {}  # token -> a spawn sent to the fork server, not answered yet
         self._pending: list[Event] = []
         self._tidy: list[SpawnRequest] = []
@@ -116,15 +117,6 @@ class LocalLauncher:
     def pid(self) -> int | None:
         """The fork server's pid (None before start, or while there is none)."""
         return self._server.pid if self._server is not None else None
-
-    @property
-    def standbys_at_hand(self) -> int:
-        """How many standbys the next spawns can activate (announced in read_events)."""
-        return len(self._standbys)
-
-    @property
-    def standby_pids(self) -> list[int]:
-        return [pid for pid, _ in self._standbys]
 
     def start(self, timeout: float = 60.0) -> None:
         """Fork the fork server.  The run's key must be in memory first (the node made it; else
@@ -165,22 +157,18 @@ class LocalLauncher:
 
         With a standby at hand the request goes straight into its activation socket
         (it starts at once) and the fork server is told afterwards; else the fork
-        server forks a new process.
+        server forks a new process.  A request handed ahead (`prepare`) gets its go.
         """
-        data = _dumps_request(req)
+        if (held := self._held.pop(req.token, None)) is not None:  # prepared ahead: its go
+            if self._activate(*held, req, GO):
+                return
+            self._send(("discard", held[0]))  # it died while held
+        data = dumps_request(req)
         while self._standbys:
             pid, fd = self._standbys.popleft()
-            try:
-                with socket.socket(fileno=fd) as activation:
-                    activation.sendall(_LEN.pack(len(data)) + data, socket.MSG_NOSIGNAL)
-            except OSError:  # it died while waiting: its pidfd reaps it
-                self._send(("discard", pid))
-                continue
-            self._require_reaper().activated(pid, req)
-            self._post(Spawned(req.token, pid))
-            self._send(("activated", pid))
-            self._tidy_up()
-            return
+            if self._activate(pid, fd, req, LEN.pack(len(data)) + data):
+                return
+            self._send(("discard", pid))
         if self._server is None:
             self._post(SpawnFailed(req.token, self._failed or "no fork server"))
             return
@@ -190,9 +178,13 @@ class LocalLauncher:
     def refresh(self, preload: Sequence[str], also: Sequence[str] = ()) -> None:
         """Have the fork server import the project's modules again from disk (and `also`); its
         standbys go (their activation sockets closed: they exit, reaped here).  Done when
-        `code.epoch` grows (read_events); `code.problems` says what failed."""
+        `code.epoch` grows (read_events); `code.problems` says what failed.  So do the ones
+        prepared ahead (they hold the old code): those starts take a new standby (or a fork) at their turn."""
         while self._standbys:
             os.close(self._standbys.popleft()[1])
+        for _, fd in self._held.values():
+            os.close(fd)
+        self._held.clear()
         self.code.refreshing += 1
         self._send(("refresh", tuple(preload), tuple(also)))
 
@@ -273,15 +265,6 @@ class LocalLauncher:
                 server.eof = True
         return events
 
-    def _take_standby(self, server: ServerProcess, pid: int) -> None:
-        _, fds, _, _ = socket.recv_fds(server.sock, 1, 1)
-        os.set_inheritable(fds[0], False)
-        self._require_reaper().watch(pid)
-        if self.code.refreshing:  # forked with the old code: closing its activation socket makes it exit
-            os.close(fds[0])
-        else:
-            self._standbys.append((pid, fds[0]))
-
     def _from_server(self, event: Event) -> list[Event]:
         match event:
             case Spawned(token=token, pid=pid):
@@ -347,15 +330,6 @@ class LocalLauncher:
         self._tidy.append(req)
         return Reaped(pid, reason_from_status(status, _reason_file(req, pid)))
 
-    def _standby_gone(self, pid: int) -> None:
-        for i, (spid, fd) in enumerate(self._standbys):
-            if spid == pid:
-                del self._standbys[i]
-                os.close(fd)
-                self._send(("discard", pid))
-                break
-        remove_standby_files(self.run_dir, pid)
-
     def _tidy_up(self) -> None:
         """A worker's socket files outlive it: removed after the news of its end went out."""
         while self._tidy:
@@ -381,6 +355,9 @@ class LocalLauncher:
                     reaper.watch(pid)
         while self._standbys:
             os.close(self._standbys.popleft()[1])  # a standby that reads EOF exits
+        for _, fd in self._held.values():
+            os.close(fd)
+        self._held.clear()
         for pid, req in reaper.kill_and_reap_all(time.monotonic() + timeout):
             if req is not None:
                 take_reason_file(_reason_file(req, pid))
@@ -405,16 +382,6 @@ class LocalLauncher:
 
 def _reason_file(req: SpawnRequest, pid: int) -> str:
     return os.path.join(req.run_dir, "reasons", str(pid))
-
-
-def _dumps_request(req: SpawnRequest) -> bytes:
-    try:
-        return pickle.dumps(req, protocol=5)
-    except Exception:  # noqa: BLE001 - args holding closures: cloudpickle can ship them
-        import cloudpickle
-
-        data: bytes = cloudpickle.dumps(req, protocol=5)
-        return data
 
 
 def _raise_fd_limit() -> None:

@@ -126,6 +126,12 @@ class PortLauncher:
                 self._by_token[req.token] = port
         self.inner.spawn(req)
 
+    def prepare(self, req: SpawnRequest) -> bool:
+        return req.command is None and self.inner.prepare(req)  # a program starts when it is its turn
+
+    def discard(self, token: int) -> None:
+        self.inner.discard(token)
+
     def read_events(self) -> list[Event]:
         events = self.inner.read_events()
         if not (self.local or self._by_token or self._by_pid):

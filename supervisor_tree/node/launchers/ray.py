@@ -126,6 +126,12 @@ class RayLauncher:
         future: Future[Any] = actor.handle.spawn.remote(req).future()
         future.add_done_callback(lambda f: self._spawned(req, actor, f))
 
+    def prepare(self, req: SpawnRequest) -> bool:
+        return False  # an actor's incarnation is made when it is its turn
+
+    def discard(self, token: int) -> None:
+        pass
+
     def _actor_for(self, req: SpawnRequest) -> _Actor:
         actor = self._actors.get(req.worker_id)
         if actor is not None and not actor.dead:
