@@ -2,8 +2,10 @@
 
 Owns what each JSON-RPC method means: `initialize` negotiates the protocol
 version and opens a session in the session component, `ping` answers at once,
-`tools/list` lists `tools.TOOLS`, `tools/call` runs the tool as a task on the
-pool component, `notifications/cancelled` drops a call still waiting.  It turns
+`tools/list` lists the worker's tools (inline.Toolbox), `tools/call` runs the tool
+as a task on the pool component, or here on the loop when the config marks it
+inline (no trip to the pool; a tool that raises, inline or pooled, answers a tool
+error), `notifications/cancelled` drops a call still waiting.  It turns
 a reply (or a failure) from the tree into a JSON-RPC result or error line.  No
 sockets: a request comes with its `Peer` (a TCP connection, server.py; or one
 HTTP exchange of an MCP session, streamable.py) and its answer goes back there;
@@ -42,13 +44,16 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from supervisor_tree.client import RemoteError
 from supervisor_tree.workers.net import rpc
 from supervisor_tree.workers.net.batch import Batcher, Call
 from supervisor_tree.workers.net.bridge import Upstream, UpstreamError
-from supervisor_tree.workers.net.tools import TOOLS, Tool
+from supervisor_tree.workers.net.inline import Toolbox
+from supervisor_tree.workers.net.tools import Tool
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +127,17 @@ class Methods:
     """Dispatch of requests to methods (loop thread only)."""
 
     def __init__(self, upstream: Upstream, session_id: str = "session", pool_id: str = "pool",
-                 pool_wait: float = 2.5, batches_in_flight: int = 4) -> None:
+                 pool_wait: float = 2.5, batches_in_flight: int = 4, toolbox: Toolbox | None = None) -> None:
         self.upstream = upstream
+        self.toolbox = toolbox = toolbox or Toolbox.from_settings()
+        self.tools, self.inline = toolbox.tools, toolbox.inline
         self.session_id = session_id
         self.pool_id = pool_id
         self.counts = collections.Counter[str]()
         self.batcher = Batcher(upstream, pool_id, self._finish_batch, batches_in_flight, pool_wait)
         self._table = {"ping": self._ping, "initialize": self._initialize, "tools/list": self._tools_list,
                        "tools/call": self._tools_call}  # fmt: skip
-        self._tools_listing = {"tools": [t.listing() for t in TOOLS.values()]}
+        self._tools_listing = {"tools": [t.listing() for t in self.tools.values()]}
 
     def dispatch(self, peer: Peer, line: bytes) -> None:
         """One line of the TCP transport."""
@@ -194,9 +201,9 @@ class Methods:
     def _tools_call(self, peer: Peer, req: rpc.Request) -> None:
         params = _params(req)
         name = params.get("name")
-        tool = TOOLS.get(name) if isinstance(name, str) else None
+        tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
-            raise rpc.RpcError(rpc.INVALID_PARAMS, f"Unknown tool: {name!r}; tools: {', '.join(TOOLS)}", req.id)
+            raise rpc.RpcError(rpc.INVALID_PARAMS, f"Unknown tool: {name!r}; tools: {', '.join(self.tools)}", req.id)
         arguments = params.get("arguments", {})
         problem = tool.check(arguments)
         if problem is not None or not isinstance(arguments, dict):  # checked: a dict when no problem
@@ -206,9 +213,26 @@ class Methods:
                 peer.reply(rpc.text_result_line(req.id, message, True))
                 return
             raise rpc.RpcError(rpc.INVALID_PARAMS, message, req.id)
+        fn = self.inline.get(tool.name)
+        if fn is not None:
+            peer.reply(self._run_inline(tool, fn, req.id, tool.positional(arguments)))
+            return
         call = Call(peer, req.id, tool.positional(arguments))
         peer.begin(call)
         self.batcher.add(tool, call)
+
+    def _run_inline(self, tool: Tool, fn: Callable[..., object], rid: object, args: list[object]) -> bytes:
+        """A tool marked inline, run here: its reply line, as the pool's answer would make it (net/inline.py)."""
+        t0 = time.perf_counter()
+        try:
+            out = fn(*args)
+            line = rpc.text_result_line(rid, out) if type(out) is str else rpc.result_line(rid, tool_result(out))
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit: the tool's error is its caller's answer
+            self.counts["tool_errors"] += 1
+            line = rpc.text_result_line(rid, f"{type(exc).__name__}: {exc}", True)
+        self.counts["inline_calls"] += 1
+        self.toolbox.took(tool.name, time.perf_counter() - t0)
+        return line
 
     def _cancelled(self, peer: Peer, req: rpc.Request) -> None:
         """MCP's notifications/cancelled: the reply is dropped, and a call still queued here is not sent."""
