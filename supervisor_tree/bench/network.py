@@ -5,10 +5,14 @@ Owns two sets of figures, each beside a reference measured in the same run:
 1. ``tcp_tools_call_1KiB``: 10,000 connections (quick: 1,000), each sending a
    1 KiB JSON-RPC ``tools/call`` of ``echo`` and reading its reply before the
    next (closed loop); replies read per second, and latency percentiles from
-   every sample.  Reference: the same clients, connections and frames against
-   a raw asyncio line echo server in another process (``tcp_load echo``): what
-   loopback TCP and one Python event loop give on this machine today.  Our
-   rounds and the reference's alternate (the machine's load shifts).
+   every sample.  ``echo`` runs on the pool (network -> pool manager -> member
+   -> network).  ``tcp_tools_call_1KiB_inline``: the same against a second
+   network worker whose config marks ``echo`` inline (``tools = { echo = {
+   inline = true } }``: it runs in the network worker itself).  Reference for
+   both: the same clients, connections and frames against a raw asyncio line
+   echo server in another process (``tcp_load echo``): what loopback TCP and
+   one Python event loop give on this machine today.  The three take rounds by
+   turns (the machine's load shifts).
 2. ``idle_connections_held`` and ``server_rss_per_connection``: how many idle
    connections the network component holds (target 40-50K; quick: 5K), each
    proven alive by a JSON-RPC ping, and the server's RSS per connection, beside
@@ -16,8 +20,8 @@ Owns two sets of figures, each beside a reference measured in the same run:
 
     $ supervise bench tcp_sustained_10k [--quick]
 
-The tree: session, a pool (manager + members) and the network component as
-`shards` workers sharing one port (SO_REUSEPORT); each process here may hold at
+The tree: session, a pool (manager + members), the network component as
+`shards` workers sharing one port (SO_REUSEPORT), and ``network.inline`` on a port of its own; each process here may hold at
 most RLIMIT_NOFILE's hard limit of sockets (20,000 on this machine, and no
 CAP_SYS_RESOURCE to raise it), so 50K connections take 3 shards on the server
 and 3+ load processes on the client side.  Load processes spread their source
@@ -61,8 +65,10 @@ STEP_TIMEOUT = 120.0  # s any one step of a load process may take
 TARGET_RPS = 43_000.0  # the seed's "Network I/O: 43K msg/s"
 
 
-def network_toml(shards: int, port: int, pool_size: int, max_connections: int, net_args: str = "") -> str:
-    """The tree under test: session, pool (members + manager), network shards on one port (by turns)."""
+def network_toml(shards: int, port: int, pool_size: int, max_connections: int, net_args: str = "",
+                 inline_port: int = 0) -> str:  # fmt: skip
+    """The tree under test: session, pool (members + manager), network shards on one port (by turns), and with
+    `inline_port` a network worker there that runs echo inline."""
     def args(i: int) -> str:
         turns = (', standby = true' if i > 1 else '') + (f', overflow = "network.{i + 1}"' if i < shards else '')
         extra = f", {net_args}" if net_args else ""
@@ -71,6 +77,10 @@ def network_toml(shards: int, port: int, pool_size: int, max_connections: int, n
     net = "\n".join(
         f'[[tree.children.children]]\nid = "network.{i}"\nstart = "supervisor_tree.workers.network:Network"\nshutdown = 5000\n'
         f"args = {args(i)}\n" for i in range(1, shards + 1))
+    if inline_port:
+        net += (f'\n[[tree.children.children]]\nid = "network.inline"\nstart = "supervisor_tree.workers.network:Network"\n'
+                f"shutdown = 5000\nargs = {{ port = {inline_port}, max_connections = {max_connections}, http = false, "
+                "tools = { echo = { inline = true } } }\n")
     pool = pool_toml("pool", size=pool_size, max_overflow=0, intensity=100, member_intensity=100,
                      member_shutdown=None, manager_shutdown=None)
     return f"""[node]
@@ -228,44 +238,49 @@ def _rss(pids: list[int]) -> int:
     return sum(int(psutil.Process(p).memory_info().rss) for p in pids)
 
 
-def alternate(ctx: BenchContext, load: LoadProcesses, conns: int, window: float,
-              label: str) -> tuple[list[Trial], list[Trial], dict[str, int]]:  # fmt: skip
-    """Windows of "ours" and "ref" by turns (the machine's load shifts): their trials after the warm-up,
-    and the problems seen on ours (errors, lost connections, requests unanswered at the end of a window)."""
+def alternate(ctx: BenchContext, load: LoadProcesses, conns: int, window: float, label: str,
+              names: tuple[str, ...] = ("ours", "ref")) -> tuple[dict[str, list[Trial]], dict[str, int]]:  # fmt: skip
+    """Windows of each target in `names` by turns (the machine's load shifts): their trials after the warm-up,
+    and the problems seen on all but the last, the reference (errors, lost connections, requests unanswered
+    at the end of a window)."""
     for name, got in load.connected.items():
         if got < conns:
             raise BenchError(f"only {got} of {conns} connections to {name} opened")
-    ours: list[Trial] = []
-    ref: list[Trial] = []
+    trials: dict[str, list[Trial]] = {name: [] for name in names}
     trouble: dict[str, int] = {"errors": 0, "lost": 0, "unanswered": 0}
-    with ctx.progress.task(f"{label} ours/ref rounds", total=ctx.warmup + ctx.repeats) as advance:
+    with ctx.progress.task(f"{label} {'/'.join(names)} rounds", total=ctx.warmup + ctx.repeats) as advance:
         for round_ in range(ctx.warmup + ctx.repeats):
-            trial, problems = load.window("ours", window)
-            ref_trial, _ = load.window("ref", window)
-            if round_ >= ctx.warmup:
-                ours.append(trial)
-                ref.append(ref_trial)
-                for k, v in problems.items():
-                    trouble[k] += v
+            for name in names:
+                trial, problems = load.window(name, window)
+                if round_ >= ctx.warmup:
+                    trials[name].append(trial)
+                    if name != names[-1]:
+                        for k, v in problems.items():
+                            trouble[k] += v
             advance()
-    return ours, ref, trouble
+    return trials, trouble
 
 
-def sustained(ctx: BenchContext, tree: BenchTree, port: int, shards: int, conns: int) -> list[Measurement]:
+def sustained(ctx: BenchContext, tree: BenchTree, ports: dict[str, int], shards: int,
+              conns: int) -> list[Measurement]:  # fmt: skip
     window = max(2.0, ctx.duration / ctx.repeats)
     with EchoServer(shards) as echo:
         processes = 2 if conns > 2000 else 1
-        load = LoadProcesses({"ours": port, "ref": echo.port}, conns, processes, tree.dir)
+        load = LoadProcesses({**ports, "ref": echo.port}, conns, processes, tree.dir)
         try:
-            ours, ref, trouble = alternate(ctx, load, conns, window, "tcp_sustained")
+            trials, trouble = alternate(ctx, load, conns, window, "tcp_sustained", ("ours", "inline", "ref"))
         finally:
             load.close()
     note = (f"{conns} connections, 1 closed-loop request each, {LINE_SIZE} B lines, {processes} load process(es), "
             f"{window:g} s windows, {shards} server process(es) on one port, ours and the reference alike")
-    reference = measure_throughput("raw_asyncio_echo_1KiB", ref, unit="req/s", role=Role.REFERENCE, note=note)
-    measured = measure_throughput("tcp_tools_call_1KiB", ours, unit="req/s", target=TARGET_RPS,
-                                  p99_target_us=5000.0, note=note, extra={"problems": trouble})
-    return [measured.compared_to(reference), reference]
+    reference = measure_throughput("raw_asyncio_echo_1KiB", trials["ref"], unit="req/s", role=Role.REFERENCE,
+                                   note=note)  # fmt: skip
+    pooled = measure_throughput("tcp_tools_call_1KiB", trials["ours"], unit="req/s", target=TARGET_RPS,
+                                p99_target_us=5000.0, note=note + "; echo on the pool", extra={"problems": trouble})
+    inline = measure_throughput("tcp_tools_call_1KiB_inline", trials["inline"], unit="req/s", target=TARGET_RPS,
+                                p99_target_us=5000.0, note="the same, echo inline in one network worker "
+                                "(tools = { echo = { inline = true } })")  # fmt: skip
+    return [pooled.compared_to(reference), inline.compared_to(reference), reference]
 
 
 def held(ctx: BenchContext, tree: BenchTree, port: int, shards: int, conns: int) -> list[Measurement]:
@@ -301,7 +316,8 @@ def tcp_sustained_10k(ctx: BenchContext) -> list[Measurement]:
     conns = ctx.count(full=10_000, quick=1_000)
     idle = ctx.count(full=50_000, quick=5_000)
     shards = max(1, math.ceil(idle / PER_PROCESS))
-    port = free_port()
-    with BenchTree(network_toml(shards, port, pool_size=2, max_connections=PER_PROCESS + 1000), base="/tmp") as tree:
+    port, inline_port = free_port(), free_port()
+    toml = network_toml(shards, port, pool_size=2, max_connections=PER_PROCESS + 1000, inline_port=inline_port)
+    with BenchTree(toml, base="/tmp") as tree:
         held_figures = held(ctx, tree, port, shards, idle)  # first: RSS growth from a fresh server
-        return sustained(ctx, tree, port, shards, conns) + held_figures
+        return sustained(ctx, tree, {"ours": port, "inline": inline_port}, shards, conns) + held_figures
