@@ -47,11 +47,13 @@ def test_bad_inline_max_ms_is_named() -> None:
         NetworkSpec.from_args({"inline_max_ms": 0})
 
 
-def test_an_inline_tool_over_its_bound_leaves_the_inline_table_once() -> None:
+def test_an_inline_tool_over_its_bound_three_times_leaves_the_inline_table_once() -> None:
     box = Toolbox.from_settings([ToolSetting("echo", inline=True)], max_ms=10.0)
     assert box.inline["echo"]("hi") == "hi"
     box.took("echo", 0.005)
-    assert "echo" in box.inline
+    box.took("echo", 0.5)
+    box.took("echo", 0.5)
+    assert "echo" in box.inline and box.counts["inline_overruns"] == 2  # one busy moment is no verdict
     box.took("echo", 0.5)
     box.took("echo", 0.5)
     assert "echo" not in box.inline and box.moved == ["echo"] and box.counts["inline_moved_to_pool"] == 1

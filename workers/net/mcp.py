@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from collections.abc import Callable
+from time import perf_counter
 from typing import Protocol
 
 from supervisor_tree.client import RemoteError
@@ -199,39 +199,44 @@ class Methods:
         self.upstream.call(self.session_id, session_create(data), done)
 
     def _tools_call(self, peer: Peer, req: rpc.Request) -> None:
-        params = _params(req)
+        params = req.params if type(req.params) is dict else _params(req)
         name = params.get("name")
         tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
             raise rpc.RpcError(rpc.INVALID_PARAMS, f"Unknown tool: {name!r}; tools: {', '.join(self.tools)}", req.id)
         arguments = params.get("arguments", {})
-        problem = tool.check(arguments)
-        if problem is not None or not isinstance(arguments, dict):  # checked: a dict when no problem
-            message = f"Invalid arguments for tool {tool.name!r}: {problem}"
-            if peer.version in TOOL_ERROR_VERSIONS:
-                self.counts["invalid_arguments"] += 1
-                peer.reply(rpc.text_result_line(req.id, message, True))
-                return
-            raise rpc.RpcError(rpc.INVALID_PARAMS, message, req.id)
+        args = tool.quick_positional(arguments)
+        if args is None:
+            problem = tool.check(arguments)
+            if problem is not None or not isinstance(arguments, dict):  # checked: a dict when no problem
+                message = f"Invalid arguments for tool {tool.name!r}: {problem}"
+                if peer.version in TOOL_ERROR_VERSIONS:
+                    self.counts["invalid_arguments"] += 1
+                    peer.reply(rpc.text_result_line(req.id, message, True))
+                    return
+                raise rpc.RpcError(rpc.INVALID_PARAMS, message, req.id)
+            args = tool.positional(arguments)
         fn = self.inline.get(tool.name)
         if fn is not None:
-            peer.reply(self._run_inline(tool, fn, req.id, tool.positional(arguments)))
+            peer.reply(self._run_inline(tool, fn, req.id, args))
             return
-        call = Call(peer, req.id, tool.positional(arguments))
+        call = Call(peer, req.id, args)
         peer.begin(call)
         self.batcher.add(tool, call)
 
     def _run_inline(self, tool: Tool, fn: Callable[..., object], rid: object, args: list[object]) -> bytes:
         """A tool marked inline, run here: its reply line, as the pool's answer would make it (net/inline.py)."""
-        t0 = time.perf_counter()
+        t0 = perf_counter()
         try:
             out = fn(*args)
             line = rpc.text_result_line(rid, out) if type(out) is str else rpc.result_line(rid, tool_result(out))
         except BaseException as exc:  # noqa: BLE001 - even SystemExit: the tool's error is its caller's answer
             self.counts["tool_errors"] += 1
             line = rpc.text_result_line(rid, f"{type(exc).__name__}: {exc}", True)
+        took = perf_counter() - t0
         self.counts["inline_calls"] += 1
-        self.toolbox.took(tool.name, time.perf_counter() - t0)
+        if took > self.toolbox.max_s:
+            self.toolbox.took(tool.name, took)
         return line
 
     def _cancelled(self, peer: Peer, req: rpc.Request) -> None:
