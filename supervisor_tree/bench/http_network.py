@@ -46,7 +46,7 @@ def http_sustained(ctx: BenchContext) -> list[Measurement]:
     with BenchTree(toml, base="/tmp") as tree, EchoServer(module=MODULE) as echo:
         load = LoadProcesses({"ours": http_port, "ref": echo.port}, conns, processes, tree.dir, module=MODULE)
         try:
-            trials, trouble = alternate(ctx, load, conns, window, "http_sustained")
+            trials, trouble, _ = alternate(ctx, load, conns, window, "http_sustained")
         finally:
             load.close()
     note = (f"{conns} HTTP/1.1 keep-alive connections, one MCP session each, 1 closed-loop POST each, {LINE_SIZE} B "

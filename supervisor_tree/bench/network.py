@@ -38,8 +38,9 @@ import socket
 import subprocess
 import sys
 from array import array
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -230,57 +231,97 @@ class LoadProcesses:
 
 
 def _shard_pids(run_dir: Path, shards: int) -> list[int]:
+    return _pids(run_dir, [f"network.{i}" for i in range(1, shards + 1)])
+
+
+def _pids(run_dir: Path, workers: list[str]) -> list[int]:
     with Client(run_dir, timeout=10.0) as c:
-        return [int(c.resolve(f"network.{i}").pid) for i in range(1, shards + 1)]
+        return [int(c.resolve(w).pid) for w in workers]
 
 
 def _rss(pids: list[int]) -> int:
     return sum(int(psutil.Process(p).memory_info().rss) for p in pids)
 
 
+class Rounds(NamedTuple):
+    trials: dict[str, list[Trial]]  # by target, after the warm-up
+    trouble: dict[str, int]  # errors, lost connections, requests unanswered at the end of a window (not the ref's)
+    cpu_us: dict[str, list[float]]  # by target: CPU of its server processes per reply, one figure per window
+
+
 def alternate(ctx: BenchContext, load: LoadProcesses, conns: int, window: float, label: str,
-              names: tuple[str, ...] = ("ours", "ref")) -> tuple[dict[str, list[Trial]], dict[str, int]]:  # fmt: skip
-    """Windows of each target in `names` by turns (the machine's load shifts): their trials after the warm-up,
-    and the problems seen on all but the last, the reference (errors, lost connections, requests unanswered
-    at the end of a window)."""
+              names: tuple[str, ...] = ("ours", "ref"), pids: Mapping[str, list[int]] | None = None) -> Rounds:  # fmt: skip
+    """Windows of each target in `names` by turns (the machine's load shifts; the last name is the reference),
+    with the CPU time of each target's server processes (`pids`) per reply."""
     for name, got in load.connected.items():
         if got < conns:
             raise BenchError(f"only {got} of {conns} connections to {name} opened")
-    trials: dict[str, list[Trial]] = {name: [] for name in names}
-    trouble: dict[str, int] = {"errors": 0, "lost": 0, "unanswered": 0}
+    rounds = Rounds({name: [] for name in names}, {"errors": 0, "lost": 0, "unanswered": 0},
+                    {name: [] for name in names})  # fmt: skip
     with ctx.progress.task(f"{label} {'/'.join(names)} rounds", total=ctx.warmup + ctx.repeats) as advance:
         for round_ in range(ctx.warmup + ctx.repeats):
             for name in names:
+                before = _cpu((pids or {}).get(name, []))
                 trial, problems = load.window(name, window)
+                used = _cpu((pids or {}).get(name, [])) - before
                 if round_ >= ctx.warmup:
-                    trials[name].append(trial)
+                    rounds.trials[name].append(trial)
+                    if pids and trial.ops:
+                        rounds.cpu_us[name].append(used / trial.ops * 1e6)
                     if name != names[-1]:
                         for k, v in problems.items():
-                            trouble[k] += v
+                            rounds.trouble[k] += v
             advance()
-    return trials, trouble
+    return rounds
+
+
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes `pids` have used so far (one that is gone counts 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _tree_pids(tree: BenchTree, leave_out: list[int]) -> list[int]:
+    """The node and every process under it (network shards, pool manager and members, session), but `leave_out`."""
+    node = psutil.Process(tree.node_pid)
+    return [p.pid for p in [node, *node.children(recursive=True)] if p.pid not in leave_out]
 
 
 def sustained(ctx: BenchContext, tree: BenchTree, ports: dict[str, int], shards: int,
               conns: int) -> list[Measurement]:  # fmt: skip
     window = max(2.0, ctx.duration / ctx.repeats)
+    inline_pid = _pids(tree.run_dir, ["network.inline"])
     with EchoServer(shards) as echo:
         processes = 2 if conns > 2000 else 1
         load = LoadProcesses({**ports, "ref": echo.port}, conns, processes, tree.dir)
+        pids = {"ours": _tree_pids(tree, inline_pid), "inline": inline_pid, "ref": echo.pids}
         try:
-            trials, trouble = alternate(ctx, load, conns, window, "tcp_sustained", ("ours", "inline", "ref"))
+            rounds = alternate(ctx, load, conns, window, "tcp_sustained", ("ours", "inline", "ref"), pids)
         finally:
             load.close()
     note = (f"{conns} connections, 1 closed-loop request each, {LINE_SIZE} B lines, {processes} load process(es), "
             f"{window:g} s windows, {shards} server process(es) on one port, ours and the reference alike")
+    trials = rounds.trials
     reference = measure_throughput("raw_asyncio_echo_1KiB", trials["ref"], unit="req/s", role=Role.REFERENCE,
                                    note=note)  # fmt: skip
     pooled = measure_throughput("tcp_tools_call_1KiB", trials["ours"], unit="req/s", target=TARGET_RPS,
-                                p99_target_us=5000.0, note=note + "; echo on the pool", extra={"problems": trouble})
+                                p99_target_us=5000.0, note=note + "; echo on the pool",
+                                extra={"problems": rounds.trouble})  # fmt: skip
     inline = measure_throughput("tcp_tools_call_1KiB_inline", trials["inline"], unit="req/s", target=TARGET_RPS,
                                 p99_target_us=5000.0, note="the same, echo inline in one network worker "
                                 "(tools = { echo = { inline = true } })")  # fmt: skip
-    return [pooled.compared_to(reference), inline.compared_to(reference), reference]
+    cpu = {name: Measurement.from_values(f"{what}_cpu_per_request", "us", rounds.cpu_us[name], better=Better.LOWER,
+                                         role=Role.REFERENCE if name == "ref" else Role.OURS, note=note)
+           for name, what in (("ours", "tcp_tools_call_pooled"), ("inline", "tcp_tools_call_inline"),
+                              ("ref", "raw_asyncio_echo"))}  # fmt: skip
+    return [pooled.compared_to(reference), inline.compared_to(reference), reference,
+            cpu["ours"].compared_to(cpu["ref"]), cpu["inline"].compared_to(cpu["ref"]), cpu["ref"]]  # fmt: skip
 
 
 def held(ctx: BenchContext, tree: BenchTree, port: int, shards: int, conns: int) -> list[Measurement]:

@@ -140,9 +140,21 @@ class Methods:
         self._tools_listing = {"tools": [t.listing() for t in self.tools.values()]}
 
     def dispatch(self, peer: Peer, line: bytes) -> None:
-        """One line of the TCP transport."""
+        """One line of the TCP transport.  A well-formed tools/call goes straight to `_call_tool` (the hot
+        path: no `Request` made); anything else through `rpc.request`'s checks and `handle`."""
         try:
-            req = rpc.parse(line)
+            msg = rpc.loads(line)
+            if type(msg) is dict and msg.get("method") == "tools/call":
+                rid, params = msg.get("id"), msg.get("params")
+                if (type(rid) is int or type(rid) is str) and type(params) is dict and msg.get("jsonrpc") == "2.0":
+                    self.counts["requests"] += 1
+                    try:
+                        self._call_tool(peer, rid, params)
+                    except rpc.RpcError as exc:
+                        self.counts[f"error{exc.code}"] += 1
+                        peer.reply(exc.line())
+                    return
+            req = rpc.request(msg)
         except rpc.RpcError as exc:
             self.counts["requests"] += 1
             self.counts[f"error{exc.code}"] += 1
@@ -199,11 +211,13 @@ class Methods:
         self.upstream.call(self.session_id, session_create(data), done)
 
     def _tools_call(self, peer: Peer, req: rpc.Request) -> None:
-        params = req.params if type(req.params) is dict else _params(req)
+        self._call_tool(peer, req.id, _params(req))
+
+    def _call_tool(self, peer: Peer, rid: object, params: dict[str, object]) -> None:
         name = params.get("name")
-        tool = self.tools.get(name) if isinstance(name, str) else None
+        tool = self.tools.get(name) if type(name) is str else None
         if tool is None:
-            raise rpc.RpcError(rpc.INVALID_PARAMS, f"Unknown tool: {name!r}; tools: {', '.join(self.tools)}", req.id)
+            raise rpc.RpcError(rpc.INVALID_PARAMS, f"Unknown tool: {name!r}; tools: {', '.join(self.tools)}", rid)
         arguments = params.get("arguments", {})
         args = tool.quick_positional(arguments)
         if args is None:
@@ -212,15 +226,15 @@ class Methods:
                 message = f"Invalid arguments for tool {tool.name!r}: {problem}"
                 if peer.version in TOOL_ERROR_VERSIONS:
                     self.counts["invalid_arguments"] += 1
-                    peer.reply(rpc.text_result_line(req.id, message, True))
+                    peer.reply(rpc.text_result_line(rid, message, True))
                     return
-                raise rpc.RpcError(rpc.INVALID_PARAMS, message, req.id)
+                raise rpc.RpcError(rpc.INVALID_PARAMS, message, rid)
             args = tool.positional(arguments)
         fn = self.inline.get(tool.name)
         if fn is not None:
-            peer.reply(self._run_inline(tool, fn, req.id, args))
+            peer.reply(self._run_inline(tool, fn, rid, args))
             return
-        call = Call(peer, req.id, args)
+        call = Call(peer, rid, args)
         peer.begin(call)
         self.batcher.add(tool, call)
 

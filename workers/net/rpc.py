@@ -82,10 +82,19 @@ class Request(NamedTuple):
 
 def parse(line: bytes | bytearray | memoryview) -> Request:
     """The request on `line` (without its newline); raises RpcError with the code it deserves."""
+    return request(loads(line))
+
+
+def loads(line: bytes | bytearray | memoryview) -> object:
+    """The JSON value on `line`; raises RpcError -32700 when it is not JSON (or not UTF-8)."""
     try:
-        msg = _loads(line)
+        return _loads(line)
     except ValueError as exc:  # orjson's JSONDecodeError and UnicodeDecodeError are ValueErrors too
         raise RpcError(PARSE_ERROR, f"Parse error: {exc}") from None
+
+
+def request(msg: object) -> Request:
+    """The request a parsed JSON value is; raises RpcError -32600 when it is none."""
     if not isinstance(msg, dict):
         what = "a batch (JSON array), which this server does not take" if isinstance(msg, list) else type(msg).__name__
         raise RpcError(INVALID_REQUEST, f"Invalid Request: a request is a JSON object; got {what}")
