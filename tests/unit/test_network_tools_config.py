@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from supervisor_tree.workers.net.config import NetworkSpec, ToolSetting
@@ -58,3 +60,31 @@ def test_an_inline_tool_over_its_bound_three_times_leaves_the_inline_table_once(
     box.took("echo", 0.5)
     assert "echo" not in box.inline and box.moved == ["echo"] and box.counts["inline_moved_to_pool"] == 1
     assert "echo" in box.tools  # still a tool, on the pool now
+
+
+def test_replies_made_while_a_read_is_cut_into_lines_go_out_in_one_write() -> None:
+    from supervisor_tree.workers.net.mcp import Methods
+    from supervisor_tree.workers.net.server import Server
+
+    class Transport:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+        def set_write_buffer_limits(self, high: int) -> None:
+            pass
+
+    box = Toolbox.from_settings([ToolSetting("echo", inline=True)])
+    conn = Server(NetworkSpec(), Methods(None, toolbox=box)).connection()  # type: ignore[arg-type]
+    transport = Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    call = b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"t%d"}}}\n'
+    conn.data_received(call % (1, 1) + b'{"jsonrpc":"2.0","id":2,"method":"ping"}\n' + call % (3, 3) + b"{\n")
+    assert len(transport.written) == 1  # four replies, one write(2)
+    replies = [json.loads(line) for line in transport.written[0].splitlines()]
+    assert [r["id"] for r in replies] == [1, 2, 3, None]
+    assert replies[0]["result"]["content"][0]["text"] == "t1" and replies[3]["error"]["code"] == -32700
+    conn.data_received(call % (4, 4))
+    assert len(transport.written) == 2 and json.loads(transport.written[1])["id"] == 4
