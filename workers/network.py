@@ -195,6 +195,7 @@ class Network(Worker):
             **dict(self.streamable.counts),
             **dict(self.methods.counts),
             "inline_tools": sorted(self.toolbox.inline),
+            "inline_calls": sum(list(self.toolbox.calls.values())),
             **dict(self.toolbox.counts),
             **dict(self.methods.batcher.counts),
             **{f"upstream_{k}": v for k, v in dict(self.upstream.counts).items()},

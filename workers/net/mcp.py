@@ -248,9 +248,10 @@ class Methods:
             self.counts["tool_errors"] += 1
             line = rpc.text_result_line(rid, f"{type(exc).__name__}: {exc}", True)
         took = perf_counter() - t0
-        self.counts["inline_calls"] += 1
+        calls = self.toolbox.calls
+        calls[tool.name] += 1
         if took > self.toolbox.max_s:
-            self.toolbox.took(tool.name, took)
+            self.toolbox.took(tool.name, took, calls[tool.name])
         return line
 
     def _cancelled(self, peer: Peer, req: rpc.Request) -> None:
