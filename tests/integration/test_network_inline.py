@@ -122,3 +122,18 @@ def test_a_bad_tools_key_fails_the_start_naming_it(tmp_path: Path, tools: str, e
         assert expected in shown.replace('\\"', '"'), shown
     finally:
         t.stop()
+
+
+def test_an_inline_tool_answers_over_streamable_http_too(tree: Tree) -> None:
+    from test_mcp_http import in_session, initialize, rpc, send
+
+    sid, _ = initialize(tree)
+    pid = tree.pid_of("network")
+    answer = send(tree, body=rpc("tools/call", 7, name="shout", arguments={"text": "web"}), headers=in_session(sid))
+    # answered at once, so as plain JSON (MCP lets the server choose; there is nothing left to cancel)
+    assert answer.status == 200 and answer.headers["content-type"] == "application/json"
+    assert answer.json == {"jsonrpc": "2.0", "id": 7,
+                           "result": {"content": [{"type": "text", "text": f"WEB from {pid}"}], "isError": False}}
+    boom = send(tree, body=rpc("tools/call", 8, name="boom", arguments={"text": "web"}), headers=in_session(sid))
+    assert boom.json["result"] == {"content": [{"type": "text", "text": "ValueError: no 'web' today"}],
+                                   "isError": True}  # fmt: skip
