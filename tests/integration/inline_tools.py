@@ -24,3 +24,8 @@ def slow(ms: int) -> str:
     """Not cheap at all: a tool wrongly marked inline."""
     time.sleep(ms / 1000)
     return f"slept {ms} ms in {os.getpid()}"
+
+
+def odd(text: str) -> object:
+    """Returns what JSON cannot carry (pickle can: the pool brings it back)."""
+    return {text}

@@ -28,6 +28,8 @@ TOOLS_ARG = (', inline_max_ms = 50, tools = { echo = { inline = true }, '
              f'pooled_shout = {{ task = "tests.integration.inline_tools:shout", {TEXT} }}, '
              f'boom = {{ task = "tests.integration.inline_tools:boom", inline = true, {TEXT} }}, '
              f'quit = {{ task = "tests.integration.inline_tools:quit_", inline = true, {TEXT} }}, '
+             f'odd = {{ task = "tests.integration.inline_tools:odd", inline = true, {TEXT} }}, '
+             f'pooled_odd = {{ task = "tests.integration.inline_tools:odd", {TEXT} }}, '
              'slow = { task = "tests.integration.inline_tools:slow", inline = true, '
              'input_schema = { type = "object", properties = { ms = { type = "integer" } } } } }')
 
@@ -89,6 +91,14 @@ def test_an_inline_tool_that_raises_answers_an_error_and_the_worker_goes_on(tree
     finally:
         other.close()
     assert tree.pid_of("network") == pid  # not restarted
+
+
+@pytest.mark.parametrize("tool", ["odd", "pooled_odd"])
+def test_a_value_json_cannot_carry_is_a_tool_error_inline_or_pooled(rpc: Rpc, tool: str) -> None:
+    reply = rpc.call_tool(tool, text="x")
+    assert reply["result"]["isError"] is True
+    assert reply["result"]["content"][0]["text"].startswith("TypeError: the tool returned what JSON cannot carry")
+    assert rpc.call_tool("echo", text="after")["result"]["content"][0]["text"] == "after"
 
 
 def test_an_inline_tool_over_its_time_bound_moves_to_the_pool(tree: Tree, rpc: Rpc) -> None:

@@ -115,6 +115,16 @@ def tool_result(value: object) -> dict[str, object]:
     return {"content": [{"type": "text", "text": text}], "isError": False}
 
 
+def value_line(rid: object, out: object) -> bytes:
+    """The reply line for a tool's return value; one that JSON cannot carry (a set, bytes) is the tool's error."""
+    if type(out) is str:
+        return rpc.text_result_line(rid, out)
+    try:
+        return rpc.result_line(rid, tool_result(out))
+    except (TypeError, ValueError) as exc:
+        return rpc.text_result_line(rid, f"TypeError: the tool returned what JSON cannot carry: {exc}", True)
+
+
 def upstream_error(rid: object, err: object, what: str) -> bytes:
     """The error line for a call to the tree that failed (not a tool error)."""
     if isinstance(err, UpstreamError):
@@ -242,8 +252,7 @@ class Methods:
         """A tool marked inline, run here: its reply line, as the pool's answer would make it (net/inline.py)."""
         t0 = perf_counter()
         try:
-            out = fn(*args)
-            line = rpc.text_result_line(rid, out) if type(out) is str else rpc.result_line(rid, tool_result(out))
+            line = value_line(rid, fn(*args))
         except BaseException as exc:  # noqa: BLE001 - even SystemExit: the tool's error is its caller's answer
             self.counts["tool_errors"] += 1
             line = rpc.text_result_line(rid, f"{type(exc).__name__}: {exc}", True)
@@ -272,10 +281,8 @@ class Methods:
                 elif not good:  # the tool raised: a tool error, reported in the result (MCP)
                     counts["tool_errors"] += 1
                     call.peer.end(text_line(call.rid, out, True), call)
-                elif type(out) is str:
-                    call.peer.end(text_line(call.rid, out), call)
                 else:
-                    call.peer.end(rpc.result_line(call.rid, tool_result(out)), call)
+                    call.peer.end(value_line(call.rid, out), call)
             return
         counts["upstream_errors"] += len(batch)
         if ok:
