@@ -29,7 +29,10 @@ allowed_origins, reuse_port (several network workers on one fixed port), standby
 overflow (such workers listening by turns, net/listener.py), backlog, max_line, max_connections,
 max_pending (requests in flight per connection), write_high_water (unread
 reply bytes per connection), session / pool (the worker ids to route to),
-call_timeout, batches_in_flight, nofile.
+call_timeout, batches_in_flight, nofile; tools (per tool: inline = true runs it in this
+process, not on the pool; or a tool of the config's own, net/config.py) and inline_max_ms.
+
+    args = { port = 7411, tools = { echo = { inline = true } } }
 
 Calls: {"op": "address"} -> {"host", "port"}; {"op": "stats"} -> counters (also in
 the worker's heartbeat stats under "worker"); {"op": "listen"} / {"op": "rest"} ->
@@ -58,6 +61,7 @@ from supervisor_tree.spec import ExitReason
 from supervisor_tree.workers.net.bridge import Upstream
 from supervisor_tree.workers.net.config import NOFILE_MARGIN, NetworkSpec
 from supervisor_tree.workers.net.http import HttpConnection
+from supervisor_tree.workers.net.inline import Toolbox
 from supervisor_tree.workers.net.listener import Endpoint, Listener
 from supervisor_tree.workers.net.mcp import PROTOCOL_VERSIONS, Methods
 from supervisor_tree.workers.net.server import Server, raise_nofile_limit
@@ -91,6 +95,7 @@ class Network(Worker):
                         spec.max_connections + NOFILE_MARGIN)  # fmt: skip
             spec = dataclasses.replace(spec, max_connections=max(1, room))
         self.spec = spec
+        self.toolbox = Toolbox.from_settings(spec.tools, spec.inline_max_ms)  # imports inline tools: fails the start
         self.loop = new_event_loop()
         tell = self._tell_overflow if spec.overflow else None
         endpoints = [Endpoint("tcp", spec.port, self._connection)]
@@ -118,7 +123,8 @@ class Network(Worker):
         asyncio.set_event_loop(loop)
         try:
             self.upstream = Upstream(loop, self.context, self.run_dir, spec.call_timeout)
-            self.methods = Methods(self.upstream, spec.session, spec.pool, spec.pool_wait, spec.batches_in_flight)
+            self.methods = Methods(self.upstream, spec.session, spec.pool, spec.pool_wait, spec.batches_in_flight,
+                                   self.toolbox)
             self.server = Server(spec, self.methods, self.listener)
             self.sessions = HttpSessions(self.upstream, spec.session, PROTOCOL_VERSIONS)
             self.streamable = Streamable(spec, self.methods, self.sessions)
@@ -188,6 +194,9 @@ class Network(Worker):
             **self.sessions.counts,
             **dict(self.streamable.counts),
             **dict(self.methods.counts),
+            "inline_tools": sorted(self.toolbox.inline),
+            "inline_calls": sum(list(self.toolbox.calls.values())),
+            **dict(self.toolbox.counts),
             **dict(self.methods.batcher.counts),
             **{f"upstream_{k}": v for k, v in dict(self.upstream.counts).items()},
         }

@@ -46,12 +46,14 @@ def http_sustained(ctx: BenchContext) -> list[Measurement]:
     with BenchTree(toml, base="/tmp") as tree, EchoServer(module=MODULE) as echo:
         load = LoadProcesses({"ours": http_port, "ref": echo.port}, conns, processes, tree.dir, module=MODULE)
         try:
-            ours, ref, trouble = alternate(ctx, load, conns, window, "http_sustained")
+            trials, trouble, _ = alternate(ctx, load, conns, window, "http_sustained")
         finally:
             load.close()
     note = (f"{conns} HTTP/1.1 keep-alive connections, one MCP session each, 1 closed-loop POST each, {LINE_SIZE} B "
             f"JSON-RPC bodies, {processes} load process(es), {window:g} s windows, one server process, ours and the "
             "reference alike")
-    reference = measure_throughput("raw_httptools_echo_1KiB", ref, unit="req/s", role=Role.REFERENCE, note=note)
-    measured = measure_throughput("http_tools_call_1KiB", ours, unit="req/s", note=note, extra={"problems": trouble})
+    reference = measure_throughput("raw_httptools_echo_1KiB", trials["ref"], unit="req/s", role=Role.REFERENCE,
+                                   note=note)  # fmt: skip
+    measured = measure_throughput("http_tools_call_1KiB", trials["ours"], unit="req/s", note=note,
+                                  extra={"problems": trouble})  # fmt: skip
     return [measured.compared_to(reference), reference]

@@ -5,10 +5,14 @@ Owns two sets of figures, each beside a reference measured in the same run:
 1. ``tcp_tools_call_1KiB``: 10,000 connections (quick: 1,000), each sending a
    1 KiB JSON-RPC ``tools/call`` of ``echo`` and reading its reply before the
    next (closed loop); replies read per second, and latency percentiles from
-   every sample.  Reference: the same clients, connections and frames against
-   a raw asyncio line echo server in another process (``tcp_load echo``): what
-   loopback TCP and one Python event loop give on this machine today.  Our
-   rounds and the reference's alternate (the machine's load shifts).
+   every sample.  ``echo`` runs on the pool (network -> pool manager -> member
+   -> network).  ``tcp_tools_call_1KiB_inline``: the same against a second
+   network worker whose config marks ``echo`` inline (``tools = { echo = {
+   inline = true } }``: it runs in the network worker itself).  Reference for
+   both: the same clients, connections and frames against a raw asyncio line
+   echo server in another process (``tcp_load echo``): what loopback TCP and
+   one Python event loop give on this machine today.  The three take rounds by
+   turns (the machine's load shifts).
 2. ``idle_connections_held`` and ``server_rss_per_connection``: how many idle
    connections the network component holds (target 40-50K; quick: 5K), each
    proven alive by a JSON-RPC ping, and the server's RSS per connection, beside
@@ -16,8 +20,8 @@ Owns two sets of figures, each beside a reference measured in the same run:
 
     $ supervise bench tcp_sustained_10k [--quick]
 
-The tree: session, a pool (manager + members) and the network component as
-`shards` workers sharing one port (SO_REUSEPORT); each process here may hold at
+The tree: session, a pool (manager + members), the network component as
+`shards` workers sharing one port (SO_REUSEPORT), and ``network.inline`` on a port of its own; each process here may hold at
 most RLIMIT_NOFILE's hard limit of sockets (20,000 on this machine, and no
 CAP_SYS_RESOURCE to raise it), so 50K connections take 3 shards on the server
 and 3+ load processes on the client side.  Load processes spread their source
@@ -34,8 +38,9 @@ import socket
 import subprocess
 import sys
 from array import array
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -61,8 +66,10 @@ STEP_TIMEOUT = 120.0  # s any one step of a load process may take
 TARGET_RPS = 43_000.0  # the seed's "Network I/O: 43K msg/s"
 
 
-def network_toml(shards: int, port: int, pool_size: int, max_connections: int, net_args: str = "") -> str:
-    """The tree under test: session, pool (members + manager), network shards on one port (by turns)."""
+def network_toml(shards: int, port: int, pool_size: int, max_connections: int, net_args: str = "",
+                 inline_port: int = 0) -> str:  # fmt: skip
+    """The tree under test: session, pool (members + manager), network shards on one port (by turns), and with
+    `inline_port` a network worker there that runs echo inline."""
     def args(i: int) -> str:
         turns = (', standby = true' if i > 1 else '') + (f', overflow = "network.{i + 1}"' if i < shards else '')
         extra = f", {net_args}" if net_args else ""
@@ -71,6 +78,10 @@ def network_toml(shards: int, port: int, pool_size: int, max_connections: int, n
     net = "\n".join(
         f'[[tree.children.children]]\nid = "network.{i}"\nstart = "supervisor_tree.workers.network:Network"\nshutdown = 5000\n'
         f"args = {args(i)}\n" for i in range(1, shards + 1))
+    if inline_port:
+        net += (f'\n[[tree.children.children]]\nid = "network.inline"\nstart = "supervisor_tree.workers.network:Network"\n'
+                f"shutdown = 5000\nargs = {{ port = {inline_port}, max_connections = {max_connections}, http = false, "
+                "tools = { echo = { inline = true } } }\n")
     pool = pool_toml("pool", size=pool_size, max_overflow=0, intensity=100, member_intensity=100,
                      member_shutdown=None, manager_shutdown=None)
     return f"""[node]
@@ -220,52 +231,97 @@ class LoadProcesses:
 
 
 def _shard_pids(run_dir: Path, shards: int) -> list[int]:
+    return _pids(run_dir, [f"network.{i}" for i in range(1, shards + 1)])
+
+
+def _pids(run_dir: Path, workers: list[str]) -> list[int]:
     with Client(run_dir, timeout=10.0) as c:
-        return [int(c.resolve(f"network.{i}").pid) for i in range(1, shards + 1)]
+        return [int(c.resolve(w).pid) for w in workers]
 
 
 def _rss(pids: list[int]) -> int:
     return sum(int(psutil.Process(p).memory_info().rss) for p in pids)
 
 
-def alternate(ctx: BenchContext, load: LoadProcesses, conns: int, window: float,
-              label: str) -> tuple[list[Trial], list[Trial], dict[str, int]]:  # fmt: skip
-    """Windows of "ours" and "ref" by turns (the machine's load shifts): their trials after the warm-up,
-    and the problems seen on ours (errors, lost connections, requests unanswered at the end of a window)."""
+class Rounds(NamedTuple):
+    trials: dict[str, list[Trial]]  # by target, after the warm-up
+    trouble: dict[str, int]  # errors, lost connections, requests unanswered at the end of a window (not the ref's)
+    cpu_us: dict[str, list[float]]  # by target: CPU of its server processes per reply, one figure per window
+
+
+def alternate(ctx: BenchContext, load: LoadProcesses, conns: int, window: float, label: str,
+              names: tuple[str, ...] = ("ours", "ref"), pids: Mapping[str, list[int]] | None = None) -> Rounds:  # fmt: skip
+    """Windows of each target in `names` by turns (the machine's load shifts; the last name is the reference),
+    with the CPU time of each target's server processes (`pids`) per reply."""
     for name, got in load.connected.items():
         if got < conns:
             raise BenchError(f"only {got} of {conns} connections to {name} opened")
-    ours: list[Trial] = []
-    ref: list[Trial] = []
-    trouble: dict[str, int] = {"errors": 0, "lost": 0, "unanswered": 0}
-    with ctx.progress.task(f"{label} ours/ref rounds", total=ctx.warmup + ctx.repeats) as advance:
+    rounds = Rounds({name: [] for name in names}, {"errors": 0, "lost": 0, "unanswered": 0},
+                    {name: [] for name in names})  # fmt: skip
+    with ctx.progress.task(f"{label} {'/'.join(names)} rounds", total=ctx.warmup + ctx.repeats) as advance:
         for round_ in range(ctx.warmup + ctx.repeats):
-            trial, problems = load.window("ours", window)
-            ref_trial, _ = load.window("ref", window)
-            if round_ >= ctx.warmup:
-                ours.append(trial)
-                ref.append(ref_trial)
-                for k, v in problems.items():
-                    trouble[k] += v
+            for name in names:
+                before = _cpu((pids or {}).get(name, []))
+                trial, problems = load.window(name, window)
+                used = _cpu((pids or {}).get(name, [])) - before
+                if round_ >= ctx.warmup:
+                    rounds.trials[name].append(trial)
+                    if pids and trial.ops:
+                        rounds.cpu_us[name].append(used / trial.ops * 1e6)
+                    if name != names[-1]:
+                        for k, v in problems.items():
+                            rounds.trouble[k] += v
             advance()
-    return ours, ref, trouble
+    return rounds
 
 
-def sustained(ctx: BenchContext, tree: BenchTree, port: int, shards: int, conns: int) -> list[Measurement]:
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes `pids` have used so far (one that is gone counts 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _tree_pids(tree: BenchTree, leave_out: list[int]) -> list[int]:
+    """The node and every process under it (network shards, pool manager and members, session), but `leave_out`."""
+    node = psutil.Process(tree.node_pid)
+    return [p.pid for p in [node, *node.children(recursive=True)] if p.pid not in leave_out]
+
+
+def sustained(ctx: BenchContext, tree: BenchTree, ports: dict[str, int], shards: int,
+              conns: int) -> list[Measurement]:  # fmt: skip
     window = max(2.0, ctx.duration / ctx.repeats)
+    inline_pid = _pids(tree.run_dir, ["network.inline"])
     with EchoServer(shards) as echo:
         processes = 2 if conns > 2000 else 1
-        load = LoadProcesses({"ours": port, "ref": echo.port}, conns, processes, tree.dir)
+        load = LoadProcesses({**ports, "ref": echo.port}, conns, processes, tree.dir)
+        pids = {"ours": _tree_pids(tree, inline_pid), "inline": inline_pid, "ref": echo.pids}
         try:
-            ours, ref, trouble = alternate(ctx, load, conns, window, "tcp_sustained")
+            rounds = alternate(ctx, load, conns, window, "tcp_sustained", ("ours", "inline", "ref"), pids)
         finally:
             load.close()
     note = (f"{conns} connections, 1 closed-loop request each, {LINE_SIZE} B lines, {processes} load process(es), "
             f"{window:g} s windows, {shards} server process(es) on one port, ours and the reference alike")
-    reference = measure_throughput("raw_asyncio_echo_1KiB", ref, unit="req/s", role=Role.REFERENCE, note=note)
-    measured = measure_throughput("tcp_tools_call_1KiB", ours, unit="req/s", target=TARGET_RPS,
-                                  p99_target_us=5000.0, note=note, extra={"problems": trouble})
-    return [measured.compared_to(reference), reference]
+    trials = rounds.trials
+    reference = measure_throughput("raw_asyncio_echo_1KiB", trials["ref"], unit="req/s", role=Role.REFERENCE,
+                                   note=note)  # fmt: skip
+    pooled = measure_throughput("tcp_tools_call_1KiB", trials["ours"], unit="req/s", target=TARGET_RPS,
+                                p99_target_us=5000.0, note=note + "; echo on the pool",
+                                extra={"problems": rounds.trouble})  # fmt: skip
+    inline = measure_throughput("tcp_tools_call_1KiB_inline", trials["inline"], unit="req/s", target=TARGET_RPS,
+                                p99_target_us=5000.0, note="the same, echo inline in one network worker "
+                                "(tools = { echo = { inline = true } })")  # fmt: skip
+    cpu = {name: Measurement.from_values(f"{what}_cpu_per_request", "us", rounds.cpu_us[name], better=Better.LOWER,
+                                         role=Role.REFERENCE if name == "ref" else Role.OURS, note=note)
+           for name, what in (("ours", "tcp_tools_call_pooled"), ("inline", "tcp_tools_call_inline"),
+                              ("ref", "raw_asyncio_echo"))}  # fmt: skip
+    return [pooled.compared_to(reference), inline.compared_to(reference), reference,
+            cpu["ours"].compared_to(cpu["ref"]), cpu["inline"].compared_to(cpu["ref"]), cpu["ref"]]  # fmt: skip
 
 
 def held(ctx: BenchContext, tree: BenchTree, port: int, shards: int, conns: int) -> list[Measurement]:
@@ -301,7 +357,8 @@ def tcp_sustained_10k(ctx: BenchContext) -> list[Measurement]:
     conns = ctx.count(full=10_000, quick=1_000)
     idle = ctx.count(full=50_000, quick=5_000)
     shards = max(1, math.ceil(idle / PER_PROCESS))
-    port = free_port()
-    with BenchTree(network_toml(shards, port, pool_size=2, max_connections=PER_PROCESS + 1000), base="/tmp") as tree:
+    port, inline_port = free_port(), free_port()
+    toml = network_toml(shards, port, pool_size=2, max_connections=PER_PROCESS + 1000, inline_port=inline_port)
+    with BenchTree(toml, base="/tmp") as tree:
         held_figures = held(ctx, tree, port, shards, idle)  # first: RSS growth from a fresh server
-        return sustained(ctx, tree, port, shards, conns) + held_figures
+        return sustained(ctx, tree, {"ours": port, "inline": inline_port}, shards, conns) + held_figures

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from supervisor_tree.workers.net.bridge import Upstream, UpstreamError
-from supervisor_tree.workers.net.tools import RUN_TOOL, TOOLS, Tool
+from supervisor_tree.workers.net.tools import RUN_TOOL, Tool
 
 MAX_BATCH = 256  # tool calls in one pool request
 
@@ -64,6 +64,7 @@ class Batcher:
         self.in_flight = max(1, in_flight)
         self.pool_wait = pool_wait
         self._queued: dict[str, list[Call]] = {}
+        self._tools: dict[str, Tool] = {}  # by name, as `add` was given them
         self._in_flight: collections.Counter[str] = collections.Counter()
         self._armed = False
         self.counts = collections.Counter[str]()
@@ -76,6 +77,7 @@ class Batcher:
         queue = self._queued.get(tool.name)
         if queue is None:
             queue = self._queued[tool.name] = []
+            self._tools[tool.name] = tool
         queue.append(call)
         if not self._armed and self._in_flight[tool.name] < self.in_flight:
             self._armed = True  # send after this turn of the loop has read everything it can
@@ -88,7 +90,7 @@ class Batcher:
 
     def _send(self, name: str) -> None:
         queue = self._queued.get(name)
-        tool = TOOLS[name]
+        tool = self._tools[name]
         while queue and self._in_flight[name] < self.in_flight:
             batch = queue[:MAX_BATCH]
             del queue[:MAX_BATCH]

@@ -2,7 +2,19 @@
 
 Owns the names, defaults and allowed values of the args a config gives
 `supervisor_tree.workers.network:Network`, and the one error that lists every problem (unknown
-keys get a "did you mean").  Nothing here binds, connects or starts.
+keys get a "did you mean").  Nothing here binds, connects, starts or imports a tool.
+
+`tools` is a table of tables, one per tool: a built-in tool (net/tools.py) takes only
+`inline` (run it in the network worker's own process; refused for CPU-bound tools), a
+tool of the config's own needs `task` ("module:function") and may have `description`,
+`input_schema` (the subset of JSON Schema net/tools.py checks), `chunk` and `inline`.
+
+    >>> NetworkSpec.from_args({"tools": {"echo": {"inline": True}}}).tools
+    (ToolSetting(name='echo', inline=True, task='', description='', input_schema=None, chunk=1),)
+    >>> NetworkSpec.from_args({"tools": {"fib": {"inline": True}}})
+    Traceback (most recent call last):
+    ...
+    ValueError: network args: tools.fib.inline: "fib" is CPU-bound and runs on the pool only (an inline tool runs in the network worker's event loop, so it must be cheap; built-ins that may: echo)
 
     >>> NetworkSpec.from_args({"port": 7411, "max_line": 4096}).port
     7411
@@ -16,11 +28,28 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from supervisor_tree.workers.net.tools import TOOLS, schema_problem
+
 NOFILE_MARGIN = 256  # descriptors besides connections: ZeroMQ sockets, pidfds, the listener, logs
+TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # MCP's tool name rule
+TOOL_KEYS = ("inline", "task", "description", "input_schema", "chunk")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSetting:
+    """One entry of `tools`: a built-in tool's setting (`task` empty) or a tool of the config's own."""
+
+    name: str
+    inline: bool = False  # run in the network worker's event loop, not on the pool
+    task: str = ""  # "module:function" of a tool of the config's own
+    description: str = ""
+    input_schema: Mapping[str, object] | None = None  # its arguments, passed in `properties` order; None: none
+    chunk: int = 1  # calls of a batch one pool member takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +73,8 @@ class NetworkSpec:
     http_port: int = 0  # 0: ephemeral, published by the "address" call
     http_path: str = "/mcp"  # the one endpoint
     allowed_origins: tuple[str, ...] = ()  # Origin values accepted besides loopback ones ("https://app.example")
+    tools: tuple[ToolSetting, ...] = ()  # per-tool settings and the config's own tools (module docstring)
+    inline_max_ms: float = 10.0  # an inline call that takes longer moves its tool to the pool (net/inline.py)
 
     @property
     def pool_wait(self) -> float:
@@ -68,10 +99,67 @@ class NetworkSpec:
         values = dict(args)
         if "allowed_origins" in values:
             values["allowed_origins"] = tuple(cast("list[str]", values["allowed_origins"]))
+        if "tools" in values:
+            values["tools"] = tuple(_tool(name, cast("dict[str, Any]", t))
+                                    for name, t in cast("dict[str, object]", values["tools"]).items())
         return cls(**cast("Mapping[str, Any]", values))  # every value checked against its field's type above
 
 
+def _tool(name: str, table: dict[str, Any]) -> ToolSetting:
+    return ToolSetting(name, **table)
+
+
+def _tools_problem(value: object) -> str | None:
+    if not isinstance(value, dict):
+        return f'tools must be a table of tool tables, like {{ echo = {{ inline = true }} }}; got {value!r:.120}'
+    problems = [p for name, table in value.items() for p in _tool_problems(str(name), table)]
+    return "; ".join(problems) or None
+
+
+def _tool_problems(name: str, table: object) -> list[str]:
+    where = f"tools.{name}"
+    if not TOOL_NAME.fullmatch(name):
+        return [f"{where}: a tool name is 1-128 of A-Z a-z 0-9 _ - . (MCP)"]
+    if not isinstance(table, dict):
+        return [f"{where} must be a table, like {{ inline = true }}; got {table!r:.120}"]
+    problems = []
+    for key in table:
+        if key not in TOOL_KEYS:
+            close = difflib.get_close_matches(key, TOOL_KEYS, n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else f"; allowed: {', '.join(TOOL_KEYS)}"
+            problems.append(f'{where}: unknown key "{key}"{hint}')
+    inline = table.get("inline", False)
+    if not isinstance(inline, bool):
+        problems.append(f"{where}.inline must be true or false; got {inline!r}")
+    builtin = TOOLS.get(name)
+    if builtin is not None:
+        problems += [f"{where}.{key}: {name!r} is a built-in tool; only inline may be set"
+                     for key in table if key in TOOL_KEYS and key != "inline"]  # fmt: skip
+        if inline is True and builtin.cpu_bound:
+            cheap = ", ".join(t.name for t in TOOLS.values() if not t.cpu_bound)
+            problems.append(f'{where}.inline: "{name}" is CPU-bound and runs on the pool only (an inline tool runs in '
+                            f"the network worker's event loop, so it must be cheap; built-ins that may: {cheap})")
+        return problems
+    task = table.get("task")
+    if not (isinstance(task, str) and re.fullmatch(r"[\w.]+:[\w.]+", task)):
+        problems.append(f'{where}.task must be "module:function" (a tool of the config\'s own; built-ins: '
+                        f"{', '.join(TOOLS)}); got {task!r}")
+    if not isinstance(table.get("description", ""), str):
+        problems.append(f"{where}.description must be a string")
+    if "input_schema" in table and (why := schema_problem(table["input_schema"])):
+        problems.append(f"{where}.input_schema {why}")
+    chunk = table.get("chunk", 1)
+    if not (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 1):
+        problems.append(f"{where}.chunk must be an integer >= 1; got {chunk!r}")
+    return problems
+
+
 def _check(key: str, kind: object, value: object) -> str | None:
+    if key == "tools":
+        return _tools_problem(value)
+    if key == "inline_max_ms":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        return None if ok else f"{key} must be a number of milliseconds > 0; got {value!r}"
     if key == "allowed_origins":
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and "://" in v for v in value)
         return None if ok else f'{key} must be a list of origins like "https://app.example"; got {value!r}'

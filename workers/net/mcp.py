@@ -2,8 +2,10 @@
 
 Owns what each JSON-RPC method means: `initialize` negotiates the protocol
 version and opens a session in the session component, `ping` answers at once,
-`tools/list` lists `tools.TOOLS`, `tools/call` runs the tool as a task on the
-pool component, `notifications/cancelled` drops a call still waiting.  It turns
+`tools/list` lists the worker's tools (inline.Toolbox), `tools/call` runs the tool
+as a task on the pool component, or here on the loop when the config marks it
+inline (no trip to the pool; a tool that raises, inline or pooled, answers a tool
+error), `notifications/cancelled` drops a call still waiting.  It turns
 a reply (or a failure) from the tree into a JSON-RPC result or error line.  No
 sockets: a request comes with its `Peer` (a TCP connection, server.py; or one
 HTTP exchange of an MCP session, streamable.py) and its answer goes back there;
@@ -42,13 +44,16 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
+from time import perf_counter
 from typing import Protocol
 
 from supervisor_tree.client import RemoteError
 from supervisor_tree.workers.net import rpc
 from supervisor_tree.workers.net.batch import Batcher, Call
 from supervisor_tree.workers.net.bridge import Upstream, UpstreamError
-from supervisor_tree.workers.net.tools import TOOLS, Tool
+from supervisor_tree.workers.net.inline import Toolbox
+from supervisor_tree.workers.net.tools import Tool
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +115,16 @@ def tool_result(value: object) -> dict[str, object]:
     return {"content": [{"type": "text", "text": text}], "isError": False}
 
 
+def value_line(rid: object, out: object) -> bytes:
+    """The reply line for a tool's return value; one that JSON cannot carry (a set, bytes) is the tool's error."""
+    if type(out) is str:
+        return rpc.text_result_line(rid, out)
+    try:
+        return rpc.result_line(rid, tool_result(out))
+    except (TypeError, ValueError) as exc:
+        return rpc.text_result_line(rid, f"TypeError: the tool returned what JSON cannot carry: {exc}", True)
+
+
 def upstream_error(rid: object, err: object, what: str) -> bytes:
     """The error line for a call to the tree that failed (not a tool error)."""
     if isinstance(err, UpstreamError):
@@ -122,20 +137,34 @@ class Methods:
     """Dispatch of requests to methods (loop thread only)."""
 
     def __init__(self, upstream: Upstream, session_id: str = "session", pool_id: str = "pool",
-                 pool_wait: float = 2.5, batches_in_flight: int = 4) -> None:
+                 pool_wait: float = 2.5, batches_in_flight: int = 4, toolbox: Toolbox | None = None) -> None:
         self.upstream = upstream
+        self.toolbox = toolbox = toolbox or Toolbox.from_settings()
+        self.tools, self.inline = toolbox.tools, toolbox.inline
         self.session_id = session_id
         self.pool_id = pool_id
         self.counts = collections.Counter[str]()
         self.batcher = Batcher(upstream, pool_id, self._finish_batch, batches_in_flight, pool_wait)
         self._table = {"ping": self._ping, "initialize": self._initialize, "tools/list": self._tools_list,
                        "tools/call": self._tools_call}  # fmt: skip
-        self._tools_listing = {"tools": [t.listing() for t in TOOLS.values()]}
+        self._tools_listing = {"tools": [t.listing() for t in self.tools.values()]}
 
     def dispatch(self, peer: Peer, line: bytes) -> None:
-        """One line of the TCP transport."""
+        """One line of the TCP transport.  A well-formed tools/call goes straight to `_call_tool` (the hot
+        path: no `Request` made); anything else through `rpc.request`'s checks and `handle`."""
         try:
-            req = rpc.parse(line)
+            msg = rpc.loads(line)
+            if type(msg) is dict and msg.get("method") == "tools/call":
+                rid, params = msg.get("id"), msg.get("params")
+                if (type(rid) is int or type(rid) is str) and type(params) is dict and msg.get("jsonrpc") == "2.0":
+                    self.counts["requests"] += 1
+                    try:
+                        self._call_tool(peer, rid, params)
+                    except rpc.RpcError as exc:
+                        self.counts[f"error{exc.code}"] += 1
+                        peer.reply(exc.line())
+                    return
+            req = rpc.request(msg)
         except rpc.RpcError as exc:
             self.counts["requests"] += 1
             self.counts[f"error{exc.code}"] += 1
@@ -192,23 +221,47 @@ class Methods:
         self.upstream.call(self.session_id, session_create(data), done)
 
     def _tools_call(self, peer: Peer, req: rpc.Request) -> None:
-        params = _params(req)
+        self._call_tool(peer, req.id, _params(req))
+
+    def _call_tool(self, peer: Peer, rid: object, params: dict[str, object]) -> None:
         name = params.get("name")
-        tool = TOOLS.get(name) if isinstance(name, str) else None
+        tool = self.tools.get(name) if type(name) is str else None
         if tool is None:
-            raise rpc.RpcError(rpc.INVALID_PARAMS, f"Unknown tool: {name!r}; tools: {', '.join(TOOLS)}", req.id)
+            raise rpc.RpcError(rpc.INVALID_PARAMS, f"Unknown tool: {name!r}; tools: {', '.join(self.tools)}", rid)
         arguments = params.get("arguments", {})
-        problem = tool.check(arguments)
-        if problem is not None or not isinstance(arguments, dict):  # checked: a dict when no problem
-            message = f"Invalid arguments for tool {tool.name!r}: {problem}"
-            if peer.version in TOOL_ERROR_VERSIONS:
-                self.counts["invalid_arguments"] += 1
-                peer.reply(rpc.text_result_line(req.id, message, True))
-                return
-            raise rpc.RpcError(rpc.INVALID_PARAMS, message, req.id)
-        call = Call(peer, req.id, tool.positional(arguments))
+        args = tool.quick_positional(arguments)
+        if args is None:
+            problem = tool.check(arguments)
+            if problem is not None or not isinstance(arguments, dict):  # checked: a dict when no problem
+                message = f"Invalid arguments for tool {tool.name!r}: {problem}"
+                if peer.version in TOOL_ERROR_VERSIONS:
+                    self.counts["invalid_arguments"] += 1
+                    peer.reply(rpc.text_result_line(rid, message, True))
+                    return
+                raise rpc.RpcError(rpc.INVALID_PARAMS, message, rid)
+            args = tool.positional(arguments)
+        fn = self.inline.get(tool.name)
+        if fn is not None:
+            peer.reply(self._run_inline(tool, fn, rid, args))
+            return
+        call = Call(peer, rid, args)
         peer.begin(call)
         self.batcher.add(tool, call)
+
+    def _run_inline(self, tool: Tool, fn: Callable[..., object], rid: object, args: list[object]) -> bytes:
+        """A tool marked inline, run here: its reply line, as the pool's answer would make it (net/inline.py)."""
+        t0 = perf_counter()
+        try:
+            line = value_line(rid, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit: the tool's error is its caller's answer
+            self.counts["tool_errors"] += 1
+            line = rpc.text_result_line(rid, f"{type(exc).__name__}: {exc}", True)
+        took = perf_counter() - t0
+        calls = self.toolbox.calls
+        calls[tool.name] += 1
+        if took > self.toolbox.max_s:
+            self.toolbox.took(tool.name, took, calls[tool.name])
+        return line
 
     def _cancelled(self, peer: Peer, req: rpc.Request) -> None:
         """MCP's notifications/cancelled: the reply is dropped, and a call still queued here is not sent."""
@@ -228,10 +281,8 @@ class Methods:
                 elif not good:  # the tool raised: a tool error, reported in the result (MCP)
                     counts["tool_errors"] += 1
                     call.peer.end(text_line(call.rid, out, True), call)
-                elif type(out) is str:
-                    call.peer.end(text_line(call.rid, out), call)
                 else:
-                    call.peer.end(rpc.result_line(call.rid, tool_result(out)), call)
+                    call.peer.end(value_line(call.rid, out), call)
             return
         counts["upstream_errors"] += len(batch)
         if ok:

@@ -5,7 +5,7 @@ line deserves) and encoding replies as lines.  Knows nothing of sockets,
 methods or the tree.
 
     >>> parse(b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}')
-    Request(id=1, method='ping', params=None, notification=False)
+    Request(id=1, method='ping', params=None, notification=False, response=False)
     >>> result_line(1, {})
     b'{"jsonrpc":"2.0","id":1,"result":{}}\\n'
     >>> try:
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -70,8 +70,9 @@ class RpcError(Exception):
         return error_line(self.id, self.code, self.message, self.data)
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
+    """One message read (a NamedTuple, not a frozen dataclass: it is made once per request, at 3x the speed)."""
+
     id: object  # str, int or None; meaningless for a notification
     method: str
     params: dict[str, object] | list[object] | None
@@ -81,26 +82,38 @@ class Request:
 
 def parse(line: bytes | bytearray | memoryview) -> Request:
     """The request on `line` (without its newline); raises RpcError with the code it deserves."""
+    return request(loads(line))
+
+
+def loads(line: bytes | bytearray | memoryview) -> object:
+    """The JSON value on `line`; raises RpcError -32700 when it is not JSON (or not UTF-8)."""
     try:
-        msg = _loads(line)
+        return _loads(line)
     except ValueError as exc:  # orjson's JSONDecodeError and UnicodeDecodeError are ValueErrors too
         raise RpcError(PARSE_ERROR, f"Parse error: {exc}") from None
+
+
+def request(msg: object) -> Request:
+    """The request a parsed JSON value is; raises RpcError -32600 when it is none."""
     if not isinstance(msg, dict):
         what = "a batch (JSON array), which this server does not take" if isinstance(msg, list) else type(msg).__name__
         raise RpcError(INVALID_REQUEST, f"Invalid Request: a request is a JSON object; got {what}")
-    notification = "id" not in msg
     rid = msg.get("id")
+    method = msg.get("method")
+    params = msg.get("params")
+    if type(method) is str and msg.get("jsonrpc") == "2.0" and (type(rid) is int or type(rid) is str) and (
+            params is None or type(params) is dict):  # fmt: skip
+        return Request(rid, method, params, False)  # the common request: nothing more to check
+    notification = "id" not in msg
     if not (rid is None or isinstance(rid, str) or (isinstance(rid, (int, float)) and not isinstance(rid, bool))):
         raise RpcError(INVALID_REQUEST, f"Invalid Request: \"id\" must be a string, a number or null; got {rid!r}")
     version = msg.get("jsonrpc")
     if version != "2.0":
         raise RpcError(INVALID_REQUEST, f'Invalid Request: "jsonrpc" must be "2.0"; got {version!r}', rid)
-    method = msg.get("method")
     if method is None and "id" in msg and ("result" in msg or "error" in msg):
         return Request(rid, "", None, True, True)
     if not isinstance(method, str):
         raise RpcError(INVALID_REQUEST, f'Invalid Request: "method" must be a string; got {method!r}', rid)
-    params = msg.get("params")
     if params is not None and not isinstance(params, (dict, list)):
         raise RpcError(INVALID_REQUEST, f'Invalid Request: "params" must be an object or an array; got {params!r}', rid)
     return Request(rid, method, params, notification)

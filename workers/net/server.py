@@ -22,7 +22,9 @@ dispatcher and not yet answered nor cancelled; reading is paused exactly when `p
 max_pending` or the write buffer is over its high-water mark; while paused,
 `buf` holds at most one read's worth of unprocessed bytes plus one partial line.
 An oversized line is answered with -32600 and skipped up to its newline; the
-connection goes on.
+connection goes on.  Replies made while one read is being cut into lines (errors,
+ping, inline tools: net/inline.py) are held and written together when the read is
+done: a client that pipelines gets one write(2) per read, not one per line.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ class Server:
 
 class Connection(asyncio.Protocol):
     __slots__ = ("server", "transport", "buf", "discarding", "pending", "read_paused", "write_paused", "closed",
-                 "session", "version", "calls")  # fmt: skip
+                 "session", "version", "calls", "held")  # fmt: skip
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -135,6 +137,7 @@ class Connection(asyncio.Protocol):
         self.session: str | None = None  # opened by "initialize", deleted when the connection ends
         self.version: str | None = None  # the protocol version "initialize" negotiated
         self.calls: dict[object, Call] | None = None  # tool calls in flight by request id (made at the first)
+        self.held: list[bytes] | None = None  # replies made while a read is cut into lines: one write at its end
 
     # -- asyncio callbacks --
 
@@ -159,7 +162,7 @@ class Connection(asyncio.Protocol):
         if self.buf:
             data = self.buf + data
             self.buf = b""
-        self._consume(data)
+        self._feed(data)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -180,6 +183,18 @@ class Connection(asyncio.Protocol):
             self.session = None
 
     # -- lines in --
+
+    def _feed(self, buf: bytes) -> None:
+        """`_consume`, with the replies it makes at once (ping, inline tools, errors) written together at the
+        end: one write(2) for a read of pipelined lines instead of one per line."""
+        held: list[bytes] = []
+        self.held = held
+        try:
+            self._consume(buf)
+        finally:
+            self.held = None
+            if held and self.transport is not None and not self.closed:
+                self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def _consume(self, buf: bytes) -> None:
         max_line, max_pending = self.server.config.max_line, self.server.config.max_pending
@@ -216,6 +231,9 @@ class Connection(asyncio.Protocol):
 
     def reply(self, line: bytes) -> None:
         """Write a reply that was not counted in `pending` (answered at once)."""
+        if self.held is not None:
+            self.held.append(line)
+            return
         transport = self.transport
         if transport is not None and not self.closed:
             transport.write(line)
@@ -239,7 +257,10 @@ class Connection(asyncio.Protocol):
         if transport is None or self.closed:
             self.server.counts["replies_to_closed"] += 1
             return
-        transport.write(line)
+        if self.held is not None:  # answered while its read is being cut into lines
+            self.held.append(line)
+        else:
+            transport.write(line)
         if self.read_paused:
             self._maybe_resume()
 
@@ -284,9 +305,9 @@ class Connection(asyncio.Protocol):
             return
         self.read_paused = False
         transport.resume_reading()
-        if self.buf:
+        if self.buf and self.held is None:
             buf, self.buf = self.buf, b""
-            self._consume(buf)
+            self._feed(buf)
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NotRequired, TypedDict
 
 FIB_MAX = 32  # fib(32) is ~1 s of CPU in CPython: a tool call may not take longer
@@ -91,6 +91,27 @@ class Tool:
     description: str
     input_schema: InputSchema
     chunk: int = 1
+    cpu_bound: bool = False  # may never run inline: it would stall every connection of its network worker
+    plain: tuple[str, ...] | None = field(init=False, repr=False, compare=False)  # see `quick_positional`
+
+    def __post_init__(self) -> None:
+        props = self.input_schema.get("properties", {})
+        plain = tuple(props) if all(p.get("type") == "string" for p in props.values()) else None
+        object.__setattr__(self, "plain", plain)
+
+    def quick_positional(self, arguments: object) -> list[object] | None:
+        """`positional(arguments)` when they plainly fit (every property a string and each given as one,
+        nothing else), at a fraction of `check`'s cost; None: ask `check`.  echo's hot path."""
+        plain = self.plain
+        if plain is None or type(arguments) is not dict or len(arguments) != len(plain):
+            return None
+        out: list[object] = []
+        for key in plain:
+            value = arguments.get(key)
+            if type(value) is not str:
+                return None
+            out.append(value)
+        return out
 
     def listing(self) -> dict[str, object]:
         return {"name": self.name, "description": self.description, "inputSchema": dict(self.input_schema)}
@@ -125,12 +146,12 @@ TOOLS: dict[str, Tool] = {
               "additionalProperties": False}, chunk=64),
         Tool("fib", "supervisor_tree.workers.net.tools:fib", f"The n-th Fibonacci number, recursively (CPU-bound; n <= {FIB_MAX}).",
              {"type": "object", "properties": {"n": _int(0, FIB_MAX, "which Fibonacci number")}, "required": ["n"],
-              "additionalProperties": False}),
+              "additionalProperties": False}, cpu_bound=True),
         Tool("sha256_loop", "supervisor_tree.workers.net.tools:sha256_loop", "Hash data repeatedly with SHA-256 (CPU-bound).",
              {"type": "object",
               "properties": {"rounds": _int(1, SHA256_MAX_ROUNDS, "how many times to hash"),
                              "data": {"type": "string"}},
-              "required": ["rounds"], "additionalProperties": False}),
+              "required": ["rounds"], "additionalProperties": False}, cpu_bound=True),
     )
 }  # fmt: skip
 
@@ -172,3 +193,24 @@ def _is_a(kind: str, value: object) -> bool:
     if kind == "integer" and isinstance(value, float):
         return value.is_integer()  # False for inf and nan too
     return isinstance(value, _JSON_TYPES.get(kind, (object,)))
+
+
+def schema_problem(schema: object) -> str | None:
+    """None when `schema` is an `inputSchema` that `check_arguments` reads (a config's own tool), else why not."""
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return f'must be a table with type = "object"; got {schema!r:.120}'
+    unknown = set(schema) - {"type", "properties", "required", "additionalProperties", "description"}
+    if unknown:
+        return f"has {', '.join(sorted(unknown))}; allowed: type, properties, required, additionalProperties"
+    props = schema.get("properties", {})
+    if not isinstance(props, dict):
+        return f"properties must be a table of argument schemas; got {props!r:.120}"
+    for key, prop in props.items():
+        if not isinstance(prop, dict) or prop.get("type") not in _JSON_TYPES:
+            return f'properties.{key} must be a table with type one of {", ".join(_JSON_TYPES)}; got {prop!r:.120}'
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) and r in props for r in required):
+        return f"required must list names of properties ({', '.join(props)}); got {required!r:.120}"
+    if not isinstance(schema.get("additionalProperties", True), bool):
+        return "additionalProperties must be true or false"
+    return None
