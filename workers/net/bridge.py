@@ -8,7 +8,7 @@ round trip to the node and so runs in one helper thread with its own Client.
 It never touches a TCP connection: callers hand it a callback.
 
     up = Upstream(loop, ctx, run_dir, timeout=5.0)
-    up.call("pool", {"op": "run", "task": "supervisor_tree.workers.net.tools:echo", "kwargs": {"text": "hi"}},
+    up.call("pool", {"op": "run", "task": "supervisor_tree.workers.net.tools:echo", "args": ["hi"]},
             lambda ok, value: print(ok, value))
 
 `on_reply(ok, value)` runs on the loop exactly once per call: ``(True, value)``
