@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,9 +56,9 @@ class Starts:
     _tokens: Iterator[int]
     _ahead: dict[_Ahead, SpawnRequest]
 
-    def heartbeat_for(self, spec: ChildSpec) -> Heartbeat:
-        raise NotImplementedError  # WorkerEvents'
-    def set_timer(self, owner: str, key: tuple[object, ...], delay: float) -> None: ...
+    # The host's (WorkerEvents', Node's), declared without a body: nothing here can shadow them.
+    heartbeat_for: Callable[[ChildSpec], Heartbeat]
+    set_timer: Callable[[str, tuple[object, ...], float], None]
 
     def _request(self, key: str, spec: ChildSpec, args: object, gen: int, token: int,
                  output: tuple[str, str] | None) -> SpawnRequest:

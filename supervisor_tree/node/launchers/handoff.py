@@ -13,6 +13,7 @@ import collections
 import os
 import pickle
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from supervisor_tree.node.launchers.base import CodeSnapshots, Event, Spawned
@@ -35,11 +36,11 @@ class StandbyHandoff:
     _standbys: collections.deque[tuple[int, int]]  # (pid, activation socket fd)
     _held: dict[int, tuple[int, int]]  # token -> (pid, fd) of a standby prepared ahead
 
-    def _require_reaper(self) -> Reaper:
-        raise NotImplementedError  # LocalLauncher's
-    def _post(self, event: Event) -> None: ...
-    def _send(self, msg: tuple[object, ...]) -> None: ...
-    def _tidy_up(self) -> None: ...
+    # LocalLauncher's, declared without a body: nothing here can shadow them.
+    _require_reaper: Callable[[], Reaper]
+    _post: Callable[[Event], None]
+    _send: Callable[[tuple[object, ...]], None]
+    _tidy_up: Callable[[], None]
 
     @property
     def standbys_at_hand(self) -> int:
