@@ -23,13 +23,12 @@ It never kills or times anything itself.
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 
 import zmq
 
-from supervisor_tree.bench.harness import BenchError, Histogram, Measurement, Trial, measure_latency
+from supervisor_tree.bench.harness import Measurement
+from supervisor_tree.bench.restart_steps import started_marks, step_rows
 
 __all__ = ["GROUP_STEPS", "GroupSteps", "group_marks"]
 
@@ -42,13 +41,12 @@ GROUP_STEPS: tuple[str, ...] = (
     "first start decided -> last ready seen",
     "last ready seen -> all answered",
 )
-EVENT_WAIT_S = 2.0  # for the "started" reports, published before the resolves were answered
 
 
 def group_marks(events: zmq.Socket[bytes], ids: list[str], generations: list[int], victim: str,
                 ours: dict[str, int]) -> dict[str, list[int]]:
     """Per step, its samples (ns) for one group restart; {} when a mark is missing (not guessed)."""
-    marks = _started_marks(events, dict(zip(ids, generations, strict=True)))
+    marks = started_marks(events, dict(zip(ids, generations, strict=True)))
     if any(not all(k in marks[w] for k in ("reaped", "spawning", "ready_seen")) for w in ids):
         return {}
     reaped = [marks[w]["reaped"] for w in ids]
@@ -63,21 +61,6 @@ def group_marks(events: zmq.Socket[bytes], ids: list[str], generations: list[int
         "first start decided -> last ready seen": [last["ready_seen"] - first["spawning"]],
         "last ready seen -> all answered": [ours["answered"] - last["ready_seen"]],
     }
-
-
-def _started_marks(events: zmq.Socket[bytes], wanted: dict[str, int]) -> dict[str, dict[str, int]]:
-    found: dict[str, dict[str, int]] = {}
-    deadline = time.monotonic() + EVENT_WAIT_S
-    while len(found) < len(wanted) and (left := deadline - time.monotonic()) > 0 and events.poll(int(left * 1000) + 1):
-        rec = json.loads(events.recv())
-        child = rec.get("child")
-        if rec.get("event") == "started" and child in wanted and rec.get("generation") == wanted[child]:
-            detail = rec.get("detail") or {}
-            found[child] = {k: int(v) for k, v in (detail.get("mono_ns") or {}).items()}
-    missing = sorted(set(wanted) - set(found))
-    if missing:
-        raise BenchError(f"no 'started' report of {', '.join(missing)} within {EVENT_WAIT_S:g} s")
-    return found
 
 
 @dataclass
@@ -99,18 +82,9 @@ class GroupSteps:
 
     def measurements(self, of: str) -> list[Measurement]:
         """One latency row per step (median of the rounds' p50s), named "OF: STEP"."""
-        out = []
-        for name in GROUP_STEPS:
-            trials = []
-            for r in self.rounds:
-                if r[name]:
-                    h = Histogram()
-                    h.record_many([max(0, s) for s in r[name]])
-                    trials.append(Trial(len(r[name]), 1.0, h))
-            if trials:
-                per = " (per child)" if name.startswith(("one start", "ready seen ->")) else ""
-                note = (f"one step of {of}{per} (marks of the bench and the node on one monotonic clock)"
-                        + (f"; {self.incomplete} restarts without every mark" if self.incomplete else ""))
-                out.append(measure_latency(f"{of}: {name}", trials, note=note))
-        return out
+        def note_of(name: str) -> str:
+            per = " (per child)" if name.startswith(("one start", "ready seen ->")) else ""
+            return (f"one step of {of}{per} (marks of the bench and the node on one monotonic clock)"
+                    + (f"; {self.incomplete} restarts without every mark" if self.incomplete else ""))
 
+        return step_rows(self.rounds, list(GROUP_STEPS), of, note_of)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import zmq
@@ -51,7 +52,7 @@ def collect(client: Client, events: zmq.Socket[bytes], worker_id: str, generatio
             ours: dict[str, int]) -> dict[str, int]:
     """Every mark of the restart that started `worker_id`'s incarnation `generation` (not timed)."""
     marks = dict(ours)
-    marks.update(_started_marks(events, worker_id, generation))
+    marks.update(started_marks(events, {worker_id: generation})[worker_id])
     worker = client.control_worker(worker_id, "marks", {})
     if not isinstance(worker, dict):
         raise BenchError(f"worker {worker_id!r} answered its marks with {type(worker).__name__}")
@@ -59,14 +60,36 @@ def collect(client: Client, events: zmq.Socket[bytes], worker_id: str, generatio
     return marks
 
 
-def _started_marks(events: zmq.Socket[bytes], worker_id: str, generation: int) -> dict[str, int]:
+def started_marks(events: zmq.Socket[bytes], wanted: dict[str, int]) -> dict[str, dict[str, int]]:
+    """The node's marks (`started` reports' detail.mono_ns) of each wanted child id -> generation."""
+    found: dict[str, dict[str, int]] = {}
     deadline = time.monotonic() + EVENT_WAIT_S
-    while (left := deadline - time.monotonic()) > 0 and events.poll(int(left * 1000) + 1):
+    while len(found) < len(wanted) and (left := deadline - time.monotonic()) > 0 and events.poll(int(left * 1000) + 1):
         rec = json.loads(events.recv())
-        if rec.get("event") == "started" and rec.get("child") == worker_id and rec.get("generation") == generation:
+        child = rec.get("child")
+        if rec.get("event") == "started" and child in wanted and rec.get("generation") == wanted[child]:
             detail = rec.get("detail") or {}
-            return {k: int(v) for k, v in (detail.get("mono_ns") or {}).items()}
-    raise BenchError(f"no 'started' report of {worker_id}#{generation} within {EVENT_WAIT_S:g} s")
+            found[child] = {k: int(v) for k, v in (detail.get("mono_ns") or {}).items()}
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise BenchError(f"no 'started' report of {', '.join(missing)} within {EVENT_WAIT_S:g} s")
+    return found
+
+
+def step_rows(rounds: list[dict[str, list[int]]], names: list[str], of: str,
+              note_of: Callable[[str], str]) -> list[Measurement]:
+    """One latency row per step (median of the rounds' p50s), named "OF: STEP"; `note_of(step)` its note."""
+    out = []
+    for name in names:
+        trials = []
+        for r in rounds:
+            if r[name]:
+                h = Histogram()
+                h.record_many([max(0, s) for s in r[name]])
+                trials.append(Trial(len(r[name]), 1.0, h))
+        if trials:
+            out.append(measure_latency(f"{of}: {name}", trials, note=note_of(name)))
+    return out
 
 
 @dataclass
@@ -88,17 +111,7 @@ class Steps:
 
     def measurements(self, of: str) -> list[Measurement]:
         """One latency row per step (median of the rounds' p50s), named "OF: STEP"."""
-        out = []
-        for name, _, _ in STEPS:
-            trials = []
-            for r in self.rounds:
-                if r[name]:
-                    h = Histogram()
-                    h.record_many([max(0, s) for s in r[name]])
-                    trials.append(Trial(len(r[name]), 1.0, h))
-            if trials:
-                note = (f"one step of {of} (marks of the bench, the node and the worker on one monotonic clock); "
-                        f"steps add up to about {of}'s p50" + (f"; {self.incomplete} restarts without every mark"
-                                                              if self.incomplete else ""))
-                out.append(measure_latency(f"{of}: {name}", trials, note=note))
-        return out
+        note = (f"one step of {of} (marks of the bench, the node and the worker on one monotonic clock); "
+                f"steps add up to about {of}'s p50" + (f"; {self.incomplete} restarts without every mark"
+                                                      if self.incomplete else ""))
+        return step_rows(self.rounds, [name for name, _, _ in STEPS], of, lambda _: note)
