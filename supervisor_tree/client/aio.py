@@ -38,10 +38,10 @@ import zmq
 
 from supervisor_tree.client.client import Client as SyncClient
 from supervisor_tree.client.errors import CalleeExited, CallError, CallTimeout, ClientError
-from supervisor_tree.client.pipeline import MAX_CALLS_PER_FRAME, Sender
+from supervisor_tree.client.pipeline import MAX_CALLS_PER_FRAME, Sender, drain_replies
 from supervisor_tree.client.target import Target
 from supervisor_tree.wire import curve
-from supervisor_tree.wire.channel import Malformed, PeerBusy, PeerUnavailable, Replies, Reply, decode, encode_call
+from supervisor_tree.wire.channel import PeerBusy, PeerUnavailable, Reply, encode_call
 from supervisor_tree.wire.frames import encode_calls
 
 __all__ = ["Client", "AsyncClient"]
@@ -293,22 +293,8 @@ class Client:
 
     def _on_replies(self) -> None:
         caller = self._caller
-        if caller is None:
-            return
-        recv = caller.reply_socket.recv
-        while True:  # the fd is edge-triggered: drained until the socket says there is nothing left
-            try:
-                frame = recv(_NOBLOCK)
-            except zmq.Again:
-                return
-            reply = decode(caller.key, frame)
-            if isinstance(reply, Malformed):  # no tag (never read), or not a reply
-                caller.dropped.drop("an unnamed sender (PULL)", reply.kind, reply.reason)
-            elif isinstance(reply, Reply):
-                self._answer(reply)
-            elif isinstance(reply, Replies):  # a burst's replies, coalesced by the worker
-                for one in reply.replies:
-                    self._answer(one)
+        if caller is not None:
+            drain_replies(caller.reply_socket, caller.key, caller.dropped, self._answer)
 
     def _answer(self, reply: Reply) -> None:
         waiting = self._pending.get(reply.ref)

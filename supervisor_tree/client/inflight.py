@@ -33,17 +33,14 @@ from typing import Any
 import zmq
 
 from supervisor_tree.client.errors import CalleeExited, CallError, CallTimeout, ClientError
-from supervisor_tree.client.pipeline import Client
+from supervisor_tree.client.pipeline import Client, drain_replies
 from supervisor_tree.client.target import Target
 from supervisor_tree.wire import curve
 from supervisor_tree.wire.channel import (
-    Malformed,
     PeerBusy,
     PeerUnavailable,
-    Replies,
     Reply,
     bind,
-    decode,
     encode_call,
     make_socket,
     unlink_ipc,
@@ -195,22 +192,8 @@ class Inflight:
             self._expire(heap)
 
     def _read(self) -> None:
-        recv, key = self._pull.recv, self._key
-        while True:
-            try:
-                frame = recv(_NOBLOCK)
-            except zmq.Again:
-                return
-            reply = decode(key, frame)
-            if type(reply) is Reply:
-                self._answer(reply)
-            elif type(reply) is Replies:  # a burst's replies, coalesced by the worker
-                for one in reply.replies:
-                    self._answer(one)
-            elif isinstance(reply, Malformed):
-                self._client.sender.dropped.drop("an unnamed sender (PULL)", reply.kind, reply.reason)
-            else:
-                self.discarded += 1
+        other = drain_replies(self._pull, self._key, self._client.sender.dropped, self._answer)  # _answer counts too
+        self.discarded += other
 
     def _answer(self, reply: Reply) -> None:
         owed = self._pending.pop(reply.ref, None)

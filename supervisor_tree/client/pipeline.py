@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,14 +39,37 @@ from supervisor_tree.wire.channel import (
     decode,
     encode_call,
 )
+from supervisor_tree.wire.dropped import Dropped
 from supervisor_tree.wire.frames import encode_calls
 
-__all__ = ["Client", "Sender", "call_many"]
+__all__ = ["Client", "Sender", "call_many", "drain_replies"]
 
 MAX_CALLS_PER_FRAME = 128  # calls pipelined together in one frame at most (a worker answers them one by one)
 _DEATH_GRACE_MS = 20  # a dead callee's last replies may still be on their way through our I/O thread
 _NOBLOCK, _POLLIN = int(zmq.NOBLOCK), int(zmq.POLLIN)
 _UNSET = object()
+
+
+def drain_replies(sock: zmq.Socket[bytes], key: FrameKey, dropped: Dropped, answer: Callable[[Reply], None]) -> int:
+    """Read every frame waiting on the reply socket `sock` (to Again: its fd is edge-triggered) and give
+    each reply, those a coalesced frame carries included, to `answer`.  A frame without the run's tag
+    is counted in `dropped`, never read; returns how many other frames (not replies) were thrown away."""
+    recv, other = sock.recv, 0
+    while True:
+        try:
+            frame = recv(_NOBLOCK)
+        except zmq.Again:
+            return other
+        reply = decode(key, frame)
+        if type(reply) is Reply:
+            answer(reply)
+        elif type(reply) is Replies:  # a burst's replies, coalesced by the worker
+            for one in reply.replies:
+                answer(one)
+        elif isinstance(reply, Malformed):
+            dropped.drop("an unnamed sender (PULL)", reply.kind, reply.reason)
+        else:
+            other += 1
 
 
 class Sender(Caller):
@@ -200,22 +223,8 @@ class _Batch:
     # -- receiving --
 
     def _read(self, sender: Sender) -> None:
-        recv, key = sender.reply_socket.recv, sender.key
-        while True:
-            try:
-                frame = recv(_NOBLOCK)
-            except zmq.Again:
-                return
-            reply = decode(key, frame)
-            if type(reply) is Replies:  # a burst's replies, coalesced by the worker
-                for one in reply.replies:
-                    self._answer(sender, one)
-            elif type(reply) is Reply:
-                self._answer(sender, reply)
-            elif isinstance(reply, Malformed):
-                sender.dropped.drop("an unnamed sender (PULL)", reply.kind, reply.reason)
-            else:
-                sender.discarded += 1
+        other = drain_replies(sender.reply_socket, sender.key, sender.dropped, lambda reply: self._answer(sender, reply))
+        sender.discarded += other  # after the drain: _answer counts late replies in it too
 
     def _answer(self, sender: Sender, reply: Reply) -> None:
         i = self.inflight.pop(reply.ref, None)
