@@ -158,7 +158,7 @@ def _is_power_of_ten(n: int) -> bool:
 
 _caller_seq = itertools.count()
 _DEATH_GRACE_MS = 20
-_EVENTS, _POLLOUT, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLOUT), int(zmq.NOBLOCK)  # plain ints: enum arithmetic costs µs per send  # see Caller.wait_reply
+_EVENTS, _POLLOUT, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLOUT), int(zmq.POLLIN), int(zmq.NOBLOCK)  # plain ints: enum arithmetic costs µs per send  # see Caller.wait_reply
 
 
 class Caller(CastCoalescing):
@@ -312,19 +312,19 @@ class Caller(CastCoalescing):
         other refs are discarded.
         """
         pull = self._pull
-        items: list[tuple[Any, int]] = [(pull, zmq.POLLIN)]
-        items.extend((fd, zmq.POLLIN) for fd in extra_poll_fds)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        items: list[tuple[Any, int]] = [(pull, _POLLIN)]
+        for fd in extra_poll_fds:
+            items.append((fd, _POLLIN))
+        if timeout is None:
+            deadline, wait_ms = None, -1
+        else:
+            if timeout <= 0:
+                raise TimeoutError(f"no reply to call {ref} within {timeout} s")
+            deadline, wait_ms = time.monotonic() + timeout, max(1, int(timeout * 1000 + 0.999))
+        poll = zmq.zmq_poll
         while True:
-            if deadline is None:
-                wait_ms = -1
-            else:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no reply to call {ref} within {timeout} s")
-                wait_ms = max(1, int(left * 1000 + 0.999))
             dead_fd: int | None = None
-            for sock, _ in zmq.zmq_poll(items, wait_ms):
+            for sock, _ in poll(items, wait_ms):
                 if sock is pull:
                     reply = self._drain(ref)
                     if reply is not None:
@@ -339,6 +339,11 @@ class Caller(CastCoalescing):
                     if reply is not None:
                         return reply
                 return dead_fd
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no reply to call {ref} within {timeout} s")
+                wait_ms = max(1, int(left * 1000 + 0.999))
 
     def _drain(self, ref: int) -> Reply | None:
         recv, key = self._pull.recv, self.key
