@@ -1,11 +1,12 @@
 """A session store worker: data under random ids, expiring after a TTL; and its typed client.
 
 Owns the sessions and their expiry.  Expiry costs nothing per request: each
-session sits in the time bucket of its expiry (one bucket per `sweep_interval`
-seconds), and a `send_after` timer empties the buckets that have passed; a
-session touched since is found to live on and skipped (it sits in a later bucket
-too).  A read checks the one session's deadline, so an expired session is never
-returned even before its bucket is swept.
+session sits in one time bucket (one per `sweep_interval` seconds) no later than
+its expiry, and a `send_after` timer empties the buckets that have passed.  A
+touch only moves the session's deadline; the sweep that finds it alive moves it
+to the bucket of its new deadline then, so the buckets hold one entry per session
+however often sessions are touched.  A read checks the one session's deadline, so
+an expired session is never returned even before its bucket is swept.
 
     # tree: [[tree.children]] id = "sessions", start = "supervisor_tree.workers.session:Session", args = { ttl = 1800 }
     s = SessionClient(client, "sessions")
@@ -59,8 +60,9 @@ class Session(Component):
         self.ttl = float(ttl)
         self.sliding = bool(sliding)
         self.grain = float(sweep_interval)
-        # Invariant: a live session id is in the bucket of its slot; it may also sit
-        # in earlier buckets (before a touch moved it), where the sweep skips it.
+        # Invariant: a live session's id is in the bucket of its slot (entry[3]), which is no later than the
+        # slot of its deadline; other entries of its id (a deleted session's, or before a touch brought its
+        # deadline nearer) sit in buckets of other slots, where the sweep skips them.
         self.sessions: dict[str, list[Any]] = {}  # id -> [data, expires_at (monotonic), ttl, slot]
         self.buckets: dict[int, list[str]] = {}  # slot -> ids expiring in it
         self.swept = self._slot(time.monotonic()) - 1  # every slot up to this one is empty
@@ -121,7 +123,8 @@ class Session(Component):
         return len(self.sessions)
 
     def op_stats(self) -> dict[str, Any]:
-        return {**self.counts, "sessions": len(self.sessions), "buckets": len(self.buckets), "ttl": self.ttl}
+        return {**self.counts, "sessions": len(self.sessions), "buckets": len(self.buckets),
+                "entries": sum(map(len, self.buckets.values())), "ttl": self.ttl}
 
     def op_batch(self, ops: list[Any]) -> list[Any]:
         out = []
@@ -151,13 +154,16 @@ class Session(Component):
     def _expire_at(self, sid: str, entry: list[Any], when: float) -> None:
         entry[1] = when
         slot = self._slot(when)
-        if slot != entry[3]:  # at most one bucket entry per session per grain, however often it is touched
-            entry[3] = slot
-            bucket = self.buckets.get(slot)
-            if bucket is None:
-                self.buckets[slot] = [sid]
-            else:
-                bucket.append(sid)
+        if entry[3] == 0 or slot < entry[3]:  # new, or due sooner than its bucket: a later deadline waits for the sweep
+            self._put(sid, entry, slot)
+
+    def _put(self, sid: str, entry: list[Any], slot: int) -> None:
+        entry[3] = slot
+        bucket = self.buckets.get(slot)
+        if bucket is None:
+            self.buckets[slot] = [sid]
+        else:
+            bucket.append(sid)
 
     def _sweep(self, now: float) -> None:
         last = self._slot(now) - 1  # slots whose whole interval has passed
@@ -165,9 +171,13 @@ class Session(Component):
         for slot in range(self.swept + 1, last + 1):
             for sid in self.buckets.pop(slot, ()):
                 entry = sessions.get(sid)
-                if entry is not None and entry[1] <= now:
+                if entry is None or entry[3] != slot:
+                    continue  # deleted or expired already, or moved to a sooner bucket
+                if entry[1] <= now:
                     del sessions[sid]
                     self.counts["expired"] += 1
+                else:  # touched since it was put here: into the bucket of its deadline now
+                    self._put(sid, entry, max(self._slot(entry[1]), last + 1))
         self.swept = max(self.swept, last)
 
     def on_info(self, msg: object) -> None:

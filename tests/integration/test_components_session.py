@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from components import start_tree, worker  # noqa: F401 - start_tree is a fixture
 from nodes import wait_for
@@ -59,3 +61,32 @@ def test_touch_extends_a_session(start_tree) -> None:  # type: ignore[no-untyped
     wait_for(lambda: s.get(dropped) is None, 10, "the untouched session to expire")
     assert s.get(kept) == {}
     assert s.count() == 1
+
+
+def test_touching_sessions_keeps_one_expiry_entry_each(start_tree) -> None:  # type: ignore[no-untyped-def]
+    """A store whose sessions are touched all the time holds one expiry entry per session, not one per touch
+    per sweep interval (which grew the store by ttl / sweep_interval entries per session)."""
+    t = start_tree(sessions(ttl=60, sweep_interval=0.02))
+    s = SessionClient(t.client, "sessions")
+    ids = [s.create({"i": i}) for i in range(20)]
+    until = time.monotonic() + 0.5  # touches across about 25 sweep intervals
+    rounds = 0
+    while time.monotonic() < until or rounds < 3:
+        assert s.batch([("touch", sid) for sid in ids]) == [True] * 20
+        rounds += 1
+    stats = s.stats()
+    assert stats["sessions"] == 20
+    assert stats["entries"] <= 2 * 20, stats
+
+
+def test_a_session_touched_past_its_first_deadline_expires_once_left_alone(start_tree) -> None:  # type: ignore[no-untyped-def]
+    t = start_tree(sessions(ttl=0.3, sweep_interval=0.05))
+    s = SessionClient(t.client, "sessions")
+    sid = s.create({"busy": True})
+    until = time.monotonic() + 0.9  # three of its ttls: its first buckets come due while it lives on
+    while time.monotonic() < until:
+        assert s.touch(sid) is True
+    assert s.get(sid) == {"busy": True}
+    wait_for(lambda: s.count() == 0, 10, "the session to expire once no longer touched")
+    assert s.get(sid) is None
+    assert s.stats()["expired"] == 1
