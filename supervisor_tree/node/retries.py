@@ -35,6 +35,8 @@ from supervisor_tree.spec import ChildSpec, RetryBudget, RetryPolicy, Supervisor
 __all__ = ["RetryTable", "WindowBudget", "Effective", "table_of"]
 
 EVERYONE = "*"  # the caller of a live change made for every caller
+OUTSIDE, OTHERS = "pid:", "pid:others"  # a client outside the tree reports as "pid:N" (client/book.py)
+MAX_OUTSIDE_CALLERS = 256  # their figures beyond the most recently heard from are summed under OTHERS
 
 
 class WindowBudget:
@@ -100,6 +102,7 @@ class RetryTable:
         self.declared: dict[str, Idempotency] = {}
         self.budgets: dict[str, WindowBudget] = {}
         self.pairs: dict[tuple[str, str], Figures] = {}
+        self.outside: dict[str, None] = {}  # callers outside the tree, least recently heard from first
 
     # -- what the config says --
 
@@ -150,6 +153,8 @@ class RetryTable:
     # -- what callers report --
 
     def sync(self, caller: str, figures: dict[str, dict[str, int]], now: float) -> None:
+        if caller.startswith(OUTSIDE) and caller != OTHERS:
+            self._heard_from(caller)
         for callee, counts in figures.items():
             pair = self.pairs.get((caller, callee))
             if pair is None:
@@ -157,6 +162,23 @@ class RetryTable:
             pair.add(Figures(**counts))
             if counts.get("requests"):
                 self.budget(callee).deposit(int(counts["requests"]), now)
+
+    def _heard_from(self, caller: str) -> None:
+        """Keep the figures of the MAX_OUTSIDE_CALLERS outside callers heard from last apart; sum the rest
+        under OTHERS.  Every short-lived program that calls into the tree is a new "pid:N": kept apart
+        for ever, they grew the node (and `status --json`, `retry show`) by a row per program run."""
+        outside = self.outside
+        outside.pop(caller, None)
+        outside[caller] = None
+        while len(outside) > MAX_OUTSIDE_CALLERS:
+            oldest = next(iter(outside))
+            del outside[oldest]
+            for key in [k for k in self.pairs if k[0] == oldest]:
+                figures = self.pairs.pop(key)
+                into = self.pairs.get((OTHERS, key[1]))
+                if into is None:
+                    into = self.pairs[(OTHERS, key[1])] = Figures()
+                into.add(figures)
 
     # -- live changes --
 

@@ -189,3 +189,21 @@ def test_bad_retry_and_fault_requests_are_refused_and_the_tree_serves_on(tree: T
             c.control_worker("p", "fault", {"kind": "drop", "pid": 1})
         assert c.control_worker("p", "fault", {"kind": "list"}) == {"armed": []}  # nothing was armed
         assert c.call("p", ECHO) == 7
+
+
+def test_the_figures_of_many_outside_callers_stay_bounded_and_summed(tree: Tree) -> None:
+    """Each program outside the tree reports as "pid:N": past the most recent 256, their figures are summed
+    under "pid:others" instead of a row each for ever.  Sent as the clients send them (retry_sync)."""
+    from supervisor_tree.node.retries import MAX_OUTSIDE_CALLERS
+
+    n = MAX_OUTSIDE_CALLERS + 40
+    with Client(tree.run_dir, caller="sync-test") as c:
+        for i in range(n):
+            c.control("retry_sync", caller=f"pid:{10_000_000 + i}", figures={"plain": {"requests": 3}})
+        pairs = c.status()["retries"]["pairs"]
+    mine = [p for p in pairs if p["caller"].startswith("pid:1") and len(p["caller"]) == len("pid:10000000")]
+    others = [p for p in pairs if p["caller"] == "pid:others" and p["callee"] == "plain"]
+    assert len(mine) <= MAX_OUTSIDE_CALLERS
+    assert {p["caller"] for p in mine} >= {f"pid:{10_000_000 + i}" for i in range(n - 10, n)}  # the latest kept
+    assert len(others) == 1 and others[0]["requests"] >= 3 * 40
+    assert sum(p["requests"] for p in mine) + others[0]["requests"] >= 3 * n  # nothing lost
