@@ -146,8 +146,10 @@ def test_health_warns_when_call_p99_passes_the_gate(healthy: Tree) -> None:
         return (code, report) if code == 1 else None
 
     code, report = wait_for(slow_calls_then_health, what="p99 warning")
-    assert [(c["check"], c["subject"]) for c in report["checks"]] == [("p99", "slow")]
-    assert "over the gate of 5 ms" in report["checks"][0]["detail"]
+    # "slow" sleeps 10 ms per call; on a loaded machine another worker's p99 may pass 5 ms too
+    flagged = {c["subject"]: c for c in report["checks"]}
+    assert "slow" in flagged and all(c["check"] == "p99" and c["level"] == "warn" for c in report["checks"]), report
+    assert "over the gate of 5 ms" in flagged["slow"]["detail"]
     assert _health(healthy, "--gates", "p99_ms=5000")[0] == 0
 
 
