@@ -13,8 +13,8 @@ import pytest
 from bench_trees import recorded_trees
 
 from supervisor_tree.bench import _tree, sustained
-from supervisor_tree.bench.harness import BenchContext, BenchProgress, Better, registry
-from supervisor_tree.bench.measurement import Role
+from supervisor_tree.bench.harness import BenchContext, BenchProgress, Better, Histogram, registry
+from supervisor_tree.bench.measurement import Measurement, Role
 from supervisor_tree.config.load import parse_config
 
 
@@ -56,7 +56,8 @@ def test_a_short_run_measures_everything_and_leaves_nothing(trees: list[_tree.Be
     assert by_name["sustained_requests"].p99_target_us == sustained.P99_TARGET_US
     for name in ("memory_growth_worst_process", "memory_growth_total"):
         m = by_name[name]
-        assert m.unit == "MiB/min" and m.better is Better.LOWER and m.target == sustained.MEMORY_TARGET
+        assert m.unit == "MiB/min" and m.better is Better.LOWER
+        assert m.target is None and "not judged" in m.note  # a short run: the gate needs MEMORY_JUDGED_S
         assert math.isfinite(m.value), name
         json.dumps(m.to_dict())
     mem = by_name["memory_growth_worst_process"].extra
@@ -100,3 +101,26 @@ def test_the_tree_config_is_core_ops_with_a_sink_per_loader() -> None:
     assert set(sustained.SINKS) <= set(ids) and set(sustained.QUEUES) <= set(ids)
     assert {"registry", "sessions", "pool_sup"} <= set(ids)
     assert len(sustained.SINKS) >= sustained.LOADERS and len(sustained.QUEUES) >= sustained.LOADERS
+
+
+@pytest.mark.parametrize(("duration", "judged"), [(10.0, False), (sustained.MEMORY_JUDGED_S, True)])
+def test_the_memory_gate_judges_only_runs_long_enough(duration: float, judged: bool) -> None:
+    """A 10 s run's slope is mostly warm-up: printed, not judged; a run of MEMORY_JUDGED_S is judged."""
+    report = sustained.LoadReport(0, t_start=0, t_end=int(duration * 1e9), iterations=1)
+    for kind in sustained.KINDS:
+        report.items[kind], report.requests[kind] = 100, 1
+        report.hists[kind].record(100_000)
+    sampler = sustained.RssSampler(psutil.Process().pid)  # samples given below, as sample() would take them
+    sampler.samples = [(t, {1: 40 * 2**20 + int(t) * 4096, 2: 30 * 2**20}) for t in range(int(duration) + 1)]
+    sampler.labels = {1: "node", 2: "worker"}
+    ref_items = Measurement.from_values("push_pull_batch100_64B", "msg/s", [1e6], role=Role.REFERENCE)
+    rt_hist = Histogram()
+    rt_hist.record(50_000)
+    ref_rt = Measurement.from_values("push_pull_roundtrip_64B", "req/s", [1e4], role=Role.REFERENCE,
+                                     latency=sustained._summary([rt_hist]))
+    by_name = {m.name: m for m in sustained._figures(duration, [report], sampler, ref_items, ref_rt)}
+    for name in ("memory_growth_worst_process", "memory_growth_total"):
+        m = by_name[name]
+        assert m.value == pytest.approx(4096 * 60 / 2**20, rel=0.01)  # the node's 4 KiB a second
+        assert (m.target == sustained.MEMORY_TARGET) is judged and (m.target is None) is (not judged)
+        assert ("not judged" in m.note) is (not judged)
