@@ -16,7 +16,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from nodes import Tree, write_config
+from nodes import Tree, children_by_role, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,3 +88,21 @@ def test_an_init_failing_in_the_middle_of_a_group_restart_is_retried_as_otp_does
         ["exited", "b#2"], ["exited", "a#2"], *(["started", f"{c}#{g}"] for c, g in zip("abcdef", (3, 3, 3, 2, 2, 2))),
     ]
     assert not fail.exists()
+
+
+def test_each_group_restart_starts_every_child_in_a_pre_forked_standby(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The node hands the group's starts to standbys one ahead at a time and the fork server
+    forks replacements once the restart is over: the next group restart again finds one
+    standby per child (the standbys kept: as many as the group, node/plan.py standby_for)."""
+    ids = "abcdef"
+    t = tree(group_toml(tmp_path / "journal", dict.fromkeys(ids, "brutal_kill")))
+    node = t.node_pid()
+    assert node is not None
+    for round_, victim in enumerate("ad", start=2):
+        pool = wait_for(lambda: (s := children_by_role(node).get("standby", [])) and len(s) >= len(ids) and s,
+                        timeout=30, what=f"{len(ids)} standbys before restart {round_}")
+        os.kill(t.client.resolve(victim).pid, signal.SIGKILL)
+        t.wait_started("f", round_, timeout=30)
+        new = {c: t.client.resolve(c) for c in ids}
+        assert all(w.generation == round_ for w in new.values())
+        assert {c: w.pid in pool for c, w in new.items()} == dict.fromkeys(ids, True), (pool, new)
