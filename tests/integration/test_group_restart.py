@@ -106,3 +106,25 @@ def test_each_group_restart_starts_every_child_in_a_pre_forked_standby(tree, tmp
         new = {c: t.client.resolve(c) for c in ids}
         assert all(w.generation == round_ for w in new.values())
         assert {c: w.pid in pool for c, w in new.items()} == dict.fromkeys(ids, True), (pool, new)
+
+
+def test_a_restart_right_after_a_group_restart_still_finds_a_standby(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The node keeps one standby more than its largest group (node/plan.py standby_for): a crash
+    elsewhere right after the group's restart, before the fork server refilled, is not a cold fork."""
+    journal = tmp_path / "journal"
+    child = f'start = "{RECORDER}"\nshutdown = "brutal_kill"\nargs = {{ journal = "{journal}" }}\n'
+    text = ('[tree]\nstrategy = "one_for_one"\nintensity = 10\nperiod = 10\n\n'
+            f'[[tree.children]]\nid = "p"\n{child}\n'
+            '[[tree.children]]\nid = "grp"\ntype = "supervisor"\nstrategy = "one_for_all"\nintensity = 10\nperiod = 10\n\n'
+            + "".join(f'[[tree.children.children]]\nid = "{c}"\n{child}\n' for c in "abcd"))
+    t = tree(text)
+    node = t.node_pid()
+    assert node is not None
+    pool = wait_for(lambda: (s := children_by_role(node).get("standby", [])) and len(s) >= 5 and s,
+                    timeout=30, what="5 standbys (a group of 4, and one more)")
+    os.kill(t.client.resolve("b").pid, signal.SIGKILL)
+    t.wait_started("d", 2, timeout=30)
+    os.kill(t.client.resolve("p").pid, signal.SIGKILL)  # at once: the fork server may not have refilled yet
+    t.wait_started("p", 2, timeout=30)
+    new = {c: t.client.resolve(c).pid for c in "abcdp"}
+    assert {c: pid in pool for c, pid in new.items()} == dict.fromkeys("abcdp", True), (pool, new)
