@@ -128,3 +128,16 @@ def test_a_restart_right_after_a_group_restart_still_finds_a_standby(tree, tmp_p
     t.wait_started("p", 2, timeout=30)
     new = {c: t.client.resolve(c).pid for c in "abcdp"}
     assert {c: pid in pool for c, pid in new.items()} == dict.fromkeys("abcdp", True), (pool, new)
+
+
+def test_every_started_report_of_a_group_restart_carries_its_marks(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Each child's `started` report says when the node reaped its previous incarnation, decided
+    its start and read its "ready" (detail.mono_ns), also for a child whose "ready" the node
+    read before the launcher's news of its start (a standby is activated at once)."""
+    ids = "abcdef"
+    t = tree(group_toml(tmp_path / "journal", dict.fromkeys(ids, "brutal_kill")))
+    for round_, victim in enumerate("cf", start=2):
+        os.kill(t.client.resolve(victim).pid, signal.SIGKILL)
+        for c in ids:
+            marks = t.wait_started(c, round_, timeout=30)["detail"]["mono_ns"]
+            assert marks["woke"] <= marks["reaped"] <= marks["spawning"] <= marks["ready_seen"], (c, marks)
