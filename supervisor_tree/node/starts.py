@@ -1,18 +1,14 @@
 """Starting workers: the SpawnRequest for a supervisor's Spawn, and starts prepared ahead of their turn.
 
 A mixin of `node.Node`, which owns the state it reads.  `_spawn_worker` carries out a
-Spawn.  `_start_ahead(run)`, after each decision of a supervisor, hands the next AHEAD
-workers its plan will start (a one_for_all or rest_for_one restart: the first one while
-the node still stops their siblings) to standbys ahead of their turn
-(`LocalLauncher.prepare`, with its output FIFOs made, not yet announced in its log):
-each builds its incarnation and waits.  One at a time: each hand-out wakes a standby
-whose preparation (~1 ms of CPU) takes a core, and handing a group of 10 all at once kept
-the node's loop 8-15 ms in `_start_ahead` (on 2 cores, beside the siblings' teardown)
-before it could reap them; one ahead is prepared on the idle core while the previous
-child runs its init.  Its Spawn, when it comes, is only the go (one byte): the standby
-takes its title, binds its endpoints and runs init then, so init still runs strictly in
-start order, each after the previous one's "ready" (OTP: start_link of child N returns
-before child N+1 starts).  A prepared start whose plan no longer has it (a start failed, the
+Spawn.  `_start_ahead(run)`, after each decision of a supervisor, hands the workers its
+plan will start next (a one_for_all or rest_for_one restart: while the node still stops
+their siblings) to standbys ahead of their turn (`LocalLauncher.prepare`, with its output
+FIFOs made, not yet announced in its log): each builds its incarnation and waits.  Its
+Spawn, when it comes, is only the go (one byte): the standby takes its title, binds its
+endpoints and runs init then, so init still runs strictly in start
+order, each after the previous one's "ready" (OTP: start_link of child N returns before
+child N+1 starts).  A prepared start whose plan no longer has it (a start failed, the
 supervisor stopped) is discarded: its standby exits, unreported, having run nothing.
 
 Invariant: `_ahead` maps (supervisor path, child id, generation) to the request handed
@@ -42,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["Starts"]
 
 _Ahead = tuple[str, str, int]  # (supervisor path, child id, generation)
-AHEAD = 1  # how many of a plan's next starts are prepared at a time (see the module docstring)
 
 
 class Starts:
@@ -115,11 +110,11 @@ class Starts:
         self.set_timer(NODE, ("start_timeout", req.token), spec.start_timeout)
 
     def _start_ahead(self, run: SupRun) -> None:
-        """Hand the next AHEAD workers `run`'s plan starts to standbys; discard what it no longer starts."""
+        """Hand the workers `run`'s plan starts next to standbys; discard what it no longer starts."""
         wanted: dict[_Ahead, tuple[ChildSpec, object]] = {}
         plan = run.state.plan
         if plan is not None and self.backend.is_local:
-            for key in plan.to_start[:AHEAD]:
+            for key in plan.to_start:
                 child = run.state.child(key)
                 if child is not None and not child.spec.is_supervisor and child.spec.command is None:
                     wanted[(run.path, key, child.generation + 1)] = (child.spec, child.args)
