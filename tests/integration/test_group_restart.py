@@ -91,9 +91,9 @@ def test_an_init_failing_in_the_middle_of_a_group_restart_is_retried_as_otp_does
 
 
 def test_each_group_restart_starts_every_child_in_a_pre_forked_standby(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The node hands the group's starts to standbys one ahead at a time and the fork server
+    """The node hands the group's starts to standbys ahead of their turn and the fork server
     forks replacements once the restart is over: the next group restart again finds one
-    standby per child (the standbys kept: as many as the group, node/plan.py standby_for)."""
+    standby per child (the standbys kept: as many as the group and one more, node/plan.py standby_for)."""
     ids = "abcdef"
     t = tree(group_toml(tmp_path / "journal", dict.fromkeys(ids, "brutal_kill")))
     node = t.node_pid()
