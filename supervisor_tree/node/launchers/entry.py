@@ -50,22 +50,14 @@ def cold_main(req: SpawnRequest, name: str) -> NoReturn:
     worker.run_worker(req)
 
 
-def standby_main(r: int, w: int, inbound: str, cfg: ServerConfig, turn: int | None = None,
-                 done: int | None = None) -> NoReturn:
-    """Make the context and connect to the node, then wait for the request that activates us.
-    `turn`: EOF on it once the standby forked before us is prepared (forkserver.fork_standbys);
-    `done`: closed once we are, for the next one."""
+def standby_main(r: int, w: int, inbound: str, cfg: ServerConfig) -> NoReturn:
+    """Make the context and connect to the node, then wait for the request that activates us."""
     from supervisor_tree.worker import main as worker
 
     os.close(w)
-    if turn is not None:
-        os.read(turn, 1)  # EOF: our turn (the previous one prepared, or died)
-        os.close(turn)
     # Raising it needs no privilege; if it failed, a worker's own score is set (or reported) at activation.
     score = cfg.standby_oom_score_adj if osproc.set_oom_score_adj(cfg.standby_oom_score_adj) is None else None
     prepared = worker.prepare_standby(inbound, cfg.run_dir)
-    if done is not None:
-        os.close(done)
     req, ahead = _read_request(r)
     if not ahead:
         os.close(r)

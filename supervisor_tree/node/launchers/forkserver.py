@@ -262,29 +262,15 @@ class _ForkServer:
             self.standby_target = 0
 
     def fork_standbys(self, n: int) -> None:
-        """Fork `n` standbys through one intermediate; each is announced to the node as its pid comes.
-
-        They prepare one after the other (a relay of pipes: each waits for EOF from the one
-        before, which closes its end once prepared), not all at once: a standby's preparation is
-        ~2.5 ms of CPU, and the ten a group restart used, prepared together right after it on a
-        2-core machine, took both cores while its new incarnations answered their first calls.
-        So a refill takes at most about one core, and the first replacement is ready soonest."""
-        if n <= 0:
-            return
+        """Fork `n` standbys through one intermediate; each is announced to the node as its pid comes."""
         # Socketpairs rather than pipes: the node writes with MSG_NOSIGNAL, so a standby that
         # died is an EPIPE error even if the node let SIGPIPE kill.
         pairs = [(theirs.detach(), ours.detach()) for theirs, ours in
                  (socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(n))]
-        relay = [os.pipe() for _ in range(n - 1)]  # relay[i]: standby i closes its write end once prepared
-        turns = [None, *(r for r, _ in relay)]
-        dones = [*(w for _, w in relay), None]
-        own = [tuple(fd for fd in (*pair, turn, done) if fd is not None)
-               for pair, turn, done in zip(pairs, turns, dones, strict=True)]
-        children = [lambda r=r, w=w, turn=turn, done=done: standby_main(r, w, self.inbound, self.cfg, turn, done)
-                    for (r, w), turn, done in zip(pairs, turns, dones, strict=True)]
+        children = [lambda r=r, w=w: standby_main(r, w, self.inbound, self.cfg) for r, w in pairs]
         announced = 0
         try:
-            for (_, w), pid in zip(pairs, self.fork(children, "standby", own)):
+            for (_, w), pid in zip(pairs, self.fork(children, "standby", pairs)):
                 self.standbys.add(pid)
                 self.send(("standby", pid))
                 socket.send_fds(self.sock, [b"F"], [w])
@@ -292,8 +278,8 @@ class _ForkServer:
         except OSError:
             self.closing = True  # the node is gone
         finally:
-            for fds in (*pairs, *relay):
-                for fd in fds:
+            for pair in pairs:
+                for fd in pair:
                     os.close(fd)
         if announced < n and not self.closing:
             log.warning("fork server: %d of %d standbys could not be forked; spawning cold", n - announced, n)
