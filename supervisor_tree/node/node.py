@@ -317,13 +317,17 @@ class Node(WorkerEvents, Life, Starts):
 
     def _alive(self, pid: int) -> bool:
         """Not reaped yet: a worker the launcher named (by_pid), or one that spoke first (by_token)."""
-        return pid in self.by_pid or any(r.pid == pid for r in self.by_token.values())
+        return self._rec_of(pid) is not None
+
+    def _rec_of(self, pid: int) -> WorkerRec | None:
+        """Its record: by_pid, or by_token for one whose "ready" was read before its Spawned."""
+        return self.by_pid.get(pid) or next((r for r in self.by_token.values() if r.pid == pid), None)
 
     def _report(self, run: SupRun, rep: sv.Report) -> None:
         assert self.events is not None
         pid = rep.pid if isinstance(rep.pid, int) else None
         reason, detail = self.describe_report(run.path, rep.kind, rep.key, rep.reason, dict(rep.detail) if rep.detail else None)
-        if rep.kind is sv.ReportKind.STARTED and pid is not None and (rec := self.by_pid.get(pid)) is not None:
+        if rep.kind is sv.ReportKind.STARTED and pid is not None and (rec := self._rec_of(pid)) is not None:
             detail = {**(detail or {}), "mono_ns": rec.marks}
         self.events.emit(rep.kind.name.lower(), supervisor=run.path, child=rep.key, pid=pid,
                          generation=rep.generation, reason=reason,

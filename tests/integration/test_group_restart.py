@@ -16,7 +16,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from nodes import Tree, write_config
+from nodes import Tree, children_by_role, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,3 +88,56 @@ def test_an_init_failing_in_the_middle_of_a_group_restart_is_retried_as_otp_does
         ["exited", "b#2"], ["exited", "a#2"], *(["started", f"{c}#{g}"] for c, g in zip("abcdef", (3, 3, 3, 2, 2, 2))),
     ]
     assert not fail.exists()
+
+
+def test_each_group_restart_starts_every_child_in_a_pre_forked_standby(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The node hands the group's starts to standbys ahead of their turn and the fork server
+    forks replacements once the restart is over: the next group restart again finds one
+    standby per child (the standbys kept: as many as the group and one more, node/plan.py standby_for)."""
+    ids = "abcdef"
+    t = tree(group_toml(tmp_path / "journal", dict.fromkeys(ids, "brutal_kill")))
+    node = t.node_pid()
+    assert node is not None
+    for round_, victim in enumerate("ad", start=2):
+        pool = wait_for(lambda: (s := children_by_role(node).get("standby", [])) and len(s) >= len(ids) and s,
+                        timeout=30, what=f"{len(ids)} standbys before restart {round_}")
+        os.kill(t.client.resolve(victim).pid, signal.SIGKILL)
+        t.wait_started("f", round_, timeout=30)
+        new = {c: t.client.resolve(c) for c in ids}
+        assert all(w.generation == round_ for w in new.values())
+        assert {c: w.pid in pool for c, w in new.items()} == dict.fromkeys(ids, True), (pool, new)
+
+
+def test_a_restart_right_after_a_group_restart_still_finds_a_standby(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The node keeps one standby more than its largest group (node/plan.py standby_for): a crash
+    elsewhere right after the group's restart, before the fork server refilled, is not a cold fork."""
+    journal = tmp_path / "journal"
+    child = f'start = "{RECORDER}"\nshutdown = "brutal_kill"\nargs = {{ journal = "{journal}" }}\n'
+    text = ('[tree]\nstrategy = "one_for_one"\nintensity = 10\nperiod = 10\n\n'
+            f'[[tree.children]]\nid = "p"\n{child}\n'
+            '[[tree.children]]\nid = "grp"\ntype = "supervisor"\nstrategy = "one_for_all"\nintensity = 10\nperiod = 10\n\n'
+            + "".join(f'[[tree.children.children]]\nid = "{c}"\n{child}\n' for c in "abcd"))
+    t = tree(text)
+    node = t.node_pid()
+    assert node is not None
+    pool = wait_for(lambda: (s := children_by_role(node).get("standby", [])) and len(s) >= 5 and s,
+                    timeout=30, what="5 standbys (a group of 4, and one more)")
+    os.kill(t.client.resolve("b").pid, signal.SIGKILL)
+    t.wait_started("d", 2, timeout=30)
+    os.kill(t.client.resolve("p").pid, signal.SIGKILL)  # at once: the fork server may not have refilled yet
+    t.wait_started("p", 2, timeout=30)
+    new = {c: t.client.resolve(c).pid for c in "abcdp"}
+    assert {c: pid in pool for c, pid in new.items()} == dict.fromkeys("abcdp", True), (pool, new)
+
+
+def test_every_started_report_of_a_group_restart_carries_its_marks(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Each child's `started` report says when the node reaped its previous incarnation, decided
+    its start and read its "ready" (detail.mono_ns), also for a child whose "ready" the node
+    read before the launcher's news of its start (a standby is activated at once)."""
+    ids = "abcdef"
+    t = tree(group_toml(tmp_path / "journal", dict.fromkeys(ids, "brutal_kill")))
+    for round_, victim in enumerate("cf", start=2):
+        os.kill(t.client.resolve(victim).pid, signal.SIGKILL)
+        for c in ids:
+            marks = t.wait_started(c, round_, timeout=30)["detail"]["mono_ns"]
+            assert marks["woke"] <= marks["reaped"] <= marks["spawning"] <= marks["ready_seen"], (c, marks)

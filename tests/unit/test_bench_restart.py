@@ -110,15 +110,16 @@ def test_generated_configs_are_valid_trees() -> None:
     assert [c.id for c in grp.supervisor.children] == ids
 
 
-def test_the_group_tree_gets_a_standby_per_worker() -> None:
-    """The node keeps as many pre-forked standbys as one restart starts workers (runtime.standby_for)."""
+def test_the_group_tree_gets_a_standby_per_worker_and_one_more() -> None:
+    """The node keeps as many pre-forked standbys as one restart starts workers, and one for a
+    restart right after it (node/plan.py standby_for)."""
     from supervisor_tree.node.plan import STANDBY_MIN, standby_for
 
     single = parse_config(_tree.tree_toml(_tree.worker_toml("p")), check_imports=False)
     group = parse_config(_tree.tree_toml(groups={"grp": [_tree.worker_toml(f"g{i}") for i in range(10)]}),
                          check_imports=False)
     assert standby_for(single.tree) == STANDBY_MIN
-    assert standby_for(group.tree) == 10
+    assert standby_for(group.tree) == 11
 
 
 def test_a_node_that_cannot_start_leaves_nothing(trees: list[_tree.BenchTree]) -> None:
