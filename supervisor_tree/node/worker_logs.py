@@ -126,6 +126,7 @@ class LogCollector:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._spare: tuple[tuple[str, str], tuple[int, int]] | None = None  # FIFOs made ahead (_make_spare)
         self._spares = itertools.count()
+        self._gone: list[str] = []  # FIFOs of finished incarnations, for the reading thread to unlink
 
     def echo_to(self, stream: TextIO, colour: bool | None = None, ids: Iterable[str] = ()) -> None:
         """Also print every line to `stream`, `id#gen |`-prefixed (coloured per worker on a terminal);
@@ -156,6 +157,8 @@ class LogCollector:
                 f.close()
             self._files.clear()
             spare, self._spare = self._spare, None
+            gone, self._gone = self._gone, []
+        _remove_fifos(gone, ())
         if spare is not None:
             _remove_fifos(*spare)
         self._selector.close()
@@ -186,9 +189,12 @@ class LogCollector:
                 self._selector.register(fd, selectors.EVENT_READ)
             if announce:
                 self._write(inc, "sys", "--- starting ---")
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"\0")  # the reading thread makes the next spare pair
+        self._wake()  # the reading thread makes the next spare pair
         return paths
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
 
     def _take_spare(self, paths: tuple[str, str]) -> tuple[int, int] | None:
         """The spare FIFOs renamed to `paths` (their open fds stay ours), or None when there is none."""
@@ -247,7 +253,8 @@ class LogCollector:
             return True
 
     def finish(self, worker_id: str, generation: int, reason: object) -> list[str]:
-        """The incarnation is gone: read what is left, note the exit, close; returns its stderr tail."""
+        """The incarnation is gone: read what is left, note the exit, close; returns its stderr tail.
+        (On a restart's path: the file's flush and the FIFOs' unlink are left to the reading thread.)"""
         with self._lock:
             inc = self._running.pop((worker_id, generation), None)
             if inc is None:
@@ -259,16 +266,14 @@ class LogCollector:
                 self._by_fd.pop(fd, None)
                 self._selector.unregister(fd)
                 os.close(fd)
-            for path in inc.paths:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+            self._gone.extend(inc.paths)  # unlinked by the reading thread, which also flushes the file
             self._write(inc, "sys", f"--- exited: {reason} ---")
-            self._files[worker_id].flush()
             tail = list(inc.errors or inc.output)
             self._tails[(worker_id, generation)] = tail
             if len(self._tails) > 1000:
                 self._tails.pop(next(iter(self._tails)))
-            return tail
+        self._wake()
+        return tail
 
     def on_launcher_event(self, ev: object, by_pid: Mapping[int, WorkerRec], by_token: Mapping[int, WorkerRec]) -> None:
         """Before the node handles a launcher event: finish the incarnation it ends."""
@@ -310,6 +315,8 @@ class LogCollector:
             with self._lock:
                 for f in self._files.values():
                     f.flush()
+                gone, self._gone = self._gone, []
+            _remove_fifos(gone, ())
 
     def _read(self, fd: int, inc: _Incarnation, stream: str, until_empty: bool) -> None:
         while True:
