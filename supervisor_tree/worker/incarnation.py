@@ -134,7 +134,7 @@ class Incarnation:
         pre, req = self.prepared, self.req
         self.mailbox = standby.adopt(self.ctx, pre.mailbox, pre.mailbox_at, req.mailbox, mailbox_socket)
         self.control = standby.adopt(self.ctx, pre.control, pre.control_at, req.control, control_socket)
-        self.replies = channel.ReplySender(self.ctx)
+        self.replies = channel.ReplySender(self.ctx, spare=pre.reply)
         self.box = Backlog(self.mailbox, self.replies, f"{req.worker_id}#{req.generation}", self.key,
                            req.mailbox_limit, req.mailbox_overflow)
 
