@@ -53,6 +53,7 @@ logger = logging.getLogger("supervisor_tree")
 TAIL_LINES = 20  # stderr lines kept per incarnation for its exited report
 _CHUNK = 65536
 _MAX_LINE = 65536  # a longer run of bytes without a newline is written as lines of this size
+TIDY_UP_DELAY = 0.005  # s after an open or a finish: a restart's path (about 3 ms here) is clear of the FIFO work
 _COLOURS = ("36", "33", "32", "35", "34", "91", "96", "93", "92", "95", "94")  # honcho's cycle, ANSI
 LineWatcher = Callable[[str, str], bool]  # (stream, text) -> True once satisfied (then dropped)
 
@@ -189,7 +190,7 @@ class LogCollector:
                 self._selector.register(fd, selectors.EVENT_READ)
             if announce:
                 self._write(inc, "sys", "--- starting ---")
-        self._wake()  # the reading thread makes the next spare pair
+        self._wake()  # the reading thread makes the next spare pair, TIDY_UP_DELAY later
         return paths
 
     def _wake(self) -> None:
@@ -254,7 +255,8 @@ class LogCollector:
 
     def finish(self, worker_id: str, generation: int, reason: object) -> list[str]:
         """The incarnation is gone: read what is left, note the exit, close; returns its stderr tail.
-        (On a restart's path: the file's flush and the FIFOs' unlink are left to the reading thread.)"""
+        (On a restart's path: the file's flush and the FIFOs' unlink are left to the reading thread,
+        TIDY_UP_DELAY later.)"""
         with self._lock:
             inc = self._running.pop((worker_id, generation), None)
             if inc is None:
@@ -300,23 +302,37 @@ class LogCollector:
     # -- reading --
 
     def _run(self) -> None:
+        due: float | None = time.monotonic()  # when to tidy up (`_tidy_up`): woken by open or finish, a bit later
         while not self._stopping:
-            if self._spare is None:
-                self._make_spare()
-            for key, _ in self._selector.select(timeout=1.0):
+            if due is not None and time.monotonic() >= due:
+                self._tidy_up()
+                due = None
+            read = False
+            for key, _ in self._selector.select(timeout=1.0 if due is None else max(0.0, due - time.monotonic())):
                 fd = int(key.fd)
                 if fd == self._wake_r:
                     _drain(fd)
+                    due = due or time.monotonic() + TIDY_UP_DELAY
                     continue
                 with self._lock:
                     found = self._by_fd.get(fd)
                     if found is not None:
                         self._read(fd, found[0], found[1], until_empty=False)
-            with self._lock:
-                for f in self._files.values():
-                    f.flush()
-                gone, self._gone = self._gone, []
-            _remove_fifos(gone, ())
+                        read = True
+            if read:
+                with self._lock:
+                    for f in self._files.values():
+                        f.flush()
+
+    def _tidy_up(self) -> None:
+        """Flush the files, unlink the FIFOs of finished incarnations, make the next spare pair."""
+        with self._lock:
+            for f in self._files.values():
+                f.flush()
+            gone, self._gone = self._gone, []
+        _remove_fifos(gone, ())
+        if self._spare is None:
+            self._make_spare()
 
     def _read(self, fd: int, inc: _Incarnation, stream: str, until_empty: bool) -> None:
         while True:
