@@ -213,7 +213,7 @@ class LogCollector:
 
     def _make_spare(self) -> None:
         """In the reading thread: the next incarnation's FIFOs, made ahead under names of their own
-        (mkfifo(2) costs about 0.3 ms on ext4 here, rename(2) 0.01 ms).  A failure is left to `open`."""
+        (mkfifo(2) is slow on some filesystems, ext4 here; rename(2) is not).  A failure is left to `open`."""
         base = self.run_dir / "w" / f".logs-spare-{next(self._spares)}"
         paths = (f"{base}.out", f"{base}.err")
         try:
