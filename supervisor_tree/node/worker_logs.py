@@ -53,7 +53,7 @@ logger = logging.getLogger("supervisor_tree")
 TAIL_LINES = 20  # stderr lines kept per incarnation for its exited report
 _CHUNK = 65536
 _MAX_LINE = 65536  # a longer run of bytes without a newline is written as lines of this size
-TIDY_UP_DELAY = 0.005  # s after an open or a finish: a restart's path (about 3 ms here) is clear of the FIFO work
+TIDY_UP_DELAY = 0.012  # s after an open or a finish: past a restart's path (3 to 9 ms here), so the FIFO work stays off it
 _COLOURS = ("36", "33", "32", "35", "34", "91", "96", "93", "92", "95", "94")  # honcho's cycle, ANSI
 LineWatcher = Callable[[str, str], bool]  # (stream, text) -> True once satisfied (then dropped)
 
