@@ -118,9 +118,13 @@ def test_each_restart_writes_through_fifos_of_its_own_and_the_node_leaves_none(t
     assert [(line.split()[1], line.split(" | ")[1]) for line in printed] == [
         ("printer#1", "from incarnation 1"), ("printer#2", "from incarnation 2"), ("printer#3", "from incarnation 3")]
     w = tree.run_dir / "w"
-    fifos = {p.name for p in w.iterdir() if stat.S_ISFIFO(p.lstat().st_mode)}
-    assert {"printer-3.out", "printer-3.err"} <= fifos, fifos
-    assert not {"printer-1.out", "printer-2.out"} & fifos  # an exited incarnation's go with it
+
+    def fifos() -> set[str]:
+        return {p.name for p in w.iterdir() if stat.S_ISFIFO(p.lstat().st_mode)}
+
+    assert {"printer-3.out", "printer-3.err"} <= fifos(), fifos()
+    wait_for(lambda: not {"printer-1.out", "printer-2.out"} & fifos(),  # an exited incarnation's go soon after
+             what="the exited incarnations' FIFOs to go")
     assert supervise("stop", "--run-dir", str(tree.run_dir)).returncode == 0
     wait_for(lambda: not tree.running(), what="the node to stop")
     assert w.is_dir() and not [p.name for p in w.iterdir() if stat.S_ISFIFO(p.lstat().st_mode)]
