@@ -45,7 +45,7 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     ("node read ready -> client resolved", "ready_seen", "resolved"),
     ("resolved -> first call answered", "resolved", "answered"),
 )
-EVENT_WAIT_S = 2.0  # for the "started" report, published before the resolve was answered
+EVENT_WAIT_S = 2.0  # for the "started" report, published just after the waiting resolve was answered
 
 
 def collect(client: Client, events: zmq.Socket[bytes], worker_id: str, generation: int,

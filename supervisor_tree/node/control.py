@@ -189,7 +189,7 @@ class ControlServer:
                 self._send(w.ident, w.req_id, True, {"started": True})
             self.start_waiters.clear()
         for worker_id in list(self.resolve_waiters):
-            self._settle_resolves(worker_id)
+            self.settle_resolves(worker_id)
 
     def on_stats(self, rec: WorkerRec) -> None:
         for ext in self.extensions:
@@ -206,7 +206,9 @@ class ControlServer:
 
     # ------------------------------------------------------------------ resolve
 
-    def _settle_resolves(self, worker_id: str) -> None:
+    def settle_resolves(self, worker_id: str) -> None:
+        """Answer `worker_id`'s waiting resolves whose condition holds (asked after each pump, and at
+        once when it says ready: its callers learn of it before its reports are written)."""
         waiters = self.resolve_waiters.get(worker_id, [])
         keep = []
         for w in waiters:

@@ -160,6 +160,8 @@ class WorkerEvents:
             rec.ready_at = rec.last_beat = time.monotonic()
             rec.marks["ready_seen"] = time.monotonic_ns()
             self.feed(rec.sup, sv.ChildStarted(rec.worker_id, pid))
+            assert self.control is not None
+            self.control.settle_resolves(rec.worker_id)  # its waiting callers first; reports after the pump
         elif kind == "ignore":
             rec.phase = Phase.DONE
             self.feed(rec.sup, sv.ChildIgnored(rec.worker_id))

@@ -17,7 +17,10 @@ node adds to the `exited` report (`report_detail`).
     logs.close()
 
 The FIFOs are opened read-write, so a reader never sees EOF and a writer never
-blocks on open; the end of an incarnation comes from the launcher.  Must not fork,
+blocks on open; the end of an incarnation comes from the launcher.  The reading
+thread makes each pair ahead, under names of its own (RUN/w/.logs-spare-N.out and
+.err), and `open` renames them: mkfifo(2) is slow on some filesystems, and `open`
+sits on a restart's path.  Must not fork,
 signal or decide anything about the worker.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import os
 import selectors
@@ -49,6 +53,7 @@ logger = logging.getLogger("supervisor_tree")
 TAIL_LINES = 20  # stderr lines kept per incarnation for its exited report
 _CHUNK = 65536
 _MAX_LINE = 65536  # a longer run of bytes without a newline is written as lines of this size
+TIDY_UP_DELAY = 0.012  # s after an open or a finish: past a restart's path (3 to 9 ms here), so the FIFO work stays off it
 _COLOURS = ("36", "33", "32", "35", "34", "91", "96", "93", "92", "95", "94")  # honcho's cycle, ANSI
 LineWatcher = Callable[[str, str], bool]  # (stream, text) -> True once satisfied (then dropped)
 
@@ -120,6 +125,9 @@ class LogCollector:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._spare: tuple[tuple[str, str], tuple[int, int]] | None = None  # FIFOs made ahead (_make_spare)
+        self._spares = itertools.count()
+        self._gone: list[str] = []  # FIFOs of finished incarnations, for the reading thread to unlink
 
     def echo_to(self, stream: TextIO, colour: bool | None = None, ids: Iterable[str] = ()) -> None:
         """Also print every line to `stream`, `id#gen |`-prefixed (coloured per worker on a terminal);
@@ -149,6 +157,11 @@ class LogCollector:
             for f in self._files.values():
                 f.close()
             self._files.clear()
+            spare, self._spare = self._spare, None
+            gone, self._gone = self._gone, []
+        _remove_fifos(gone, ())
+        if spare is not None:
+            _remove_fifos(*spare)
         self._selector.close()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
@@ -163,20 +176,13 @@ class LogCollector:
             return None
         base = self.run_dir / "w" / f"{worker_id}-{generation}"
         paths = (f"{base}.out", f"{base}.err")
-        fds: list[int] = []
         try:
-            for path in paths:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                os.mkfifo(path, 0o600)
-                fds.append(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+            fds = self._take_spare(paths) or _make_fifos(paths)
         except OSError as exc:
-            for fd in fds:
-                os.close(fd)
             logger.warning("worker %s#%d: cannot make its output FIFOs (%s); its output goes to the node's",
                            worker_id, generation, exc)
             return None
-        inc = _Incarnation(worker_id, generation, paths, (fds[0], fds[1]))
+        inc = _Incarnation(worker_id, generation, paths, fds)
         with self._lock:
             self._running[(worker_id, generation)] = inc
             for fd, stream in zip(inc.fds, ("out", "err")):
@@ -184,7 +190,42 @@ class LogCollector:
                 self._selector.register(fd, selectors.EVENT_READ)
             if announce:
                 self._write(inc, "sys", "--- starting ---")
+        self._wake()  # the reading thread makes the next spare pair, TIDY_UP_DELAY later
         return paths
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+
+    def _take_spare(self, paths: tuple[str, str]) -> tuple[int, int] | None:
+        """The spare FIFOs renamed to `paths` (their open fds stay ours), or None when there is none."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        try:
+            for src, dst in zip(spare[0], paths):
+                os.rename(src, dst)  # replaces a stale FIFO of the same name, if any
+        except OSError:
+            _remove_fifos(spare[0] + paths, spare[1])
+            return None
+        return spare[1]
+
+    def _make_spare(self) -> None:
+        """In the reading thread: the next incarnation's FIFOs, made ahead under names of their own
+        (mkfifo(2) is slow on some filesystems, ext4 here; rename(2) is not).  A failure is left to `open`."""
+        base = self.run_dir / "w" / f".logs-spare-{next(self._spares)}"
+        paths = (f"{base}.out", f"{base}.err")
+        try:
+            fds = _make_fifos(paths)
+        except OSError:
+            return
+        with self._lock:
+            kept = self._spare is None and not self._stopping
+            if kept:
+                self._spare = (paths, fds)
+        if not kept:  # the node is stopping
+            _remove_fifos(paths, fds)
 
     def announce(self, worker_id: str, generation: int) -> None:
         with self._lock:
@@ -213,7 +254,9 @@ class LogCollector:
             return True
 
     def finish(self, worker_id: str, generation: int, reason: object) -> list[str]:
-        """The incarnation is gone: read what is left, note the exit, close; returns its stderr tail."""
+        """The incarnation is gone: read what is left, note the exit, close; returns its stderr tail.
+        (On a restart's path: the file's flush and the FIFOs' unlink are left to the reading thread,
+        TIDY_UP_DELAY later.)"""
         with self._lock:
             inc = self._running.pop((worker_id, generation), None)
             if inc is None:
@@ -225,16 +268,14 @@ class LogCollector:
                 self._by_fd.pop(fd, None)
                 self._selector.unregister(fd)
                 os.close(fd)
-            for path in inc.paths:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+            self._gone.extend(inc.paths)  # unlinked by the reading thread, which also flushes the file
             self._write(inc, "sys", f"--- exited: {reason} ---")
-            self._files[worker_id].flush()
             tail = list(inc.errors or inc.output)
             self._tails[(worker_id, generation)] = tail
             if len(self._tails) > 1000:
                 self._tails.pop(next(iter(self._tails)))
-            return tail
+        self._wake()
+        return tail
 
     def on_launcher_event(self, ev: object, by_pid: Mapping[int, WorkerRec], by_token: Mapping[int, WorkerRec]) -> None:
         """Before the node handles a launcher event: finish the incarnation it ends."""
@@ -261,19 +302,37 @@ class LogCollector:
     # -- reading --
 
     def _run(self) -> None:
+        due: float | None = time.monotonic()  # when to tidy up (`_tidy_up`): woken by open or finish, a bit later
         while not self._stopping:
-            for key, _ in self._selector.select(timeout=1.0):
+            if due is not None and time.monotonic() >= due:
+                self._tidy_up()
+                due = None
+            read = False
+            for key, _ in self._selector.select(timeout=1.0 if due is None else max(0.0, due - time.monotonic())):
                 fd = int(key.fd)
                 if fd == self._wake_r:
                     _drain(fd)
+                    due = due or time.monotonic() + TIDY_UP_DELAY
                     continue
                 with self._lock:
                     found = self._by_fd.get(fd)
                     if found is not None:
                         self._read(fd, found[0], found[1], until_empty=False)
-            with self._lock:
-                for f in self._files.values():
-                    f.flush()
+                        read = True
+            if read:
+                with self._lock:
+                    for f in self._files.values():
+                        f.flush()
+
+    def _tidy_up(self) -> None:
+        """Flush the files, unlink the FIFOs of finished incarnations, make the next spare pair."""
+        with self._lock:
+            for f in self._files.values():
+                f.flush()
+            gone, self._gone = self._gone, []
+        _remove_fifos(gone, ())
+        if self._spare is None:
+            self._make_spare()
 
     def _read(self, fd: int, inc: _Incarnation, stream: str, until_empty: bool) -> None:
         while True:
@@ -338,6 +397,29 @@ def _satisfied(watcher: LineWatcher, stream: str, text: str) -> bool:
     except Exception:  # a watcher's bug must not stop the logs
         logger.exception("a log line watcher failed; dropped")
         return True
+
+
+def _make_fifos(paths: tuple[str, str]) -> tuple[int, int]:
+    """Two FIFOs at `paths` (any old file there replaced), open read-write; raises OSError, leaving none."""
+    fds: list[int] = []
+    try:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.mkfifo(path, 0o600)
+            fds.append(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+    except OSError:
+        _remove_fifos(paths, fds)
+        raise
+    return fds[0], fds[1]
+
+
+def _remove_fifos(paths: Iterable[str], fds: Iterable[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _drain(fd: int) -> None:

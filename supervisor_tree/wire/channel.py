@@ -96,12 +96,19 @@ class ReplySender:
     100th, ... drop).  Not thread-safe: the worker's main thread owns it.
     """
 
-    def __init__(self, ctx: zmq.Context[Any], max_sockets: int = 256, sndhwm: int = 100_000) -> None:
+    def __init__(self, ctx: zmq.Context[Any], max_sockets: int = 256, sndhwm: int = 100_000,
+                 spare: zmq.Socket[bytes] | None = None) -> None:
         self._ctx = ctx
         self._max = max_sockets
         self._sndhwm = sndhwm
         self._socks: collections.OrderedDict[bytes, zmq.Socket[bytes]] = collections.OrderedDict()
+        self._spare = spare  # made ahead with `sndhwm` (`make_socket`, e.g. by a standby): the first address's
         self.dropped = 0
+
+    @staticmethod
+    def make_socket(ctx: zmq.Context[Any], sndhwm: int = 100_000) -> zmq.Socket[bytes]:
+        """A reply socket, not connected yet."""
+        return make_socket(ctx, zmq.PUSH, sndhwm=sndhwm)
 
     def send(self, reply_to: bytes, frame: bytes) -> bool:
         """Queue `frame` for `reply_to` (utf-8 endpoint); False when it was dropped."""
@@ -121,7 +128,7 @@ class ReplySender:
     def _open(self, reply_to: bytes) -> zmq.Socket[bytes] | None:
         try:
             endpoint = reply_to.decode()
-            sock = make_socket(self._ctx, zmq.PUSH, sndhwm=self._sndhwm)
+            sock, self._spare = self._spare or self.make_socket(self._ctx, self._sndhwm), None
         except (UnicodeDecodeError, zmq.ZMQError):
             return None
         try:
@@ -145,6 +152,9 @@ class ReplySender:
         for sock in self._socks.values():
             sock.close(linger)
         self._socks.clear()
+        if self._spare is not None:
+            self._spare.close(0)
+            self._spare = None
 
 
 def _is_power_of_ten(n: int) -> bool:

@@ -1,7 +1,7 @@
 """The loop that runs one worker incarnation, inside its own process.
 
 Owns, inside a worker process: the mailbox and control sockets, dispatch of
-calls, casts and infos to the behaviour's callbacks, the stop request (SIGTERM),
+calls, casts and infos to the behaviour's callbacks (the loop: `serve.py`), the stop request (SIGTERM),
 heartbeats to the node (`heartbeat.py`), and exiting with a reason (`exits.py`).
 Must not fork, and must not decide anything about restarts: it only says how it ended.
 
@@ -19,28 +19,25 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import select
 import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import cast
 
 import zmq
 
 from supervisor_tree.spec import SHUTDOWN
-from supervisor_tree.wire import auth, channel, frames
-from supervisor_tree.wire.coalesce import serve_batch
+from supervisor_tree.wire import auth, channel
 from supervisor_tree.wire.dropped import Dropped
-from supervisor_tree.wire.shapes import MALFORMED, UNAUTHENTICATED
+from supervisor_tree.wire.shapes import MALFORMED
 from supervisor_tree.worker import faults, idempotency, standby
-from supervisor_tree.worker.behaviour import IGNORE, NOREPLY, Worker
+from supervisor_tree.worker.behaviour import IGNORE, Worker
 from supervisor_tree.worker.control import serve_control
 from supervisor_tree.worker.exits import exit_status, write_reason
-from supervisor_tree.worker.heartbeat import LAT_MASK, LAT_SIZE, Heartbeat, stats_of
+from supervisor_tree.worker.heartbeat import LAT_SIZE, Heartbeat, stats_of
 from supervisor_tree.worker.mailbox import Backlog
-from supervisor_tree.worker.replies import HeldReplies, send_answers, serve_calls
+from supervisor_tree.worker.replies import send_answers
+from supervisor_tree.worker.serve import BATCH, serve
 from supervisor_tree.worker.spawn import SpawnRequest, load_target
 from supervisor_tree.worker.standby import INBOUND_RECONNECT_MS, Prepared, control_socket, mailbox_socket, prepare
 from supervisor_tree.worker.timers import Timers
@@ -49,7 +46,6 @@ __all__ = ["Incarnation", "BATCH", "EXIT_LINGER_MS"]
 
 log = logging.getLogger("supervisor_tree.worker")
 
-BATCH = 256  # mailbox messages per round before the control socket is looked at again
 EXIT_LINGER_MS = 200  # how long the last replies and notices may take to leave at exit
 
 
@@ -138,7 +134,7 @@ class Incarnation:
         pre, req = self.prepared, self.req
         self.mailbox = standby.adopt(self.ctx, pre.mailbox, pre.mailbox_at, req.mailbox, mailbox_socket)
         self.control = standby.adopt(self.ctx, pre.control, pre.control_at, req.control, control_socket)
-        self.replies = channel.ReplySender(self.ctx)
+        self.replies = channel.ReplySender(self.ctx, spare=pre.reply)
         self.box = Backlog(self.mailbox, self.replies, f"{req.worker_id}#{req.generation}", self.key,
                            req.mailbox_limit, req.mailbox_overflow)
 
@@ -246,126 +242,8 @@ class Incarnation:
     # -- the loop --
 
     def _serve(self) -> object:
-        """Serve until a stop; returns the stop reason (see exit_status)."""
-        worker = self.worker
-        assert worker is not None
-        handle_call, handle_cast, handle_info = worker.handle_call, worker.handle_cast, worker.handle_info
-        control, wake = self.control, self.wake_r
-        box = self.box
-        assert box is not None
-        sock_recv = self.mailbox.recv
-        send = self.replies.send
-        held = HeldReplies(send, self.key, self._reply_ok)  # a calls frame's replies: one frame back
-        # One poll(2) on raw fds.  A ZMQ_FD fires for a message only if its socket was seen empty since: the
-        # control socket is read to Again when it fires; a blocking poll follows a round that saw the mailbox empty.
-        control_fd = int(control.getsockopt(zmq.FD))
-        fds = select.poll()
-        for fd in (control_fd, int(self.mailbox.getsockopt(zmq.FD)), wake):
-            fds.register(fd, select.POLLIN)
-        events, EVENTS, POLLIN = cast("Callable[[int], int]", self.mailbox.getsockopt), zmq.EVENTS, zmq.POLLIN
-        self._serve_control()  # what came before the loop
-        poll = fds.poll
-        key = self.key
-        verify = key.verify
-        split_call, reply_frame, loads = channel.split_call, channel.reply_frame, pickle.loads
-        CALL, CAST, INFO, BATCH_FRAME, CALLS = channel.CALL, channel.CAST, channel.INFO, channel.BATCH, frames.CALLS
-        NOBLOCK, Again, clock = zmq.NOBLOCK, zmq.Again, time.perf_counter_ns
-        lat, lat_i = self.lat, self.lat_i
-        timeout = 0  # the mailbox may hold what came before the loop
-        while True:
-            if self.halt:
-                reason = self._on_halt()
-                if reason is not None:
-                    return reason
-            if self.timers:
-                timeout = self.timers.wait_ms(timeout)
-            for fd, _ in poll(timeout):
-                if fd == control_fd:
-                    self._serve_control()  # may arm a fault, which wraps the handlers: read them again
-                    handle_call, handle_cast, handle_info = worker.handle_call, worker.handle_cast, worker.handle_info
-                elif fd == wake:
-                    _drain_fd(wake)
-            if self.halt:
-                timeout = 0
-                continue
-            n = calls = casts = infos = 0
-            recv = box.before_round(sock_recv)
-            seen_empty = False  # the socket itself, since its last commands: a blocking poll may wait
-            try:
-                if self.timers:
-                    self._fire_timers(handle_info)
-                while n < BATCH:
-                    if n == 1 and recv is sock_recv and not events(EVENTS) & POLLIN:
-                        seen_empty = True  # a frame that came alone (its caller waits): cheaper than raising Again
-                        break
-                    try:
-                        frame = recv(NOBLOCK)
-                    except Again:
-                        seen_empty = recv is sock_recv
-                        break
-                    n += 1
-                    end = verify(frame)
-                    if end < 0:  # not tagged with the run's key: not one byte of it is read
-                        self.drop("a sender (mailbox PULL)", UNAUTHENTICATED, f"frame of {len(frame)} bytes without the run's tag")
-                        continue
-                    kind = frame[0]
-                    if kind == CALL:
-                        try:
-                            ref8, reply_to, payload = split_call(frame, end)
-                            msg = loads(payload)
-                        except Exception as exc:  # noqa: BLE001
-                            self._malformed(frame, end, exc)
-                            continue
-                        t0 = clock()
-                        self.current = (ref8, reply_to)
-                        try:
-                            value = handle_call(msg)
-                        except Exception as exc:
-                            send(reply_to, reply_frame(key, ref8, False, channel.RemoteError.from_exception(exc)))
-                            raise
-                        lat[lat_i & LAT_MASK] = clock() - t0
-                        lat_i += 1
-                        calls += 1
-                        self.current = None
-                        if value is not NOREPLY:
-                            send(reply_to, self._reply_ok(ref8, value))
-                    elif kind == CALLS:  # calls pipelined together (call_many): each as if it came alone
-                        k, lat_i = serve_calls(self, frame, end, handle_call, held, lat_i)
-                        calls += k
-                    elif kind == CAST:
-                        try:
-                            msg = loads(memoryview(frame)[1:end])
-                        except Exception as exc:  # noqa: BLE001
-                            self._malformed(frame, end, exc)
-                            continue
-                        casts += 1
-                        handle_cast(msg)
-                    elif kind == INFO:
-                        try:
-                            msg = loads(memoryview(frame)[1:end])
-                        except Exception as exc:  # noqa: BLE001
-                            self._malformed(frame, end, exc)
-                            continue
-                        infos += 1
-                        handle_info(msg)
-                    elif kind == BATCH_FRAME:  # casts coalesced by a sender: served one by one, in order
-                        n += serve_batch(self, frame, end, handle_cast) - 1
-                    else:
-                        self._malformed(frame, end, ValueError(f"unknown frame kind {frame[:1]!r}"))
-                    if self.halt:
-                        break
-            except Exception as exc:  # noqa: BLE001 - a callback raised: the worker crashes
-                self.errors += 1
-                return exc
-            finally:
-                self.calls += calls
-                self.casts += casts
-                self.infos += infos
-                self.lat_i = lat_i
-                if n > self.max_batch:
-                    self.max_batch = n
-            box.after_round(n >= BATCH)
-            timeout = -1 if seen_empty and not box.pending else 0
+        """Serve until a stop; returns the stop reason (see exit_status).  The loop: serve.py."""
+        return serve(self)
 
     def reply(self, token: tuple[bytes, bytes], value: object) -> None:
         ref8, reply_to = token
@@ -439,11 +317,3 @@ class Incarnation:
             self.inbound.send(channel.encode_notice(self.key, notice), zmq.NOBLOCK)
         except (zmq.Again, AttributeError):
             log.warning("worker %s#%s: could not tell the node %r", self.req.worker_id, self.req.generation, notice[0])
-
-
-def _drain_fd(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

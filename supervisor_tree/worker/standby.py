@@ -55,7 +55,8 @@ class Prepared:
 
     A standby also creates its mailbox and control sockets, bound under names of
     its own (`mailbox_at`, `control_at`) that it renames to its worker's endpoints
-    when activated (`channel.move_bind`).
+    when activated (`channel.move_bind`), and its first reply socket: nothing of
+    them depends on the worker it becomes.
     """
 
     context: zmq.Context[Any]
@@ -67,6 +68,7 @@ class Prepared:
     mailbox_at: str = ""
     control: zmq.Socket[bytes] | None = None
     control_at: str = ""
+    reply: zmq.Socket[bytes] | None = None  # the first reply socket (ReplySender), not connected yet
 
 
 def prepare(inbound: str, standby_in: str | None = None,
@@ -91,6 +93,7 @@ def prepare(inbound: str, standby_in: str | None = None,
         channel.bind(prepared.mailbox, prepared.mailbox_at)
         prepared.control, prepared.control_at = control_socket(ctx), base + ".ctl"
         channel.bind(prepared.control, prepared.control_at)
+        prepared.reply = channel.ReplySender.make_socket(ctx)
         if rehearse is not None:
             rehearse(prepared, standby_in)
     return prepared

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
-from nodes import Tree, started, write_config
+from nodes import Tree, started, wait_for, write_config
 
-from supervisor_tree.client import CallError
+from supervisor_tree.client import CalleeExited, CallError, Client
 
 PUPPET = "supervisor_tree.workers.puppet:Puppet"
 CONFIG = f'[tree]\nintensity = 100\nperiod = 10\n\n[[tree.children]]\nid = "p"\nstart = "{PUPPET}"\nshutdown = "brutal_kill"\n'
@@ -51,3 +52,31 @@ def test_a_crash_still_reports_its_stderr_tail(tree: Tree) -> None:
     tree.client.resolve("p", after_generation=first.generation, timeout=20)
     exited = tree.wait_event(lambda e: e["event"] == "exited" and e["generation"] == first.generation)
     assert any("boom from the puppet" in line for line in exited["detail"]["tail"]), exited
+
+
+def test_a_resolve_waiting_through_a_restart_gets_the_new_incarnation_and_the_dead_ones_call_stays_dead(
+        tree: Tree, tmp_path: Path) -> None:
+    # The node answers a waiting resolve as soon as the new incarnation says "ready", before its
+    # supervisor's reports are written; a call the killed one was serving still fails, and only there.
+    first = tree.client.resolve("p")
+    mark = tmp_path / "hanging"
+    outcome: list[object] = []
+
+    def hang() -> None:
+        with Client(tree.run_dir, timeout=30.0) as other:
+            try:
+                outcome.append(other.call("p", {"cmd": "hang", "mark": str(mark)}))
+            except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+                outcome.append(exc)
+
+    caller = threading.Thread(target=hang)
+    caller.start()
+    wait_for(mark.exists, what="the hanging call to reach the worker")
+    os.kill(first.pid, signal.SIGKILL)
+    second = tree.client.resolve("p", after_generation=first.generation, timeout=20)
+    assert second.generation == first.generation + 1 and second.pid != first.pid
+    assert tree.client.call("p", {"cmd": "count"}) == 1  # the new incarnation's first call: nothing else reached it
+    caller.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], CalleeExited), outcome
+    assert (outcome[0].pid, outcome[0].generation) == (first.pid, first.generation)
+    assert tree.wait_started("p", second.generation)["pid"] == second.pid

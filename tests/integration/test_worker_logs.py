@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -101,3 +103,28 @@ def test_the_foreground_prefixes_each_workers_lines(tmp_path: Path) -> None:
     assert any(line.endswith("printer#1 | hello") for line in lines), out
     assert any(line.endswith("printer#1 | sys: --- exited: shutdown ---") for line in lines), out
     assert all(time.strptime(line[:8], "%H:%M:%S") for line in lines if "printer#1" in line)
+
+
+def test_each_restart_writes_through_fifos_of_its_own_and_the_node_leaves_none(tree: Tree) -> None:
+    # The node makes each incarnation's FIFOs ahead under names of their own and renames them at its start.
+    for gen in (1, 2, 3):
+        assert tree.client.call("printer", ["print", f"from incarnation {gen}"]) == "ok"
+        if gen < 3:
+            os.kill(tree.pid_of("printer"), signal.SIGKILL)
+            tree.wait_started("printer", gen + 1)
+    printed = wait_for(lambda: (lines := [line for line in tree.cli("logs", "printer").stdout.splitlines()
+                                          if "from incarnation" in line]) and len(lines) == 3 and lines,
+                       what="three printed lines")
+    assert [(line.split()[1], line.split(" | ")[1]) for line in printed] == [
+        ("printer#1", "from incarnation 1"), ("printer#2", "from incarnation 2"), ("printer#3", "from incarnation 3")]
+    w = tree.run_dir / "w"
+
+    def fifos() -> set[str]:
+        return {p.name for p in w.iterdir() if stat.S_ISFIFO(p.lstat().st_mode)}
+
+    assert {"printer-3.out", "printer-3.err"} <= fifos(), fifos()
+    wait_for(lambda: not {"printer-1.out", "printer-2.out"} & fifos(),  # an exited incarnation's go soon after
+             what="the exited incarnations' FIFOs to go")
+    assert supervise("stop", "--run-dir", str(tree.run_dir)).returncode == 0
+    wait_for(lambda: not tree.running(), what="the node to stop")
+    assert w.is_dir() and not [p.name for p in w.iterdir() if stat.S_ISFIFO(p.lstat().st_mode)]
