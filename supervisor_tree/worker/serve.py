@@ -85,7 +85,8 @@ def serve(inc: Loop) -> object:
     fds = select.poll()
     for fd in (control_fd, int(inc.mailbox.getsockopt(zmq.FD)), wake):
         fds.register(fd, select.POLLIN)
-    events, EVENTS, POLLIN = cast("Callable[[int], int]", inc.mailbox.getsockopt), zmq.EVENTS, zmq.POLLIN
+    # plain ints: `int & zmq.POLLIN` runs the enum's Python __and__, and constructs a PollEvent, on every lone call
+    events, EVENTS, POLLIN = cast("Callable[[int], int]", inc.mailbox.getsockopt), int(zmq.EVENTS), int(zmq.POLLIN)
     inc._serve_control()  # what came before the loop
     poll = fds.poll
     key = inc.key
