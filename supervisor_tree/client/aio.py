@@ -131,9 +131,13 @@ class Client:
         return found
 
     def _drop(self, target: Target) -> None:
-        """Forget an incarnation that is gone: stop watching its pidfd, close it."""
-        if target.dead() and any(t is target and not fut.done() for fut, t in self._pending.values()):
-            self._on_death(target)  # what it owed fails (nothing would watch its pidfd once dropped)
+        """Forget an incarnation that is gone: stop watching its pidfd, close it.  One that still owes replies
+        (its connection closed, its pidfd not readable yet: it is exiting) stays watched: its death fails them."""
+        if any(t is target and not fut.done() for fut, t in self._pending.values()):
+            if target.dead():
+                self._on_death(target)
+            elif self._targets.get(target.worker_id) is target:
+                del self._targets[target.worker_id]  # the next call resolves its successor; the watch stays
             return
         if self._targets.get(target.worker_id) is target:
             del self._targets[target.worker_id]

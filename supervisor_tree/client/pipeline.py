@@ -40,12 +40,14 @@ from supervisor_tree.wire.channel import (
     encode_call,
 )
 from supervisor_tree.wire.dropped import Dropped
+from supervisor_tree.wire.endpoints import readable
 from supervisor_tree.wire.frames import encode_calls
 
 __all__ = ["Client", "Sender", "call_many", "drain_replies"]
 
 MAX_CALLS_PER_FRAME = 128  # calls pipelined together in one frame at most (a worker answers them one by one)
 _DEATH_GRACE_MS = 20  # a dead callee's last replies may still be on their way through our I/O thread
+_EXITING_GRACE_S = 1.0  # a callee whose connection closed (it is exiting) is seen dead on its pidfd within this
 _NOBLOCK, _POLLIN = int(zmq.NOBLOCK), int(zmq.POLLIN)
 _UNSET = object()
 
@@ -196,9 +198,10 @@ class _Batch:
                 if not self.inflight:  # full, and no reply of ours will make room: wait for it
                     self._wait_room(sender, target, deadline)
                 return
-            except PeerUnavailable:  # it died: what it owed fails now (nothing would watch its pidfd once let go)
-                if target.dead():
-                    self._callee_died(sender)
+            except PeerUnavailable:  # its connection is gone: it is exiting; what it owed fails once its pidfd says so
+                if target.dead() or (self.inflight and target.pidfd is not None
+                                     and readable(target.pidfd, min(_EXITING_GRACE_S, self.timeout))):
+                    self._callee_died(sender)  # (nothing would watch its pidfd once let go)
                 else:
                     self._let_go()
                 return
