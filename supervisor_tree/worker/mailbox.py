@@ -124,11 +124,16 @@ class Backlog:
         """Probe when due; the recv the round should use (ours while `pending` has messages)."""
         if self.limit is not None:
             self.probe(0.0)
-        else:
-            now = time.monotonic()
-            if now >= self._next_probe:
-                self.probe(now)
+            return self.recv  # every message passes the policy: the round serves what the probe took, then ends
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self.probe(now)
         return self.recv if self.pending else sock_recv
+
+    @property
+    def drained(self) -> bool:
+        """With a limit: the last probe read the socket until Again, so the loop may block on its ZMQ_FD."""
+        return self.limit is not None and not self.capped
 
     def after_round(self, full: bool) -> None:
         """`full`: the round drained a whole batch, so more may wait."""

@@ -125,7 +125,7 @@ def serve(inc: Loop) -> object:
                 try:
                     frame = recv(NOBLOCK)
                 except Again:
-                    seen_empty = recv is sock_recv
+                    seen_empty = recv is sock_recv or box.drained
                     break
                 n += 1
                 end = verify(frame)
