@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from supervisor_tree.node.launchers.base import Reaped, SpawnFailed
 from supervisor_tree.node.logfile import format_line
+from supervisor_tree.wire.endpoints import drain_fd
 from supervisor_tree.worker.output import LOG_MARK
 
 if TYPE_CHECKING:
@@ -311,7 +312,7 @@ class LogCollector:
             for key, _ in self._selector.select(timeout=1.0 if due is None else max(0.0, due - time.monotonic())):
                 fd = int(key.fd)
                 if fd == self._wake_r:
-                    _drain(fd)
+                    drain_fd(fd)
                     due = due or time.monotonic() + TIDY_UP_DELAY
                     continue
                 with self._lock:
@@ -422,9 +423,3 @@ def _remove_fifos(paths: Iterable[str], fds: Iterable[int]) -> None:
             os.unlink(path)
 
 
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

@@ -17,7 +17,7 @@ import zmq
 
 from supervisor_tree.wire import curve
 
-__all__ = ["IPC_PATH_MAX", "readable", "ipc_path", "check_endpoint", "make_socket", "bind", "connect", "move_bind", "unlink_ipc"]
+__all__ = ["IPC_PATH_MAX", "readable", "drain_fd", "ipc_path", "check_endpoint", "make_socket", "bind", "connect", "move_bind", "unlink_ipc"]
 
 IPC_PATH_MAX = 107  # Linux: sizeof(sockaddr_un.sun_path) - 1
 
@@ -30,6 +30,15 @@ def readable(fd: int, timeout: float = 0.0) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(int(timeout * 1000)))
+
+
+def drain_fd(fd: int) -> None:
+    """Read a non-blocking wake-up fd (a pipe or an eventfd) until it is empty."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def ipc_path(endpoint: str) -> str | None:

@@ -12,7 +12,6 @@ callback that raised: the exception).
 
 from __future__ import annotations
 
-import os
 import pickle
 import select
 import time
@@ -24,6 +23,7 @@ import zmq
 from supervisor_tree.wire import channel, frames
 from supervisor_tree.wire.auth import FrameKey
 from supervisor_tree.wire.coalesce import serve_batch
+from supervisor_tree.wire.endpoints import drain_fd
 from supervisor_tree.wire.shapes import UNAUTHENTICATED
 from supervisor_tree.worker.behaviour import NOREPLY, Worker
 from supervisor_tree.worker.heartbeat import LAT_MASK
@@ -108,7 +108,7 @@ def serve(inc: Loop) -> object:
                 inc._serve_control()  # may arm a fault, which wraps the handlers: read them again
                 handle_call, handle_cast, handle_info = worker.handle_call, worker.handle_cast, worker.handle_info
             elif fd == wake:
-                _drain_fd(wake)
+                drain_fd(wake)
         if inc.halt:
             timeout = 0
             continue
@@ -192,9 +192,3 @@ def serve(inc: Loop) -> object:
         timeout = -1 if seen_empty and not box.pending else 0
 
 
-def _drain_fd(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

@@ -44,6 +44,7 @@ from supervisor_tree.node.launchers.entry import LEN, cold_main, read_exactly, s
 from supervisor_tree.node.launchers.pipe import ServerConfig
 from supervisor_tree.wire import auth
 from supervisor_tree.wire.dropped import Dropped
+from supervisor_tree.wire.endpoints import drain_fd
 from supervisor_tree.wire.shapes import BadFrame
 from supervisor_tree.worker.code import code_roots
 from supervisor_tree.worker.spawn import SpawnRequest
@@ -171,7 +172,7 @@ class _ForkServer:
             timeout = None if refill_at is None else max(0.0, refill_at - time.monotonic())
             ready, _, _ = select.select(fds, [], [], timeout)
             if self.wake_r in ready:
-                _drain_fd(self.wake_r)
+                drain_fd(self.wake_r)
                 _reap_intermediates()
             if self.fd in ready:
                 self.handle_requests()
@@ -365,14 +366,6 @@ def _reap_intermediates() -> None:
             return
         if pid == 0:
             return
-
-
-def _drain_fd(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
 
 
 if __name__ == "__main__":
