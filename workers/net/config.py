@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -84,12 +84,7 @@ class NetworkSpec:
     @classmethod
     def from_args(cls, args: Mapping[str, object]) -> NetworkSpec:
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        problems = []
-        for key in args:
-            if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f' (did you mean "{close[0]}"?)' if close else f"; allowed: {', '.join(fields)}"
-                problems.append(f'unknown key "{key}"{hint}')
+        problems = [_unknown_key(key, list(fields)) for key in args if key not in fields]
         for key, value in args.items():
             field = fields.get(key)
             if field is not None and (problem := _check(key, field.type, value)):
@@ -103,6 +98,13 @@ class NetworkSpec:
             values["tools"] = tuple(_tool(name, cast("dict[str, Any]", t))
                                     for name, t in cast("dict[str, object]", values["tools"]).items())
         return cls(**cast("Mapping[str, Any]", values))  # every value checked against its field's type above
+
+
+def _unknown_key(key: str, allowed: Sequence[str]) -> str:
+    """'unknown key "inlne" (did you mean "inline"?)', or the allowed keys when none is close."""
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else f"; allowed: {', '.join(allowed)}"
+    return f'unknown key "{key}"{hint}'
 
 
 def _tool(name: str, table: dict[str, Any]) -> ToolSetting:
@@ -122,12 +124,7 @@ def _tool_problems(name: str, table: object) -> list[str]:
         return [f"{where}: a tool name is 1-128 of A-Z a-z 0-9 _ - . (MCP)"]
     if not isinstance(table, dict):
         return [f"{where} must be a table, like {{ inline = true }}; got {table!r:.120}"]
-    problems = []
-    for key in table:
-        if key not in TOOL_KEYS:
-            close = difflib.get_close_matches(key, TOOL_KEYS, n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else f"; allowed: {', '.join(TOOL_KEYS)}"
-            problems.append(f'{where}: unknown key "{key}"{hint}')
+    problems = [f"{where}: {_unknown_key(key, TOOL_KEYS)}" for key in table if key not in TOOL_KEYS]
     inline = table.get("inline", False)
     if not isinstance(inline, bool):
         problems.append(f"{where}.inline must be true or false; got {inline!r}")
